@@ -1,0 +1,104 @@
+//! The runtime's one error type: small, closed, fieldless, so it crosses the C ABI as a number.
+
+use core::fmt;
+
+/// Everything that can go wrong in the runtime. Variants are never reused or renumbered:
+/// the C API exposes `code()` as a stable number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Error {
+    /// The file does not start with the metarec magic bytes.
+    BadMagic,
+    /// The file's major format version is not one this runtime reads.
+    UnsupportedVersion,
+    /// The file is shorter than its header or than the body length the header states.
+    Truncated,
+    /// The body's CRC32 does not match the header.
+    ChecksumMismatch,
+    /// Bytes follow the body (in the file or inside the postcard body).
+    TrailingBytes,
+    /// The body is not a valid postcard encoding of a model.
+    MalformedBody,
+    /// The body decodes, but its sizes do not fit together (layers, embeddings, vocabularies).
+    InconsistentDimensions,
+    /// A weight, embedding or hyper-parameter is NaN or infinite (or a learning rate is negative).
+    NonFiniteParameter,
+    /// An item id is not in the model's catalogue.
+    UnknownItem,
+    /// A profile field name is not one of the model's user fields.
+    UnknownField,
+    /// A rating is NaN, infinite or outside the model's rating scale.
+    InvalidRating,
+    /// The session already holds the maximum number of support ratings.
+    TooManyRatings,
+    /// An output buffer's length differs from the number of candidates.
+    LengthMismatch,
+}
+
+impl Error {
+    /// Stable numeric code (also used by the C API); 0 is reserved for success.
+    pub const fn code(self) -> u32 {
+        match self {
+            Error::BadMagic => 100,
+            Error::UnsupportedVersion => 101,
+            Error::Truncated => 102,
+            Error::ChecksumMismatch => 103,
+            Error::TrailingBytes => 104,
+            Error::MalformedBody => 105,
+            Error::InconsistentDimensions => 106,
+            Error::NonFiniteParameter => 107,
+            Error::UnknownItem => 200,
+            Error::UnknownField => 201,
+            Error::InvalidRating => 202,
+            Error::TooManyRatings => 203,
+            Error::LengthMismatch => 204,
+        }
+    }
+
+    /// Every variant, for tables and exhaustive tests.
+    pub const ALL: [Error; 13] = [
+        Error::BadMagic,
+        Error::UnsupportedVersion,
+        Error::Truncated,
+        Error::ChecksumMismatch,
+        Error::TrailingBytes,
+        Error::MalformedBody,
+        Error::InconsistentDimensions,
+        Error::NonFiniteParameter,
+        Error::UnknownItem,
+        Error::UnknownField,
+        Error::InvalidRating,
+        Error::TooManyRatings,
+        Error::LengthMismatch,
+    ];
+
+    /// One-line human-readable description.
+    pub const fn message(self) -> &'static str {
+        match self {
+            Error::BadMagic => "not a metarec model file (bad magic bytes)",
+            Error::UnsupportedVersion => "unsupported model format major version",
+            Error::Truncated => "model file is truncated",
+            Error::ChecksumMismatch => "model body checksum mismatch (file corrupted)",
+            Error::TrailingBytes => "unexpected bytes after the model body",
+            Error::MalformedBody => "model body is malformed",
+            Error::InconsistentDimensions => "model dimensions are inconsistent",
+            Error::NonFiniteParameter => "model holds a NaN, infinite or negative-rate parameter",
+            Error::UnknownItem => "item id is not in the model's catalogue",
+            Error::UnknownField => "profile field is not one of the model's user fields",
+            Error::InvalidRating => "rating is NaN, infinite or outside the model's rating scale",
+            Error::TooManyRatings => "too many support ratings in one session",
+            Error::LengthMismatch => "output buffer length differs from the candidate count",
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.message())
+    }
+}
+
+impl core::error::Error for Error {}
+
+/// Result alias used across the runtime.
+pub type Result<T> = core::result::Result<T, Error>;

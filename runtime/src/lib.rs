@@ -1,0 +1,22 @@
+//! metarec's on-device runtime: load a model file, adapt it to one user's own ratings with the
+//! meta-learned inner loop, and score candidate items — without std, without the network.
+//!
+//! Principal types: [`Model`] (immutable, validated, shareable read-only) and [`Session`] (one
+//! user's profile, support ratings and adapted weights). The file format lives in [`format`].
+#![no_std]
+#![deny(missing_docs)]
+
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+pub mod error;
+pub mod format;
+mod mlp;
+mod model;
+mod session;
+
+pub use error::{Error, Result};
+pub use format::{ModelBody, FORMAT_MAJOR, FORMAT_MINOR};
+pub use model::Model;
+pub use session::{Session, MAX_SUPPORT_RATINGS};
