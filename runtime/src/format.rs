@@ -86,14 +86,17 @@ impl FieldSpec {
     pub fn row_of(&self, value: &str) -> u32 {
         match &self.kind {
             FieldKind::Numeric { bounds } => match value.trim().parse::<f32>() {
-                Ok(v) if v.is_finite() => 1 + bounds.iter().filter(|b| **b <= v).count() as u32,
+                Ok(v) if v.is_finite() => {
+                    let below = bounds.iter().filter(|b| **b <= v).count();
+                    u32::try_from(below).map_or(0, |n| n.saturating_add(1))
+                }
                 _ => 0,
             },
             _ => match self
                 .vocabulary
                 .binary_search_by(|known| known.as_str().cmp(value))
             {
-                Ok(position) => position as u32 + 1,
+                Ok(position) => u32::try_from(position).map_or(0, |n| n.saturating_add(1)),
                 Err(_) => 0,
             },
         }

@@ -1,0 +1,79 @@
+//! C ABI for the metarec on-device runtime.
+//!
+//! A thin layer: every function checks its pointers, converts C strings and arrays, calls
+//! [`metarec_runtime`] and turns its [`metarec_runtime::Error`] into a stable `int32_t` code
+//! (see [`status`]). The header `include/metarec.h` is generated from this crate by cbindgen
+//! (configuration in `ffi/cbindgen.toml`) and committed; the test `header_is_up_to_date` fails
+//! when it drifts, and `METAREC_BLESS=1 cargo test -p metarec-ffi` rewrites it.
+//!
+//! Conventions of every entry point:
+//! - fallible functions return `METAREC_OK` (0) or an error code; out-parameters are written
+//!   only on success, except that output handles are set to NULL on failure;
+//! - a panic never crosses the boundary: it becomes `METAREC_ERR_PANIC` (functions without a
+//!   status return a neutral value instead);
+//! - pointers are checked for NULL (and arrays for alignment) before use.
+//!
+//! Thread safety: a model handle is immutable and may be shared by any number of threads and
+//! sessions; a session must be used by one thread at a time.
+
+mod handle;
+mod model;
+mod rank;
+mod session;
+pub mod status;
+
+use core::ffi::{c_char, CStr};
+use core::panic::AssertUnwindSafe;
+
+pub use handle::{MetarecModel, MetarecSession};
+pub use model::*;
+pub use session::*;
+pub use status::*;
+
+use crate::status::{Code, Status};
+
+/// `CARGO_PKG_VERSION` as a C string.
+const VERSION: &CStr = match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes())
+{
+    Ok(version) => version,
+    Err(_) => panic!("the package version contains a NUL byte"),
+};
+
+/// Runs an entry point's body behind the panic boundary and turns its result into a status code.
+pub(crate) fn guard(body: impl FnOnce() -> Status) -> i32 {
+    match std::panic::catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => METAREC_OK,
+        Ok(Err(Code(code))) => code,
+        Err(_) => METAREC_ERR_PANIC,
+    }
+}
+
+/// Runs the body of an entry point that has no status return; a panic gives `fallback`.
+pub(crate) fn guard_or<T>(fallback: T, body: impl FnOnce() -> T) -> T {
+    std::panic::catch_unwind(AssertUnwindSafe(body)).unwrap_or(fallback)
+}
+
+/// The library version, e.g. `"0.1.0"` (equal to the `METAREC_VERSION_*` macros of the header
+/// the library was built with). The string is static: never free it.
+#[no_mangle]
+pub extern "C" fn metarec_version() -> *const c_char {
+    VERSION.as_ptr()
+}
+
+/// Writes the message of status `code` into `buf` (at most `buf_len` bytes, NUL included,
+/// truncated to fit) and returns the message's full length without the NUL, like `snprintf`:
+/// a return value `>= buf_len` means the message was truncated. Unknown codes give
+/// `"unknown error code"`. With `buf_len` 0 nothing is written and `buf` may be NULL.
+///
+/// # Safety
+/// Unless `buf_len` is 0, `buf` points to `buf_len` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn metarec_error_message(code: i32, buf: *mut c_char, buf_len: usize) -> usize {
+    guard_or(0, || {
+        let text = status::message(code);
+        // SAFETY: `buf` holds `buf_len` writable bytes unless `buf_len` is 0 (caller's contract).
+        // A NULL `buf` with a non-zero length writes nothing; the length is still returned.
+        let _ = unsafe { handle::write_c_string(text.as_bytes(), buf, buf_len) };
+        text.len()
+    })
+}

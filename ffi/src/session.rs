@@ -1,0 +1,293 @@
+//! Sessions: one user's profile, support ratings, adaptation and scoring.
+
+use core::ffi::{c_char, c_int};
+
+use crate::handle::{self, MetarecModel, MetarecSession};
+use crate::rank;
+use crate::status::{Code, Status, METAREC_ERR_INVALID_ARGUMENT};
+use crate::{guard, guard_or};
+
+/// Creates a session for one user on `model`. The session holds its own reference to the
+/// model, so the model handle may be freed before the session. On success `*out_session`
+/// receives a handle to free with `metarec_session_free`; on failure it is set to NULL.
+///
+/// Returns `METAREC_ERR_NULL_POINTER` when `model` or `out_session` is NULL.
+///
+/// # Safety
+/// `model` is NULL or a live model handle; `out_session` is NULL or points to writable storage
+/// for one pointer.
+#[no_mangle]
+pub unsafe extern "C" fn metarec_session_new(
+    model: *const MetarecModel,
+    out_session: *mut *mut MetarecSession,
+) -> i32 {
+    guard(|| {
+        handle::check_out(out_session)?;
+        // SAFETY: checked non-NULL and aligned, writable (caller's contract).
+        unsafe { handle::write_out(out_session, core::ptr::null_mut()) }?;
+        // SAFETY: NULL or a live handle (caller's contract).
+        let model = unsafe { handle::model_arc(model) }?;
+        let session = handle::session_into_raw(Box::new(MetarecSession::new(model)));
+        // SAFETY: as above.
+        unsafe { handle::write_out(out_session, session) }
+    })
+}
+
+/// Frees a session (and its reference to the model). NULL is a no-op.
+///
+/// # Safety
+/// `session` is NULL or a handle from `metarec_session_new` that has not been freed and is not
+/// in use by another thread; it must not be used after this call.
+#[no_mangle]
+pub unsafe extern "C" fn metarec_session_free(session: *mut MetarecSession) {
+    guard_or((), || {
+        // SAFETY: NULL or a live, unshared handle, never used again (caller's contract).
+        unsafe { handle::session_release(session) }
+    });
+}
+
+/// Runs `body` on the session behind a handle, behind the panic boundary.
+///
+/// # Safety
+/// `session` is NULL or a live handle not in use by another thread.
+unsafe fn with_session(
+    session: *mut MetarecSession,
+    body: impl FnOnce(&mut MetarecSession) -> Status,
+) -> i32 {
+    guard(|| {
+        // SAFETY: NULL or a live handle used by this thread only (caller's contract).
+        let session = unsafe { handle::session_mut(session) }?;
+        body(session)
+    })
+}
+
+/// Sets one profile field of the user (e.g. `"age"`, `"25"`), replacing an earlier value of the
+/// same field. Values the model does not know map to its "unknown" embedding. Invalidates an
+/// earlier adaptation.
+///
+/// Returns `METAREC_ERR_NULL_POINTER`, `METAREC_ERR_INVALID_UTF8` or
+/// `METAREC_ERR_UNKNOWN_FIELD` (the model has no such user field).
+///
+/// # Safety
+/// `session` is NULL or a live session handle not in use by another thread; `field` and `value`
+/// are NULL or NUL-terminated strings.
+#[no_mangle]
+pub unsafe extern "C" fn metarec_session_set_profile(
+    session: *mut MetarecSession,
+    field: *const c_char,
+    value: *const c_char,
+) -> i32 {
+    let body = |s: &mut MetarecSession| -> Status {
+        // SAFETY: NULL or NUL-terminated (caller's contract).
+        let (field, value) = unsafe { (handle::c_str(field)?, handle::c_str(value)?) };
+        Ok(s.session.set_profile(field, value)?)
+    };
+    // SAFETY: NULL or a live session used by this thread only (caller's contract).
+    unsafe { with_session(session, body) }
+}
+
+/// Adds one of the user's own ratings to the support set that adaptation learns from.
+///
+/// Returns `METAREC_ERR_NULL_POINTER`, `METAREC_ERR_INVALID_UTF8`, `METAREC_ERR_UNKNOWN_ITEM`,
+/// `METAREC_ERR_INVALID_RATING` (NaN, infinite or outside the model's scale) or
+/// `METAREC_ERR_TOO_MANY_RATINGS`.
+///
+/// # Safety
+/// `session` is NULL or a live session handle not in use by another thread; `item_id` is NULL
+/// or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn metarec_session_add_rating(
+    session: *mut MetarecSession,
+    item_id: *const c_char,
+    rating: f32,
+) -> i32 {
+    let body = |s: &mut MetarecSession| -> Status {
+        // SAFETY: NULL or NUL-terminated (caller's contract).
+        let item_id = unsafe { handle::c_str(item_id) }?;
+        Ok(s.session.add_rating(item_id, rating)?)
+    };
+    // SAFETY: NULL or a live session used by this thread only (caller's contract).
+    unsafe { with_session(session, body) }
+}
+
+/// Removes every support rating (the profile stays).
+///
+/// Returns `METAREC_ERR_NULL_POINTER` when `session` is NULL.
+///
+/// # Safety
+/// `session` is NULL or a live session handle not in use by another thread.
+#[no_mangle]
+pub unsafe extern "C" fn metarec_session_clear_ratings(session: *mut MetarecSession) -> i32 {
+    let body = |s: &mut MetarecSession| -> Status {
+        s.session.clear_ratings();
+        Ok(())
+    };
+    // SAFETY: NULL or a live session used by this thread only (caller's contract).
+    unsafe { with_session(session, body) }
+}
+
+/// Adapts the model to the user's support ratings with `steps` gradient steps, starting again
+/// from the meta-learned weights; `steps` 0 uses the model's own step count (the one it was
+/// meta-trained with). Scores afterwards use the adapted weights.
+///
+/// Returns `METAREC_ERR_NULL_POINTER` or a session error from the runtime.
+///
+/// # Safety
+/// `session` is NULL or a live session handle not in use by another thread.
+#[no_mangle]
+pub unsafe extern "C" fn metarec_session_adapt(session: *mut MetarecSession, steps: u32) -> i32 {
+    let body = |s: &mut MetarecSession| -> Status {
+        if steps == 0 {
+            s.session.adapt()?;
+        } else {
+            s.session.adapt_steps(steps)?;
+        }
+        Ok(())
+    };
+    // SAFETY: NULL or a live session used by this thread only (caller's contract).
+    unsafe { with_session(session, body) }
+}
+
+/// Predicts the user's rating of `count` items given by id: `out_scores[i]` receives the score
+/// of `item_ids[i]`. With `count` 0 nothing happens and both arrays may be NULL. On failure the
+/// contents of `out_scores` are unspecified.
+///
+/// Returns `METAREC_ERR_NULL_POINTER` (also for a NULL id), `METAREC_ERR_INVALID_UTF8` or
+/// `METAREC_ERR_UNKNOWN_ITEM`.
+///
+/// # Safety
+/// `session` is NULL or a live session handle not in use by another thread; unless `count` is 0,
+/// `item_ids` points to `count` pointers, each NULL or a NUL-terminated string, and `out_scores`
+/// to `count` writable floats.
+#[no_mangle]
+pub unsafe extern "C" fn metarec_session_score(
+    session: *mut MetarecSession,
+    item_ids: *const *const c_char,
+    count: usize,
+    out_scores: *mut f32,
+) -> i32 {
+    let body = |s: &mut MetarecSession| -> Status {
+        // SAFETY: unless `count` is 0, `count` readable pointers and `count` writable floats
+        // that the caller does not touch during the call (caller's contract).
+        let (pointers, out) =
+            unsafe { (handle::slice(item_ids, count)?, handle::slice_mut(out_scores, count)?) };
+        let ids = pointers
+            .iter()
+            // SAFETY: each id is NULL or NUL-terminated (caller's contract).
+            .map(|id| unsafe { handle::c_str(*id) })
+            .collect::<Status<Vec<&str>>>()?;
+        Ok(s.session.score_ids(&ids, out)?)
+    };
+    // SAFETY: NULL or a live session used by this thread only (caller's contract).
+    unsafe { with_session(session, body) }
+}
+
+/// Fills `all_items` with `0..item_count` if it is not already.
+fn all_items(session: &mut MetarecSession) -> Status {
+    let count = session.session.model().item_count();
+    if session.all_items.len() != count {
+        let count = u32::try_from(count).map_err(|_| Code(METAREC_ERR_INVALID_ARGUMENT))?;
+        session.all_items = (0..count).collect();
+    }
+    Ok(())
+}
+
+/// Predicts the user's rating of every catalogue item: `out_scores[i]` receives the score of
+/// item index `i` (see `metarec_model_item_id`). `len` must equal `metarec_model_item_count`
+/// exactly. On failure the contents of `out_scores` are unspecified.
+///
+/// Returns `METAREC_ERR_NULL_POINTER` or `METAREC_ERR_INVALID_ARGUMENT` (`len` differs from
+/// the item count, smaller or larger).
+///
+/// # Safety
+/// `session` is NULL or a live session handle not in use by another thread; unless `len` is 0,
+/// `out_scores` points to `len` writable floats.
+#[no_mangle]
+pub unsafe extern "C" fn metarec_session_score_all(
+    session: *mut MetarecSession,
+    out_scores: *mut f32,
+    len: usize,
+) -> i32 {
+    let body = |s: &mut MetarecSession| -> Status {
+        // SAFETY: unless `len` is 0, `len` writable floats (caller's contract).
+        let out = unsafe { handle::slice_mut(out_scores, len) }?;
+        if len != s.session.model().item_count() {
+            return Err(Code(METAREC_ERR_INVALID_ARGUMENT));
+        }
+        all_items(s)?;
+        Ok(s.session.score_indices(&s.all_items, out)?)
+    };
+    // SAFETY: NULL or a live session used by this thread only (caller's contract).
+    unsafe { with_session(session, body) }
+}
+
+/// Ranks the catalogue for the user and returns the `k` best items: highest score first, ties
+/// broken by the lower item index. When `exclude_rated` is non-zero, items in the support set
+/// (rated with `metarec_session_add_rating`) are left out. `*out_len` receives the number of
+/// items written, `min(k, candidates)`; `out_indices[0..*out_len]` receive item indices (see
+/// `metarec_model_item_id`) and, if `out_scores` is not NULL, `out_scores[0..*out_len]` their
+/// scores. `*out_len` is 0 on failure.
+///
+/// Returns `METAREC_ERR_NULL_POINTER` (`session` or `out_len` NULL, or `out_indices` NULL with
+/// `k` > 0 and a non-empty catalogue).
+///
+/// # Safety
+/// `session` is NULL or a live session handle not in use by another thread; `out_len` is NULL
+/// or writable; `out_indices` and `out_scores` (when not NULL) have room for
+/// `min(k, metarec_model_item_count(model))` elements.
+#[no_mangle]
+pub unsafe extern "C" fn metarec_session_top_k(
+    session: *mut MetarecSession,
+    k: usize,
+    exclude_rated: c_int,
+    out_indices: *mut usize,
+    out_scores: *mut f32,
+    out_len: *mut usize,
+) -> i32 {
+    let body = |s: &mut MetarecSession| -> Status {
+        // SAFETY: NULL or writable (caller's contract).
+        unsafe { handle::write_out(out_len, 0) }?;
+        let count = s.session.model().item_count();
+        let room = k.min(count);
+        // SAFETY: room for `min(k, item count)` elements in each non-NULL array (caller's
+        // contract).
+        let indices_out = unsafe { handle::slice_mut(out_indices, room) }?;
+        let scores_out = if out_scores.is_null() {
+            None
+        } else {
+            // SAFETY: as above.
+            Some(unsafe { handle::slice_mut(out_scores, room) }?)
+        };
+
+        all_items(s)?;
+        let MetarecSession { session, all_items, scores, candidates, rated } = s;
+        scores.clear();
+        scores.resize(count, 0.0);
+        session.score_indices(all_items, scores)?;
+        rated.clear();
+        rated.resize(count, false);
+        if exclude_rated != 0 {
+            for &(item, _) in session.support() {
+                if let Some(flag) = rated.get_mut(item as usize) {
+                    *flag = true;
+                }
+            }
+        }
+        candidates.clear();
+        candidates.extend(all_items.iter().copied().filter(|item| !rated[*item as usize]));
+        rank::top_k(scores, candidates, room);
+
+        for (slot, item) in indices_out.iter_mut().zip(candidates.iter()) {
+            *slot = *item as usize;
+        }
+        if let Some(scores_out) = scores_out {
+            for (slot, item) in scores_out.iter_mut().zip(candidates.iter()) {
+                *slot = scores[*item as usize];
+            }
+        }
+        // SAFETY: as for the first write.
+        unsafe { handle::write_out(out_len, candidates.len()) }
+    };
+    // SAFETY: NULL or a live session used by this thread only (caller's contract).
+    unsafe { with_session(session, body) }
+}

@@ -1,0 +1,348 @@
+//! A validated, immutable model: the decoded body plus the lookup tables built once at load.
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::error::{Error, Result};
+use crate::format::{self, FieldKind, FieldSpec, ModelBody};
+use crate::mlp::Layout;
+
+/// A loaded and validated model. Immutable; share it read-only between sessions (`&Model`,
+/// `Arc<Model>`): every per-user state lives in [`crate::Session`].
+///
+/// Construction checks every size against every other one, so nothing computed from a `Model`
+/// can index out of bounds, and every stored float is finite.
+pub struct Model {
+    body: ModelBody,
+    /// Item indices sorted by item id (binary-searchable).
+    items_by_id: Vec<u32>,
+    /// User field indices sorted by field name (binary-searchable).
+    user_fields_by_name: Vec<u32>,
+    /// Width of the user part of the input (`user_fields × embedding_dim`).
+    user_width: usize,
+    /// Width of the whole input (`(user_fields + item_fields) × embedding_dim`).
+    input_width: usize,
+    /// Decision MLP shapes and offsets.
+    layout: Layout,
+}
+
+impl fmt::Debug for Model {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Model")
+            .field("method", &self.body.method)
+            .field("task", &self.body.task)
+            .field("embedding_dim", &self.body.embedding_dim)
+            .field("user_fields", &self.body.user_fields.len())
+            .field("item_fields", &self.body.item_fields.len())
+            .field("items", &self.body.items.len())
+            .field("layers", &self.body.layers.len())
+            .field("parameters", &self.layout.param_len)
+            .finish()
+    }
+}
+
+impl Model {
+    /// Decodes a model file (header, checksum, body) and validates it.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Model> {
+        Model::from_body(format::decode(bytes)?)
+    }
+
+    /// Validates an already decoded body (the trainer uses this to check what it exports).
+    ///
+    /// Errors: [`Error::InconsistentDimensions`] when sizes do not fit together (zero embedding
+    /// width, embedding tables of the wrong length, unsorted vocabularies or bucket bounds,
+    /// layers that do not chain from the input width to one output, item rows out of range or of
+    /// the wrong count, duplicate item ids or user field names, rating `min >= max`);
+    /// [`Error::NonFiniteParameter`] when a weight, embedding, bound or hyper-parameter is NaN or
+    /// infinite, or the inner learning rate is negative.
+    pub fn from_body(body: ModelBody) -> Result<Model> {
+        let bad = Error::InconsistentDimensions;
+        let dim = usize::try_from(body.embedding_dim).map_err(|_| bad)?;
+        if dim == 0 {
+            return Err(bad);
+        }
+        for field in body.user_fields.iter().chain(&body.item_fields) {
+            validate_field(field, dim)?;
+        }
+        let user_width = body.user_fields.len().checked_mul(dim).ok_or(bad)?;
+        let input_width = body
+            .user_fields
+            .len()
+            .checked_add(body.item_fields.len())
+            .and_then(|n| n.checked_mul(dim))
+            .ok_or(bad)?;
+
+        let layout = Layout::new(&body.layers, input_width)?;
+        for layer in &body.layers {
+            if !all_finite(&layer.weight) || !all_finite(&layer.bias) {
+                return Err(Error::NonFiniteParameter);
+            }
+        }
+
+        let items_by_id = validate_items(&body)?;
+        let user_fields_by_name = sorted_unique_names(&body.user_fields)?;
+
+        let adaptation = body.adaptation;
+        if !adaptation.inner_lr.is_finite() || adaptation.inner_lr < 0.0 {
+            return Err(Error::NonFiniteParameter);
+        }
+        let rating = body.rating;
+        if !rating.min.is_finite() || !rating.max.is_finite() || !rating.global_mean.is_finite() {
+            return Err(Error::NonFiniteParameter);
+        }
+        if rating.min >= rating.max {
+            return Err(bad);
+        }
+
+        Ok(Model { body, items_by_id, user_fields_by_name, user_width, input_width, layout })
+    }
+
+    /// Reads and loads a model file.
+    #[cfg(feature = "std")]
+    pub fn from_path(
+        path: impl AsRef<std::path::Path>,
+    ) -> core::result::Result<Model, LoadFileError> {
+        let bytes = std::fs::read(path).map_err(LoadFileError::Io)?;
+        Model::from_bytes(&bytes).map_err(LoadFileError::Model)
+    }
+
+    /// The validated body (vocabularies, embeddings, layers, hyper-parameters).
+    pub fn body(&self) -> &ModelBody {
+        &self.body
+    }
+
+    /// Number of items in the catalogue.
+    pub fn item_count(&self) -> usize {
+        self.body.items.len()
+    }
+
+    /// Index of the item with this id, in O(log n).
+    pub fn item_index(&self, id: &str) -> Option<u32> {
+        let items = &self.body.items;
+        let position = self
+            .items_by_id
+            .binary_search_by(|&i| {
+                items.get(i as usize).map_or("", |item| item.id.as_str()).cmp(id)
+            })
+            .ok()?;
+        self.items_by_id.get(position).copied()
+    }
+
+    /// Id of the item at this index.
+    pub fn item_id(&self, index: u32) -> Option<&str> {
+        self.body.items.get(index as usize).map(|item| item.id.as_str())
+    }
+
+    /// Number of user profile fields.
+    pub fn user_field_count(&self) -> usize {
+        self.body.user_fields.len()
+    }
+
+    /// Name of user profile field `i` (in input order).
+    pub fn user_field_name(&self, i: usize) -> Option<&str> {
+        self.body.user_fields.get(i).map(|field| field.name.as_str())
+    }
+
+    /// Width of the MLP input: `(user fields + item fields) × embedding_dim`.
+    pub fn input_width(&self) -> usize {
+        self.input_width
+    }
+
+    // ---- crate-internal helpers for `Session` ----
+
+    pub(crate) fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    pub(crate) fn user_width(&self) -> usize {
+        self.user_width
+    }
+
+    pub(crate) fn embedding_dim(&self) -> usize {
+        // Validated to fit in usize at load.
+        self.body.embedding_dim as usize
+    }
+
+    /// Position of the user field with this name, in O(log n).
+    pub(crate) fn user_field_position(&self, name: &str) -> Option<usize> {
+        let fields = &self.body.user_fields;
+        let position = self
+            .user_fields_by_name
+            .binary_search_by(|&i| {
+                fields.get(i as usize).map_or("", |field| field.name.as_str()).cmp(name)
+            })
+            .ok()?;
+        self.user_fields_by_name.get(position).map(|&i| i as usize)
+    }
+
+    /// Replaces `out` with the meta-learned parameters in the flat `[W0, b0, W1, b1, …]` layout.
+    pub(crate) fn write_meta_params(&self, out: &mut Vec<f32>) {
+        out.clear();
+        out.reserve(self.layout.param_len);
+        for layer in &self.body.layers {
+            out.extend_from_slice(&layer.weight);
+            out.extend_from_slice(&layer.bias);
+        }
+    }
+
+    /// Writes the item part of the input (item field vectors, `input_width - user_width` wide).
+    /// An out-of-range index leaves `out` untouched (callers check indices first).
+    pub(crate) fn write_item_input(&self, item: u32, out: &mut [f32]) {
+        let Some(record) = self.body.items.get(item as usize) else {
+            return;
+        };
+        let dim = self.embedding_dim();
+        for ((field, rows), chunk) in
+            self.body.item_fields.iter().zip(&record.rows).zip(out.chunks_exact_mut(dim))
+        {
+            field_vector(field, rows, chunk);
+        }
+    }
+}
+
+/// Writes the mean of the field's embedding rows into `out` (`embedding_dim` wide); zeros when
+/// `rows` is empty. Rows outside the table (ruled out by validation) are skipped.
+pub(crate) fn field_vector(field: &FieldSpec, rows: &[u32], out: &mut [f32]) {
+    out.fill(0.0);
+    if rows.is_empty() {
+        return;
+    }
+    let dim = out.len();
+    for &row in rows {
+        let Some(start) = (row as usize).checked_mul(dim) else {
+            continue;
+        };
+        let Some(values) = field.embedding.get(start..start.saturating_add(dim)) else {
+            continue;
+        };
+        for (o, v) in out.iter_mut().zip(values) {
+            *o += v;
+        }
+    }
+    let count = rows.len() as f32;
+    for o in out.iter_mut() {
+        *o /= count;
+    }
+}
+
+fn all_finite(values: &[f32]) -> bool {
+    values.iter().all(|v| v.is_finite())
+}
+
+fn validate_field(field: &FieldSpec, dim: usize) -> Result<()> {
+    let bad = Error::InconsistentDimensions;
+    let rows = field.rows();
+    // Rows are addressed with u32 everywhere.
+    if u32::try_from(rows).is_err() {
+        return Err(bad);
+    }
+    if field.embedding.len() != rows.checked_mul(dim).ok_or(bad)? {
+        return Err(bad);
+    }
+    match &field.kind {
+        FieldKind::Categorical | FieldKind::MultiCategorical { .. } => {
+            if field.vocabulary.windows(2).any(|pair| pair[0] >= pair[1]) {
+                return Err(bad);
+            }
+        }
+        FieldKind::Numeric { bounds } => {
+            if !all_finite(bounds) {
+                return Err(Error::NonFiniteParameter);
+            }
+            if bounds.windows(2).any(|pair| pair[0] > pair[1]) {
+                return Err(bad);
+            }
+        }
+    }
+    if !all_finite(&field.embedding) {
+        return Err(Error::NonFiniteParameter);
+    }
+    Ok(())
+}
+
+/// Checks every item's rows and returns the item indices sorted by id (ids must be unique).
+fn validate_items(body: &ModelBody) -> Result<Vec<u32>> {
+    let bad = Error::InconsistentDimensions;
+    let count = u32::try_from(body.items.len()).map_err(|_| bad)?;
+    for item in &body.items {
+        if item.rows.len() != body.item_fields.len() {
+            return Err(bad);
+        }
+        for (field, rows) in body.item_fields.iter().zip(&item.rows) {
+            let single = !matches!(field.kind, FieldKind::MultiCategorical { .. });
+            if single && rows.len() != 1 {
+                return Err(bad);
+            }
+            let limit = field.rows();
+            if rows.iter().any(|&row| row as usize >= limit) {
+                return Err(bad);
+            }
+        }
+    }
+    let mut order: Vec<u32> = Vec::new();
+    order.try_reserve_exact(body.items.len()).map_err(|_| bad)?;
+    order.extend(0..count);
+    let id = |i: u32| body.items.get(i as usize).map_or("", |item| item.id.as_str());
+    order.sort_unstable_by(|&a, &b| id(a).cmp(id(b)));
+    if order.windows(2).any(|pair| id(pair[0]) == id(pair[1])) {
+        return Err(bad);
+    }
+    Ok(order)
+}
+
+/// User field indices sorted by name; duplicate names are rejected.
+fn sorted_unique_names(fields: &[FieldSpec]) -> Result<Vec<u32>> {
+    let bad = Error::InconsistentDimensions;
+    let count = u32::try_from(fields.len()).map_err(|_| bad)?;
+    let name = |i: u32| fields.get(i as usize).map_or("", |field| field.name.as_str());
+    let mut order: Vec<u32> = (0..count).collect();
+    order.sort_unstable_by(|&a, &b| name(a).cmp(name(b)));
+    if order.windows(2).any(|pair| name(pair[0]) == name(pair[1])) {
+        return Err(bad);
+    }
+    Ok(order)
+}
+
+/// Why [`Model::from_path`] failed.
+#[cfg(feature = "std")]
+#[derive(Debug)]
+pub enum LoadFileError {
+    /// The file could not be read.
+    Io(std::io::Error),
+    /// The file was read but is not a valid model.
+    Model(Error),
+}
+
+#[cfg(feature = "std")]
+impl fmt::Display for LoadFileError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadFileError::Io(error) => write!(f, "cannot read model file: {error}"),
+            LoadFileError::Model(error) => write!(f, "invalid model file: {error}"),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl core::error::Error for LoadFileError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            LoadFileError::Io(error) => Some(error),
+            LoadFileError::Model(error) => Some(error),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+impl From<Error> for LoadFileError {
+    fn from(error: Error) -> Self {
+        LoadFileError::Model(error)
+    }
+}
+
+#[cfg(feature = "std")]
+impl From<std::io::Error> for LoadFileError {
+    fn from(error: std::io::Error) -> Self {
+        LoadFileError::Io(error)
+    }
+}

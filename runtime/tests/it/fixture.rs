@@ -1,0 +1,211 @@
+//! A tiny deterministic model and an independent f64 reference of the runtime's math.
+
+use metarec_runtime::format::{
+    Adaptation, DenseLayer, FieldKind, FieldSpec, ItemRecord, Method, RatingScale, Task,
+};
+use metarec_runtime::ModelBody;
+
+/// Tiny LCG (Knuth's MMIX constants) giving values exactly representable in f32.
+pub struct Lcg(u64);
+
+impl Lcg {
+    pub fn new(seed: u64) -> Self {
+        Lcg(seed)
+    }
+
+    /// Uniform in [-0.5, 0.5), a multiple of 2^-24.
+    pub fn next_f32(&mut self) -> f32 {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((self.0 >> 40) as f32) / (1u64 << 24) as f32 - 0.5
+    }
+
+    pub fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.next_f32() * scale).collect()
+    }
+}
+
+pub const DIM: u32 = 4;
+
+fn field(name: &str, kind: FieldKind, vocabulary: &[&str], rng: &mut Lcg) -> FieldSpec {
+    let mut spec = FieldSpec {
+        name: name.to_string(),
+        kind,
+        vocabulary: vocabulary.iter().map(|v| v.to_string()).collect(),
+        embedding: Vec::new(),
+    };
+    spec.embedding = rng.vec(spec.rows() * DIM as usize, 2.0);
+    spec
+}
+
+fn layer(inputs: u32, outputs: u32, rng: &mut Lcg) -> DenseLayer {
+    let scale = 2.0 / (inputs as f32).sqrt();
+    DenseLayer {
+        inputs,
+        outputs,
+        weight: rng.vec((inputs * outputs) as usize, scale),
+        bias: rng.vec(outputs as usize, 0.2),
+    }
+}
+
+/// 2 user fields (categorical `gender`, numeric `age`), 2 item fields (categorical `rated`,
+/// multi-categorical `genres` joined by `|`), embedding width 4, MLP 16 → 6 → 5 → 1.
+pub fn tiny_body() -> ModelBody {
+    let mut rng = Lcg::new(0x6d65_7461_7265_6321);
+    let user_fields = vec![
+        field("gender", FieldKind::Categorical, &["F", "M"], &mut rng),
+        field("age", FieldKind::Numeric { bounds: vec![18.0, 25.0, 35.0, 50.0] }, &[], &mut rng),
+    ];
+    let item_fields = vec![
+        field("rated", FieldKind::Categorical, &["G", "PG", "PG-13", "R"], &mut rng),
+        field(
+            "genres",
+            FieldKind::MultiCategorical { separator: '|' },
+            &["Action", "Comedy", "Drama"],
+            &mut rng,
+        ),
+    ];
+    let item = |id: &str, rated: u32, genres: &[u32]| ItemRecord {
+        id: id.to_string(),
+        rows: vec![vec![rated], genres.to_vec()],
+    };
+    let items = vec![
+        item("m3", 1, &[1]),
+        item("m1", 4, &[1, 3]),
+        item("m10", 0, &[]),
+        item("m2", 2, &[2, 3, 1]),
+        item("m7", 3, &[0]),
+        item("m5", 2, &[3]),
+    ];
+    let layers = vec![layer(16, 6, &mut rng), layer(6, 5, &mut rng), layer(5, 1, &mut rng)];
+    ModelBody {
+        method: Method::Melu,
+        task: Task::Rating,
+        embedding_dim: DIM,
+        user_fields,
+        item_fields,
+        items,
+        layers,
+        adaptation: Adaptation { inner_lr: 0.05, inner_steps: 3 },
+        rating: RatingScale { min: 1.0, max: 5.0, global_mean: 3.5 },
+    }
+}
+
+// ---- f64 reference, written from the spec, sharing nothing with the runtime ----
+
+/// MLP parameters in f64, one `(W, b)` per layer.
+pub type Params = Vec<(Vec<f64>, Vec<f64>)>;
+
+pub fn params_of(body: &ModelBody) -> Params {
+    body.layers
+        .iter()
+        .map(|l| {
+            (
+                l.weight.iter().map(|&v| v as f64).collect(),
+                l.bias.iter().map(|&v| v as f64).collect(),
+            )
+        })
+        .collect()
+}
+
+fn mean_rows(field: &FieldSpec, rows: &[u32]) -> Vec<f64> {
+    let dim = DIM as usize;
+    let mut out = vec![0.0; dim];
+    for &r in rows {
+        for d in 0..dim {
+            out[d] += field.embedding[r as usize * dim + d] as f64;
+        }
+    }
+    if !rows.is_empty() {
+        for v in &mut out {
+            *v /= rows.len() as f64;
+        }
+    }
+    out
+}
+
+/// Input vector for a user given as rows per user field.
+pub fn input(body: &ModelBody, user_rows: &[Vec<u32>], item: usize) -> Vec<f64> {
+    let mut x = Vec::new();
+    for (field, rows) in body.user_fields.iter().zip(user_rows) {
+        x.extend(mean_rows(field, rows));
+    }
+    for (field, rows) in body.item_fields.iter().zip(&body.items[item].rows) {
+        x.extend(mean_rows(field, rows));
+    }
+    x
+}
+
+/// Rows of a user whose every field is unset.
+pub fn unset_user() -> Vec<Vec<u32>> {
+    vec![vec![0], vec![0]]
+}
+
+pub fn forward(params: &Params, x: &[f64]) -> f64 {
+    let mut a = x.to_vec();
+    for (l, (w, b)) in params.iter().enumerate() {
+        let inputs = a.len();
+        let mut z: Vec<f64> = b
+            .iter()
+            .enumerate()
+            .map(|(o, bo)| bo + (0..inputs).map(|i| w[o * inputs + i] * a[i]).sum::<f64>())
+            .collect();
+        if l + 1 < params.len() {
+            for v in &mut z {
+                *v = v.max(0.0);
+            }
+        }
+        a = z;
+    }
+    a[0]
+}
+
+pub fn loss(params: &Params, xs: &[Vec<f64>], ratings: &[f64]) -> f64 {
+    let n = xs.len() as f64;
+    xs.iter().zip(ratings).map(|(x, r)| (forward(params, x) - r).powi(2)).sum::<f64>() / n
+}
+
+/// Central finite-difference gradient of the support loss.
+pub fn fd_gradient(params: &Params, xs: &[Vec<f64>], ratings: &[f64]) -> Params {
+    let h = 1e-6;
+    let mut grad = params.clone();
+    for l in 0..params.len() {
+        for which in 0..2 {
+            let len = if which == 0 { params[l].0.len() } else { params[l].1.len() };
+            for k in 0..len {
+                let mut plus = params.clone();
+                let mut minus = params.clone();
+                let (p, m) = if which == 0 {
+                    (&mut plus[l].0[k], &mut minus[l].0[k])
+                } else {
+                    (&mut plus[l].1[k], &mut minus[l].1[k])
+                };
+                *p += h;
+                *m -= h;
+                let g = (loss(&plus, xs, ratings) - loss(&minus, xs, ratings)) / (2.0 * h);
+                if which == 0 {
+                    grad[l].0[k] = g;
+                } else {
+                    grad[l].1[k] = g;
+                }
+            }
+        }
+    }
+    grad
+}
+
+/// `steps` gradient-descent steps with finite-difference gradients.
+pub fn fd_adapt(params: &Params, xs: &[Vec<f64>], ratings: &[f64], lr: f64, steps: u32) -> Params {
+    let mut p = params.clone();
+    for _ in 0..steps {
+        let g = fd_gradient(&p, xs, ratings);
+        for (layer, glayer) in p.iter_mut().zip(&g) {
+            for (v, gv) in layer.0.iter_mut().zip(&glayer.0) {
+                *v -= lr * gv;
+            }
+            for (v, gv) in layer.1.iter_mut().zip(&glayer.1) {
+                *v -= lr * gv;
+            }
+        }
+    }
+    p
+}

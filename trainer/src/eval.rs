@@ -1,0 +1,139 @@
+//! Query-set metrics (MSE, MAE, nDCG@k) for the meta-learned model and the trivial baselines.
+
+use std::fmt::Write as _;
+
+use crate::data::Dataset;
+use crate::model::{tensor_values, MetaModel, Order, TaskBatch};
+use crate::split::Task;
+
+/// One user's query ratings and a method's predictions for them.
+#[derive(Debug, Clone)]
+pub struct UserPredictions {
+    /// Index into [`Dataset::users`].
+    pub user: u32,
+    /// True query ratings.
+    pub truth: Vec<f32>,
+    /// Predicted query ratings, same order.
+    pub predicted: Vec<f32>,
+}
+
+/// Aggregate query metrics.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Metrics {
+    /// Mean squared error, pooled over all query ratings.
+    pub mse: f64,
+    /// Mean absolute error, pooled.
+    pub mae: f64,
+    /// nDCG@3 averaged over users.
+    pub ndcg3: f64,
+    /// Number of users.
+    pub users: usize,
+}
+
+/// nDCG@k of one user's query items ranked by prediction (gain 2^r − 1, discount log2(1 + rank)).
+pub fn ndcg_at(truth: &[f32], predicted: &[f32], k: usize) -> f64 {
+    let gain = |r: f32| 2f64.powf(f64::from(r)) - 1.0;
+    let dcg = |order: &[usize]| -> f64 {
+        order.iter().take(k).enumerate().map(|(rank, &i)| gain(truth[i]) / (rank as f64 + 2.0).log2()).sum()
+    };
+    let mut by_prediction: Vec<usize> = (0..truth.len()).collect();
+    // Ties broken by position so the metric is deterministic.
+    by_prediction.sort_by(|&a, &b| predicted[b].total_cmp(&predicted[a]).then(a.cmp(&b)));
+    let mut ideal: Vec<usize> = (0..truth.len()).collect();
+    ideal.sort_by(|&a, &b| truth[b].total_cmp(&truth[a]).then(a.cmp(&b)));
+    let best = dcg(&ideal);
+    if best > 0.0 {
+        dcg(&by_prediction) / best
+    } else {
+        0.0
+    }
+}
+
+/// Pooled MSE and MAE, per-user-averaged nDCG@3.
+pub fn metrics(users: &[UserPredictions]) -> Metrics {
+    let (mut se, mut ae, mut n, mut ndcg) = (0.0, 0.0, 0usize, 0.0);
+    for u in users {
+        for (t, p) in u.truth.iter().zip(&u.predicted) {
+            let d = f64::from(p - t);
+            se += d * d;
+            ae += d.abs();
+            n += 1;
+        }
+        ndcg += ndcg_at(&u.truth, &u.predicted, 3);
+    }
+    let n = n.max(1) as f64;
+    Metrics { mse: se / n, mae: ae / n, ndcg3: ndcg / users.len().max(1) as f64, users: users.len() }
+}
+
+/// Predictions of a trivial predictor that sees each task's support set.
+pub fn baseline(tasks: &[Task], predict: impl Fn(&Task) -> f32) -> Vec<UserPredictions> {
+    tasks
+        .iter()
+        .map(|t| {
+            let p = predict(t);
+            UserPredictions { user: t.user, truth: t.query.iter().map(|r| r.value).collect(), predicted: vec![p; t.query.len()] }
+        })
+        .collect()
+}
+
+/// Mean of a task's support ratings.
+pub fn support_mean(task: &Task) -> f32 {
+    task.support.iter().map(|r| r.value).sum::<f32>() / task.support.len().max(1) as f32
+}
+
+/// Adapts the model to each task (`steps` inner steps; 0 = the meta-learned weights as they are)
+/// and predicts its query set, `batch` users at a time.
+pub fn predict_tasks(model: &MetaModel, tasks: &[Task], steps: u32, lr: f64, batch: usize) -> Vec<UserPredictions> {
+    let mut out = Vec::with_capacity(tasks.len());
+    for chunk in tasks.chunks(batch.max(1)) {
+        let padded = TaskBatch::new(chunk, model.device());
+        let (predictions, _) = model.adapt_and_predict(&padded, steps, lr, Order::Detached);
+        let width = predictions.size()[1] as usize;
+        let values = tensor_values(&predictions);
+        for (b, task) in chunk.iter().enumerate() {
+            out.push(UserPredictions {
+                user: task.user,
+                truth: task.query.iter().map(|r| r.value).collect(),
+                predicted: values[b * width..b * width + task.query.len()].to_vec(),
+            });
+        }
+    }
+    out
+}
+
+/// Mean query MSE per user (the validation criterion).
+pub fn mean_user_mse(model: &MetaModel, tasks: &[Task], steps: u32, lr: f64, batch: usize) -> f64 {
+    let mut total = 0.0;
+    for chunk in tasks.chunks(batch.max(1)) {
+        let (_, mse) = model.adapt_and_predict(&TaskBatch::new(chunk, model.device()), steps, lr, Order::Detached);
+        total += mse.sum(tch::Kind::Double).double_value(&[]);
+    }
+    total / tasks.len().max(1) as f64
+}
+
+/// A table of methods × metrics; with known groups, MSE per group too.
+pub fn report(data: &Dataset, rows: &[(&str, Vec<UserPredictions>)]) -> String {
+    let groups: Vec<String> = {
+        let mut g: Vec<String> = data.users.iter().filter_map(|u| u.group.clone()).collect();
+        g.sort();
+        g.dedup();
+        g
+    };
+    let mut out = String::new();
+    let _ = write!(out, "{:<28} {:>7} {:>7} {:>8}", "method", "MSE", "MAE", "nDCG@3");
+    for g in &groups {
+        let _ = write!(out, " {:>10}", format!("MSE {g}"));
+    }
+    let _ = writeln!(out, " {:>6}", "users");
+    for (name, users) in rows {
+        let m = metrics(users);
+        let _ = write!(out, "{name:<28} {:>7.4} {:>7.4} {:>8.4}", m.mse, m.mae, m.ndcg3);
+        for g in &groups {
+            let members: Vec<UserPredictions> =
+                users.iter().filter(|u| data.users[u.user as usize].group.as_ref() == Some(g)).cloned().collect();
+            let _ = write!(out, " {:>10.4}", metrics(&members).mse);
+        }
+        let _ = writeln!(out, " {:>6}", m.users);
+    }
+    out
+}

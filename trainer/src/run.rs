@@ -1,0 +1,113 @@
+//! A training run on disk: `run.json` (settings, dataset fingerprint, results), the split, and
+//! the best weights. `train` writes it; `eval` and `export` read it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use tch::Device;
+
+use crate::data::Dataset;
+use crate::model::{MetaModel, ModelShape};
+use crate::split::Split;
+
+/// Settings and results of a run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunInfo {
+    /// Dataset directory the run was trained on.
+    pub data: PathBuf,
+    /// Fingerprint of the dataset's vocabularies and catalogue.
+    pub fingerprint: u32,
+    /// Seed of the split and the initialisation.
+    pub seed: u64,
+    /// Base model shape.
+    pub shape: ModelShape,
+    /// Inner-loop learning rate.
+    pub inner_lr: f64,
+    /// Inner-loop steps.
+    pub inner_steps: u32,
+    /// Mean training rating.
+    pub global_mean: f32,
+    /// Epoch whose weights were kept (best validation MSE), 1-based.
+    pub best_epoch: usize,
+    /// Validation MSE of the kept weights.
+    pub best_valid_mse: f64,
+}
+
+/// Files inside a run directory.
+#[derive(Debug, Clone)]
+pub struct RunDir(pub PathBuf);
+
+impl RunDir {
+    /// `run.json`.
+    pub fn info_path(&self) -> PathBuf {
+        self.0.join("run.json")
+    }
+    /// `split.csv`.
+    pub fn split_path(&self) -> PathBuf {
+        self.0.join("split.csv")
+    }
+    /// `weights.safetensors` (best epoch).
+    pub fn weights_path(&self) -> PathBuf {
+        self.0.join("weights.safetensors")
+    }
+
+    /// Saves the model's weights atomically.
+    pub fn save_weights(&self, model: &MetaModel) -> Result<()> {
+        let final_path = self.weights_path();
+        let tmp = self.0.join(".weights.safetensors.tmp");
+        model.vs.save(&tmp).with_context(|| format!("saving {}", tmp.display()))?;
+        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("syncing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &final_path).with_context(|| format!("writing {}", final_path.display()))
+    }
+
+    /// Writes `run.json` atomically.
+    pub fn save_info(&self, info: &RunInfo) -> Result<()> {
+        crate::fsutil::write_atomic(&self.info_path(), serde_json::to_string_pretty(info)?.as_bytes())
+    }
+
+    /// Loads the run: settings, dataset (checked against the fingerprint), split and model.
+    pub fn load(&self, device: Device) -> Result<(RunInfo, Dataset, Split, MetaModel)> {
+        let path = self.info_path();
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {} (is this a run directory written by `trainer train`?)", path.display()))?;
+        let info: RunInfo = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let data = Dataset::load(&info.data)?;
+        let fingerprint = fingerprint(&data);
+        if fingerprint != info.fingerprint {
+            bail!(
+                "dataset {} changed since the run was trained (fingerprint {fingerprint:08x}, run has {:08x})",
+                info.data.display(),
+                info.fingerprint
+            );
+        }
+        let split = Split::read(&data, &self.split_path())?;
+        let mut model = MetaModel::new(&data, &info.shape, info.global_mean, device);
+        model.vs.load(self.weights_path()).with_context(|| format!("loading {}", self.weights_path().display()))?;
+        Ok((info, data, split, model))
+    }
+}
+
+/// CRC32 over field names, vocabularies and item and user ids: changes when the dataset's
+/// feature space changes, so a run is never paired with the wrong embedding rows.
+pub fn fingerprint(data: &Dataset) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    for field in data.user_fields.iter().chain(&data.item_fields) {
+        hasher.update(field.name.as_bytes());
+        hasher.update(&(field.rows() as u64).to_le_bytes());
+        for value in &field.vocabulary {
+            hasher.update(value.as_bytes());
+            hasher.update(&[0]);
+        }
+    }
+    for entity in data.users.iter().chain(&data.items) {
+        hasher.update(entity.id.as_bytes());
+        hasher.update(&[0]);
+    }
+    hasher.finalize()
+}
+
+/// Creates the run directory if needed.
+pub fn create(dir: &Path) -> Result<RunDir> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(RunDir(dir.to_path_buf()))
+}

@@ -1,0 +1,3 @@
+//! metarec-trainer integration tests, one binary, modules by topic.
+
+mod parity;
