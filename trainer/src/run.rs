@@ -55,7 +55,8 @@ impl RunDir {
     /// Saves the model's weights atomically.
     pub fn save_weights(&self, model: &MetaModel) -> Result<()> {
         let final_path = self.weights_path();
-        let tmp = self.0.join(".weights.safetensors.tmp");
+        // tch picks the format from the extension, so the temporary name keeps ".safetensors".
+        let tmp = self.0.join(".weights.tmp.safetensors");
         model.vs.save(&tmp).with_context(|| format!("saving {}", tmp.display()))?;
         std::fs::File::open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("syncing {}", tmp.display()))?;
         std::fs::rename(&tmp, &final_path).with_context(|| format!("writing {}", final_path.display()))
