@@ -150,7 +150,7 @@ fn mutated_bodies_never_panic() {
             if !items.is_empty() {
                 let r = model.body().rating.min;
                 session.add_rating_by_index(0, r).unwrap();
-                session.adapt().unwrap();
+                session.adapt_steps(2).unwrap();
                 session.score_indices(&items, &mut out).unwrap();
             }
         }

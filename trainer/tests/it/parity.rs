@@ -1,1 +1,102 @@
+//! The device must adapt exactly as the trainer does: the runtime's adapted predictions equal
+//! libtorch's for the same model and support set.
 
+use metarec_runtime::{Model, Session};
+use metarec_trainer::data::synth::{self, SynthConfig};
+use metarec_trainer::data::Dataset;
+use metarec_trainer::eval::predict_tasks;
+use metarec_trainer::export::model_body;
+use metarec_trainer::model::{MetaModel, ModelShape};
+use metarec_trainer::run::RunInfo;
+use metarec_trainer::split::{Split, Task};
+use tch::Device;
+
+const TOLERANCE: f32 = 1e-4;
+
+fn small_dataset() -> (tempfile::TempDir, Dataset) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = SynthConfig { seed: 3, users: 60, items: 40, minor_share: 0.2, min_ratings: 4, max_ratings: 20 };
+    synth::generate(&config, dir.path()).expect("synthetic data");
+    let data = Dataset::load(dir.path()).expect("dataset loads");
+    (dir, data)
+}
+
+fn run_info(data: &Dataset, shape: &ModelShape, inner_lr: f64, inner_steps: u32) -> RunInfo {
+    RunInfo {
+        data: "unused".into(),
+        fingerprint: metarec_trainer::run::fingerprint(data),
+        seed: 0,
+        shape: shape.clone(),
+        inner_lr,
+        inner_steps,
+        global_mean: 3.5,
+        best_epoch: 1,
+        best_valid_mse: 0.0,
+    }
+}
+
+/// Replays each task on the device and returns the query predictions, task by task.
+fn runtime_predictions(model: &Model, data: &Dataset, tasks: &[Task], steps: u32) -> Vec<Vec<f32>> {
+    tasks
+        .iter()
+        .map(|task| {
+            let mut session = Session::new(model);
+            let user = &data.users[task.user as usize];
+            for (field, value) in data.user_fields.iter().zip(&user.raw) {
+                session.set_profile(&field.name, value).expect("known field");
+            }
+            for r in &task.support {
+                session.add_rating(&data.items[r.item as usize].id, r.value).expect("valid rating");
+            }
+            session.adapt_steps(steps).expect("adapts");
+            let items: Vec<u32> = task.query.iter().map(|r| r.item).collect();
+            let mut scores = vec![0.0; items.len()];
+            session.score_indices(&items, &mut scores).expect("scores");
+            scores
+        })
+        .collect()
+}
+
+fn assert_parity(shape: ModelShape, inner_lr: f64, steps: u32) {
+    let (_dir, data) = small_dataset();
+    let split = Split::new(&data, 5).expect("split");
+    tch::manual_seed(11);
+    let model = MetaModel::new(&data, &shape, 3.5, Device::Cpu);
+    let body = model_body(&run_info(&data, &shape, inner_lr, steps), &data, &model);
+    let device_model = Model::from_body(body).expect("exported model validates");
+
+    // Batched and padded on the trainer side (users of different support sizes in one batch).
+    let tasks = &split.test;
+    let trainer = predict_tasks(&model, tasks, steps, inner_lr, 7);
+    let device = runtime_predictions(&device_model, &data, tasks, steps);
+    let unadapted = predict_tasks(&model, tasks, 0, inner_lr, 7);
+    let mut worst = 0f32;
+    let mut moved = 0f32;
+    for ((t, d), u) in trainer.iter().zip(&device).zip(&unadapted) {
+        assert_eq!(t.predicted.len(), d.len());
+        for ((a, b), c) in t.predicted.iter().zip(d).zip(&u.predicted) {
+            worst = worst.max((a - b).abs());
+            moved = moved.max((a - c).abs());
+        }
+    }
+    assert!(worst <= TOLERANCE, "runtime and trainer differ by {worst} (> {TOLERANCE})");
+    if steps > 0 && inner_lr > 0.0 {
+        // The comparison is only meaningful when adaptation actually changes predictions.
+        assert!(moved > 1e-2, "adaptation changed predictions by at most {moved}");
+    }
+}
+
+#[test]
+fn adapted_predictions_match_libtorch() {
+    assert_parity(ModelShape { embedding_dim: 8, hidden: vec![16, 12] }, 0.1, 5);
+}
+
+#[test]
+fn one_hidden_layer_and_many_steps_match() {
+    assert_parity(ModelShape { embedding_dim: 4, hidden: vec![10] }, 0.05, 20);
+}
+
+#[test]
+fn unadapted_predictions_match() {
+    assert_parity(ModelShape { embedding_dim: 8, hidden: vec![16, 12] }, 0.1, 0);
+}
