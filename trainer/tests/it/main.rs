@@ -1,3 +1,6 @@
 //! metarec-trainer integration tests, one binary, modules by topic.
 
+mod data;
+mod metrics;
 mod parity;
+mod pipeline;

@@ -1,0 +1,51 @@
+//! train → run directory → export, on a tiny dataset.
+
+use metarec_trainer::data::synth::{self, SynthConfig};
+use metarec_trainer::export;
+use metarec_trainer::run::RunDir;
+use metarec_trainer::train::{train, TrainConfig};
+
+fn config(data: &std::path::Path, out: &std::path::Path, first_order: bool) -> TrainConfig {
+    TrainConfig {
+        data: data.to_path_buf(),
+        out: out.to_path_buf(),
+        seed: 2,
+        embedding_dim: 4,
+        hidden: vec![8, 8],
+        inner_lr: 0.05,
+        inner_steps: 2,
+        first_order,
+        outer_lr: 5e-3,
+        batch_users: 16,
+        epochs: 3,
+        patience: 5,
+        device: "cpu".into(),
+        quiet: true,
+    }
+}
+
+#[test]
+fn train_export_and_reload() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = SynthConfig { seed: 8, users: 80, items: 30, minor_share: 0.2, min_ratings: 4, max_ratings: 15 };
+    synth::generate(&cfg, &data).unwrap();
+    for first_order in [false, true] {
+        let out = dir.path().join(format!("run-{first_order}"));
+        let info = train(&config(&data, &out, first_order)).unwrap();
+        assert!(info.best_epoch >= 1 && info.best_valid_mse.is_finite());
+        let (info, data_back, split, model) = RunDir(out.clone()).load(tch::Device::Cpu).unwrap();
+        let body = export::model_body(&info, &data_back, &model);
+        let path = out.join("model.mrec");
+        let size = export::write_model(&body, &path).unwrap();
+        assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, size);
+        let loaded = metarec_runtime::Model::from_bytes(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(loaded.item_count(), 30);
+        export::write_example_user(&data_back, &split.test[0], &out.join("user.tsv")).unwrap();
+    }
+    // A run is refused against a dataset whose feature space changed.
+    let users = std::fs::read_to_string(data.join("users.csv")).unwrap();
+    std::fs::write(data.join("users.csv"), users.replacen("occ00,r", "occ99,r", 1)).unwrap();
+    let error = format!("{:#}", RunDir(dir.path().join("run-false")).load(tch::Device::Cpu).unwrap_err());
+    assert!(error.contains("changed since the run was trained"), "{error}");
+}
