@@ -71,7 +71,11 @@ pub fn baseline(tasks: &[Task], predict: impl Fn(&Task) -> f32) -> Vec<UserPredi
         .iter()
         .map(|t| {
             let p = predict(t);
-            UserPredictions { user: t.user, truth: t.query.iter().map(|r| r.value).collect(), predicted: vec![p; t.query.len()] }
+            UserPredictions {
+                user: t.user,
+                truth: t.query.iter().map(|r| r.value).collect(),
+                predicted: vec![p; t.query.len()],
+            }
         })
         .collect()
 }

@@ -31,7 +31,12 @@ pub fn model_body(info: &RunInfo, data: &Dataset, model: &MetaModel) -> ModelBod
         layers: model
             .layer_values()
             .into_iter()
-            .map(|(inputs, outputs, weight, bias)| DenseLayer { inputs: inputs as u32, outputs: outputs as u32, weight, bias })
+            .map(|(inputs, outputs, weight, bias)| DenseLayer {
+                inputs: inputs as u32,
+                outputs: outputs as u32,
+                weight,
+                bias,
+            })
             .collect(),
         adaptation: Adaptation { inner_lr: info.inner_lr as f32, inner_steps: info.inner_steps },
         rating: RatingScale { min: data.rating_min, max: data.rating_max, global_mean: info.global_mean },
@@ -61,5 +66,6 @@ pub fn write_example_user(data: &Dataset, task: &split::Task, path: &Path) -> Re
             writeln!(out, "{role}\t{}\t{}", data.items[r.item as usize].id, r.value)?;
         }
     }
-    crate::fsutil::write_atomic(path, out.as_bytes()).with_context(|| format!("writing example user {}", path.display()))
+    crate::fsutil::write_atomic(path, out.as_bytes())
+        .with_context(|| format!("writing example user {}", path.display()))
 }

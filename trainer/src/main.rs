@@ -103,7 +103,11 @@ fn run(cli: Cli) -> Result<()> {
                         .iter()
                         .find(|t| &data.users[t.user as usize].id == id)
                         .with_context(|| format!("--example-user-id '{id}' is not a test user of this run"))?,
-                    None => split.test.iter().max_by_key(|t| (t.query.len(), std::cmp::Reverse(t.user))).context("the run has no test users")?,
+                    None => split
+                        .test
+                        .iter()
+                        .max_by_key(|t| (t.query.len(), std::cmp::Reverse(t.user)))
+                        .context("the run has no test users")?,
                 };
                 export::write_example_user(&data, task, path)?;
                 println!("wrote example test user {} to {}", data.users[task.user as usize].id, path.display());

@@ -238,7 +238,14 @@ impl MetaModel {
     }
 
     /// `steps` full-batch SGD steps on each user's support MSE, all users at once.
-    pub fn adapt(x: &Tensor, support_mse: impl Fn(&Tensor) -> Tensor, mut fast: FastWeights, steps: u32, lr: f64, order: Order) -> FastWeights {
+    pub fn adapt(
+        x: &Tensor,
+        support_mse: impl Fn(&Tensor) -> Tensor,
+        mut fast: FastWeights,
+        steps: u32,
+        lr: f64,
+        order: Order,
+    ) -> FastWeights {
         for _ in 0..steps {
             // Each user's loss depends only on its own slice of the fast weights, so the
             // gradient of the sum is the stack of per-user gradients.
@@ -250,7 +257,11 @@ impl MetaModel {
                 .iter()
                 .zip(grads.chunks(2))
                 .map(|((w, b), g)| {
-                    let (gw, gb) = if create_graph { (g[0].shallow_clone(), g[1].shallow_clone()) } else { (g[0].detach(), g[1].detach()) };
+                    let (gw, gb) = if create_graph {
+                        (g[0].shallow_clone(), g[1].shallow_clone())
+                    } else {
+                        (g[0].detach(), g[1].detach())
+                    };
                     (w - gw * lr, b - gb * lr)
                 })
                 .collect();

@@ -70,7 +70,9 @@ impl RunDir {
     /// Loads the run: settings, dataset (checked against the fingerprint), split and model.
     pub fn load(&self, device: Device) -> Result<(RunInfo, Dataset, Split, MetaModel)> {
         let path = self.info_path();
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {} (is this a run directory written by `trainer train`?)", path.display()))?;
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!("reading {} (is this a run directory written by `trainer train`?)", path.display())
+        })?;
         let info: RunInfo = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         let data = Dataset::load(&info.data)?;
         let fingerprint = fingerprint(&data);

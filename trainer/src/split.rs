@@ -137,10 +137,16 @@ impl Split {
             let line = row + 2;
             let record = record.with_context(|| format!("{}:{line}: malformed row", path.display()))?;
             let get = |i: usize| record.get(i).unwrap_or("");
-            let part = Part::parse(get(0)).with_context(|| format!("{}:{line}: bad part '{}'", path.display(), get(0)))?;
-            let user = *users.get(get(1)).with_context(|| format!("{}:{line}: user '{}' not in dataset", path.display(), get(1)))?;
-            let item = *items.get(get(2)).with_context(|| format!("{}:{line}: item '{}' not in dataset", path.display(), get(2)))?;
-            let value: f32 = get(4).parse().with_context(|| format!("{}:{line}: bad rating '{}'", path.display(), get(4)))?;
+            let part =
+                Part::parse(get(0)).with_context(|| format!("{}:{line}: bad part '{}'", path.display(), get(0)))?;
+            let user = *users
+                .get(get(1))
+                .with_context(|| format!("{}:{line}: user '{}' not in dataset", path.display(), get(1)))?;
+            let item = *items
+                .get(get(2))
+                .with_context(|| format!("{}:{line}: item '{}' not in dataset", path.display(), get(2)))?;
+            let value: f32 =
+                get(4).parse().with_context(|| format!("{}:{line}: bad rating '{}'", path.display(), get(4)))?;
             let tasks = match part {
                 Part::Train => &mut split.train,
                 Part::Valid => &mut split.valid,

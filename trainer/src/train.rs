@@ -89,7 +89,8 @@ pub fn train(config: &TrainConfig) -> Result<RunInfo> {
     let run = run::create(&config.out)?;
     split.write(&data, &run.split_path())?;
 
-    let train_ratings: Vec<f32> = split.train.iter().flat_map(|t| t.support.iter().chain(&t.query)).map(|r| r.value).collect();
+    let train_ratings: Vec<f32> =
+        split.train.iter().flat_map(|t| t.support.iter().chain(&t.query)).map(|r| r.value).collect();
     let global_mean = train_ratings.iter().sum::<f32>() / train_ratings.len().max(1) as f32;
     let shape = ModelShape { embedding_dim: config.embedding_dim, hidden: config.hidden.clone() };
     let model = MetaModel::new(&data, &shape, global_mean, device);
@@ -118,7 +119,8 @@ pub fn train(config: &TrainConfig) -> Result<RunInfo> {
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let mut tasks = split.train.clone();
     let steps_per_epoch = tasks.len().div_ceil(config.batch_users.max(1));
-    let bar = if config.quiet { ProgressBar::hidden() } else { ProgressBar::new((steps_per_epoch * config.epochs) as u64) };
+    let bar =
+        if config.quiet { ProgressBar::hidden() } else { ProgressBar::new((steps_per_epoch * config.epochs) as u64) };
     bar.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps  {msg}")
             .expect("valid template")

@@ -63,10 +63,8 @@ impl Dataset {
         let schema = Schema::read(dir)?;
         let (user_fields, users) = read_table(dir, &schema.users)?;
         let (item_fields, items) = read_table(dir, &schema.items)?;
-        let user_index: HashMap<&str, u32> =
-            users.iter().enumerate().map(|(i, u)| (u.id.as_str(), i as u32)).collect();
-        let item_index: HashMap<&str, u32> =
-            items.iter().enumerate().map(|(i, u)| (u.id.as_str(), i as u32)).collect();
+        let user_index: HashMap<&str, u32> = users.iter().enumerate().map(|(i, u)| (u.id.as_str(), i as u32)).collect();
+        let item_index: HashMap<&str, u32> = items.iter().enumerate().map(|(i, u)| (u.id.as_str(), i as u32)).collect();
 
         let path = dir.join(&schema.ratings.file);
         let mut reader = csv_reader(&path)?;
@@ -85,17 +83,20 @@ impl Dataset {
             let item = *item_index
                 .get(field(item_col))
                 .with_context(|| format!("{}:{line}: unknown item id '{}'", path.display(), field(item_col)))?;
-            let value: f32 = field(rating_col).trim().parse().ok().filter(|v: &f32| {
-                v.is_finite() && *v >= schema.rating_min && *v <= schema.rating_max
-            }).with_context(|| {
-                format!(
-                    "{}:{line}: rating '{}' is not a number in [{}, {}]",
-                    path.display(),
-                    field(rating_col),
-                    schema.rating_min,
-                    schema.rating_max
-                )
-            })?;
+            let value: f32 = field(rating_col)
+                .trim()
+                .parse()
+                .ok()
+                .filter(|v: &f32| v.is_finite() && *v >= schema.rating_min && *v <= schema.rating_max)
+                .with_context(|| {
+                    format!(
+                        "{}:{line}: rating '{}' is not a number in [{}, {}]",
+                        path.display(),
+                        field(rating_col),
+                        schema.rating_min,
+                        schema.rating_max
+                    )
+                })?;
             ratings.push(Rating { user, item, value });
         }
         if ratings.is_empty() {
@@ -123,17 +124,11 @@ impl Dataset {
 }
 
 fn csv_reader(path: &Path) -> Result<csv::Reader<std::fs::File>> {
-    csv::ReaderBuilder::new()
-        .has_headers(true)
-        .from_path(path)
-        .with_context(|| format!("opening {}", path.display()))
+    csv::ReaderBuilder::new().has_headers(true).from_path(path).with_context(|| format!("opening {}", path.display()))
 }
 
 fn column_index(headers: &csv::StringRecord, name: &str, path: &Path) -> Result<usize> {
-    headers
-        .iter()
-        .position(|h| h == name)
-        .with_context(|| format!("{}: no column '{name}' in header", path.display()))
+    headers.iter().position(|h| h == name).with_context(|| format!("{}: no column '{name}' in header", path.display()))
 }
 
 /// Reads a users or items table and builds its field vocabularies.
@@ -143,11 +138,7 @@ fn read_table(dir: &Path, table: &Table) -> Result<(Vec<FieldSpec>, Vec<Entity>)
     let headers = reader.headers().with_context(|| format!("{}: reading header", path.display()))?.clone();
     let id_col = column_index(&headers, &table.id, &path)?;
     let group_col = table.group.as_deref().map(|g| column_index(&headers, g, &path)).transpose()?;
-    let field_cols = table
-        .fields
-        .iter()
-        .map(|f| column_index(&headers, &f.name, &path))
-        .collect::<Result<Vec<_>>>()?;
+    let field_cols = table.fields.iter().map(|f| column_index(&headers, &f.name, &path)).collect::<Result<Vec<_>>>()?;
 
     let mut entities = Vec::new();
     let mut seen = HashMap::new();

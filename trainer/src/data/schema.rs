@@ -85,10 +85,9 @@ impl FieldDecl {
             }
             (FieldKindName::Multi, None, _) => bail!("field '{}': kind \"multi\" needs a separator", self.name),
             (FieldKindName::Numeric, _, None) => bail!("field '{}': kind \"numeric\" needs bounds", self.name),
-            _ => bail!(
-                "field '{}': separator belongs to kind \"multi\" and bounds to kind \"numeric\" only",
-                self.name
-            ),
+            _ => {
+                bail!("field '{}': separator belongs to kind \"multi\" and bounds to kind \"numeric\" only", self.name)
+            }
         })
     }
 }
@@ -110,23 +109,16 @@ impl Schema {
     /// Reads and checks `DIR/schema.toml`.
     pub fn read(dir: &Path) -> Result<Schema> {
         let path = dir.join(SCHEMA_FILE);
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading dataset schema {}", path.display()))?;
-        let schema: Schema =
-            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(&path).with_context(|| format!("reading dataset schema {}", path.display()))?;
+        let schema: Schema = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         schema.check().with_context(|| format!("in {}", path.display()))?;
         Ok(schema)
     }
 
     fn check(&self) -> Result<()> {
-        if !(self.rating_min.is_finite() && self.rating_max.is_finite())
-            || self.rating_min >= self.rating_max
-        {
-            bail!(
-                "rating_min ({}) must be below rating_max ({})",
-                self.rating_min,
-                self.rating_max
-            );
+        if !(self.rating_min.is_finite() && self.rating_max.is_finite()) || self.rating_min >= self.rating_max {
+            bail!("rating_min ({}) must be below rating_max ({})", self.rating_min, self.rating_max);
         }
         for (table, fields) in [("users", &self.users.fields), ("items", &self.items.fields)] {
             if fields.is_empty() {

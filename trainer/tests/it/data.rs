@@ -98,11 +98,16 @@ fn schema_errors_name_the_field() {
     let dir = tempfile::tempdir().unwrap();
     synth::generate(&config(7), dir.path()).unwrap();
     let schema = std::fs::read_to_string(dir.path().join("schema.toml")).unwrap();
-    std::fs::write(dir.path().join("schema.toml"), schema.replace(r#"kind = "multi", separator = "|""#, r#"kind = "multi""#)).unwrap();
+    std::fs::write(
+        dir.path().join("schema.toml"),
+        schema.replace(r#"kind = "multi", separator = "|""#, r#"kind = "multi""#),
+    )
+    .unwrap();
     let error = format!("{:#}", Dataset::load(dir.path()).unwrap_err());
     assert!(error.contains("'genres'") && error.contains("separator"), "{error}");
 
-    std::fs::write(dir.path().join("schema.toml"), schema.replace("rating_max = 5", "rating_max = 5\ncolour = 1")).unwrap();
+    std::fs::write(dir.path().join("schema.toml"), schema.replace("rating_max = 5", "rating_max = 5\ncolour = 1"))
+        .unwrap();
     let error = format!("{:#}", Dataset::load(dir.path()).unwrap_err());
     assert!(error.contains("colour"), "{error}");
 }
