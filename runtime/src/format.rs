@@ -92,10 +92,7 @@ impl FieldSpec {
                 }
                 _ => 0,
             },
-            _ => match self
-                .vocabulary
-                .binary_search_by(|known| known.as_str().cmp(value))
-            {
+            _ => match self.vocabulary.binary_search_by(|known| known.as_str().cmp(value)) {
                 Ok(position) => u32::try_from(position).map_or(0, |n| n.saturating_add(1)),
                 Err(_) => 0,
             },
@@ -107,12 +104,9 @@ impl FieldSpec {
     pub fn rows_of(&self, value: &str, out: &mut Vec<u32>) {
         out.clear();
         match &self.kind {
-            FieldKind::MultiCategorical { separator } => out.extend(
-                value
-                    .split(*separator)
-                    .filter(|token| !token.is_empty())
-                    .map(|token| self.row_of(token)),
-            ),
+            FieldKind::MultiCategorical { separator } => {
+                out.extend(value.split(*separator).filter(|token| !token.is_empty()).map(|token| self.row_of(token)))
+            }
             _ => out.push(self.row_of(value)),
         }
     }
@@ -225,8 +219,7 @@ pub fn decode(bytes: &[u8]) -> Result<ModelBody> {
     if crc32fast::hash(rest) != crc {
         return Err(Error::ChecksumMismatch);
     }
-    let (body, unread) =
-        postcard::take_from_bytes::<ModelBody>(rest).map_err(|_| Error::MalformedBody)?;
+    let (body, unread) = postcard::take_from_bytes::<ModelBody>(rest).map_err(|_| Error::MalformedBody)?;
     if !unread.is_empty() {
         return Err(Error::TrailingBytes);
     }

@@ -18,7 +18,7 @@ mod session;
 
 pub use error::{Error, Result};
 pub use format::{ModelBody, FORMAT_MAJOR, FORMAT_MINOR};
-pub use model::Model;
 #[cfg(feature = "std")]
 pub use model::LoadFileError;
+pub use model::Model;
 pub use session::{Session, MAX_SUPPORT_RATINGS};

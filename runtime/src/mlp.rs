@@ -67,10 +67,7 @@ impl Layout {
                 return Err(bad);
             }
             shapes.push(LayerShape { inputs, outputs, weight_at: param_len, input_at });
-            param_len = param_len
-                .checked_add(weight_len)
-                .and_then(|n| n.checked_add(outputs))
-                .ok_or(bad)?;
+            param_len = param_len.checked_add(weight_len).and_then(|n| n.checked_add(outputs)).ok_or(bad)?;
             input_at = input_at.checked_add(inputs).ok_or(bad)?;
             max_width = max_width.max(outputs);
             previous = outputs;
@@ -123,14 +120,7 @@ pub(crate) fn forward(layout: &Layout, params: &[f32], acts: &mut [f32]) -> f32 
 ///
 /// The ReLU derivative is 1 where the layer output is > 0 and 0 elsewhere, which equals torch's
 /// `threshold_backward(grad, result, 0)`.
-pub(crate) fn backward(
-    layout: &Layout,
-    params: &[f32],
-    acts: &[f32],
-    dy: f32,
-    grads: &mut [f32],
-    delta: &mut [f32],
-) {
+pub(crate) fn backward(layout: &Layout, params: &[f32], acts: &[f32], dy: f32, grads: &mut [f32], delta: &mut [f32]) {
     let (mut current, mut next) = delta.split_at_mut(delta.len() / 2);
     if let Some(first) = current.first_mut() {
         *first = dy;
@@ -141,14 +131,11 @@ pub(crate) fn backward(
         let g_out = current.get(..shape.outputs).unwrap_or(&[]);
 
         let bias_at = shape.weight_at + shape.weight_len();
-        let (grad_weight, grad_bias) = match grads.get_mut(shape.weight_at..bias_at + shape.outputs)
-        {
+        let (grad_weight, grad_bias) = match grads.get_mut(shape.weight_at..bias_at + shape.outputs) {
             Some(slice) => slice.split_at_mut(shape.weight_len()),
             None => return,
         };
-        for ((grad_row, gb), &g) in
-            grad_weight.chunks_exact_mut(shape.inputs).zip(grad_bias.iter_mut()).zip(g_out)
-        {
+        for ((grad_row, gb), &g) in grad_weight.chunks_exact_mut(shape.inputs).zip(grad_bias.iter_mut()).zip(g_out) {
             *gb += g;
             if g != 0.0 {
                 for (gw, &a) in grad_row.iter_mut().zip(input) {
@@ -227,7 +214,7 @@ mod tests {
     #[test]
     fn forward_single_linear_layer() {
         let l = DenseLayer { inputs: 2, outputs: 1, weight: vec![2.0, -1.0], bias: vec![0.5] };
-        let layout = Layout::new(&[l.clone()], 2).unwrap();
+        let layout = Layout::new(core::slice::from_ref(&l), 2).unwrap();
         let params: Vec<f32> = l.weight.iter().chain(&l.bias).copied().collect();
         let mut acts = vec![3.0, 4.0, 0.0];
         // Linear output: no ReLU even though negative... 6 - 4 + 0.5 = 2.5

@@ -65,12 +65,8 @@ impl Model {
             validate_field(field, dim)?;
         }
         let user_width = body.user_fields.len().checked_mul(dim).ok_or(bad)?;
-        let input_width = body
-            .user_fields
-            .len()
-            .checked_add(body.item_fields.len())
-            .and_then(|n| n.checked_mul(dim))
-            .ok_or(bad)?;
+        let input_width =
+            body.user_fields.len().checked_add(body.item_fields.len()).and_then(|n| n.checked_mul(dim)).ok_or(bad)?;
 
         let layout = Layout::new(&body.layers, input_width)?;
         for layer in &body.layers {
@@ -99,9 +95,7 @@ impl Model {
 
     /// Reads and loads a model file.
     #[cfg(feature = "std")]
-    pub fn from_path(
-        path: impl AsRef<std::path::Path>,
-    ) -> core::result::Result<Model, LoadFileError> {
+    pub fn from_path(path: impl AsRef<std::path::Path>) -> core::result::Result<Model, LoadFileError> {
         let bytes = std::fs::read(path).map_err(LoadFileError::Io)?;
         Model::from_bytes(&bytes).map_err(LoadFileError::Model)
     }
@@ -121,9 +115,7 @@ impl Model {
         let items = &self.body.items;
         let position = self
             .items_by_id
-            .binary_search_by(|&i| {
-                items.get(i as usize).map_or("", |item| item.id.as_str()).cmp(id)
-            })
+            .binary_search_by(|&i| items.get(i as usize).map_or("", |item| item.id.as_str()).cmp(id))
             .ok()?;
         self.items_by_id.get(position).copied()
     }
@@ -168,9 +160,7 @@ impl Model {
         let fields = &self.body.user_fields;
         let position = self
             .user_fields_by_name
-            .binary_search_by(|&i| {
-                fields.get(i as usize).map_or("", |field| field.name.as_str()).cmp(name)
-            })
+            .binary_search_by(|&i| fields.get(i as usize).map_or("", |field| field.name.as_str()).cmp(name))
             .ok()?;
         self.user_fields_by_name.get(position).map(|&i| i as usize)
     }
@@ -192,9 +182,7 @@ impl Model {
             return;
         };
         let dim = self.embedding_dim();
-        for ((field, rows), chunk) in
-            self.body.item_fields.iter().zip(&record.rows).zip(out.chunks_exact_mut(dim))
-        {
+        for ((field, rows), chunk) in self.body.item_fields.iter().zip(&record.rows).zip(out.chunks_exact_mut(dim)) {
             field_vector(field, rows, chunk);
         }
     }

@@ -38,11 +38,7 @@ fn support_xs() -> (Vec<Vec<f64>>, Vec<f64>) {
 /// Session loss on the support set with its current weights.
 fn session_loss(session: &mut Session<&Model>) -> f64 {
     let n = SUPPORT.len() as f64;
-    SUPPORT
-        .iter()
-        .map(|&(i, r)| (session.predict(i).unwrap() as f64 - r as f64).powi(2))
-        .sum::<f64>()
-        / n
+    SUPPORT.iter().map(|&(i, r)| (session.predict(i).unwrap() as f64 - r as f64).powi(2)).sum::<f64>() / n
 }
 
 /// The finite-difference gradient is well defined here: no pre-activation sits at a ReLU kink.

@@ -1,8 +1,6 @@
 //! A tiny deterministic model and an independent f64 reference of the runtime's math.
 
-use metarec_runtime::format::{
-    Adaptation, DenseLayer, FieldKind, FieldSpec, ItemRecord, Method, RatingScale, Task,
-};
+use metarec_runtime::format::{Adaptation, DenseLayer, FieldKind, FieldSpec, ItemRecord, Method, RatingScale, Task};
 use metarec_runtime::ModelBody;
 
 /// Tiny LCG (Knuth's MMIX constants) giving values exactly representable in f32.
@@ -57,12 +55,7 @@ pub fn tiny_body() -> ModelBody {
     ];
     let item_fields = vec![
         field("rated", FieldKind::Categorical, &["G", "PG", "PG-13", "R"], &mut rng),
-        field(
-            "genres",
-            FieldKind::MultiCategorical { separator: '|' },
-            &["Action", "Comedy", "Drama"],
-            &mut rng,
-        ),
+        field("genres", FieldKind::MultiCategorical { separator: '|' }, &["Action", "Comedy", "Drama"], &mut rng),
     ];
     let item = |id: &str, rated: u32, genres: &[u32]| ItemRecord {
         id: id.to_string(),
@@ -98,12 +91,7 @@ pub type Params = Vec<(Vec<f64>, Vec<f64>)>;
 pub fn params_of(body: &ModelBody) -> Params {
     body.layers
         .iter()
-        .map(|l| {
-            (
-                l.weight.iter().map(|&v| v as f64).collect(),
-                l.bias.iter().map(|&v| v as f64).collect(),
-            )
-        })
+        .map(|l| (l.weight.iter().map(|&v| v as f64).collect(), l.bias.iter().map(|&v| v as f64).collect()))
         .collect()
 }
 
@@ -111,8 +99,9 @@ fn mean_rows(field: &FieldSpec, rows: &[u32]) -> Vec<f64> {
     let dim = DIM as usize;
     let mut out = vec![0.0; dim];
     for &r in rows {
-        for d in 0..dim {
-            out[d] += field.embedding[r as usize * dim + d] as f64;
+        let row = &field.embedding[r as usize * dim..][..dim];
+        for (o, v) in out.iter_mut().zip(row) {
+            *o += *v as f64;
         }
     }
     if !rows.is_empty() {

@@ -19,10 +19,16 @@ fn tiny_model_matches_golden_file() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, &bytes).unwrap();
     }
-    let golden = std::fs::read(&path).unwrap_or_else(|e| {
-        panic!("{}: {e}; run with METAREC_BLESS=1 to write it", path.display())
-    });
+    let golden = std::fs::read(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; run with METAREC_BLESS=1 to write it", path.display()));
     assert!(golden == bytes, "encoding differs from {}; if intended, re-bless", path.display());
+    // The committed file loads back to the same model through the std helper.
+    let model = Model::from_path(&path).unwrap();
+    assert_eq!(model.body(), &tiny_body());
+    assert_eq!(model.item_count(), 6);
+    assert_eq!(model.input_width(), 16);
+    let missing = Model::from_path(path.with_extension("missing")).unwrap_err();
+    assert!(matches!(missing, metarec_runtime::LoadFileError::Io(_)));
 }
 
 #[test]
@@ -42,8 +48,14 @@ fn header_bytes_are_literal() {
     assert_eq!(&bytes[..24], &TINY_HEADER[..]);
 }
 
-/// Written out by hand from the blessed file.
-const TINY_HEADER: [u8; 24] = [0; 24];
+/// The blessed tiny model's header: magic, major 1, minor 0, body length 1039, CRC 0x3d6abcd2.
+const TINY_HEADER: [u8; 24] = [
+    b'M', b'E', b'T', b'A', b'R', b'E', b'C', 0x1a, // magic
+    0x01, 0x00, // major
+    0x00, 0x00, // minor
+    0x0f, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // body length
+    0xd2, 0xbc, 0x6a, 0x3d, // CRC32 of the body
+];
 
 /// Bitwise CRC-32 (IEEE), independent of crc32fast.
 fn crc_of(data: &[u8]) -> u32 {
@@ -55,12 +67,4 @@ fn crc_of(data: &[u8]) -> u32 {
         }
     }
     !crc
-}
-
-#[test]
-fn golden_file_loads() {
-    let model = Model::from_path(golden_path()).unwrap();
-    assert_eq!(model.body(), &tiny_body());
-    assert_eq!(model.item_count(), 6);
-    assert_eq!(model.input_width(), 16);
 }

@@ -14,7 +14,7 @@ fn all_items(model: &Model) -> Vec<u32> {
     (0..model.item_count() as u32).collect()
 }
 
-fn scores<M: std::borrow::Borrow<Model>>(session: &mut Session<M>) -> Vec<f32> {
+fn scores<M: core::borrow::Borrow<Model>>(session: &mut Session<M>) -> Vec<f32> {
     let items = all_items(session.model());
     let mut out = vec![0.0; items.len()];
     session.score_indices(&items, &mut out).unwrap();
@@ -136,8 +136,7 @@ fn sessions_are_deterministic_and_independent() {
     };
     let a = run(model.clone());
     let b = run(model.clone());
-    assert_eq!(a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-               b.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+    assert_eq!(a.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), b.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
     // Another session on the same model is unaffected.
     let mut fresh = Session::new(&*model);
     assert_close(&scores(&mut fresh), &reference_scores(&unset_user()), 1e-5);

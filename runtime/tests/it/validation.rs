@@ -47,7 +47,12 @@ fn embedding_dim() {
 
 #[test]
 fn embedding_tables() {
-    check(|b| drop(b.user_fields[0].embedding.pop()), DIMS);
+    check(
+        |b| {
+            b.user_fields[0].embedding.pop();
+        },
+        DIMS,
+    );
     check(|b| b.item_fields[1].embedding.push(0.0), DIMS);
     check(|b| b.user_fields[1].embedding[5] = f32::NAN, FINITE);
     check(|b| b.item_fields[0].embedding[0] = f32::INFINITY, FINITE);
@@ -79,8 +84,18 @@ fn layers() {
     check(|b| b.layers[0].inputs = 15, DIMS);
     check(|b| b.layers[1].inputs = 5, DIMS);
     check(|b| b.layers[2].outputs = 2, DIMS);
-    check(|b| drop(b.layers.pop()), DIMS);
-    check(|b| drop(b.layers[1].weight.pop()), DIMS);
+    check(
+        |b| {
+            b.layers.pop();
+        },
+        DIMS,
+    );
+    check(
+        |b| {
+            b.layers[1].weight.pop();
+        },
+        DIMS,
+    );
     check(|b| b.layers[2].bias.push(0.0), DIMS);
     check(|b| b.layers[1].outputs = 0, DIMS);
     check(
@@ -96,7 +111,12 @@ fn layers() {
 
 #[test]
 fn items() {
-    check(|b| drop(b.items[0].rows.pop()), DIMS);
+    check(
+        |b| {
+            b.items[0].rows.pop();
+        },
+        DIMS,
+    );
     check(|b| b.items[0].rows.push(vec![0]), DIMS);
     check(|b| b.items[1].rows[0] = vec![], DIMS);
     check(|b| b.items[1].rows[0] = vec![1, 2], DIMS);
