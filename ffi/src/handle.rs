@@ -12,9 +12,7 @@ use std::sync::Arc;
 
 use metarec_runtime::{Model, Session};
 
-use crate::status::{
-    Code, Status, METAREC_ERR_INVALID_ARGUMENT, METAREC_ERR_INVALID_UTF8, METAREC_ERR_NULL_POINTER,
-};
+use crate::status::{Code, Status, METAREC_ERR_INVALID_ARGUMENT, METAREC_ERR_INVALID_UTF8, METAREC_ERR_NULL_POINTER};
 
 /// A loaded model: immutable, reference-counted, safe to share between threads.
 ///
@@ -155,9 +153,7 @@ fn check_array<T>(ptr: *const T, len: usize) -> Status<bool> {
     if ptr.is_null() {
         return Err(Code(METAREC_ERR_NULL_POINTER));
     }
-    let too_big = len
-        .checked_mul(size_of::<T>())
-        .is_none_or(|bytes| bytes > isize::MAX as usize);
+    let too_big = len.checked_mul(size_of::<T>()).is_none_or(|bytes| bytes > isize::MAX as usize);
     if !ptr.is_aligned() || too_big {
         return Err(Code(METAREC_ERR_INVALID_ARGUMENT));
     }
@@ -192,7 +188,7 @@ pub(crate) unsafe fn slice_mut<'a, T: Copy>(ptr: *mut T, len: usize) -> Status<&
 }
 
 /// Checks an out-parameter without writing it.
-pub(crate) fn check_out<T>(out: *mut T) -> Status {
+pub(crate) fn check_out<T>(out: *mut T) -> Status<()> {
     if out.is_null() {
         Err(Code(METAREC_ERR_NULL_POINTER))
     } else if !out.is_aligned() {
@@ -206,7 +202,7 @@ pub(crate) fn check_out<T>(out: *mut T) -> Status {
 ///
 /// # Safety
 /// `out` is NULL or points to writable memory for one `T`.
-pub(crate) unsafe fn write_out<T>(out: *mut T, value: T) -> Status {
+pub(crate) unsafe fn write_out<T>(out: *mut T, value: T) -> Status<()> {
     check_out(out)?;
     // SAFETY: non-NULL and aligned (checked), writable (caller's contract); `write` drops no
     // old value, which is right for plain C values.

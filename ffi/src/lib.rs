@@ -7,10 +7,13 @@
 //! when it drifts, and `METAREC_BLESS=1 cargo test -p metarec-ffi` rewrites it.
 //!
 //! Conventions of every entry point:
-//! - fallible functions return `METAREC_OK` (0) or an error code; out-parameters are written
-//!   only on success, except that output handles are set to NULL on failure;
+//! - fallible functions return `METAREC_OK` (0) or an error code; on failure, output handles are
+//!   set to NULL and other outputs are unspecified unless the function documents otherwise
+//!   (`metarec_model_item_id` reports the size it needs, `metarec_session_top_k` sets
+//!   `*out_len` to 0);
 //! - a panic never crosses the boundary: it becomes `METAREC_ERR_PANIC` (functions without a
-//!   status return a neutral value instead);
+//!   status return a neutral value instead). This needs `panic = "unwind"`, which every profile
+//!   of the workspace keeps;
 //! - pointers are checked for NULL (and arrays for alignment) before use.
 //!
 //! Thread safety: a model handle is immutable and may be shared by any number of threads and
@@ -33,14 +36,13 @@ pub use status::*;
 use crate::status::{Code, Status};
 
 /// `CARGO_PKG_VERSION` as a C string.
-const VERSION: &CStr = match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes())
-{
+const VERSION: &CStr = match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
     Ok(version) => version,
     Err(_) => panic!("the package version contains a NUL byte"),
 };
 
 /// Runs an entry point's body behind the panic boundary and turns its result into a status code.
-pub(crate) fn guard(body: impl FnOnce() -> Status) -> i32 {
+pub(crate) fn guard(body: impl FnOnce() -> Status<()>) -> i32 {
     match std::panic::catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(())) => METAREC_OK,
         Ok(Err(Code(code))) => code,
@@ -76,4 +78,34 @@ pub unsafe extern "C" fn metarec_error_message(code: i32, buf: *mut c_char, buf_
         let _ = unsafe { handle::write_c_string(text.as_bytes(), buf, buf_len) };
         text.len()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guard_turns_results_and_panics_into_codes() {
+        assert_eq!(guard(|| Ok(())), METAREC_OK);
+        assert_eq!(guard(|| Err(Code(METAREC_ERR_IO))), METAREC_ERR_IO);
+        assert_eq!(guard(|| Err(metarec_runtime::Error::UnknownItem.into())), METAREC_ERR_UNKNOWN_ITEM);
+        assert_eq!(guard(|| panic!("boom")), METAREC_ERR_PANIC);
+        assert_eq!(guard_or(7usize, || panic!("boom")), 7);
+        assert_eq!(guard_or(7usize, || 3), 3);
+    }
+
+    #[test]
+    fn top_k_orders_by_score_then_index_with_nan_last() {
+        let scores = [1.0, f32::NAN, 3.0, 3.0, -1.0, 2.0];
+        let ranked = |k: usize| {
+            let mut candidates: Vec<u32> = (0..scores.len() as u32).collect();
+            rank::top_k(&scores, &mut candidates, k);
+            candidates
+        };
+        assert_eq!(ranked(6), [2, 3, 5, 0, 4, 1]);
+        assert_eq!(ranked(3), [2, 3, 5]);
+        assert_eq!(ranked(1), [2]);
+        assert_eq!(ranked(0), Vec::<u32>::new());
+        assert_eq!(ranked(100), [2, 3, 5, 0, 4, 1]);
+    }
 }

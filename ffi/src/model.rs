@@ -17,9 +17,8 @@ fn read_file(path: &[u8]) -> Status<Vec<u8>> {
         std::path::Path::new(std::ffi::OsStr::from_bytes(path))
     };
     #[cfg(not(unix))]
-    let path = std::path::Path::new(
-        core::str::from_utf8(path).map_err(|_| Code(crate::status::METAREC_ERR_INVALID_UTF8))?,
-    );
+    let path =
+        std::path::Path::new(core::str::from_utf8(path).map_err(|_| Code(crate::status::METAREC_ERR_INVALID_UTF8))?);
     std::fs::read(path).map_err(|_| Code(METAREC_ERR_IO))
 }
 
@@ -50,10 +49,7 @@ unsafe fn load(out_model: *mut *mut MetarecModel, load: impl FnOnce() -> Status<
 /// `path` is NULL or a NUL-terminated string; `out_model` is NULL or points to writable storage
 /// for one pointer.
 #[no_mangle]
-pub unsafe extern "C" fn metarec_model_load(
-    path: *const c_char,
-    out_model: *mut *mut MetarecModel,
-) -> i32 {
+pub unsafe extern "C" fn metarec_model_load(path: *const c_char, out_model: *mut *mut MetarecModel) -> i32 {
     let body = || -> Status<Model> {
         // SAFETY: NULL or NUL-terminated (caller's contract).
         let path = unsafe { handle::c_bytes(path) }?;

@@ -17,10 +17,7 @@ use crate::{guard, guard_or};
 /// `model` is NULL or a live model handle; `out_session` is NULL or points to writable storage
 /// for one pointer.
 #[no_mangle]
-pub unsafe extern "C" fn metarec_session_new(
-    model: *const MetarecModel,
-    out_session: *mut *mut MetarecSession,
-) -> i32 {
+pub unsafe extern "C" fn metarec_session_new(model: *const MetarecModel, out_session: *mut *mut MetarecSession) -> i32 {
     guard(|| {
         handle::check_out(out_session)?;
         // SAFETY: checked non-NULL and aligned, writable (caller's contract).
@@ -50,10 +47,7 @@ pub unsafe extern "C" fn metarec_session_free(session: *mut MetarecSession) {
 ///
 /// # Safety
 /// `session` is NULL or a live handle not in use by another thread.
-unsafe fn with_session(
-    session: *mut MetarecSession,
-    body: impl FnOnce(&mut MetarecSession) -> Status,
-) -> i32 {
+unsafe fn with_session(session: *mut MetarecSession, body: impl FnOnce(&mut MetarecSession) -> Status<()>) -> i32 {
     guard(|| {
         // SAFETY: NULL or a live handle used by this thread only (caller's contract).
         let session = unsafe { handle::session_mut(session) }?;
@@ -77,7 +71,7 @@ pub unsafe extern "C" fn metarec_session_set_profile(
     field: *const c_char,
     value: *const c_char,
 ) -> i32 {
-    let body = |s: &mut MetarecSession| -> Status {
+    let body = |s: &mut MetarecSession| -> Status<()> {
         // SAFETY: NULL or NUL-terminated (caller's contract).
         let (field, value) = unsafe { (handle::c_str(field)?, handle::c_str(value)?) };
         Ok(s.session.set_profile(field, value)?)
@@ -101,7 +95,7 @@ pub unsafe extern "C" fn metarec_session_add_rating(
     item_id: *const c_char,
     rating: f32,
 ) -> i32 {
-    let body = |s: &mut MetarecSession| -> Status {
+    let body = |s: &mut MetarecSession| -> Status<()> {
         // SAFETY: NULL or NUL-terminated (caller's contract).
         let item_id = unsafe { handle::c_str(item_id) }?;
         Ok(s.session.add_rating(item_id, rating)?)
@@ -118,7 +112,7 @@ pub unsafe extern "C" fn metarec_session_add_rating(
 /// `session` is NULL or a live session handle not in use by another thread.
 #[no_mangle]
 pub unsafe extern "C" fn metarec_session_clear_ratings(session: *mut MetarecSession) -> i32 {
-    let body = |s: &mut MetarecSession| -> Status {
+    let body = |s: &mut MetarecSession| -> Status<()> {
         s.session.clear_ratings();
         Ok(())
     };
@@ -136,7 +130,7 @@ pub unsafe extern "C" fn metarec_session_clear_ratings(session: *mut MetarecSess
 /// `session` is NULL or a live session handle not in use by another thread.
 #[no_mangle]
 pub unsafe extern "C" fn metarec_session_adapt(session: *mut MetarecSession, steps: u32) -> i32 {
-    let body = |s: &mut MetarecSession| -> Status {
+    let body = |s: &mut MetarecSession| -> Status<()> {
         if steps == 0 {
             s.session.adapt()?;
         } else {
@@ -166,11 +160,10 @@ pub unsafe extern "C" fn metarec_session_score(
     count: usize,
     out_scores: *mut f32,
 ) -> i32 {
-    let body = |s: &mut MetarecSession| -> Status {
+    let body = |s: &mut MetarecSession| -> Status<()> {
         // SAFETY: unless `count` is 0, `count` readable pointers and `count` writable floats
         // that the caller does not touch during the call (caller's contract).
-        let (pointers, out) =
-            unsafe { (handle::slice(item_ids, count)?, handle::slice_mut(out_scores, count)?) };
+        let (pointers, out) = unsafe { (handle::slice(item_ids, count)?, handle::slice_mut(out_scores, count)?) };
         let ids = pointers
             .iter()
             // SAFETY: each id is NULL or NUL-terminated (caller's contract).
@@ -183,7 +176,7 @@ pub unsafe extern "C" fn metarec_session_score(
 }
 
 /// Fills `all_items` with `0..item_count` if it is not already.
-fn all_items(session: &mut MetarecSession) -> Status {
+fn all_items(session: &mut MetarecSession) -> Status<()> {
     let count = session.session.model().item_count();
     if session.all_items.len() != count {
         let count = u32::try_from(count).map_err(|_| Code(METAREC_ERR_INVALID_ARGUMENT))?;
@@ -208,7 +201,7 @@ pub unsafe extern "C" fn metarec_session_score_all(
     out_scores: *mut f32,
     len: usize,
 ) -> i32 {
-    let body = |s: &mut MetarecSession| -> Status {
+    let body = |s: &mut MetarecSession| -> Status<()> {
         // SAFETY: unless `len` is 0, `len` writable floats (caller's contract).
         let out = unsafe { handle::slice_mut(out_scores, len) }?;
         if len != s.session.model().item_count() {
@@ -244,7 +237,7 @@ pub unsafe extern "C" fn metarec_session_top_k(
     out_scores: *mut f32,
     out_len: *mut usize,
 ) -> i32 {
-    let body = |s: &mut MetarecSession| -> Status {
+    let body = |s: &mut MetarecSession| -> Status<()> {
         // SAFETY: NULL or writable (caller's contract).
         unsafe { handle::write_out(out_len, 0) }?;
         let count = s.session.model().item_count();

@@ -49,8 +49,7 @@ pub const METAREC_ERR_TOO_MANY_RATINGS: i32 = 203;
 /// An output length differs from the number of candidates.
 pub const METAREC_ERR_LENGTH_MISMATCH: i32 = 204;
 
-// Every code the C layer defines itself, with its message (plain comments: cbindgen skips
-// crate-private items, but keep them out of the header docs anyway).
+/// Every code the C layer defines itself, with its message.
 pub(crate) const FFI_CODES: [(i32, &str); 7] = [
     (METAREC_OK, "ok"),
     (METAREC_ERR_NULL_POINTER, "a required pointer argument is NULL"),
@@ -76,7 +75,7 @@ impl From<Error> for Code {
 }
 
 /// Result of the body of an entry point.
-pub(crate) type Status<T = ()> = Result<T, Code>;
+pub(crate) type Status<T> = Result<T, Code>;
 
 /// The message of any code: the C layer's own, the runtime's, or "unknown error code".
 pub fn message(code: i32) -> &'static str {

@@ -3,11 +3,10 @@
 //! Shared by `metarec-tests` (as its library) and by `metarec-ffi`'s integration test (through
 //! `#[path]`), so it depends on nothing but `metarec_runtime` and std.
 
-use std::fmt::Write as _;
+use core::fmt::Write as _;
 
 use metarec_runtime::format::{
-    encode, Adaptation, DenseLayer, FieldKind, FieldSpec, ItemRecord, Method, ModelBody,
-    RatingScale, Task,
+    encode, Adaptation, DenseLayer, FieldKind, FieldSpec, ItemRecord, Method, ModelBody, RatingScale, Task,
 };
 
 /// Embedding width of the fixture model.
@@ -133,10 +132,7 @@ impl UserFile {
         let pair = |i: usize| (item_id(i), rating(i));
         UserFile {
             user: "u42".to_owned(),
-            profile: vec![
-                ("gender".to_owned(), "F".to_owned()),
-                ("age".to_owned(), "28".to_owned()),
-            ],
+            profile: vec![("gender".to_owned(), "F".to_owned()), ("age".to_owned(), "28".to_owned())],
             support: [0, 1, 2, 3, 5, 9, 13, 7].into_iter().map(pair).collect(),
             query: [4, 17, 21, 6, 10, 14].into_iter().map(pair).collect(),
         }

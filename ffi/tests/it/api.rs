@@ -89,8 +89,7 @@ fn adaptation_moves_scores_toward_the_support_ratings() {
     }
     let ids: Vec<&str> = user.support.iter().map(|(id, _)| id.as_str()).collect();
     let mse = |scores: &[f32]| {
-        scores.iter().zip(&user.support).map(|(s, (_, r))| (s - r).powi(2)).sum::<f32>()
-            / scores.len() as f32
+        scores.iter().zip(&user.support).map(|(s, (_, r))| (s - r).powi(2)).sum::<f32>() / scores.len() as f32
     };
     let before = mse(&session.score(&ids).unwrap());
     assert_code(session.adapt(0), METAREC_OK);
@@ -118,8 +117,7 @@ fn top_k_ranks_by_score_and_excludes_rated_items() {
 
     let rated: Vec<usize> =
         user.support.iter().map(|(id, _)| (0..ITEM_COUNT).find(|i| item_id(*i) == *id).unwrap()).collect();
-    let unrated: Vec<(usize, f32)> =
-        order.iter().filter(|i| !rated.contains(i)).map(|i| (*i, all[*i])).collect();
+    let unrated: Vec<(usize, f32)> = order.iter().filter(|i| !rated.contains(i)).map(|i| (*i, all[*i])).collect();
     assert_eq!(session.top_k(10, true).unwrap(), unrated[..10]);
     // k larger than the candidates: every candidate, in order.
     assert_eq!(session.top_k(1000, true).unwrap(), unrated);
@@ -147,9 +145,7 @@ fn top_k_scores_are_optional() {
     let mut indices = [0usize; 3];
     let mut len = 0;
     // SAFETY: a live session; `indices` holds 3 elements; NULL scores are allowed.
-    let code = unsafe {
-        metarec_session_top_k(session.0, 3, 0, indices.as_mut_ptr(), std::ptr::null_mut(), &mut len)
-    };
+    let code = unsafe { metarec_session_top_k(session.0, 3, 0, indices.as_mut_ptr(), core::ptr::null_mut(), &mut len) };
     assert_code(code, METAREC_OK);
     assert_eq!(len, 3);
 }
@@ -174,15 +170,13 @@ fn one_model_serves_sessions_on_many_threads() {
     let handles: Vec<_> = (0..4)
         .map(|_| {
             std::thread::spawn(move || {
-                let mut session = ptr_session(address as *const MetarecModel);
+                let session = ptr_session(address as *const MetarecModel);
                 let mut out = vec![0.0f32; ITEM_COUNT];
                 // SAFETY: a live session owned by this thread; `out` holds ITEM_COUNT floats.
                 let code = unsafe { metarec_session_score_all(session, out.as_mut_ptr(), out.len()) };
                 assert_code(code, METAREC_OK);
-                // SAFETY: freed once.
+                // SAFETY: freed once, not used afterwards.
                 unsafe { metarec_session_free(session) };
-                session = std::ptr::null_mut();
-                assert!(session.is_null());
                 out
             })
         })
@@ -193,7 +187,7 @@ fn one_model_serves_sessions_on_many_threads() {
 }
 
 fn ptr_session(model: *const MetarecModel) -> *mut MetarecSession {
-    let mut session = std::ptr::null_mut();
+    let mut session = core::ptr::null_mut();
     // SAFETY: a live model handle and a writable pointer slot.
     assert_code(unsafe { metarec_session_new(model, &mut session) }, METAREC_OK);
     session
@@ -202,7 +196,7 @@ fn ptr_session(model: *const MetarecModel) -> *mut MetarecSession {
 #[test]
 fn error_messages_follow_snprintf() {
     let full = "rating is NaN, infinite or outside the model's rating scale";
-    let mut buf = [0x7f_u8 as std::ffi::c_char; 8];
+    let mut buf = [0x7f_u8 as core::ffi::c_char; 8];
     // SAFETY: `buf` holds 8 writable bytes.
     let len = unsafe { metarec_error_message(METAREC_ERR_INVALID_RATING, buf.as_mut_ptr(), 8) };
     assert_eq!(len, full.len());
@@ -210,7 +204,7 @@ fn error_messages_follow_snprintf() {
     assert_eq!(&written, b"rating \0");
     // Size query: NULL buffer with length 0.
     // SAFETY: nothing is written when the length is 0.
-    let len = unsafe { metarec_error_message(METAREC_ERR_INVALID_RATING, std::ptr::null_mut(), 0) };
+    let len = unsafe { metarec_error_message(METAREC_ERR_INVALID_RATING, core::ptr::null_mut(), 0) };
     assert_eq!(len, full.len());
     assert_eq!(crate::util::message(12345), "unknown error code");
     assert_eq!(crate::util::message(-1), "unknown error code");

@@ -1,20 +1,15 @@
 //! Safe wrappers around the C functions for the tests.
 
-use std::ffi::{c_char, CString};
-use std::ptr;
+use core::ffi::c_char;
+use core::ptr;
+use std::ffi::CString;
 
 use metarec::*;
 
 /// Asserts a status code, naming both codes' messages on failure.
 #[track_caller]
 pub fn assert_code(actual: i32, expected: i32) {
-    assert_eq!(
-        actual,
-        expected,
-        "got {actual} ({}), expected {expected} ({})",
-        message(actual),
-        message(expected)
-    );
+    assert_eq!(actual, expected, "got {actual} ({}), expected {expected} ({})", message(actual), message(expected));
 }
 
 /// The message of a code through `metarec_error_message`.
@@ -72,8 +67,7 @@ impl ModelHandle {
         let mut buf = vec![0 as c_char; 128];
         let mut len = 0usize;
         // SAFETY: a live handle, `buf.len()` writable bytes, a writable `len`.
-        let code =
-            unsafe { metarec_model_item_id(self.0, index, buf.as_mut_ptr(), buf.len(), &mut len) };
+        let code = unsafe { metarec_model_item_id(self.0, index, buf.as_mut_ptr(), buf.len(), &mut len) };
         if code != METAREC_OK {
             return Err(code);
         }
@@ -128,9 +122,7 @@ impl SessionHandle {
         let pointers: Vec<*const c_char> = owned.iter().map(|c| c.as_ptr()).collect();
         let mut out = vec![f32::NAN; items.len()];
         // SAFETY: a live session; `pointers` and `out` hold `items.len()` elements.
-        let code = unsafe {
-            metarec_session_score(self.0, pointers.as_ptr(), pointers.len(), out.as_mut_ptr())
-        };
+        let code = unsafe { metarec_session_score(self.0, pointers.as_ptr(), pointers.len(), out.as_mut_ptr()) };
         if code == METAREC_OK {
             Ok(out)
         } else {

@@ -1,0 +1,377 @@
+/*
+ * personalize: cold-start personalization of a metarec model for one user, through the C API.
+ *
+ *   usage: personalize MODEL.mrec USER.tsv
+ *
+ * USER.tsv is the tab-separated user file the trainer exports (lines starting with '#' and
+ * empty lines are ignored):
+ *
+ *   user     <user_id>
+ *   profile  <field>    <value>     (any number; fields must be user fields of the model)
+ *   support  <item_id>  <rating>    (ratings the session adapts on)
+ *   query    <item_id>  <rating>    (held-out ratings, only used to measure the error)
+ *
+ * The program loads the model, opens a session, sets the profile, adds the support ratings,
+ * prints the mean squared error on the query ratings with the meta-learned weights (before
+ * adaptation) and after adapting with the model's default step count, then prints the ten
+ * highest-scored items the user has not rated. Any failing call prints its status code and
+ * message and the program exits with status 1 (2 for usage or user-file errors).
+ *
+ * Build (from the repository root, after `cargo build -p metarec-ffi`):
+ *
+ *   cc -std=c11 -Wall -Wextra -Werror -pedantic -Iinclude examples/c/personalize.c \
+ *      -Ltarget/debug -lmetarec -Wl,-rpath,"$PWD/target/debug" -o personalize
+ *
+ * or `make -C examples/c` (see examples/c/Makefile).
+ */
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "metarec.h"
+
+#define TOP_K 10
+
+/* One "key value" or "key item rating" line of the user file. */
+typedef struct {
+    char *key;   /* profile field or item id (owned) */
+    char *value; /* profile value (owned), NULL for ratings */
+    float rating;
+} Entry;
+
+typedef struct {
+    Entry *items;
+    size_t len;
+    size_t cap;
+} EntryList;
+
+typedef struct {
+    char *user;
+    EntryList profile;
+    EntryList support;
+    EntryList query;
+} UserFile;
+
+/* Prints a failed call's code and message; returns 0 so callers can `return report(...)`. */
+static int report(const char *call, int32_t code) {
+    char message[256];
+    metarec_error_message(code, message, sizeof message);
+    fprintf(stderr, "personalize: %s failed: error %d: %s\n", call, (int)code, message);
+    return 0;
+}
+
+static char *copy_string(const char *text) {
+    size_t len = strlen(text) + 1;
+    char *copy = malloc(len);
+    if (copy != NULL) {
+        memcpy(copy, text, len);
+    }
+    return copy;
+}
+
+static int push_entry(EntryList *list, const char *key, const char *value, float rating) {
+    if (list->len == list->cap) {
+        size_t cap = list->cap == 0 ? 16 : list->cap * 2;
+        Entry *grown = realloc(list->items, cap * sizeof *grown);
+        if (grown == NULL) {
+            return 0;
+        }
+        list->items = grown;
+        list->cap = cap;
+    }
+    Entry *entry = &list->items[list->len];
+    entry->key = copy_string(key);
+    entry->value = value != NULL ? copy_string(value) : NULL;
+    entry->rating = rating;
+    if (entry->key == NULL || (value != NULL && entry->value == NULL)) {
+        free(entry->key);
+        free(entry->value);
+        return 0;
+    }
+    list->len++;
+    return 1;
+}
+
+static void free_entries(EntryList *list) {
+    for (size_t i = 0; i < list->len; i++) {
+        free(list->items[i].key);
+        free(list->items[i].value);
+    }
+    free(list->items);
+    list->items = NULL;
+    list->len = list->cap = 0;
+}
+
+static void free_user(UserFile *user) {
+    free(user->user);
+    user->user = NULL;
+    free_entries(&user->profile);
+    free_entries(&user->support);
+    free_entries(&user->query);
+}
+
+/* Reads one line of any length (without the newline) into *line; returns 0 at end of file. */
+static int read_line(FILE *file, char **line, size_t *cap) {
+    size_t len = 0;
+    int c;
+    while ((c = fgetc(file)) != EOF && c != '\n') {
+        if (len + 1 >= *cap) {
+            size_t grown_cap = *cap == 0 ? 256 : *cap * 2;
+            char *grown = realloc(*line, grown_cap);
+            if (grown == NULL) {
+                return -1;
+            }
+            *line = grown;
+            *cap = grown_cap;
+        }
+        (*line)[len++] = (char)c;
+    }
+    if (c == EOF && len == 0) {
+        return 0;
+    }
+    if (*line == NULL) {
+        *line = malloc(1);
+        if (*line == NULL) {
+            return -1;
+        }
+        *cap = 1;
+    }
+    if (len > 0 && (*line)[len - 1] == '\r') {
+        len--; /* tolerate CRLF files */
+    }
+    (*line)[len] = '\0';
+    return 1;
+}
+
+/* Splits `line` at tabs into at most `max` fields; returns the field count. */
+static size_t split_tabs(char *line, char **fields, size_t max) {
+    size_t count = 0;
+    char *start = line;
+    for (;;) {
+        char *tab = strchr(start, '\t');
+        if (count < max) {
+            fields[count] = start;
+        }
+        count++;
+        if (tab == NULL) {
+            break;
+        }
+        *tab = '\0';
+        start = tab + 1;
+    }
+    return count;
+}
+
+static int parse_rating(const char *text, float *out) {
+    char *end = NULL;
+    errno = 0;
+    float value = strtof(text, &end);
+    if (end == text || *end != '\0' || errno == ERANGE) {
+        return 0;
+    }
+    *out = value;
+    return 1;
+}
+
+/* Parses the user file; on failure prints why and returns 0. */
+static int read_user_file(const char *path, UserFile *user) {
+    FILE *file = fopen(path, "r");
+    if (file == NULL) {
+        fprintf(stderr, "personalize: cannot open %s: %s\n", path, strerror(errno));
+        return 0;
+    }
+    char *line = NULL;
+    size_t cap = 0;
+    size_t line_no = 0;
+    int ok = 1;
+    int status;
+    while (ok && (status = read_line(file, &line, &cap)) != 0) {
+        line_no++;
+        if (status < 0) {
+            fprintf(stderr, "personalize: out of memory reading %s\n", path);
+            ok = 0;
+            break;
+        }
+        if (line[0] == '\0' || line[0] == '#') {
+            continue;
+        }
+        char *fields[4];
+        size_t count = split_tabs(line, fields, 4);
+        float rating = 0.0f;
+        if (strcmp(fields[0], "user") == 0 && count == 2) {
+            free(user->user);
+            user->user = copy_string(fields[1]);
+            ok = user->user != NULL;
+        } else if (strcmp(fields[0], "profile") == 0 && count == 3) {
+            ok = push_entry(&user->profile, fields[1], fields[2], 0.0f);
+        } else if ((strcmp(fields[0], "support") == 0 || strcmp(fields[0], "query") == 0) &&
+                   count == 3) {
+            if (!parse_rating(fields[2], &rating)) {
+                fprintf(stderr, "personalize: %s:%zu: bad rating '%s'\n", path, line_no,
+                        fields[2]);
+                ok = 0;
+                break;
+            }
+            EntryList *list = fields[0][0] == 's' ? &user->support : &user->query;
+            ok = push_entry(list, fields[1], NULL, rating);
+        } else {
+            fprintf(stderr, "personalize: %s:%zu: unrecognized line (want user/profile/support/query "
+                            "with tab-separated fields)\n",
+                    path, line_no);
+            ok = 0;
+            break;
+        }
+        if (!ok) {
+            fprintf(stderr, "personalize: out of memory reading %s\n", path);
+        }
+    }
+    if (ok && ferror(file)) {
+        fprintf(stderr, "personalize: error reading %s\n", path);
+        ok = 0;
+    }
+    free(line);
+    fclose(file);
+    return ok;
+}
+
+/* Mean squared error of the session's scores on the query ratings; returns 0 on failure. */
+static int query_mse(MetarecSession *session, const EntryList *query, double *out_mse) {
+    const char **ids = malloc(query->len * sizeof *ids);
+    float *scores = malloc(query->len * sizeof *scores);
+    int ok = ids != NULL && scores != NULL;
+    if (!ok) {
+        fprintf(stderr, "personalize: out of memory\n");
+    } else {
+        for (size_t i = 0; i < query->len; i++) {
+            ids[i] = query->items[i].key;
+        }
+        int32_t code = metarec_session_score(session, ids, query->len, scores);
+        if (code != METAREC_OK) {
+            ok = report("metarec_session_score", code);
+        } else {
+            double sum = 0.0;
+            for (size_t i = 0; i < query->len; i++) {
+                double error = (double)scores[i] - (double)query->items[i].rating;
+                sum += error * error;
+            }
+            *out_mse = sum / (double)query->len;
+        }
+    }
+    free(ids);
+    free(scores);
+    return ok;
+}
+
+/* Prints the TOP_K best unrated items; returns 0 on failure. */
+static int print_top(const MetarecModel *model, MetarecSession *session) {
+    size_t indices[TOP_K];
+    float scores[TOP_K];
+    size_t count = 0;
+    int32_t code = metarec_session_top_k(session, TOP_K, 1, indices, scores, &count);
+    if (code != METAREC_OK) {
+        return report("metarec_session_top_k", code);
+    }
+    printf("top %zu recommendations (unrated items):\n", count);
+    for (size_t i = 0; i < count; i++) {
+        size_t needed = 0;
+        code = metarec_model_item_id(model, indices[i], NULL, 0, &needed);
+        if (code != METAREC_OK && code != METAREC_ERR_BUFFER_TOO_SMALL) {
+            return report("metarec_model_item_id", code);
+        }
+        char *id = malloc(needed);
+        if (id == NULL) {
+            fprintf(stderr, "personalize: out of memory\n");
+            return 0;
+        }
+        code = metarec_model_item_id(model, indices[i], id, needed, NULL);
+        if (code != METAREC_OK) {
+            free(id);
+            return report("metarec_model_item_id", code);
+        }
+        printf("%3zu. %s\t%.4f\n", i + 1, id, (double)scores[i]);
+        free(id);
+    }
+    return 1;
+}
+
+int main(int argc, char **argv) {
+    if (argc != 3) {
+        fprintf(stderr, "usage: %s MODEL.mrec USER.tsv\n", argc > 0 ? argv[0] : "personalize");
+        return 2;
+    }
+    UserFile user = {0};
+    if (!read_user_file(argv[2], &user)) {
+        free_user(&user);
+        return 2;
+    }
+
+    int ok = 0;
+    MetarecModel *model = NULL;
+    MetarecSession *session = NULL;
+    int32_t code = metarec_model_load(argv[1], &model);
+    if (code != METAREC_OK) {
+        report("metarec_model_load", code);
+        goto done;
+    }
+    printf("metarec %s: %s, %zu items\n", metarec_version(), argv[1],
+           metarec_model_item_count(model));
+    printf("user %s: %zu profile fields, %zu support ratings, %zu query ratings\n",
+           user.user != NULL ? user.user : "(unnamed)", user.profile.len, user.support.len,
+           user.query.len);
+
+    code = metarec_session_new(model, &session);
+    if (code != METAREC_OK) {
+        report("metarec_session_new", code);
+        goto done;
+    }
+    for (size_t i = 0; i < user.profile.len; i++) {
+        const Entry *entry = &user.profile.items[i];
+        code = metarec_session_set_profile(session, entry->key, entry->value);
+        if (code != METAREC_OK) {
+            fprintf(stderr, "personalize: profile field '%s'\n", entry->key);
+            report("metarec_session_set_profile", code);
+            goto done;
+        }
+    }
+    for (size_t i = 0; i < user.support.len; i++) {
+        const Entry *entry = &user.support.items[i];
+        code = metarec_session_add_rating(session, entry->key, entry->rating);
+        if (code != METAREC_OK) {
+            fprintf(stderr, "personalize: support rating of item '%s'\n", entry->key);
+            report("metarec_session_add_rating", code);
+            goto done;
+        }
+    }
+
+    double before = 0.0;
+    if (user.query.len > 0 && !query_mse(session, &user.query, &before)) {
+        goto done;
+    }
+    code = metarec_session_adapt(session, 0);
+    if (code != METAREC_OK) {
+        report("metarec_session_adapt", code);
+        goto done;
+    }
+    double after = 0.0;
+    if (user.query.len > 0) {
+        if (!query_mse(session, &user.query, &after)) {
+            goto done;
+        }
+        printf("query MSE before adaptation: %.6f\n", before);
+        printf("query MSE after adaptation:  %.6f\n", after);
+    } else {
+        printf("no query ratings: skipping the query MSE\n");
+    }
+    if (!print_top(model, session)) {
+        goto done;
+    }
+    ok = 1;
+
+done:
+    metarec_session_free(session);
+    metarec_model_free(model);
+    free_user(&user);
+    return ok ? 0 : 1;
+}

@@ -1,0 +1,113 @@
+//! examples/c/personalize.c, built with sanitizers and run on the fixture model and user.
+
+use std::path::Path;
+
+use metarec_tests::{UserFile, ITEM_COUNT};
+
+use crate::support::{self, Sanitize};
+
+fn build(dir: &Path) -> std::path::PathBuf {
+    let source = support::repo_root().join("examples/c/personalize.c");
+    support::compile_c(&source, dir, "personalize", Sanitize::AddressUndefined)
+}
+
+#[test]
+fn personalize_adapts_and_prints_a_top_ten() {
+    let dir = support::scratch_dir("personalize");
+    let exe = build(&dir);
+    let model = support::write_fixture_model(&dir);
+    let user_file = UserFile::fixture();
+    let user = dir.join("user.tsv");
+    std::fs::write(&user, user_file.to_tsv()).unwrap();
+
+    let output = support::run_sanitized(&exe, &[&model, &user]);
+    let report = support::describe(&output);
+    assert!(output.status.success(), "personalize failed\n{report}");
+    let stdout = String::from_utf8(output.stdout).expect("UTF-8 output");
+
+    let mse = |label: &str| -> f64 {
+        let line = stdout.lines().find(|line| line.starts_with(label)).unwrap_or_else(|| {
+            panic!("no `{label}` line\n{report}");
+        });
+        line[label.len()..].trim().parse().unwrap_or_else(|_| panic!("bad MSE line `{line}`"))
+    };
+    let before = mse("query MSE before adaptation:");
+    let after = mse("query MSE after adaptation:");
+    assert!(before.is_finite() && after.is_finite() && before >= 0.0 && after >= 0.0);
+    assert_ne!(before, after, "adaptation changed nothing\n{report}");
+
+    let mut lines = stdout.lines().skip_while(|line| !line.starts_with("top 10 recommendations"));
+    assert!(lines.next().is_some(), "no top-10 header\n{report}");
+    let ranked: Vec<(String, f32)> = lines
+        .map(|line| {
+            let (rank, rest) = line.trim_start().split_once(". ").expect("`N. id\\tscore`");
+            let (id, score) = rest.split_once('\t').expect("`id\\tscore`");
+            assert!(rank.parse::<usize>().is_ok(), "bad rank in `{line}`");
+            (id.to_owned(), score.parse().expect("score"))
+        })
+        .collect();
+    assert_eq!(ranked.len(), 10, "{report}");
+    let rated: Vec<&str> = user_file.support.iter().map(|(id, _)| id.as_str()).collect();
+    for pair in ranked.windows(2) {
+        assert!(pair[0].1 >= pair[1].1, "not sorted by score\n{report}");
+    }
+    for (id, _) in &ranked {
+        assert!(!rated.contains(&id.as_str()), "rated item {id} recommended\n{report}");
+        let index: usize = id[1..4].parse().expect("fixture ids are mNNN…");
+        assert!((1..=ITEM_COUNT).contains(&index), "{id}");
+    }
+}
+
+#[test]
+fn personalize_reports_failures_with_code_and_message() {
+    let dir = support::scratch_dir("personalize-errors");
+    let exe = build(&dir);
+    let model = support::write_fixture_model(&dir);
+
+    // A missing model file.
+    let user = dir.join("user.tsv");
+    std::fs::write(&user, UserFile::fixture().to_tsv()).unwrap();
+    let output = support::run_sanitized(&exe, &[&dir.join("missing.mrec"), &user]);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(1), "{}", support::describe(&output));
+    assert!(stderr.contains("metarec_model_load failed: error 3:"), "{stderr}");
+
+    // A NaN rating and an unknown item: the runtime's codes.
+    let mut nan = UserFile::fixture();
+    nan.support[2].1 = f32::NAN;
+    std::fs::write(&user, nan.to_tsv()).unwrap();
+    let output = support::run_sanitized(&exe, &[&model, &user]);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(1), "{}", support::describe(&output));
+    assert!(stderr.contains("metarec_session_add_rating failed: error 202:"), "{stderr}");
+
+    let mut unknown = UserFile::fixture();
+    unknown.query[0].0 = "not-in-the-catalogue".to_owned();
+    std::fs::write(&user, unknown.to_tsv()).unwrap();
+    let output = support::run_sanitized(&exe, &[&model, &user]);
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(1), "{}", support::describe(&output));
+    assert!(stderr.contains("metarec_session_score failed: error 200:"), "{stderr}");
+
+    // A malformed user file and a wrong command line.
+    std::fs::write(&user, "user\tu1\nrating\tm001\n").unwrap();
+    let output = support::run_sanitized(&exe, &[&model, &user]);
+    assert_eq!(output.status.code(), Some(2), "{}", support::describe(&output));
+    let output = support::run_sanitized(&exe, &[&model]);
+    assert_eq!(output.status.code(), Some(2), "{}", support::describe(&output));
+}
+
+#[test]
+fn personalize_handles_users_without_query_ratings() {
+    let dir = support::scratch_dir("personalize-no-query");
+    let exe = build(&dir);
+    let model = support::write_fixture_model(&dir);
+    let mut user_file = UserFile::fixture();
+    user_file.query.clear();
+    let user = dir.join("user.tsv");
+    std::fs::write(&user, user_file.to_tsv()).unwrap();
+    let output = support::run_sanitized(&exe, &[&model, &user]);
+    assert!(output.status.success(), "{}", support::describe(&output));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("top 10 recommendations"), "{stdout}");
+}

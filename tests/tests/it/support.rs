@@ -1,0 +1,125 @@
+//! Finding the library, compiling C programs against it and running them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::SystemTime;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_path_buf()
+}
+
+/// A fresh scratch directory for one test (under cargo's per-target temporary directory).
+pub fn scratch_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("metarec-tests-{name}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create scratch directory");
+    dir
+}
+
+/// The directory holding the `libmetarec.so` built for this test run.
+///
+/// This crate depends on `metarec-ffi`, so cargo builds the library before the tests: as a
+/// dependency it lands in `<target>/<profile>/deps/`, and `cargo build -p metarec-ffi` puts it in
+/// `<target>/<profile>/`. The profile directory is found from the test binary's own location
+/// (`<target>/<profile>/deps/it-…`), which follows `CARGO_TARGET_DIR`, `--release` and
+/// `--target`. The newest of the two copies wins. `METAREC_LIB_DIR` overrides the search.
+pub fn library_dir() -> PathBuf {
+    const LIB: &str = "libmetarec.so";
+    if let Some(dir) = std::env::var_os("METAREC_LIB_DIR") {
+        let dir = PathBuf::from(dir);
+        assert!(dir.join(LIB).is_file(), "METAREC_LIB_DIR={} has no {LIB}", dir.display());
+        return dir;
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let deps = exe.parent().expect("the test binary lies in <target>/<profile>/deps");
+    let profile = deps.parent().expect("<target>/<profile>");
+    let modified = |dir: &Path| -> Option<(SystemTime, PathBuf)> {
+        let time = std::fs::metadata(dir.join(LIB)).ok()?.modified().ok()?;
+        Some((time, dir.to_path_buf()))
+    };
+    [deps, profile].into_iter().filter_map(modified).max().map(|(_, dir)| dir).unwrap_or_else(|| {
+        panic!(
+            "no {LIB} in {} or {}: build it with `cargo build -p metarec-ffi` (same profile and \
+                 target directory as the tests), or point METAREC_LIB_DIR at its directory",
+            profile.display(),
+            deps.display()
+        )
+    })
+}
+
+/// The C compiler: `$CC`, else `cc`.
+pub fn c_compiler() -> String {
+    std::env::var("CC").ok().filter(|cc| !cc.trim().is_empty()).unwrap_or_else(|| "cc".to_owned())
+}
+
+/// Whether a program can be started (`NAME --version` succeeds).
+pub fn have_program(name: &str) -> bool {
+    Command::new(name).arg("--version").output().is_ok_and(|out| out.status.success())
+}
+
+/// Sanitizers to build with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sanitize {
+    /// `-fsanitize=address,undefined`.
+    AddressUndefined,
+    /// None (for valgrind).
+    None,
+}
+
+/// Compiles one C file into `out_dir/<name>` against include/ and libmetarec, with every warning
+/// an error and the library directory as rpath. Panics with the compiler's output on failure.
+pub fn compile_c(source: &Path, out_dir: &Path, name: &str, sanitize: Sanitize) -> PathBuf {
+    let lib_dir = library_dir();
+    let exe = out_dir.join(name);
+    let cc = c_compiler();
+    let mut command = Command::new(&cc);
+    command
+        .args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-pedantic", "-g", "-O1"])
+        .arg("-I")
+        .arg(repo_root().join("include"))
+        .arg(source)
+        .arg("-o")
+        .arg(&exe);
+    if sanitize == Sanitize::AddressUndefined {
+        command.args(["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer"]);
+    }
+    command.arg("-L").arg(&lib_dir).arg("-lmetarec").arg(format!("-Wl,-rpath,{}", lib_dir.display())).arg("-lm");
+    let output = command.output().unwrap_or_else(|error| panic!("cannot run the C compiler `{cc}` ($CC): {error}"));
+    assert!(
+        output.status.success(),
+        "compiling {} failed: {command:?}\n{}{}",
+        source.display(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    exe
+}
+
+/// Runs a program built with [`Sanitize::AddressUndefined`], leak detection on (no suppressions:
+/// neither the Rust standard library nor the runtime leaks anything LeakSanitizer reports).
+pub fn run_sanitized(exe: &Path, args: &[&Path]) -> Output {
+    Command::new(exe)
+        .args(args)
+        .env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:exitcode=86")
+        .env("UBSAN_OPTIONS", "print_stacktrace=1:halt_on_error=1")
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run {}: {error}", exe.display()))
+}
+
+/// Formats a finished program's status and output for assertion messages.
+pub fn describe(output: &Output) -> String {
+    format!(
+        "status: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Writes the fixture model (and returns its path).
+pub fn write_fixture_model(dir: &Path) -> PathBuf {
+    let path = dir.join("fixture.mrec");
+    std::fs::write(&path, metarec_tests::model_bytes(false)).expect("write the fixture model");
+    path
+}
