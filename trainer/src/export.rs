@@ -1,7 +1,7 @@
 //! `trainer export`: the run's weights, learning rate and vocabularies as one model file, and
 //! optionally one held-out test user as a TSV the examples replay on the device.
 
-use std::fmt::Write as _;
+use core::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{Context, Result};

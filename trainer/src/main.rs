@@ -6,10 +6,14 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
+use metarec_trainer::data::mlgen::Ml1mSize;
+use metarec_trainer::data::stats::DataStats;
 use metarec_trainer::data::synth::{self, SynthConfig};
+use metarec_trainer::data::{self as dataset, Dataset, Format, LoadOptions};
 use metarec_trainer::eval::{self, predict_tasks};
 use metarec_trainer::export;
 use metarec_trainer::run::RunDir;
+use metarec_trainer::split::{self, MeluConfig, PamlConfig, Split};
 use metarec_trainer::train::{self, parse_device, TrainConfig};
 
 /// Meta-trains cold-start recommenders and exports metarec model files.
@@ -42,6 +46,74 @@ enum DataCommand {
         out: PathBuf,
         #[command(flatten)]
         config: SynthConfig,
+    },
+    /// Print what a dataset holds: sizes, ratings per user, top-30% field shares, major/minor.
+    Stats(DataSource),
+    /// Apply a protocol and write its split file(s).
+    #[command(subcommand)]
+    Split(SplitCommand),
+    /// Benchmark: generate a MovieLens-1M-sized input and time loading plus the PAML split.
+    #[command(hide = true)]
+    BenchLoad {
+        #[command(flatten)]
+        size: Ml1mSize,
+        /// Keep the generated input here (reused when it already holds ratings.dat).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Timed repetitions.
+        #[arg(long, default_value_t = 3)]
+        repeat: usize,
+    },
+}
+
+/// Where a dataset is and how to read it.
+#[derive(Debug, clap::Args)]
+struct DataSource {
+    /// Dataset directory.
+    #[arg(long)]
+    data: PathBuf,
+    /// Format of the directory (detected from its files when not given).
+    #[arg(long, value_enum)]
+    format: Option<Format>,
+    /// Skip malformed rows, reporting counts by reason, instead of stopping at the first.
+    #[arg(long)]
+    skip_invalid: bool,
+}
+
+impl DataSource {
+    fn load(&self) -> Result<Dataset> {
+        let options = LoadOptions { format: self.format, skip_invalid: self.skip_invalid };
+        Dataset::load_with(&self.data, &options)
+    }
+}
+
+#[derive(Debug, Subcommand)]
+enum SplitCommand {
+    /// PAML (seed 000): 80% least active users, feature filters, users 7:1:2, ratings 80/20.
+    Paml {
+        #[command(flatten)]
+        source: DataSource,
+        /// Split file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Random seed; the same seed writes the same bytes.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[command(flatten)]
+        config: PamlConfig,
+    },
+    /// MeLU: users with 13..100 ratings, 10 query ratings, four states (one split file each).
+    Melu {
+        #[command(flatten)]
+        source: DataSource,
+        /// Directory to write warm.csv, user_cold.csv, item_cold.csv, user_item_cold.csv into.
+        #[arg(long)]
+        out: PathBuf,
+        /// Random seed; the same seed writes the same bytes.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[command(flatten)]
+        config: MeluConfig,
     },
 }
 
@@ -86,6 +158,32 @@ fn run(cli: Cli) -> Result<()> {
         Command::Data(DataCommand::Synth { out, config }) => {
             synth::generate(&config, &out)?;
             eprintln!("wrote synthetic dataset (seed {}) to {}", config.seed, out.display());
+        }
+        Command::Data(DataCommand::Stats(source)) => {
+            let data = source.load()?;
+            println!("dataset       {}", source.data.display());
+            print!("{}", DataStats::of(&data));
+        }
+        Command::Data(DataCommand::Split(SplitCommand::Paml { source, out, seed, config })) => {
+            let data = source.load()?;
+            let (tasks, report) = Split::paml(&data, &config, seed)?;
+            tasks.write(&data, &out)?;
+            println!("PAML protocol (seed {seed}) on {}:\n{report}wrote {}", source.data.display(), out.display());
+        }
+        Command::Data(DataCommand::Split(SplitCommand::Melu { source, out, seed, config })) => {
+            let data = source.load()?;
+            let (states, report) = split::melu(&data, &config, seed)?;
+            states.write(&data, &out)?;
+            let files: Vec<String> = states.states.iter().map(|(s, _)| format!("{}.csv", s.name())).collect();
+            println!(
+                "MeLU protocol (seed {seed}) on {}:\n{report}wrote {} in {}",
+                source.data.display(),
+                files.join(", "),
+                out.display()
+            );
+        }
+        Command::Data(DataCommand::BenchLoad { size, dir, repeat }) => {
+            print!("{}", dataset::bench::run(&size, dir.as_deref(), repeat)?);
         }
         Command::Train(config) => {
             train::train(&config)?;

@@ -1,10 +1,42 @@
-//! Seeded user split (train / validation / test, 7:1:2) and per-user support/query split
-//! (80/20), written to a CSV so every method and every later command sees the same tasks.
+//! The papers' protocols: which users are tasks, which part (train / validation / test) each
+//! belongs to, and which of a user's ratings are support and which query. Every protocol is
+//! seeded and written to a split file, so every method is compared on identical users and items.
+//!
+//! # Design
+//! A [`Split`] is three lists of [`Task`]s (train, valid, test); it is what training and
+//! evaluation consume, whatever the protocol. A split file is CSV,
+//! `part,user_id,item_id,role,rating`, one row per rating in task order; the same data and seed
+//! write the same bytes.
+//!
+//! - [`Split::new`]: every user with at least 2 ratings, users 7:1:2, ratings 80/20. It is the
+//!   PAML protocol without the activity cut and the feature filter ([`PamlConfig::every_user`]).
+//! - [`Split::paml`] (seed 000): rank users by number of ratings, keep the 80% least active as
+//!   cold-start users; drop users with a feature problem (age below 10 or above 100, garbled
+//!   location: [`crate::data::DataInfo::user_problem`]) and users with fewer than 2 ratings;
+//!   split the rest 7:1:2 at random; per user 80% support / 20% query at random.
+//! - [`melu`] (MeLU, followed by seed 001): items released up to 1997 are existing, from 1998
+//!   new (items without a known year count as existing); 80% of users, at random, are existing,
+//!   the rest new. A state pairs a user set with an item set: warm (existing users × existing
+//!   items), user-cold (new × existing), item-cold (existing × new), user-and-item-cold (new ×
+//!   new). In each state a user's ratings of that state's items form a task when there are 13 to
+//!   100 of them: 10 random ratings are the query, the rest the support.
+//!
+//!   The four states are expressed as four ordinary [`Split`]s that share their train and valid
+//!   parts: the warm tasks of the existing users, who are divided 7:1 into training and
+//!   validation users (so users are 7:1:2 overall, as in the PAML protocol). Each state's test
+//!   part holds that state's tasks: the new users' for user-cold and user-and-item-cold, the
+//!   training users' new-item tasks for item-cold (those items never appear in training), and
+//!   for warm the training users' own warm tasks (in-sample, as MeLU's Table 2 reports it).
+//!   `trainer data split --protocol melu --out DIR` writes `DIR/<state>.csv`, one split file per
+//!   state, each usable on its own.
+//!
+//! Major/minor labels ([`crate::data::groups`]) are computed over all users of the dataset and
+//! travel with the users, not the split.
 
-use std::fmt::Write as _;
+use core::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -58,40 +90,147 @@ pub struct Split {
     pub test: Vec<Task>,
 }
 
-/// Share of a user's ratings that goes to the support set.
-const SUPPORT_SHARE: f64 = 0.8;
+/// Settings of the PAML protocol (seed 000, Experimental Setup).
+#[derive(Debug, Clone, clap::Args)]
+pub struct PamlConfig {
+    /// Share of users, least active first, kept as cold-start users.
+    #[arg(long, default_value_t = 0.8)]
+    pub cold_share: f64,
+    /// Train and validation shares of the kept users (test gets the rest).
+    #[arg(long, value_delimiter = ',', default_value = "0.7,0.1")]
+    pub train_valid: Vec<f64>,
+    /// Users with fewer ratings are dropped.
+    #[arg(long, default_value_t = 2)]
+    pub min_ratings: usize,
+    /// Share of a user's ratings in the support set.
+    #[arg(long, default_value_t = 0.8)]
+    pub support_share: f64,
+    /// Keep users whose features are invalid (age outside 10..100, garbled location).
+    #[arg(long)]
+    pub keep_invalid_features: bool,
+}
+
+impl Default for PamlConfig {
+    fn default() -> PamlConfig {
+        PamlConfig {
+            cold_share: 0.8,
+            train_valid: vec![0.7, 0.1],
+            min_ratings: 2,
+            support_share: 0.8,
+            keep_invalid_features: false,
+        }
+    }
+}
+
+impl PamlConfig {
+    /// Every user, no feature filter: the split [`Split::new`] makes.
+    pub fn every_user() -> PamlConfig {
+        PamlConfig { cold_share: 1.0, keep_invalid_features: true, ..PamlConfig::default() }
+    }
+
+    fn check(&self) -> Result<(f64, f64)> {
+        let [train, valid] = self.train_valid[..] else { bail!("--train-valid takes two shares, e.g. 0.7,0.1") };
+        ensure!(self.cold_share > 0.0 && self.cold_share <= 1.0, "--cold-share must be in (0, 1]");
+        ensure!(train > 0.0 && valid >= 0.0 && train + valid < 1.0, "--train-valid shares must leave room for test");
+        ensure!(self.support_share > 0.0 && self.support_share < 1.0, "--support-share must be in (0, 1)");
+        ensure!(self.min_ratings >= 2, "--min-ratings must be at least 2 (one support, one query)");
+        Ok((train, valid))
+    }
+}
+
+/// What a protocol kept and dropped, step by step (for the command line and the run notes).
+#[derive(Debug, Clone, Default)]
+pub struct ProtocolReport {
+    /// `(step, count)` lines in order.
+    pub steps: Vec<(String, usize)>,
+}
+
+impl core::fmt::Display for ProtocolReport {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        for (step, count) in &self.steps {
+            writeln!(f, "  {step}: {count}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Shuffles and cuts `ratings` into (support, query) with `support` ratings in the support set.
+fn cut(mut ratings: Vec<Rating>, support: usize, rng: &mut ChaCha8Rng) -> (Vec<Rating>, Vec<Rating>) {
+    ratings.shuffle(rng);
+    let query = ratings.split_off(support);
+    (ratings, query)
+}
 
 impl Split {
-    /// Splits users 7:1:2 and each user's ratings 80/20, dropping users with fewer than 2 ratings.
+    /// Splits every user with at least 2 ratings 7:1:2 and each user's ratings 80/20.
     pub fn new(data: &Dataset, seed: u64) -> Result<Split> {
+        Ok(Split::paml(data, &PamlConfig::every_user(), seed)?.0)
+    }
+
+    /// The PAML protocol (see the module documentation).
+    pub fn paml(data: &Dataset, config: &PamlConfig, seed: u64) -> Result<(Split, ProtocolReport)> {
+        let (train_share, valid_share) = config.check()?;
+        let mut report = ProtocolReport::default();
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut by_user: Vec<(u32, Vec<Rating>)> = data
-            .ratings_by_user()
-            .into_iter()
-            .enumerate()
-            .filter(|(_, r)| r.len() >= 2)
-            .map(|(u, r)| (u as u32, r))
-            .collect();
-        if by_user.len() < 10 {
-            bail!("only {} users have 2 or more ratings; need at least 10 to split", by_user.len());
+        let by_user = data.ratings_by_user();
+        report.steps.push(("users".into(), by_user.len()));
+
+        let mut by_activity: Vec<u32> = (0..by_user.len() as u32).collect();
+        by_activity.sort_by_key(|&u| (by_user[u as usize].len(), u));
+        let cold = ((by_user.len() as f64 * config.cold_share).round() as usize).min(by_user.len());
+        let mut cold_start = vec![false; by_user.len()];
+        for &u in &by_activity[..cold] {
+            cold_start[u as usize] = true;
         }
-        by_user.shuffle(&mut rng);
-        let n = by_user.len();
-        let n_train = (n as f64 * 0.7).round() as usize;
-        let n_valid = (n as f64 * 0.1).round().max(1.0) as usize;
+        if config.cold_share < 1.0 {
+            let most = by_activity[..cold].last().map_or(0, |&u| by_user[u as usize].len());
+            report.steps.push((
+                format!("cold-start users ({:.0}% least active, <= {most} ratings)", 100.0 * config.cold_share),
+                cold,
+            ));
+        }
+        let mut problems = 0;
+        let mut few = 0;
+        let mut users: Vec<(u32, Vec<Rating>)> = Vec::new();
+        for (u, ratings) in by_user.into_iter().enumerate() {
+            if !cold_start[u] {
+                continue;
+            }
+            if !config.keep_invalid_features && data.info.user_problem.get(u).is_some_and(Option::is_some) {
+                problems += 1;
+            } else if ratings.len() < config.min_ratings {
+                few += 1;
+            } else {
+                users.push((u as u32, ratings));
+            }
+        }
+        if !config.keep_invalid_features {
+            report.steps.push(("dropped: invalid features".into(), problems));
+        }
+        report.steps.push((format!("dropped: fewer than {} ratings", config.min_ratings), few));
+        if users.len() < 10 {
+            bail!("only {} users are left after the PAML protocol's filters; need at least 10 to split", users.len());
+        }
+        users.shuffle(&mut rng);
+        let n = users.len();
+        let n_train = (n as f64 * train_share).round() as usize;
+        let n_valid = if valid_share > 0.0 { ((n as f64 * valid_share).round() as usize).max(1) } else { 0 };
         let mut split = Split::default();
-        for (position, (user, mut ratings)) in by_user.into_iter().enumerate() {
-            ratings.shuffle(&mut rng);
-            let n_support = ((ratings.len() as f64 * SUPPORT_SHARE).round() as usize).clamp(1, ratings.len() - 1);
-            let query = ratings.split_off(n_support);
-            let task = Task { user, support: ratings, query };
+        for (position, (user, ratings)) in users.into_iter().enumerate() {
+            let n_support =
+                ((ratings.len() as f64 * config.support_share).round() as usize).clamp(1, ratings.len() - 1);
+            let (support, query) = cut(ratings, n_support, &mut rng);
+            let task = Task { user, support, query };
             match position {
                 p if p < n_train => split.train.push(task),
                 p if p < n_train + n_valid => split.valid.push(task),
                 _ => split.test.push(task),
             }
         }
-        Ok(split)
+        for (name, part) in [("train", &split.train), ("valid", &split.valid), ("test", &split.test)] {
+            report.steps.push((format!("{name} users"), part.len()));
+        }
+        Ok((split, report))
     }
 
     /// Tasks of one part.
@@ -103,26 +242,31 @@ impl Split {
         }
     }
 
-    /// Writes `part,user_id,item_id,role` rows (role = support|query) in task order.
-    pub fn write(&self, data: &Dataset, path: &Path) -> Result<()> {
+    /// The split file's bytes: `part,user_id,item_id,role,rating` rows in task order.
+    pub fn to_csv(&self, data: &Dataset) -> String {
         let mut out = String::from("part,user_id,item_id,role,rating\n");
         for part in [Part::Train, Part::Valid, Part::Test] {
             for task in self.part(part) {
                 for (role, ratings) in [("support", &task.support), ("query", &task.query)] {
                     for r in ratings {
-                        writeln!(
+                        let _ = writeln!(
                             out,
                             "{},{},{},{role},{}",
                             part.name(),
-                            data.users[r.user as usize].id,
-                            data.items[r.item as usize].id,
+                            csv_field(&data.users[r.user as usize].id),
+                            csv_field(&data.items[r.item as usize].id),
                             r.value
-                        )?;
+                        );
                     }
                 }
             }
         }
-        crate::fsutil::write_atomic(path, out.as_bytes())
+        out
+    }
+
+    /// Writes the split file atomically.
+    pub fn write(&self, data: &Dataset, path: &Path) -> Result<()> {
+        crate::fsutil::write_atomic(path, self.to_csv(data).as_bytes())
     }
 
     /// Reads a split written by [`Split::write`] against the same dataset.
@@ -155,7 +299,7 @@ impl Split {
             if tasks.last().map(|t| t.user) != Some(user) {
                 tasks.push(Task { user, support: Vec::new(), query: Vec::new() });
             }
-            let task = tasks.last_mut().expect("pushed above");
+            let Some(task) = tasks.last_mut() else { unreachable!("a task was pushed above") };
             let rating = Rating { user, item, value };
             match get(3) {
                 "support" => task.support.push(rating),
@@ -165,4 +309,200 @@ impl Split {
         }
         Ok(split)
     }
+}
+
+/// Quotes an id that contains a comma, quote or line break (CSV).
+fn csv_field(id: &str) -> std::borrow::Cow<'_, str> {
+    if id.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", id.replace('"', "\"\"")).into()
+    } else {
+        id.into()
+    }
+}
+
+/// The four states of the MeLU protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum State {
+    /// Existing users × existing items.
+    Warm,
+    /// New users × existing items.
+    UserCold,
+    /// Existing users × new items.
+    ItemCold,
+    /// New users × new items.
+    UserItemCold,
+}
+
+impl State {
+    /// All states.
+    pub const ALL: [State; 4] = [State::Warm, State::UserCold, State::ItemCold, State::UserItemCold];
+
+    /// File stem and display name.
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Warm => "warm",
+            State::UserCold => "user_cold",
+            State::ItemCold => "item_cold",
+            State::UserItemCold => "user_item_cold",
+        }
+    }
+}
+
+/// Settings of the MeLU protocol.
+#[derive(Debug, Clone, clap::Args)]
+pub struct MeluConfig {
+    /// Fewest ratings a user needs in a state to be a task there.
+    #[arg(long, default_value_t = 13)]
+    pub min_ratings: usize,
+    /// Most ratings a user may have in a state to be a task there.
+    #[arg(long, default_value_t = 100)]
+    pub max_ratings: usize,
+    /// Query ratings per task.
+    #[arg(long, default_value_t = 10)]
+    pub query: usize,
+    /// Share of users that are existing users.
+    #[arg(long, default_value_t = 0.8)]
+    pub existing_users: f64,
+    /// Share of existing users used for validation.
+    #[arg(long, default_value_t = 0.125)]
+    pub valid_share: f64,
+    /// Last release year of an existing item.
+    #[arg(long, default_value_t = 1997)]
+    pub last_existing_year: i32,
+}
+
+impl Default for MeluConfig {
+    fn default() -> MeluConfig {
+        MeluConfig {
+            min_ratings: 13,
+            max_ratings: 100,
+            query: 10,
+            existing_users: 0.8,
+            valid_share: 0.125,
+            last_existing_year: 1997,
+        }
+    }
+}
+
+/// The MeLU protocol's four states, each a complete [`Split`] (see the module documentation).
+#[derive(Debug, Clone)]
+pub struct MeluSplit {
+    /// One split per state, in [`State::ALL`] order.
+    pub states: Vec<(State, Split)>,
+}
+
+impl MeluSplit {
+    /// The split of one state.
+    pub fn state(&self, state: State) -> &Split {
+        &self.states.iter().find(|(s, _)| *s == state).expect("every state is present").1
+    }
+
+    /// Writes `dir/<state>.csv` for every state.
+    pub fn write(&self, data: &Dataset, dir: &Path) -> Result<()> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        for (state, split) in &self.states {
+            split.write(data, &dir.join(format!("{}.csv", state.name())))?;
+        }
+        Ok(())
+    }
+}
+
+/// The MeLU protocol (see the module documentation).
+pub fn melu(data: &Dataset, config: &MeluConfig, seed: u64) -> Result<(MeluSplit, ProtocolReport)> {
+    ensure!(config.query >= 1 && config.min_ratings > config.query, "--min-ratings must exceed --query");
+    ensure!(config.max_ratings >= config.min_ratings, "--max-ratings must be at least --min-ratings");
+    ensure!(config.existing_users > 0.0 && config.existing_users < 1.0, "--existing-users must be in (0, 1)");
+    ensure!(config.valid_share > 0.0 && config.valid_share < 1.0, "--valid-share must be in (0, 1)");
+    let mut report = ProtocolReport::default();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let new_item: Vec<bool> = (0..data.items.len())
+        .map(|i| data.info.item_year.get(i).copied().flatten().is_some_and(|y| y > config.last_existing_year))
+        .collect();
+    let new_items = new_item.iter().filter(|&&n| n).count();
+    report.steps.push((
+        format!("existing items (up to {} or unknown year)", config.last_existing_year),
+        data.items.len() - new_items,
+    ));
+    report.steps.push(("new items".into(), new_items));
+    if new_items == 0 {
+        bail!(
+            "no item is released after {}: the item-cold states would be empty (are item years known?)",
+            config.last_existing_year
+        );
+    }
+
+    let mut users: Vec<u32> = (0..data.users.len() as u32).collect();
+    users.shuffle(&mut rng);
+    let n_existing = (users.len() as f64 * config.existing_users).round() as usize;
+    let n_valid = ((n_existing as f64 * config.valid_share).round() as usize).max(1);
+    // 0 = train, 1 = valid, 2 = new.
+    let mut role = vec![2u8; data.users.len()];
+    for (position, &u) in users.iter().enumerate() {
+        role[u as usize] = match position {
+            p if p < n_existing - n_valid => 0,
+            p if p < n_existing => 1,
+            _ => 2,
+        };
+    }
+    report.steps.push(("existing users (train + valid)".into(), n_existing));
+    report.steps.push(("new users".into(), users.len() - n_existing));
+
+    let by_user = data.ratings_by_user();
+    let mut tasks: Vec<Vec<(u8, Task)>> = vec![Vec::new(); State::ALL.len()];
+    // Users in shuffled order, so the task order within a part is random but seeded.
+    for &u in &users {
+        let user_new = role[u as usize] == 2;
+        let (existing, new): (Vec<Rating>, Vec<Rating>) =
+            by_user[u as usize].iter().partition(|r| !new_item[r.item as usize]);
+        for (item_new, ratings) in [(false, existing), (true, new)] {
+            let state = match (user_new, item_new) {
+                (false, false) => State::Warm,
+                (true, false) => State::UserCold,
+                (false, true) => State::ItemCold,
+                (true, true) => State::UserItemCold,
+            };
+            if !(config.min_ratings..=config.max_ratings).contains(&ratings.len()) {
+                continue;
+            }
+            let support = ratings.len() - config.query;
+            let (support, query) = cut(ratings, support, &mut rng);
+            tasks[state as usize].push((role[u as usize], Task { user: u, support, query }));
+        }
+    }
+    let warm = core::mem::take(&mut tasks[State::Warm as usize]);
+    let (train, valid): (Vec<_>, Vec<_>) = warm.into_iter().partition(|(r, _)| *r == 0);
+    let train: Vec<Task> = train.into_iter().map(|(_, t)| t).collect();
+    let valid: Vec<Task> = valid.into_iter().map(|(_, t)| t).collect();
+    report.steps.push((
+        format!("warm tasks ({}..{} ratings): train users", config.min_ratings, config.max_ratings),
+        train.len(),
+    ));
+    report.steps.push(("warm tasks: validation users".into(), valid.len()));
+    if train.is_empty() || valid.is_empty() {
+        bail!(
+            "the MeLU protocol left no warm training or validation task (users need {}..{} ratings of existing items)",
+            config.min_ratings,
+            config.max_ratings
+        );
+    }
+    let mut states = Vec::new();
+    for state in State::ALL {
+        let test: Vec<Task> = match state {
+            State::Warm => train.clone(),
+            // Item-cold is evaluated on the training users (their new-item ratings).
+            State::ItemCold => tasks[state as usize].iter().filter(|(r, _)| *r == 0).map(|(_, t)| t.clone()).collect(),
+            _ => tasks[state as usize].iter().map(|(_, t)| t.clone()).collect(),
+        };
+        report.steps.push((format!("{} test tasks", state.name()), test.len()));
+        if test.is_empty() {
+            bail!(
+                "the MeLU protocol's {} state has no task (no user has {}..{} ratings there)",
+                state.name(),
+                config.min_ratings,
+                config.max_ratings
+            );
+        }
+        states.push((state, Split { train: train.clone(), valid: valid.clone(), test }));
+    }
+    Ok((MeluSplit { states }, report))
 }

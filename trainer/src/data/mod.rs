@@ -1,18 +1,33 @@
 //! Datasets in memory: users and items with their feature rows, and ratings.
 //!
-//! Raw string values are mapped to embedding rows by the runtime's own
-//! [`FieldSpec::rows_of`], so the trainer and the device can never disagree on a mapping.
+//! Every format has its own loader ([`plain`] for CSV + `schema.toml`, [`movielens`] for
+//! MovieLens-1M, -100K and latest, [`bookcrossing`]); each produces the same [`Dataset`], so the
+//! protocols ([`crate::split`]), the model and the export never see a file format. Raw string
+//! values are mapped to embedding rows by the runtime's own [`FieldSpec::rows_of`], so the
+//! trainer and the device can never disagree on a mapping.
+//!
+//! Users and items without any (kept) rating are left out: they cannot form a task, and the
+//! catalogue holds only items the model saw or can be evaluated on. Each loader reports what it
+//! dropped and why in [`LoadReport`].
 
+pub mod bench;
+pub mod bookcrossing;
+pub mod groups;
+pub mod mlgen;
+pub mod movielens;
+pub mod plain;
 pub mod schema;
+pub mod stats;
 pub mod synth;
+pub mod text;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use metarec_runtime::format::{FieldKind, FieldSpec};
 
-use schema::{FieldDecl, Schema, Table};
+use text::{Issues, Reason};
 
 /// A user or an item: id, raw field values and their embedding rows.
 #[derive(Debug, Clone)]
@@ -23,7 +38,8 @@ pub struct Entity {
     pub raw: Vec<String>,
     /// Embedding rows per field.
     pub rows: Vec<Vec<u32>>,
-    /// Known group label, if the dataset has one.
+    /// Known group label, if the dataset has one; otherwise the major/minor label of the seed 000
+    /// rule ([`groups`]) when the dataset has user fields.
     pub group: Option<String>,
 }
 
@@ -41,7 +57,8 @@ pub struct Rating {
 /// A loaded dataset.
 #[derive(Debug, Clone)]
 pub struct Dataset {
-    /// User fields with vocabularies (embeddings empty).
+    /// User fields with vocabularies (embeddings empty). May be empty (MovieLens latest has no
+    /// demographics: the user is then described by their ratings alone).
     pub user_fields: Vec<FieldSpec>,
     /// Item fields with vocabularies (embeddings empty).
     pub item_fields: Vec<FieldSpec>,
@@ -55,62 +72,139 @@ pub struct Dataset {
     pub rating_min: f32,
     /// Highest valid rating.
     pub rating_max: f32,
+    /// What the protocols need beyond features: item years, users' feature problems, and what
+    /// loading dropped.
+    pub info: DataInfo,
+}
+
+/// Facts about a dataset beyond its features.
+#[derive(Debug, Clone, Default)]
+pub struct DataInfo {
+    /// The format it was read from.
+    pub format: Option<Format>,
+    /// Release (or publication) year of each item, when known; the MeLU protocol splits items
+    /// into existing (up to 1997) and new (1998 on) by it.
+    pub item_year: Vec<Option<i32>>,
+    /// Title of each item as decoded (empty when the format has none).
+    pub item_title: Vec<String>,
+    /// Per user, a feature problem the PAML protocol filters on (age below 10 or above 100,
+    /// garbled location); `None` when the profile is fine.
+    pub user_problem: Vec<Option<String>>,
+    /// What loading read, skipped and dropped.
+    pub report: LoadReport,
+}
+
+/// What loading read, skipped and dropped.
+#[derive(Debug, Clone, Default)]
+pub struct LoadReport {
+    /// Files read, with the encoding each was decoded from.
+    pub files: Vec<(String, &'static str)>,
+    /// Rows skipped under `--skip-invalid`, by file and reason (count, first occurrence).
+    pub skipped: Vec<(String, Reason, usize, String)>,
+    /// Rows or entities left out by the format's documented rules (implicit ratings, ratings of
+    /// books missing from the catalogue, users without ratings ...), with counts.
+    pub dropped: Vec<(String, usize)>,
+}
+
+/// The dataset formats `trainer` reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// `schema.toml` plus CSV files (the synthetic generator's layout).
+    Plain,
+    /// MovieLens-1M: users.dat, movies.dat, ratings.dat (`::`-separated, Latin-1).
+    #[value(name = "ml-1m")]
+    Ml1m,
+    /// MovieLens-100K: u.user, u.item (pipe-separated, Latin-1), u.data (tab-separated).
+    #[value(name = "ml-100k")]
+    Ml100k,
+    /// MovieLens latest / latest-small: movies.csv, ratings.csv (no demographics).
+    #[value(name = "ml-latest")]
+    MlLatest,
+    /// Book-Crossing: BX-Users.csv, BX-Books.csv, BX-Book-Ratings.csv.
+    BookCrossing,
+}
+
+impl Format {
+    /// Every format, in detection order.
+    pub const ALL: [Format; 5] = [Format::Plain, Format::Ml1m, Format::Ml100k, Format::MlLatest, Format::BookCrossing];
+
+    /// The name used on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Plain => "plain",
+            Format::Ml1m => "ml-1m",
+            Format::Ml100k => "ml-100k",
+            Format::MlLatest => "ml-latest",
+            Format::BookCrossing => "book-crossing",
+        }
+    }
+
+    /// The files that identify the format in a directory.
+    pub fn marker_files(self) -> &'static [&'static str] {
+        match self {
+            Format::Plain => &[schema::SCHEMA_FILE],
+            Format::Ml1m => &["users.dat", "movies.dat", "ratings.dat"],
+            Format::Ml100k => &["u.user", "u.item", "u.data"],
+            Format::MlLatest => &["movies.csv", "ratings.csv"],
+            Format::BookCrossing => &["BX-Users.csv", "BX-Books.csv", "BX-Book-Ratings.csv"],
+        }
+    }
+
+    /// The format of `dir`, when exactly one format's files are all there.
+    pub fn detect(dir: &Path) -> Result<Format> {
+        if !dir.is_dir() {
+            bail!("dataset directory {} does not exist", dir.display());
+        }
+        let found: Vec<Format> =
+            Format::ALL.into_iter().filter(|f| f.marker_files().iter().all(|m| dir.join(m).is_file())).collect();
+        match found.as_slice() {
+            [one] => Ok(*one),
+            [] => {
+                let expected: Vec<String> =
+                    Format::ALL.iter().map(|f| format!("{} ({})", f.name(), f.marker_files().join(", "))).collect();
+                bail!("{}: no known dataset format; expected one of: {}", dir.display(), expected.join("; "))
+            }
+            many => {
+                let names: Vec<&str> = many.iter().map(|f| f.name()).collect();
+                bail!("{}: ambiguous format (files of {} are present); pass --format", dir.display(), names.join(", "))
+            }
+        }
+    }
+}
+
+/// How to load a dataset directory.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// The format; detected from the files when `None`.
+    pub format: Option<Format>,
+    /// Skip malformed rows and count them by reason instead of failing at the first.
+    pub skip_invalid: bool,
 }
 
 impl Dataset {
-    /// Loads a plain-CSV dataset described by `DIR/schema.toml`.
+    /// Loads a dataset directory in any known format (detected from its files), strictly.
     pub fn load(dir: &Path) -> Result<Dataset> {
-        let schema = Schema::read(dir)?;
-        let (user_fields, users) = read_table(dir, &schema.users)?;
-        let (item_fields, items) = read_table(dir, &schema.items)?;
-        let user_index: HashMap<&str, u32> = users.iter().enumerate().map(|(i, u)| (u.id.as_str(), i as u32)).collect();
-        let item_index: HashMap<&str, u32> = items.iter().enumerate().map(|(i, u)| (u.id.as_str(), i as u32)).collect();
+        Dataset::load_with(dir, &LoadOptions::default())
+    }
 
-        let path = dir.join(&schema.ratings.file);
-        let mut reader = csv_reader(&path)?;
-        let headers = reader.headers().with_context(|| format!("{}: reading header", path.display()))?.clone();
-        let column = |name: &str| column_index(&headers, name, &path);
-        let (user_col, item_col, rating_col) =
-            (column(&schema.ratings.user)?, column(&schema.ratings.item)?, column(&schema.ratings.rating)?);
-        let mut ratings = Vec::new();
-        for (row, record) in reader.records().enumerate() {
-            let line = row + 2;
-            let record = record.with_context(|| format!("{}:{line}: malformed CSV row", path.display()))?;
-            let field = |col: usize| record.get(col).unwrap_or("");
-            let user = *user_index
-                .get(field(user_col))
-                .with_context(|| format!("{}:{line}: unknown user id '{}'", path.display(), field(user_col)))?;
-            let item = *item_index
-                .get(field(item_col))
-                .with_context(|| format!("{}:{line}: unknown item id '{}'", path.display(), field(item_col)))?;
-            let value: f32 = field(rating_col)
-                .trim()
-                .parse()
-                .ok()
-                .filter(|v: &f32| v.is_finite() && *v >= schema.rating_min && *v <= schema.rating_max)
-                .with_context(|| {
-                    format!(
-                        "{}:{line}: rating '{}' is not a number in [{}, {}]",
-                        path.display(),
-                        field(rating_col),
-                        schema.rating_min,
-                        schema.rating_max
-                    )
-                })?;
-            ratings.push(Rating { user, item, value });
-        }
-        if ratings.is_empty() {
-            bail!("{}: no ratings", path.display());
-        }
-        Ok(Dataset {
-            user_fields,
-            item_fields,
-            users,
-            items,
-            ratings,
-            rating_min: schema.rating_min,
-            rating_max: schema.rating_max,
-        })
+    /// Loads a dataset directory with explicit options.
+    pub fn load_with(dir: &Path, options: &LoadOptions) -> Result<Dataset> {
+        let format = match options.format {
+            Some(format) => format,
+            None => Format::detect(dir)?,
+        };
+        let mut issues = Issues::new(options.skip_invalid);
+        let mut data = match format {
+            Format::Plain => plain::load(dir, &mut issues)?,
+            Format::Ml1m => movielens::load_1m(dir, &mut issues)?,
+            Format::Ml100k => movielens::load_100k(dir, &mut issues)?,
+            Format::MlLatest => movielens::load_latest(dir, &mut issues)?,
+            Format::BookCrossing => bookcrossing::load(dir, &mut issues)?,
+        };
+        data.info.format = Some(format);
+        data.info.report.skipped =
+            issues.skipped.into_iter().map(|((file, reason), (count, first))| (file, reason, count, first)).collect();
+        Ok(data)
     }
 
     /// Ratings grouped by user, in file order.
@@ -121,78 +215,250 @@ impl Dataset {
         }
         by_user
     }
-}
 
-fn csv_reader(path: &Path) -> Result<csv::Reader<std::fs::File>> {
-    csv::ReaderBuilder::new().has_headers(true).from_path(path).with_context(|| format!("opening {}", path.display()))
-}
-
-fn column_index(headers: &csv::StringRecord, name: &str, path: &Path) -> Result<usize> {
-    headers.iter().position(|h| h == name).with_context(|| format!("{}: no column '{name}' in header", path.display()))
-}
-
-/// Reads a users or items table and builds its field vocabularies.
-fn read_table(dir: &Path, table: &Table) -> Result<(Vec<FieldSpec>, Vec<Entity>)> {
-    let path = dir.join(&table.file);
-    let mut reader = csv_reader(&path)?;
-    let headers = reader.headers().with_context(|| format!("{}: reading header", path.display()))?.clone();
-    let id_col = column_index(&headers, &table.id, &path)?;
-    let group_col = table.group.as_deref().map(|g| column_index(&headers, g, &path)).transpose()?;
-    let field_cols = table.fields.iter().map(|f| column_index(&headers, &f.name, &path)).collect::<Result<Vec<_>>>()?;
-
-    let mut entities = Vec::new();
-    let mut seen = HashMap::new();
-    for (row, record) in reader.records().enumerate() {
-        let line = row + 2;
-        let record = record.with_context(|| format!("{}:{line}: malformed CSV row", path.display()))?;
-        let id = record.get(id_col).unwrap_or("").to_string();
-        if id.is_empty() {
-            bail!("{}:{line}: empty id in column '{}'", path.display(), table.id);
+    /// Number of ratings of each user.
+    pub fn ratings_per_user(&self) -> Vec<usize> {
+        let mut counts = vec![0; self.users.len()];
+        for r in &self.ratings {
+            counts[r.user as usize] += 1;
         }
-        if let Some(first) = seen.insert(id.clone(), line) {
-            bail!("{}:{line}: duplicate id '{id}' (first on line {first})", path.display());
+        counts
+    }
+}
+
+/// A users or items table as read, before vocabularies are built.
+#[derive(Debug, Clone)]
+pub(crate) struct RawTable {
+    /// Field names and kinds, in model input order.
+    pub fields: Vec<(String, FieldKind)>,
+    pub ids: Vec<String>,
+    pub raw: Vec<Vec<String>>,
+    /// Known group labels (plain CSV with a group column).
+    pub group: Option<Vec<String>>,
+    /// Items: release year and title. Users: feature problem.
+    pub year: Vec<Option<i32>>,
+    pub title: Vec<String>,
+    pub problem: Vec<Option<String>>,
+    index: HashMap<String, u32>,
+}
+
+impl RawTable {
+    pub fn new(fields: Vec<(String, FieldKind)>) -> RawTable {
+        RawTable {
+            fields,
+            ids: Vec::new(),
+            raw: Vec::new(),
+            group: None,
+            year: Vec::new(),
+            title: Vec::new(),
+            problem: Vec::new(),
+            index: HashMap::new(),
         }
-        let raw = field_cols.iter().map(|&c| record.get(c).unwrap_or("").to_string()).collect();
-        let group = group_col.map(|c| record.get(c).unwrap_or("").to_string());
-        entities.push(Entity { id, raw, rows: Vec::new(), group });
     }
-    if entities.is_empty() {
-        bail!("{}: no rows", path.display());
+
+    /// Adds an entity; returns its position, or the position of the earlier entity with this id.
+    pub fn push(&mut self, id: &str, raw: Vec<String>) -> core::result::Result<u32, u32> {
+        if let Some(&existing) = self.index.get(id) {
+            return Err(existing);
+        }
+        let position = self.ids.len() as u32;
+        self.index.insert(id.to_owned(), position);
+        self.ids.push(id.to_owned());
+        self.raw.push(raw);
+        self.year.push(None);
+        self.title.push(String::new());
+        self.problem.push(None);
+        Ok(position)
     }
-    let fields: Vec<FieldSpec> = table
-        .fields
+
+    /// Position of an id.
+    pub fn get(&self, id: &str) -> Option<u32> {
+        self.index.get(id).copied()
+    }
+
+    /// Position of an id, adding it without fields when new (tables known only from ratings).
+    pub fn get_or_push(&mut self, id: &str) -> u32 {
+        match self.get(id) {
+            Some(position) => position,
+            None => self.push(id, Vec::new()).unwrap_or_else(|existing| existing),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+}
+
+/// Collects ratings, rejecting duplicates of a (user, item) pair.
+#[derive(Debug, Default)]
+pub(crate) struct RatingsBuilder {
+    pub ratings: Vec<Rating>,
+    seen: HashSet<(u32, u32)>,
+}
+
+impl RatingsBuilder {
+    /// Adds a rating; a repeated (user, item) pair goes through `issues`.
+    pub fn push(&mut self, rating: Rating, issues: &mut Issues, path: &Path, line: usize) -> Result<()> {
+        if self.seen.insert((rating.user, rating.item)) {
+            self.ratings.push(rating);
+            Ok(())
+        } else {
+            issues.bad(path, line, Reason::DuplicateRating, "this user rated this item before")
+        }
+    }
+}
+
+/// Parses a rating and checks it against the scale.
+pub(crate) fn parse_rating(text: &str, min: f32, max: f32) -> Option<f32> {
+    text.trim().parse::<f32>().ok().filter(|v| v.is_finite() && *v >= min && *v <= max)
+}
+
+/// Builds the dataset: drops users and items without ratings, builds vocabularies from the kept
+/// entities, maps every raw value to rows, and labels major/minor users when no group is known.
+pub(crate) fn assemble(
+    users: RawTable,
+    items: RawTable,
+    ratings: Vec<Rating>,
+    (rating_min, rating_max): (f32, f32),
+    mut report: LoadReport,
+) -> Result<Dataset> {
+    if ratings.is_empty() {
+        bail!("no ratings left to use (every rating was dropped or skipped)");
+    }
+    let mut user_used = vec![false; users.len()];
+    let mut item_used = vec![false; items.len()];
+    for r in &ratings {
+        user_used[r.user as usize] = true;
+        item_used[r.item as usize] = true;
+    }
+    let (user_map, unused_users) = renumber(&user_used);
+    let (item_map, unused_items) = renumber(&item_used);
+    if unused_users > 0 {
+        report.dropped.push(("users without ratings".into(), unused_users));
+    }
+    if unused_items > 0 {
+        report.dropped.push(("items without ratings".into(), unused_items));
+    }
+    let ratings: Vec<Rating> = ratings
+        .into_iter()
+        .map(|r| Rating { user: user_map[r.user as usize], item: item_map[r.item as usize], value: r.value })
+        .collect();
+    let has_group = users.group.is_some();
+    let users = finish_table(users, &user_used);
+    let items = finish_table(items, &item_used);
+    let mut data = Dataset {
+        user_fields: users.specs,
+        item_fields: items.specs,
+        users: users.entities,
+        items: items.entities,
+        ratings,
+        rating_min,
+        rating_max,
+        info: DataInfo {
+            format: None,
+            item_year: items.year,
+            item_title: items.title,
+            user_problem: users.problem,
+            report,
+        },
+    };
+    if !has_group {
+        if let Some(labels) = groups::MajorMinor::of(&data) {
+            for (user, major) in data.users.iter_mut().zip(&labels.major) {
+                user.group = Some(if *major { "major" } else { "minor" }.to_string());
+            }
+        }
+    }
+    Ok(data)
+}
+
+/// New positions of the used entries, and how many were unused.
+fn renumber(used: &[bool]) -> (Vec<u32>, usize) {
+    let mut next = 0u32;
+    let map = used
+        .iter()
+        .map(|&u| {
+            let position = next;
+            next += u32::from(u);
+            position
+        })
+        .collect();
+    (map, used.len() - next as usize)
+}
+
+struct Finished {
+    specs: Vec<FieldSpec>,
+    entities: Vec<Entity>,
+    year: Vec<Option<i32>>,
+    title: Vec<String>,
+    problem: Vec<Option<String>>,
+}
+
+fn finish_table(table: RawTable, used: &[bool]) -> Finished {
+    let RawTable { fields, ids, raw, group, year, title, problem, .. } = table;
+    let keep = |i: &usize| used[*i];
+    let specs: Vec<FieldSpec> = fields
         .iter()
         .enumerate()
-        .map(|(f, decl)| field_spec(decl, entities.iter().map(|e| e.raw[f].as_str())))
-        .collect::<Result<_>>()?;
+        .map(|(f, (name, kind))| {
+            let values = (0..ids.len()).filter(keep).map(|i| raw[i][f].as_str());
+            field_spec(name, kind, values)
+        })
+        .collect();
     let mut scratch = Vec::new();
-    for entity in &mut entities {
-        entity.rows = fields
+    let mut group = group.map(Vec::into_iter);
+    let mut entities = Vec::new();
+    let mut years = Vec::new();
+    let mut titles = Vec::new();
+    let mut problems = Vec::new();
+    let extra = year.into_iter().zip(title).zip(problem);
+    for (i, ((id, raw), ((year, title), problem))) in ids.into_iter().zip(raw).zip(extra).enumerate() {
+        let label = group.as_mut().and_then(Iterator::next);
+        if !used[i] {
+            continue;
+        }
+        let rows = specs
             .iter()
-            .zip(&entity.raw)
-            .map(|(field, value)| {
-                field.rows_of(value, &mut scratch);
+            .zip(&raw)
+            .map(|(spec, value)| {
+                spec.rows_of(value, &mut scratch);
                 scratch.clone()
             })
             .collect();
+        entities.push(Entity { id, raw, rows, group: label });
+        years.push(year);
+        titles.push(title);
+        problems.push(problem);
     }
-    Ok((fields, entities))
+    Finished { specs, entities, year: years, title: titles, problem: problems }
 }
 
 /// Builds a field's vocabulary (sorted distinct values) from its column.
-fn field_spec<'a>(decl: &FieldDecl, values: impl Iterator<Item = &'a str>) -> Result<FieldSpec> {
-    let kind = decl.kind()?;
-    let vocabulary = match &kind {
-        FieldKind::Categorical => values.filter(|v| !v.is_empty()).collect::<BTreeSet<&str>>(),
+pub(crate) fn field_spec<'a>(name: &str, kind: &FieldKind, values: impl Iterator<Item = &'a str>) -> FieldSpec {
+    let vocabulary: BTreeSet<&str> = match kind {
+        FieldKind::Categorical => values.filter(|v| !v.is_empty()).collect(),
         FieldKind::MultiCategorical { separator } => {
             values.flat_map(|v| v.split(*separator)).filter(|v| !v.is_empty()).collect()
         }
         FieldKind::Numeric { .. } => BTreeSet::new(),
     };
-    Ok(FieldSpec {
-        name: decl.name.clone(),
-        kind,
+    FieldSpec {
+        name: name.to_string(),
+        kind: kind.clone(),
         vocabulary: vocabulary.into_iter().map(String::from).collect(),
         embedding: Vec::new(),
-    })
+    }
+}
+
+/// Year buckets of item release / publication years (numeric field bounds).
+pub const YEAR_BOUNDS: [f32; 13] =
+    [1930.0, 1940.0, 1950.0, 1960.0, 1970.0, 1980.0, 1985.0, 1990.0, 1995.0, 2000.0, 2005.0, 2010.0, 2015.0];
+
+/// Age buckets (MovieLens-1M's age codes as boundaries) for formats that give exact ages.
+pub const AGE_BOUNDS: [f32; 7] = [18.0, 25.0, 35.0, 45.0, 50.0, 56.0, 65.0];
+
+/// The PAML protocol's age filter: a stated age below 10 or above 100 is invalid.
+pub(crate) fn age_problem(age: &str) -> Option<String> {
+    let age: f32 = age.trim().parse().ok()?;
+    (!(10.0..=100.0).contains(&age)).then(|| format!("age {age} outside 10..100"))
 }

@@ -6,7 +6,7 @@
 //! profile (so a model can learn it); the personal part and `b_u` show only in the user's own
 //! ratings (so adaptation has something to do). Item quality `q_i` follows its features.
 
-use std::fmt::Write as _;
+use core::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{Context, Result};

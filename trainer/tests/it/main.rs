@@ -1,6 +1,8 @@
 //! metarec-trainer integration tests, one binary, modules by topic.
 
 mod data;
+mod formats;
 mod metrics;
 mod parity;
 mod pipeline;
+mod protocols;

@@ -1,0 +1,165 @@
+//! A seeded generator of MovieLens-1M-format files (`users.dat`, `movies.dat`, `ratings.dat`,
+//! `::`-separated, Latin-1 titles) of any size: the loading benchmark's input (the default size
+//! is ML-1M's: 6,040 users, 3,706 rated movies, 1,000,209 ratings) and test data for the
+//! protocols. Every user gets at least 20 ratings (as in ML-1M) when the total allows, and every
+//! movie at least one; activity is long-tailed. The values follow a user bias plus an item bias
+//! plus noise; they carry no real preference structure.
+
+use core::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{ensure, Context, Result};
+use rand::seq::index;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, LogNormal, Normal};
+
+/// Size and seed of a generated dataset.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Ml1mSize {
+    /// Users.
+    #[arg(long, default_value_t = 6040)]
+    pub users: usize,
+    /// Movies (each rated at least once).
+    #[arg(long, default_value_t = 3706)]
+    pub items: usize,
+    /// Ratings.
+    #[arg(long, default_value_t = 1_000_209)]
+    pub ratings: usize,
+    /// Random seed; the same seed writes the same bytes.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+impl Default for Ml1mSize {
+    fn default() -> Ml1mSize {
+        Ml1mSize { users: 6040, items: 3706, ratings: 1_000_209, seed: 1 }
+    }
+}
+
+const GENRES: [&str; 18] = [
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+];
+const AGES: [(&str, f64); 7] =
+    [("1", 0.037), ("18", 0.183), ("25", 0.347), ("35", 0.197), ("45", 0.091), ("50", 0.082), ("56", 0.063)];
+
+/// Number of ratings of each user: at least `floor` each, long-tailed, summing to `total`.
+fn user_counts(rng: &mut ChaCha8Rng, size: &Ml1mSize) -> Vec<usize> {
+    let floor = (size.ratings / size.users).min(20);
+    let spread = LogNormal::new(0.0, 1.1).expect("valid lognormal");
+    let weights: Vec<f64> = (0..size.users).map(|_| spread.sample(rng)).collect();
+    let sum: f64 = weights.iter().sum();
+    let extra = size.ratings - floor * size.users;
+    let mut counts: Vec<usize> =
+        weights.iter().map(|w| (floor + (w / sum * extra as f64).floor() as usize).min(size.items)).collect();
+    let mut assigned: usize = counts.iter().sum();
+    while assigned < size.ratings {
+        let u = rng.gen_range(0..size.users);
+        if counts[u] < size.items {
+            counts[u] += 1;
+            assigned += 1;
+        }
+    }
+    counts
+}
+
+/// Writes `users.dat`, `movies.dat` and `ratings.dat` into `dir`.
+pub fn write_ml1m(dir: &Path, size: &Ml1mSize) -> Result<()> {
+    ensure!(size.users >= 1 && size.items >= 1, "need at least one user and one item");
+    ensure!(
+        size.items <= size.ratings && size.ratings <= size.users * size.items,
+        "need items <= ratings <= users x items"
+    );
+    let mut rng = ChaCha8Rng::seed_from_u64(size.seed);
+    let unit = Normal::new(0.0, 1.0).expect("valid normal");
+
+    let mut users = String::new();
+    for u in 1..=size.users {
+        let gender = if rng.gen_bool(0.717) { "M" } else { "F" };
+        let mut pick = rng.gen::<f64>();
+        let age = AGES.iter().find(|(_, p)| {
+            pick -= p;
+            pick < 0.0
+        });
+        let age = age.map_or("25", |(a, _)| a);
+        let occupation = rng.gen_range(0..21);
+        // Zip codes cluster: a few hundred common prefixes.
+        let zip = rng.gen_range(0..3400usize).pow(2) / 3400 * 29 + rng.gen_range(0..29);
+        writeln!(users, "{u}::{gender}::{age}::{occupation}::{zip:05}")?;
+    }
+
+    let mut movies = String::new();
+    let mut item_bias = Vec::with_capacity(size.items);
+    for i in 1..=size.items {
+        let year = if rng.gen_bool(0.8) { rng.gen_range(1919..=1997) } else { rng.gen_range(1998..=2000) };
+        let count = rng.gen_range(1..=3);
+        let genres: Vec<&str> = index::sample(&mut rng, GENRES.len(), count).into_iter().map(|g| GENRES[g]).collect();
+        // Some titles carry Latin-1 letters and commas, as ML-1M's do.
+        let title = match i % 9 {
+            0 => format!("Misérables {i}, Les ({year})"),
+            3 => format!("Crème {i} à la Garçon ({year})"),
+            _ => format!("Movie {i}, The ({year})"),
+        };
+        writeln!(movies, "{i}::{title}::{}", genres.join("|"))?;
+        item_bias.push(0.5 * unit.sample(&mut rng));
+    }
+
+    let counts = user_counts(&mut rng, size);
+    let mut lists: Vec<Vec<usize>> =
+        counts.iter().map(|&n| index::sample(&mut rng, size.items, n).into_vec()).collect();
+    // Every movie rated at least once: swap an uncovered movie into a list whose movie is
+    // covered elsewhere.
+    let mut covered = vec![0usize; size.items];
+    for list in &lists {
+        for &i in list {
+            covered[i] += 1;
+        }
+    }
+    for item in 0..size.items {
+        while covered[item] == 0 {
+            let u = rng.gen_range(0..size.users);
+            let k = rng.gen_range(0..lists[u].len());
+            let old = lists[u][k];
+            if covered[old] > 1 && !lists[u].contains(&item) {
+                lists[u][k] = item;
+                covered[old] -= 1;
+                covered[item] += 1;
+            }
+        }
+    }
+    let mut ratings = String::with_capacity(size.ratings * 24);
+    for (u, list) in lists.iter().enumerate() {
+        let bias = 0.6 * unit.sample(&mut rng);
+        let mut time = 956_703_932 + rng.gen_range(0..90_000_000u64);
+        for &i in list {
+            let value = (3.6f64 + bias + item_bias[i] + 0.9 * unit.sample(&mut rng)).round().clamp(1.0, 5.0) as u8;
+            time += rng.gen_range(1..600);
+            writeln!(ratings, "{}::{}::{value}::{time}", u + 1, i + 1)?;
+        }
+    }
+
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (movies_latin1, _, unmappable) = encoding_rs::WINDOWS_1252.encode(&movies);
+    ensure!(!unmappable, "generated titles must be Latin-1");
+    crate::fsutil::write_atomic(&dir.join("users.dat"), users.as_bytes())?;
+    crate::fsutil::write_atomic(&dir.join("movies.dat"), &movies_latin1)?;
+    crate::fsutil::write_atomic(&dir.join("ratings.dat"), ratings.as_bytes())?;
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! The plain layout: `schema.toml` plus UTF-8 CSV files with headers (see [`super::schema`]).
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+use super::schema::{Schema, Table};
+use super::text::{csv_records, header_row, Encoding, Issues, Reason, TextFile};
+use super::{assemble, parse_rating, Dataset, LoadReport, Rating, RatingsBuilder, RawTable};
+
+/// Loads a plain-CSV dataset described by `DIR/schema.toml`.
+pub fn load(dir: &Path, issues: &mut Issues) -> Result<Dataset> {
+    let schema = Schema::read(dir)?;
+    let mut report = LoadReport::default();
+    let users = read_table(dir, &schema.users, issues, &mut report)?;
+    let items = read_table(dir, &schema.items, issues, &mut report)?;
+
+    let file = TextFile::read(&dir.join(&schema.ratings.file), Encoding::Utf8, issues)?;
+    report.files.push((schema.ratings.file.clone(), file.encoding));
+    let path = file.path.clone();
+    let file_headers = header_row(&file, b',', None)?;
+    let column = |name: &str| column_index(&file_headers, name, &path);
+    let cols = (column(&schema.ratings.user)?, column(&schema.ratings.item)?, column(&schema.ratings.rating)?);
+    let mut ratings = RatingsBuilder::default();
+    csv_records(&file, b',', None, true, issues, |line, record, issues| {
+        let (user_col, item_col, rating_col) = cols;
+        let field = |col: usize| record.get(col).unwrap_or("");
+        let Some(user) = users.get(field(user_col)) else {
+            return issues.bad(&path, line, Reason::UnknownUser, format_args!("unknown user id '{}'", field(user_col)));
+        };
+        let Some(item) = items.get(field(item_col)) else {
+            return issues.bad(&path, line, Reason::UnknownItem, format_args!("unknown item id '{}'", field(item_col)));
+        };
+        let Some(value) = parse_rating(field(rating_col), schema.rating_min, schema.rating_max) else {
+            return issues.bad(
+                &path,
+                line,
+                Reason::BadRating,
+                format_args!(
+                    "rating '{}' is not a number in [{}, {}]",
+                    field(rating_col),
+                    schema.rating_min,
+                    schema.rating_max
+                ),
+            );
+        };
+        ratings.push(Rating { user, item, value }, issues, &path, line)
+    })?;
+    if ratings.ratings.is_empty() {
+        bail!("{}: no ratings", path.display());
+    }
+    assemble(users, items, ratings.ratings, (schema.rating_min, schema.rating_max), report)
+}
+
+fn column_index(headers: &csv::StringRecord, name: &str, path: &Path) -> Result<usize> {
+    headers.iter().position(|h| h == name).with_context(|| format!("{}: no column '{name}' in header", path.display()))
+}
+
+/// Reads a users or items table.
+fn read_table(dir: &Path, table: &Table, issues: &mut Issues, report: &mut LoadReport) -> Result<RawTable> {
+    let file = TextFile::read(&dir.join(&table.file), Encoding::Utf8, issues)?;
+    report.files.push((table.file.clone(), file.encoding));
+    let path = file.path.clone();
+    let headers = header_row(&file, b',', None)?;
+    let id_col = column_index(&headers, &table.id, &path)?;
+    let group_col = table.group.as_deref().map(|g| column_index(&headers, g, &path)).transpose()?;
+    let field_cols = table.fields.iter().map(|f| column_index(&headers, &f.name, &path)).collect::<Result<Vec<_>>>()?;
+    let fields = table
+        .fields
+        .iter()
+        .map(|f| Ok((f.name.clone(), f.kind()?)))
+        .collect::<Result<Vec<_>>>()
+        .with_context(|| format!("in {}", path.display()))?;
+    let mut out = RawTable::new(fields);
+    let mut groups = Vec::new();
+    let mut lines = Vec::new();
+    csv_records(&file, b',', None, true, issues, |line, record, issues| {
+        let id = record.get(id_col).unwrap_or("");
+        if id.is_empty() {
+            return issues.bad(&path, line, Reason::EmptyId, format_args!("empty id in column '{}'", table.id));
+        }
+        let raw = field_cols.iter().map(|&c| record.get(c).unwrap_or("").to_string()).collect();
+        match out.push(id, raw) {
+            Ok(_) => {
+                lines.push(line);
+                if let Some(c) = group_col {
+                    groups.push(record.get(c).unwrap_or("").to_string());
+                }
+                Ok(())
+            }
+            Err(first) => issues.bad(
+                &path,
+                line,
+                Reason::DuplicateId,
+                format_args!("duplicate id '{id}' (first on line {})", lines[first as usize]),
+            ),
+        }
+    })?;
+    if out.len() == 0 {
+        bail!("{}: no rows", path.display());
+    }
+    if group_col.is_some() {
+        out.group = Some(groups);
+    }
+    Ok(out)
+}
