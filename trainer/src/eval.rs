@@ -87,11 +87,11 @@ pub fn support_mean(task: &Task) -> f32 {
 
 /// Adapts the model to each task (`steps` inner steps; 0 = the meta-learned weights as they are)
 /// and predicts its query set, `batch` users at a time.
-pub fn predict_tasks(model: &MetaModel, tasks: &[Task], steps: u32, lr: f64, batch: usize) -> Vec<UserPredictions> {
+pub fn predict_tasks(model: &MetaModel, tasks: &[Task], steps: u32, batch: usize) -> Vec<UserPredictions> {
     let mut out = Vec::with_capacity(tasks.len());
     for chunk in tasks.chunks(batch.max(1)) {
         let padded = TaskBatch::new(chunk, model.device());
-        let (predictions, _) = model.adapt_and_predict(&padded, steps, lr, Order::Detached);
+        let predictions = model.forward(&padded, steps, Order::Detached, false).predictions;
         let width = predictions.size()[1] as usize;
         let values = tensor_values(&predictions);
         for (b, task) in chunk.iter().enumerate() {
@@ -106,10 +106,10 @@ pub fn predict_tasks(model: &MetaModel, tasks: &[Task], steps: u32, lr: f64, bat
 }
 
 /// Mean query MSE per user (the validation criterion).
-pub fn mean_user_mse(model: &MetaModel, tasks: &[Task], steps: u32, lr: f64, batch: usize) -> f64 {
+pub fn mean_user_mse(model: &MetaModel, tasks: &[Task], steps: u32, batch: usize) -> f64 {
     let mut total = 0.0;
     for chunk in tasks.chunks(batch.max(1)) {
-        let (_, mse) = model.adapt_and_predict(&TaskBatch::new(chunk, model.device()), steps, lr, Order::Detached);
+        let mse = model.forward(&TaskBatch::new(chunk, model.device()), steps, Order::Detached, false).query_mse;
         total += mse.sum(tch::Kind::Double).double_value(&[]);
     }
     total / tasks.len().max(1) as f64

@@ -121,12 +121,13 @@ fn evaluate(args: &EvalArgs) -> Result<()> {
     let device = parse_device(&args.device)?;
     let (info, data, split, model) = RunDir(args.run.clone()).load(device)?;
     let tasks = &split.test;
-    let lr = info.inner_lr;
-    let adapted = predict_tasks(&model, tasks, info.inner_steps, lr, 256);
-    let unadapted = predict_tasks(&model, tasks, 0, lr, 256);
+    let spec = &info.spec;
+    let adapted = predict_tasks(&model, tasks, spec.inner_steps, 256);
+    let unadapted = predict_tasks(&model, tasks, 0, 256);
     let global_mean = eval::baseline(tasks, |_| info.global_mean);
     let support_mean = eval::baseline(tasks, eval::support_mean);
-    let melu = format!("MeLU ({} steps, lr {lr})", info.inner_steps);
+    let melu = format!("{} ({} steps)", spec.method.name(), spec.inner_steps);
+    let no_adaptation = format!("{} without adaptation", spec.method.name());
     println!("test users: {} (query ratings: {})", tasks.len(), tasks.iter().map(|t| t.query.len()).sum::<usize>());
     print!(
         "{}",
@@ -134,7 +135,7 @@ fn evaluate(args: &EvalArgs) -> Result<()> {
             &data,
             &[
                 (melu.as_str(), adapted),
-                ("MeLU without adaptation", unadapted),
+                (no_adaptation.as_str(), unadapted),
                 ("global mean", global_mean),
                 ("user support mean", support_mean),
             ]
