@@ -7,7 +7,10 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 use metarec_trainer::data::synth::{self, SynthConfig};
-use metarec_trainer::eval::{self, predict_tasks};
+use metarec_trainer::data::Dataset;
+use metarec_trainer::eval::{self, Baselines, UserPredictions};
+use metarec_trainer::method::Method;
+use metarec_trainer::split::Task;
 use metarec_trainer::export;
 use metarec_trainer::run::RunDir;
 use metarec_trainer::train::{self, parse_device, TrainConfig};
@@ -31,6 +34,8 @@ enum Command {
     Eval(EvalArgs),
     /// Write a run's model file (and optionally an example test user).
     Export(ExportArgs),
+    /// Train every method on the same split and print them side by side with the baselines.
+    Compare(CompareArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -53,6 +58,15 @@ struct EvalArgs {
     /// `cpu`, `cuda` or `auto`.
     #[arg(long, default_value = "auto")]
     device: String,
+}
+
+#[derive(Debug, clap::Args)]
+struct CompareArgs {
+    /// Methods to train, comma-separated (default: all). Each run goes to OUT/<method>.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    methods: Vec<Method>,
+    #[command(flatten)]
+    train: TrainConfig,
 }
 
 #[derive(Debug, clap::Args)]
@@ -91,6 +105,7 @@ fn run(cli: Cli) -> Result<()> {
             train::train(&config)?;
         }
         Command::Eval(args) => evaluate(&args)?,
+        Command::Compare(args) => compare(&args)?,
         Command::Export(args) => {
             let (info, data, split, model) = RunDir(args.run.clone()).load(tch::Device::Cpu)?;
             let body = export::model_body(&info, &data, &model);
@@ -119,27 +134,38 @@ fn run(cli: Cli) -> Result<()> {
 
 fn evaluate(args: &EvalArgs) -> Result<()> {
     let device = parse_device(&args.device)?;
-    let (info, data, split, model) = RunDir(args.run.clone()).load(device)?;
-    let tasks = &split.test;
-    let spec = &info.spec;
-    let adapted = predict_tasks(&model, tasks, spec.inner_steps, 256);
-    let unadapted = predict_tasks(&model, tasks, 0, 256);
-    let global_mean = eval::baseline(tasks, |_| info.global_mean);
-    let support_mean = eval::baseline(tasks, eval::support_mean);
-    let melu = format!("{} ({} steps)", spec.method.name(), spec.inner_steps);
-    let no_adaptation = format!("{} without adaptation", spec.method.name());
+    let (_, data, split, model) = RunDir(args.run.clone()).load(device)?;
+    let mut rows = eval::method_rows(&model, &split.test);
+    rows.extend(Baselines::fit(data.items.len(), &split.train, &split.valid).predict_all(&split.test));
+    print_table(&data, &split.test, &rows);
+    Ok(())
+}
+
+fn print_table(data: &Dataset, tasks: &[Task], rows: &[(String, Vec<UserPredictions>)]) {
     println!("test users: {} (query ratings: {})", tasks.len(), tasks.iter().map(|t| t.query.len()).sum::<usize>());
-    print!(
-        "{}",
-        eval::report(
-            &data,
-            &[
-                (melu.as_str(), adapted),
-                (no_adaptation.as_str(), unadapted),
-                ("global mean", global_mean),
-                ("user support mean", support_mean),
-            ]
-        )
-    );
+    print!("{}", eval::report(data, rows));
+}
+
+fn compare(args: &CompareArgs) -> Result<()> {
+    let methods = if args.methods.is_empty() { Method::ALL.to_vec() } else { args.methods.clone() };
+    let mut rows = Vec::new();
+    let mut timings = Vec::new();
+    let mut last = None;
+    for method in methods {
+        let mut config = args.train.clone();
+        config.method = method;
+        config.out = args.train.out.join(format!("{method:?}").to_lowercase());
+        let info = train::train(&config)?;
+        timings.push((method, info.train_seconds, info.best_epoch));
+        let (_, data, split, model) = RunDir(config.out.clone()).load(parse_device(&config.device)?)?;
+        rows.extend(eval::method_rows(&model, &split.test));
+        last = Some((data, split));
+    }
+    let (data, split) = last.context("no methods to compare")?;
+    rows.extend(Baselines::fit(data.items.len(), &split.train, &split.valid).predict_all(&split.test));
+    print_table(&data, &split.test, &rows);
+    for (method, seconds, epoch) in timings {
+        println!("{}: trained in {seconds:.1} s, kept epoch {epoch}", method.name());
+    }
     Ok(())
 }

@@ -339,7 +339,10 @@ impl MetaModel {
             Vec::new()
         };
         let h_dim = (data.user_fields.len() + data.item_fields.len()) as i64 * dim;
-        let lr_net = spec.method.has_lr_net().then(|| LrNet::new(&root, h_dim, spec.config.lr_hidden, spec.inner_lr));
+        // AT-PAML adds the neighbours' stored rates (warm-up entries hold inner_lr) to alpha'(h),
+        // so its network starts near zero and the sum starts near inner_lr.
+        let lr_net_start = if spec.method == Method::AtPaml { spec.inner_lr * 0.05 } else { spec.inner_lr };
+        let lr_net = spec.method.has_lr_net().then(|| LrNet::new(&root, h_dim, spec.config.lr_hidden, lr_net_start));
         let memory = (spec.method == Method::AtPaml).then(|| {
             let c = &spec.config;
             RefCell::new(Memory::new(h_dim, c.memory_size, c.neighbours, c.delta, c.warmup, device))

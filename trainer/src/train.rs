@@ -224,7 +224,7 @@ pub fn train(config: &TrainConfig) -> Result<RunInfo> {
         // The batch order depends only on (seed, epoch), so a resumed run sees the same batches.
         let mut tasks = split.train.clone();
         tasks.shuffle(&mut ChaCha8Rng::seed_from_u64(config.seed.wrapping_mul(0x9E37_79B9).wrapping_add(epoch as u64)));
-        let mut epoch_loss = 0.0;
+        let (mut epoch_loss, mut alpha_sum) = (0.0, 0.0);
         for chunk in tasks.chunks(config.batch_users) {
             let (batch, steps) = if config.method == Method::Transfer {
                 (TaskBatch::pooled(chunk, device), 0)
@@ -243,11 +243,20 @@ pub fn train(config: &TrainConfig) -> Result<RunInfo> {
                 memory.rebuild();
             }
             epoch_loss += forward.query_mse.sum(tch::Kind::Double).double_value(&[]);
+            if let Some(alpha) = &forward.alpha {
+                alpha_sum += alpha.sum(tch::Kind::Double).double_value(&[]);
+            }
             bar.inc(1);
         }
         let train_mse = epoch_loss / tasks.len() as f64;
         let valid_mse = mean_user_mse(&model, &split.valid, config.inner_steps, 256);
-        let line = format!("epoch {epoch}: train query MSE {train_mse:.4}, validation MSE {valid_mse:.4}");
+        let mut line = format!("epoch {epoch}: train query MSE {train_mse:.4}, validation MSE {valid_mse:.4}");
+        if config.method.has_lr_net() {
+            line += &format!(", mean inner lr {:.4}", alpha_sum / tasks.len() as f64);
+        }
+        if let Some((mean, min, max)) = model.per_parameter_lr_summary() {
+            line += &format!(", inner lr mean {mean:.4} [{min:.4}, {max:.4}]");
+        }
         if config.quiet {
             eprintln!("{line}");
         } else {
