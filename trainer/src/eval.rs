@@ -208,6 +208,9 @@ pub fn report(data: &Dataset, rows: &[(String, Vec<UserPredictions>)]) -> String
 /// adaptation gain, reported for every method).
 pub fn method_rows(model: &MetaModel, tasks: &[Task]) -> Vec<(String, Vec<UserPredictions>)> {
     let spec = &model.spec;
+    if !spec.method.adapts() {
+        return vec![(spec.method.name().to_string(), predict_tasks(model, tasks, 0, 256))];
+    }
     vec![
         (format!("{} ({} steps)", spec.method.name(), spec.inner_steps), predict_tasks(model, tasks, spec.inner_steps, 256)),
         (format!("{} without adaptation", spec.method.name()), predict_tasks(model, tasks, 0, 256)),

@@ -22,12 +22,25 @@ pub enum Method {
     Hml,
     /// Supervised pre-training on all training ratings, plain SGD fine-tuning per user.
     Transfer,
+    /// Wide & Deep (Cheng et al. 2016): linear over the features plus the MLP; no adaptation.
+    WideDeep,
+    /// DeepFM (Guo et al. 2017): linear + factorization-machine interactions + the MLP; no adaptation.
+    DeepFm,
 }
 
 impl Method {
     /// Every method, in report order.
-    pub const ALL: [Method; 7] =
-        [Method::Melu, Method::MetaSgd, Method::Paml, Method::RegPaml, Method::AtPaml, Method::Hml, Method::Transfer];
+    pub const ALL: [Method; 9] = [
+        Method::Melu,
+        Method::MetaSgd,
+        Method::Paml,
+        Method::RegPaml,
+        Method::AtPaml,
+        Method::Hml,
+        Method::Transfer,
+        Method::WideDeep,
+        Method::DeepFm,
+    ];
 
     /// Display name as in the papers.
     pub fn name(self) -> &'static str {
@@ -39,7 +52,19 @@ impl Method {
             Method::AtPaml => "AT-PAML",
             Method::Hml => "HML",
             Method::Transfer => "transfer learning",
+            Method::WideDeep => "Wide&Deep",
+            Method::DeepFm => "DeepFM",
         }
+    }
+
+    /// Whether the method adapts to a user's support set (all but the supervised baselines).
+    pub fn adapts(self) -> bool {
+        !matches!(self, Method::WideDeep | Method::DeepFm)
+    }
+
+    /// Whether training is supervised on pooled ratings rather than episodic.
+    pub fn pooled_training(self) -> bool {
+        matches!(self, Method::Transfer | Method::WideDeep | Method::DeepFm)
     }
 
     /// Whether the inner learning rate comes from the learning-rate network alpha'(h_i).

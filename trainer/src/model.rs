@@ -120,6 +120,8 @@ pub struct MetaModel {
     /// Meta-SGD: one learning rate per adapted parameter, in the fast layout (`[in, out]`, `[out]`).
     per_parameter_lr: Vec<(Tensor, Tensor)>,
     lr_net: Option<LrNet>,
+    /// Wide&Deep / DeepFM: one scalar weight per feature row, user fields then item fields.
+    wide: Option<(Vec<Tensor>, Vec<Tensor>)>,
     /// AT-PAML memory (mutable during training: lookups refresh its LRU order).
     pub memory: Option<RefCell<Memory>>,
     user_rows: Vec<FieldRows>,
@@ -290,21 +292,23 @@ impl MetaModel {
         let vs = nn::VarStore::new(device);
         let root = vs.root();
         let dim = spec.shape.embedding_dim;
-        let embed = |prefix: &str, fields: &[FieldSpec]| -> Vec<Tensor> {
+        let embed = |prefix: &str, fields: &[FieldSpec], width: i64| -> Vec<Tensor> {
             fields
                 .iter()
                 .enumerate()
                 .map(|(f, field)| {
                     root.var(
                         &format!("{prefix}{f}"),
-                        &[field.rows() as i64, dim],
-                        nn::Init::Randn { mean: 0.0, stdev: 0.1 },
+                        &[field.rows() as i64, width],
+                        nn::Init::Randn { mean: 0.0, stdev: if width == 1 { 0.01 } else { 0.1 } },
                     )
                 })
                 .collect()
         };
-        let user_embeddings = embed("user_embedding_", &data.user_fields);
-        let item_embeddings = embed("item_embedding_", &data.item_fields);
+        let user_embeddings = embed("user_embedding_", &data.user_fields, dim);
+        let item_embeddings = embed("item_embedding_", &data.item_fields, dim);
+        let wide = (!spec.method.adapts())
+            .then(|| (embed("wide_user_", &data.user_fields, 1), embed("wide_item_", &data.item_fields, 1)));
         let input_width = (data.user_fields.len() + data.item_fields.len()) as i64 * dim;
         let widths: Vec<i64> = spec.shape.hidden.iter().copied().chain([1]).collect();
         let n_inits = if spec.method == Method::Hml { spec.config.inits.max(1) } else { 1 };
@@ -357,6 +361,7 @@ impl MetaModel {
             inits,
             per_parameter_lr,
             lr_net,
+            wide,
             memory,
             user_rows,
             item_rows,
@@ -371,6 +376,17 @@ impl MetaModel {
 
     /// Concatenated mean field embeddings: `[N, fields × dim]` for the selected entities (all if None).
     fn field_vectors(&self, tables: &[Tensor], rows: &[FieldRows], select: Option<&Tensor>, n: i64) -> Tensor {
+        self.field_vectors_of_width(tables, rows, select, n, self.embedding_dim)
+    }
+
+    fn field_vectors_of_width(
+        &self,
+        tables: &[Tensor],
+        rows: &[FieldRows],
+        select: Option<&Tensor>,
+        n: i64,
+        width: i64,
+    ) -> Tensor {
         if tables.is_empty() {
             return Tensor::zeros([n, 0], (Kind::Float, self.device()));
         }
@@ -383,7 +399,7 @@ impl MetaModel {
                     None => (rows.idx.shallow_clone(), rows.weight.shallow_clone()),
                 };
                 let (n, m) = idx.size2().expect("2-d rows");
-                let embedded = table.index_select(0, &idx.view([-1])).view([n, m, self.embedding_dim]);
+                let embedded = table.index_select(0, &idx.view([-1])).view([n, m, width]);
                 (embedded * weight.unsqueeze(-1)).sum_dim_intlist(1, false, Kind::Float)
             })
             .collect();
@@ -495,6 +511,7 @@ impl MetaModel {
     /// initialisation from the resampled support set.
     pub fn forward(&self, batch: &TaskBatch, steps: u32, order: Order, training: bool) -> Forward {
         let n = batch.len();
+        let steps = if self.spec.method.adapts() { steps } else { 0 };
         let detach = |t: Tensor| if order == Order::Detached { t.detach() } else { t };
         let item_vectors = detach(self.field_vectors(&self.item_embeddings, &self.item_rows, None, 0));
         let user_vectors = detach(self.field_vectors(&self.user_embeddings, &self.user_rows, Some(&batch.users), n));
@@ -529,7 +546,10 @@ impl MetaModel {
         let choice_tensor = choice.as_ref().map(|c| Tensor::from_slice(c).to(self.device()));
         let fast = self.initial_fast_weights(n, choice_tensor.as_ref(), order);
         let (fast, first_sqnorm) = Self::adapt(&xs, &batch.support.values, &batch.support.mask, fast, steps, &alpha, order);
-        let predictions = Self::mlp(&xq, &fast);
+        let mut predictions = Self::mlp(&xq, &fast);
+        if let Some(wide) = &self.wide {
+            predictions = predictions + self.wide_and_fm(wide, batch, &xq, detach);
+        }
         let query_mse = per_user_mse(&predictions, &batch.query.values, &batch.query.mask);
         let alpha_per_user = match alpha {
             Alpha::PerUser(rates) => Some(rates),
@@ -540,6 +560,24 @@ impl MetaModel {
             _ => None,
         };
         Forward { predictions, query_mse, alpha: alpha_per_user, regularizer, memory_keys, chosen_init: choice }
+    }
+
+    /// The linear term over feature rows, plus (DeepFM) the factorization machine's pairwise
+    /// interactions 0.5·((Σ_f v_f)² − Σ_f v_f²) of the field vectors: `[B, Q]`.
+    fn wide_and_fm(&self, wide: &(Vec<Tensor>, Vec<Tensor>), batch: &TaskBatch, xq: &Tensor, detach: impl Fn(Tensor) -> Tensor) -> Tensor {
+        let n = batch.len();
+        let user = detach(self.field_vectors_of_width(&wide.0, &self.user_rows, Some(&batch.users), n, 1));
+        let items = detach(self.field_vectors_of_width(&wide.1, &self.item_rows, None, 0, 1));
+        let (b, q) = batch.query.items.size2().expect("2-d items");
+        let item_part = items.index_select(0, &batch.query.items.view([-1])).view([b, q, -1]);
+        let mut out = user.sum_dim_intlist(1, true, Kind::Float) + item_part.sum_dim_intlist(2, false, Kind::Float);
+        if self.spec.method == Method::DeepFm {
+            let fields = xq.view([b, q, -1, self.embedding_dim]);
+            let sum = fields.sum_dim_intlist(2, false, Kind::Float);
+            let interactions = (sum.square() - fields.square().sum_dim_intlist(2, false, Kind::Float)) * 0.5;
+            out = out + interactions.sum_dim_intlist(2, false, Kind::Float);
+        }
+        out
     }
 
     /// HML: the initialisation whose adapted model scores best — on the query set in training

@@ -226,7 +226,7 @@ pub fn train(config: &TrainConfig) -> Result<RunInfo> {
         tasks.shuffle(&mut ChaCha8Rng::seed_from_u64(config.seed.wrapping_mul(0x9E37_79B9).wrapping_add(epoch as u64)));
         let (mut epoch_loss, mut alpha_sum) = (0.0, 0.0);
         for chunk in tasks.chunks(config.batch_users) {
-            let (batch, steps) = if config.method == Method::Transfer {
+            let (batch, steps) = if config.method.pooled_training() {
                 (TaskBatch::pooled(chunk, device), 0)
             } else {
                 (TaskBatch::new(chunk, device), config.inner_steps)
