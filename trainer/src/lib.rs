@@ -4,6 +4,7 @@
 //! Modules follow the pipeline: [`data`] → [`split`] → [`model`] / [`train`] → [`eval`] →
 //! [`export`]; [`run`] is the on-disk run directory that connects the commands.
 
+pub mod config;
 pub mod data;
 pub mod eval;
 pub mod export;

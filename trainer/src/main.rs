@@ -17,7 +17,7 @@ use metarec_trainer::train::{self, parse_device, TrainConfig};
 
 /// Meta-trains cold-start recommenders and exports metarec model files.
 #[derive(Debug, Parser)]
-#[command(name = "trainer", version, about)]
+#[command(name = "trainer", version, about, args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -86,7 +86,14 @@ struct ExportArgs {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let args = match metarec_trainer::config::expand_config_args(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(Cli::parse_from(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
