@@ -66,18 +66,80 @@ pub fn metrics(users: &[UserPredictions]) -> Metrics {
 }
 
 /// Predictions of a trivial predictor that sees each task's support set.
-pub fn baseline(tasks: &[Task], predict: impl Fn(&Task) -> f32) -> Vec<UserPredictions> {
+pub fn baseline(tasks: &[Task], predict: impl Fn(&Task, u32) -> f32) -> Vec<UserPredictions> {
     tasks
         .iter()
-        .map(|t| {
-            let p = predict(t);
-            UserPredictions {
-                user: t.user,
-                truth: t.query.iter().map(|r| r.value).collect(),
-                predicted: vec![p; t.query.len()],
-            }
+        .map(|t| UserPredictions {
+            user: t.user,
+            truth: t.query.iter().map(|r| r.value).collect(),
+            predicted: t.query.iter().map(|r| predict(t, r.item)).collect(),
         })
         .collect()
+}
+
+/// The trivial baselines, fitted on the training users' ratings only.
+#[derive(Debug, Clone)]
+pub struct Baselines {
+    /// Mean training rating.
+    pub global_mean: f32,
+    item_mean: Vec<Option<f32>>,
+    item_bias: Vec<f32>,
+    user_shrinkage: f32,
+}
+
+impl Baselines {
+    /// Fits the item means, and the biases of global + item bias + user bias with the
+    /// shrinkage of item and user biases chosen on the validation users.
+    pub fn fit(items: usize, train: &[Task], valid: &[Task]) -> Baselines {
+        let ratings: Vec<&crate::data::Rating> = train.iter().flat_map(|t| t.support.iter().chain(&t.query)).collect();
+        let global_mean = ratings.iter().map(|r| r.value).sum::<f32>() / ratings.len().max(1) as f32;
+        let (mut sum, mut count) = (vec![0f32; items], vec![0u32; items]);
+        for r in &ratings {
+            sum[r.item as usize] += r.value;
+            count[r.item as usize] += 1;
+        }
+        let item_mean = sum.iter().zip(&count).map(|(s, &c)| (c > 0).then(|| s / c as f32)).collect();
+        let grid = [0.5f32, 2.0, 5.0, 10.0, 25.0];
+        let mut best: Option<(f64, Baselines)> = None;
+        for &item_shrinkage in &grid {
+            let item_bias: Vec<f32> =
+                sum.iter().zip(&count).map(|(s, &c)| (s - c as f32 * global_mean) / (c as f32 + item_shrinkage)).collect();
+            for &user_shrinkage in &grid {
+                let candidate =
+                    Baselines { global_mean, item_mean: Vec::new(), item_bias: item_bias.clone(), user_shrinkage };
+                let mse = metrics(&baseline(valid, |t, i| candidate.bias(t, i))).mse;
+                if best.as_ref().is_none_or(|(b, _)| mse < *b) {
+                    best = Some((mse, candidate));
+                }
+            }
+        }
+        let mut fitted = best.map(|(_, b)| b).expect("grid is not empty");
+        fitted.item_mean = item_mean;
+        fitted
+    }
+
+    /// Mean training rating of the item (the global mean for items no training user rated).
+    pub fn item_mean(&self, item: u32) -> f32 {
+        self.item_mean.get(item as usize).copied().flatten().unwrap_or(self.global_mean)
+    }
+
+    /// global mean + item bias + the user's shrunk mean residual on the support set.
+    pub fn bias(&self, task: &Task, item: u32) -> f32 {
+        let item_bias = |i: u32| self.item_bias.get(i as usize).copied().unwrap_or(0.0);
+        let residual: f32 = task.support.iter().map(|r| r.value - self.global_mean - item_bias(r.item)).sum();
+        let user_bias = residual / (task.support.len() as f32 + self.user_shrinkage);
+        self.global_mean + item_bias(item) + user_bias
+    }
+
+    /// The four baselines on `tasks`, named as in the reports.
+    pub fn predict_all(&self, tasks: &[Task]) -> Vec<(String, Vec<UserPredictions>)> {
+        vec![
+            ("global mean".into(), baseline(tasks, |_, _| self.global_mean)),
+            ("item mean".into(), baseline(tasks, |_, i| self.item_mean(i))),
+            ("user support mean".into(), baseline(tasks, |t, _| support_mean(t))),
+            ("global + item + user bias".into(), baseline(tasks, |t, i| self.bias(t, i))),
+        ]
+    }
 }
 
 /// Mean of a task's support ratings.
@@ -87,11 +149,11 @@ pub fn support_mean(task: &Task) -> f32 {
 
 /// Adapts the model to each task (`steps` inner steps; 0 = the meta-learned weights as they are)
 /// and predicts its query set, `batch` users at a time.
-pub fn predict_tasks(model: &MetaModel, tasks: &[Task], steps: u32, lr: f64, batch: usize) -> Vec<UserPredictions> {
+pub fn predict_tasks(model: &MetaModel, tasks: &[Task], steps: u32, batch: usize) -> Vec<UserPredictions> {
     let mut out = Vec::with_capacity(tasks.len());
     for chunk in tasks.chunks(batch.max(1)) {
         let padded = TaskBatch::new(chunk, model.device());
-        let (predictions, _) = model.adapt_and_predict(&padded, steps, lr, Order::Detached);
+        let predictions = model.forward(&padded, steps, Order::Detached, false).predictions;
         let width = predictions.size()[1] as usize;
         let values = tensor_values(&predictions);
         for (b, task) in chunk.iter().enumerate() {
@@ -106,17 +168,17 @@ pub fn predict_tasks(model: &MetaModel, tasks: &[Task], steps: u32, lr: f64, bat
 }
 
 /// Mean query MSE per user (the validation criterion).
-pub fn mean_user_mse(model: &MetaModel, tasks: &[Task], steps: u32, lr: f64, batch: usize) -> f64 {
+pub fn mean_user_mse(model: &MetaModel, tasks: &[Task], steps: u32, batch: usize) -> f64 {
     let mut total = 0.0;
     for chunk in tasks.chunks(batch.max(1)) {
-        let (_, mse) = model.adapt_and_predict(&TaskBatch::new(chunk, model.device()), steps, lr, Order::Detached);
+        let mse = model.forward(&TaskBatch::new(chunk, model.device()), steps, Order::Detached, false).query_mse;
         total += mse.sum(tch::Kind::Double).double_value(&[]);
     }
     total / tasks.len().max(1) as f64
 }
 
 /// A table of methods × metrics; with known groups, MSE per group too.
-pub fn report(data: &Dataset, rows: &[(&str, Vec<UserPredictions>)]) -> String {
+pub fn report(data: &Dataset, rows: &[(String, Vec<UserPredictions>)]) -> String {
     let groups: Vec<String> = {
         let mut g: Vec<String> = data.users.iter().filter_map(|u| u.group.clone()).collect();
         g.sort();
@@ -140,4 +202,17 @@ pub fn report(data: &Dataset, rows: &[(&str, Vec<UserPredictions>)]) -> String {
         let _ = writeln!(out, " {:>6}", m.users);
     }
     out
+}
+
+/// A trained model's rows: adapted with its inner loop, and with adaptation switched off (the
+/// adaptation gain, reported for every method).
+pub fn method_rows(model: &MetaModel, tasks: &[Task]) -> Vec<(String, Vec<UserPredictions>)> {
+    let spec = &model.spec;
+    if !spec.method.adapts() {
+        return vec![(spec.method.name().to_string(), predict_tasks(model, tasks, 0, 256))];
+    }
+    vec![
+        (format!("{} ({} steps)", spec.method.name(), spec.inner_steps), predict_tasks(model, tasks, spec.inner_steps, 256)),
+        (format!("{} without adaptation", spec.method.name()), predict_tasks(model, tasks, 0, 256)),
+    ]
 }

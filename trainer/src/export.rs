@@ -24,7 +24,7 @@ pub fn model_body(info: &RunInfo, data: &Dataset, model: &MetaModel) -> ModelBod
     ModelBody {
         method: Method::Melu,
         task: Task::Rating,
-        embedding_dim: info.shape.embedding_dim as u32,
+        embedding_dim: info.spec.shape.embedding_dim as u32,
         user_fields: with_embeddings(true, &data.user_fields),
         item_fields: with_embeddings(false, &data.item_fields),
         items: data.items.iter().map(|i| ItemRecord { id: i.id.clone(), rows: i.rows.clone() }).collect(),
@@ -38,7 +38,7 @@ pub fn model_body(info: &RunInfo, data: &Dataset, model: &MetaModel) -> ModelBod
                 bias,
             })
             .collect(),
-        adaptation: Adaptation { inner_lr: info.inner_lr as f32, inner_steps: info.inner_steps },
+        adaptation: Adaptation { inner_lr: info.spec.inner_lr as f32, inner_steps: info.spec.inner_steps },
         rating: RatingScale { min: data.rating_min, max: data.rating_max, global_mean: info.global_mean },
     }
 }

@@ -4,11 +4,15 @@
 //! Modules follow the pipeline: [`data`] → [`split`] → [`model`] / [`train`] → [`eval`] →
 //! [`export`]; [`run`] is the on-disk run directory that connects the commands.
 
+pub mod config;
 pub mod data;
 pub mod eval;
 pub mod export;
 pub mod fsutil;
+pub mod memory;
+pub mod method;
 pub mod model;
+pub mod optim;
 pub mod run;
 pub mod split;
 pub mod train;

@@ -10,7 +10,9 @@ use metarec_trainer::data::mlgen::Ml1mSize;
 use metarec_trainer::data::stats::DataStats;
 use metarec_trainer::data::synth::{self, SynthConfig};
 use metarec_trainer::data::{self as dataset, Dataset, Format, LoadOptions};
-use metarec_trainer::eval::{self, predict_tasks};
+use metarec_trainer::eval::{self, Baselines, UserPredictions};
+use metarec_trainer::method::Method;
+use metarec_trainer::split::Task;
 use metarec_trainer::export;
 use metarec_trainer::run::RunDir;
 use metarec_trainer::split::{self, MeluConfig, PamlConfig, Split};
@@ -18,7 +20,7 @@ use metarec_trainer::train::{self, parse_device, TrainConfig};
 
 /// Meta-trains cold-start recommenders and exports metarec model files.
 #[derive(Debug, Parser)]
-#[command(name = "trainer", version, about)]
+#[command(name = "trainer", version, about, args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -35,6 +37,8 @@ enum Command {
     Eval(EvalArgs),
     /// Write a run's model file (and optionally an example test user).
     Export(ExportArgs),
+    /// Train every method on the same split and print them side by side with the baselines.
+    Compare(CompareArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -128,6 +132,15 @@ struct EvalArgs {
 }
 
 #[derive(Debug, clap::Args)]
+struct CompareArgs {
+    /// Methods to train, comma-separated (default: all). Each run goes to OUT/<method>.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    methods: Vec<Method>,
+    #[command(flatten)]
+    train: TrainConfig,
+}
+
+#[derive(Debug, clap::Args)]
 struct ExportArgs {
     /// Run directory written by `trainer train`.
     #[arg(long)]
@@ -144,7 +157,14 @@ struct ExportArgs {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse()) {
+    let args = match metarec_trainer::config::expand_config_args(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(Cli::parse_from(args)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -189,6 +209,7 @@ fn run(cli: Cli) -> Result<()> {
             train::train(&config)?;
         }
         Command::Eval(args) => evaluate(&args)?,
+        Command::Compare(args) => compare(&args)?,
         Command::Export(args) => {
             let (info, data, split, model) = RunDir(args.run.clone()).load(tch::Device::Cpu)?;
             let body = export::model_body(&info, &data, &model);
@@ -217,26 +238,38 @@ fn run(cli: Cli) -> Result<()> {
 
 fn evaluate(args: &EvalArgs) -> Result<()> {
     let device = parse_device(&args.device)?;
-    let (info, data, split, model) = RunDir(args.run.clone()).load(device)?;
-    let tasks = &split.test;
-    let lr = info.inner_lr;
-    let adapted = predict_tasks(&model, tasks, info.inner_steps, lr, 256);
-    let unadapted = predict_tasks(&model, tasks, 0, lr, 256);
-    let global_mean = eval::baseline(tasks, |_| info.global_mean);
-    let support_mean = eval::baseline(tasks, eval::support_mean);
-    let melu = format!("MeLU ({} steps, lr {lr})", info.inner_steps);
+    let (_, data, split, model) = RunDir(args.run.clone()).load(device)?;
+    let mut rows = eval::method_rows(&model, &split.test);
+    rows.extend(Baselines::fit(data.items.len(), &split.train, &split.valid).predict_all(&split.test));
+    print_table(&data, &split.test, &rows);
+    Ok(())
+}
+
+fn print_table(data: &Dataset, tasks: &[Task], rows: &[(String, Vec<UserPredictions>)]) {
     println!("test users: {} (query ratings: {})", tasks.len(), tasks.iter().map(|t| t.query.len()).sum::<usize>());
-    print!(
-        "{}",
-        eval::report(
-            &data,
-            &[
-                (melu.as_str(), adapted),
-                ("MeLU without adaptation", unadapted),
-                ("global mean", global_mean),
-                ("user support mean", support_mean),
-            ]
-        )
-    );
+    print!("{}", eval::report(data, rows));
+}
+
+fn compare(args: &CompareArgs) -> Result<()> {
+    let methods = if args.methods.is_empty() { Method::ALL.to_vec() } else { args.methods.clone() };
+    let mut rows = Vec::new();
+    let mut timings = Vec::new();
+    let mut last = None;
+    for method in methods {
+        let mut config = args.train.clone();
+        config.method = method;
+        config.out = args.train.out.join(format!("{method:?}").to_lowercase());
+        let info = train::train(&config)?;
+        timings.push((method, info.train_seconds, info.best_epoch));
+        let (_, data, split, model) = RunDir(config.out.clone()).load(parse_device(&config.device)?)?;
+        rows.extend(eval::method_rows(&model, &split.test));
+        last = Some((data, split));
+    }
+    let (data, split) = last.context("no methods to compare")?;
+    rows.extend(Baselines::fit(data.items.len(), &split.train, &split.valid).predict_all(&split.test));
+    print_table(&data, &split.test, &rows);
+    for (method, seconds, epoch) in timings {
+        println!("{}: trained in {seconds:.1} s, kept epoch {epoch}", method.name());
+    }
     Ok(())
 }

@@ -1,12 +1,20 @@
-//! The base model f(user features, item features; θ) on libtorch, and the MAML inner loop,
-//! batched across users: fast weights carry a leading user dimension and padded support/query
-//! sets carry masks, so one outer step is a handful of batched matrix products.
+//! The base model f(user features, item features; θ) on libtorch, and the inner loop of every
+//! meta-learning method, batched across users: fast weights carry a leading user dimension and
+//! padded support/query sets carry masks, so one outer step is a handful of batched matrix
+//! products rather than a loop over users.
+
+use std::cell::RefCell;
 
 use metarec_runtime::format::FieldSpec;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
-use crate::data::{Dataset, Entity};
+use crate::data::{Dataset, Entity, Rating};
+use crate::memory::Memory;
+use crate::method::{Method, MethodConfig};
 use crate::split::Task;
 
 /// Shape of the base model.
@@ -16,6 +24,28 @@ pub struct ModelShape {
     pub embedding_dim: i64,
     /// Hidden layer widths of the decision MLP (the output layer of width 1 is implied).
     pub hidden: Vec<i64>,
+}
+
+/// Everything that fixes a model's parameters and its inner loop.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ModelSpec {
+    /// Base model shape.
+    pub shape: ModelShape,
+    /// Training method.
+    pub method: Method,
+    /// Method settings.
+    pub config: MethodConfig,
+    /// Inner learning rate (fixed, or the initial value of a learned one).
+    pub inner_lr: f64,
+    /// Inner-loop steps.
+    pub inner_steps: u32,
+}
+
+impl ModelSpec {
+    /// MeLU with the given shape and inner loop.
+    pub fn melu(shape: ModelShape, inner_lr: f64, inner_steps: u32) -> ModelSpec {
+        ModelSpec { shape, method: Method::Melu, config: MethodConfig::default(), inner_lr, inner_steps }
+    }
 }
 
 /// Padded embedding rows of one field for every user (or item): `idx` holds row indices and
@@ -46,19 +76,57 @@ impl FieldRows {
     }
 }
 
-/// Embedding tables, decision MLP and the dataset's feature rows, on one device.
+/// The learning-rate network alpha'(h): two fully connected layers with ReLU, softplus output.
+#[derive(Debug)]
+struct LrNet {
+    w1: Tensor,
+    b1: Tensor,
+    w2: Tensor,
+    b2: Tensor,
+}
+
+impl LrNet {
+    fn new(root: &nn::Path<'_>, h_dim: i64, hidden: i64, initial_lr: f64) -> LrNet {
+        let bound = 1.0 / (h_dim as f64).sqrt();
+        // softplus(b2) = initial_lr at start; small output weights keep users near it.
+        let inverse_softplus = (initial_lr.max(1e-6).exp_m1()).ln();
+        LrNet {
+            w1: root.var("lr_net_w1", &[hidden, h_dim], nn::Init::Uniform { lo: -bound, up: bound }),
+            b1: root.var("lr_net_b1", &[hidden], nn::Init::Uniform { lo: -bound, up: bound }),
+            w2: root.var("lr_net_w2", &[1, hidden], nn::Init::Uniform { lo: -0.01, up: 0.01 }),
+            b2: root.var("lr_net_b2", &[1], nn::Init::Const(inverse_softplus)),
+        }
+    }
+
+    /// `[B, h_dim]` → `[B]` positive learning rates.
+    fn forward(&self, h: &Tensor) -> Tensor {
+        let hidden = (h.matmul(&self.w1.tr()) + &self.b1).relu();
+        (hidden.matmul(&self.w2.tr()) + &self.b2).softplus().squeeze_dim(-1)
+    }
+}
+
+/// Embedding tables, decision MLP initialisation(s), method parts and the dataset's feature
+/// rows, on one device.
 #[derive(Debug)]
 pub struct MetaModel {
-    /// Owns every trainable tensor (saved and loaded as a checkpoint).
+    /// Owns every trainable tensor but the AT-PAML memory (saved as the checkpoint).
     pub vs: nn::VarStore,
-    /// Model shape.
-    pub shape: ModelShape,
+    /// What this model is.
+    pub spec: ModelSpec,
     user_embeddings: Vec<Tensor>,
     item_embeddings: Vec<Tensor>,
-    /// `(weight [out, in], bias [out])` per layer, torch's Linear layout.
-    layers: Vec<(Tensor, Tensor)>,
+    /// Per initialisation, `(weight [out, in], bias [out])` per layer (torch's Linear layout).
+    inits: Vec<Vec<(Tensor, Tensor)>>,
+    /// Meta-SGD: one learning rate per adapted parameter, in the fast layout (`[in, out]`, `[out]`).
+    per_parameter_lr: Vec<(Tensor, Tensor)>,
+    lr_net: Option<LrNet>,
+    /// Wide&Deep / DeepFM: one scalar weight per feature row, user fields then item fields.
+    wide: Option<(Vec<Tensor>, Vec<Tensor>)>,
+    /// AT-PAML memory (mutable during training: lookups refresh its LRU order).
+    pub memory: Option<RefCell<Memory>>,
     user_rows: Vec<FieldRows>,
     item_rows: Vec<FieldRows>,
+    embedding_dim: i64,
 }
 
 /// Fast (adapted) weights: per layer `(weight [B, in, out], bias [B, out])`.
@@ -70,6 +138,8 @@ pub struct TaskBatch {
     users: Tensor,
     support: RatingsPad,
     query: RatingsPad,
+    /// HML's resampled support at test time: the part adapted on and the part scored.
+    resampled: (Tensor, Tensor),
 }
 
 #[derive(Debug)]
@@ -80,7 +150,7 @@ struct RatingsPad {
 }
 
 impl RatingsPad {
-    fn new(sets: &[&[crate::data::Rating]], device: Device) -> RatingsPad {
+    fn new(sets: &[&[Rating]], device: Device) -> RatingsPad {
         let width = sets.iter().map(|s| s.len()).max().unwrap_or(0).max(1);
         let mut items = vec![0i64; sets.len() * width];
         let mut values = vec![0f32; sets.len() * width];
@@ -99,25 +169,70 @@ impl RatingsPad {
             mask: Tensor::from_slice(&mask).view(shape).to(device),
         }
     }
+}
 
-    /// Mean squared error per user over the real (unpadded) entries: `[B]`.
-    fn per_user_mse(&self, predictions: &Tensor) -> Tensor {
-        let squared = (predictions - &self.values).square() * &self.mask;
-        squared.sum_dim_intlist(1, false, Kind::Float) / self.mask.sum_dim_intlist(1, false, Kind::Float).clamp_min(1.0)
-    }
+/// Mean squared error per user over the entries where `mask` is 1: `[B]`.
+fn per_user_mse(predictions: &Tensor, values: &Tensor, mask: &Tensor) -> Tensor {
+    let squared = (predictions - values).square() * mask;
+    squared.sum_dim_intlist(1, false, Kind::Float) / mask.sum_dim_intlist(1, false, Kind::Float).clamp_min(1.0)
 }
 
 impl TaskBatch {
     /// Pads a slice of tasks onto `device`.
     pub fn new(tasks: &[Task], device: Device) -> TaskBatch {
+        let support: Vec<&[Rating]> = tasks.iter().map(|t| t.support.as_slice()).collect();
+        let query: Vec<&[Rating]> = tasks.iter().map(|t| t.query.as_slice()).collect();
+        Self::from_sets(tasks, &support, &query, device)
+    }
+
+    /// All of each task's ratings as query, none as support (supervised pre-training).
+    pub fn pooled(tasks: &[Task], device: Device) -> TaskBatch {
+        let all: Vec<Vec<Rating>> = tasks.iter().map(|t| t.support.iter().chain(&t.query).copied().collect()).collect();
+        let all: Vec<&[Rating]> = all.iter().map(Vec::as_slice).collect();
+        let none: Vec<&[Rating]> = vec![&[]; tasks.len()];
+        Self::from_sets(tasks, &none, &all, device)
+    }
+
+    fn from_sets(tasks: &[Task], support: &[&[Rating]], query: &[&[Rating]], device: Device) -> TaskBatch {
         let users: Vec<i64> = tasks.iter().map(|t| i64::from(t.user)).collect();
-        let support: Vec<&[_]> = tasks.iter().map(|t| t.support.as_slice()).collect();
-        let query: Vec<&[_]> = tasks.iter().map(|t| t.query.as_slice()).collect();
+        let support_pad = RatingsPad::new(support, device);
+        // Resampled support (HML): a seeded per-user 80/20 split of the support positions.
+        let width = support_pad.items.size()[1] as usize;
+        let mut adapt_mask = vec![0f32; tasks.len() * width];
+        let mut score_mask = vec![0f32; tasks.len() * width];
+        for (b, (task, set)) in tasks.iter().zip(support).enumerate() {
+            let mut positions: Vec<usize> = (0..set.len()).collect();
+            positions.shuffle(&mut ChaCha8Rng::seed_from_u64(u64::from(task.user)));
+            let n_adapt = ((set.len() as f64 * 0.8).round() as usize).clamp(1.min(set.len()), set.len());
+            for (k, &p) in positions.iter().enumerate() {
+                if k < n_adapt || set.len() == 1 {
+                    adapt_mask[b * width + p] = 1.0;
+                }
+                if k >= n_adapt || set.len() == 1 {
+                    score_mask[b * width + p] = 1.0;
+                }
+            }
+        }
+        let shape = [tasks.len() as i64, width as i64];
         TaskBatch {
             users: Tensor::from_slice(&users).to(device),
-            support: RatingsPad::new(&support, device),
-            query: RatingsPad::new(&query, device),
+            support: support_pad,
+            query: RatingsPad::new(query, device),
+            resampled: (
+                Tensor::from_slice(&adapt_mask).view(shape).to(device),
+                Tensor::from_slice(&score_mask).view(shape).to(device),
+            ),
         }
+    }
+
+    /// Number of tasks.
+    pub fn len(&self) -> i64 {
+        self.users.size()[0]
+    }
+
+    /// Whether the batch is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -132,44 +247,126 @@ pub enum Order {
     Detached,
 }
 
+/// The inner learning rate of one batch.
+#[derive(Debug)]
+enum Alpha<'a> {
+    /// One number for everyone.
+    Scalar(f64),
+    /// One per adapted parameter (Meta-SGD).
+    PerParameter(&'a [(Tensor, Tensor)]),
+    /// One per user, `[B]` (PAML family).
+    PerUser(Tensor),
+}
+
+/// What one forward pass over a batch produced.
+#[derive(Debug)]
+pub struct Forward {
+    /// Query predictions `[B, Q]` (padding included).
+    pub predictions: Tensor,
+    /// Per-user query MSE `[B]`.
+    pub query_mse: Tensor,
+    /// Per-user learning rates `[B]` (PAML family).
+    pub alpha: Option<Tensor>,
+    /// REG-PAML's ||dL_support/dθ||²·|alpha| per user `[B]`.
+    pub regularizer: Option<Tensor>,
+    /// AT-PAML memory keys of the batch users `[B, KEY_DIM]`.
+    pub memory_keys: Option<Tensor>,
+    /// HML: the initialisation each user was given.
+    pub chosen_init: Option<Vec<i64>>,
+}
+
+impl Forward {
+    /// The outer objective: mean query MSE (+ gamma · mean regularizer for REG-PAML).
+    pub fn outer_loss(&self, gamma: f64) -> Tensor {
+        let loss = self.query_mse.mean(Kind::Float);
+        match &self.regularizer {
+            Some(reg) => loss + reg.mean(Kind::Float) * gamma,
+            None => loss,
+        }
+    }
+}
+
 impl MetaModel {
     /// A freshly initialised model for `data` (output bias at the mean rating `global_mean`).
-    pub fn new(data: &Dataset, shape: &ModelShape, global_mean: f32, device: Device) -> MetaModel {
+    pub fn new(data: &Dataset, spec: &ModelSpec, global_mean: f32, device: Device) -> MetaModel {
         let vs = nn::VarStore::new(device);
         let root = vs.root();
-        let dim = shape.embedding_dim;
-        let embed = |prefix: &str, fields: &[FieldSpec]| -> Vec<Tensor> {
+        let dim = spec.shape.embedding_dim;
+        let embed = |prefix: &str, fields: &[FieldSpec], width: i64| -> Vec<Tensor> {
             fields
                 .iter()
                 .enumerate()
                 .map(|(f, field)| {
                     root.var(
                         &format!("{prefix}{f}"),
-                        &[field.rows() as i64, dim],
-                        nn::Init::Randn { mean: 0.0, stdev: 0.1 },
+                        &[field.rows() as i64, width],
+                        nn::Init::Randn { mean: 0.0, stdev: if width == 1 { 0.01 } else { 0.1 } },
                     )
                 })
                 .collect()
         };
-        let user_embeddings = embed("user_embedding_", &data.user_fields);
-        let item_embeddings = embed("item_embedding_", &data.item_fields);
-        let mut width = (data.user_fields.len() + data.item_fields.len()) as i64 * dim;
-        let mut layers = Vec::new();
-        let widths: Vec<i64> = shape.hidden.iter().copied().chain([1]).collect();
-        for (l, &out) in widths.iter().enumerate() {
-            let bound = 1.0 / (width as f64).sqrt();
-            let w = root.var(&format!("layer{l}_weight"), &[out, width], nn::Init::Uniform { lo: -bound, up: bound });
-            let b = if l + 1 == widths.len() {
-                root.var(&format!("layer{l}_bias"), &[out], nn::Init::Const(f64::from(global_mean)))
-            } else {
-                root.var(&format!("layer{l}_bias"), &[out], nn::Init::Uniform { lo: -bound, up: bound })
-            };
-            layers.push((w, b));
-            width = out;
-        }
+        let user_embeddings = embed("user_embedding_", &data.user_fields, dim);
+        let item_embeddings = embed("item_embedding_", &data.item_fields, dim);
+        let wide = (!spec.method.adapts())
+            .then(|| (embed("wide_user_", &data.user_fields, 1), embed("wide_item_", &data.item_fields, 1)));
+        let input_width = (data.user_fields.len() + data.item_fields.len()) as i64 * dim;
+        let widths: Vec<i64> = spec.shape.hidden.iter().copied().chain([1]).collect();
+        let n_inits = if spec.method == Method::Hml { spec.config.inits.max(1) } else { 1 };
+        let inits = (0..n_inits)
+            .map(|k| {
+                let prefix = if k == 0 { String::new() } else { format!("init{k}_") };
+                let mut width = input_width;
+                let mut layers = Vec::new();
+                for (l, &out) in widths.iter().enumerate() {
+                    let bound = 1.0 / (width as f64).sqrt();
+                    let uniform = nn::Init::Uniform { lo: -bound, up: bound };
+                    let w = root.var(&format!("{prefix}layer{l}_weight"), &[out, width], uniform);
+                    let bias_init = if l + 1 == widths.len() { nn::Init::Const(f64::from(global_mean)) } else { uniform };
+                    let b = root.var(&format!("{prefix}layer{l}_bias"), &[out], bias_init);
+                    layers.push((w, b));
+                    width = out;
+                }
+                layers
+            })
+            .collect::<Vec<_>>();
+        let per_parameter_lr = if spec.method == Method::MetaSgd {
+            inits[0]
+                .iter()
+                .enumerate()
+                .map(|(l, (w, b))| {
+                    let (out, inp) = w.size2().expect("2-d weight");
+                    let init = nn::Init::Const(spec.inner_lr);
+                    (root.var(&format!("meta_sgd_lr_w{l}"), &[inp, out], init), root.var(&format!("meta_sgd_lr_b{l}"), &[b.size()[0]], init))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let h_dim = (data.user_fields.len() + data.item_fields.len()) as i64 * dim;
+        // AT-PAML adds the neighbours' stored rates (warm-up entries hold inner_lr) to alpha'(h),
+        // so its network starts near zero and the sum starts near inner_lr.
+        let lr_net_start = if spec.method == Method::AtPaml { spec.inner_lr * 0.05 } else { spec.inner_lr };
+        let lr_net = spec.method.has_lr_net().then(|| LrNet::new(&root, h_dim, spec.config.lr_hidden, lr_net_start));
+        let memory = (spec.method == Method::AtPaml).then(|| {
+            let c = &spec.config;
+            RefCell::new(Memory::new(h_dim, c.memory_size, c.neighbours, c.delta, c.warmup, device))
+        });
         let user_rows = (0..data.user_fields.len()).map(|f| FieldRows::new(&data.users, f, device)).collect();
         let item_rows = (0..data.item_fields.len()).map(|f| FieldRows::new(&data.items, f, device)).collect();
-        MetaModel { vs, shape: shape.clone(), user_embeddings, item_embeddings, layers, user_rows, item_rows }
+        MetaModel {
+            vs,
+            spec: spec.clone(),
+            user_embeddings,
+            item_embeddings,
+            inits,
+            per_parameter_lr,
+            lr_net,
+            wide,
+            memory,
+            user_rows,
+            item_rows,
+            embedding_dim: dim,
+        }
     }
 
     /// The device the model lives on.
@@ -178,7 +375,21 @@ impl MetaModel {
     }
 
     /// Concatenated mean field embeddings: `[N, fields × dim]` for the selected entities (all if None).
-    fn field_vectors(tables: &[Tensor], rows: &[FieldRows], select: Option<&Tensor>) -> Tensor {
+    fn field_vectors(&self, tables: &[Tensor], rows: &[FieldRows], select: Option<&Tensor>, n: i64) -> Tensor {
+        self.field_vectors_of_width(tables, rows, select, n, self.embedding_dim)
+    }
+
+    fn field_vectors_of_width(
+        &self,
+        tables: &[Tensor],
+        rows: &[FieldRows],
+        select: Option<&Tensor>,
+        n: i64,
+        width: i64,
+    ) -> Tensor {
+        if tables.is_empty() {
+            return Tensor::zeros([n, 0], (Kind::Float, self.device()));
+        }
         let parts: Vec<Tensor> = tables
             .iter()
             .zip(rows)
@@ -188,7 +399,7 @@ impl MetaModel {
                     None => (rows.idx.shallow_clone(), rows.weight.shallow_clone()),
                 };
                 let (n, m) = idx.size2().expect("2-d rows");
-                let embedded = table.index_select(0, &idx.view([-1])).view([n, m, -1]);
+                let embedded = table.index_select(0, &idx.view([-1])).view([n, m, width]);
                 (embedded * weight.unsqueeze(-1)).sum_dim_intlist(1, false, Kind::Float)
             })
             .collect();
@@ -196,26 +407,49 @@ impl MetaModel {
     }
 
     /// Model inputs `[B, S, width]` for padded item indices `[B, S]`.
-    fn inputs(&self, users: &Tensor, item_vectors: &Tensor, items: &Tensor) -> Tensor {
-        let user_vectors = Self::field_vectors(&self.user_embeddings, &self.user_rows, Some(users));
+    fn inputs(user_vectors: &Tensor, item_vectors: &Tensor, items: &Tensor) -> Tensor {
         let (b, s) = items.size2().expect("2-d items");
         let item_part = item_vectors.index_select(0, &items.view([-1])).view([b, s, -1]);
         let user_part = user_vectors.unsqueeze(1).expand([b, s, user_vectors.size()[1]], false);
         Tensor::cat(&[user_part, item_part], 2)
     }
 
-    /// The meta-learned weights, broadcast to `batch` users.
-    fn initial_fast_weights(&self, batch: i64, order: Order) -> FastWeights {
-        self.layers
-            .iter()
-            .map(|(w, b)| {
-                let (w, b) = match order {
-                    Order::Detached => (w.detach(), b.detach()),
-                    _ => (w.shallow_clone(), b.shallow_clone()),
+    /// The user embedding h_i = [profile embedding; mean of support item embeddings weighted by
+    /// the centred rating], both computable on the device.
+    fn user_embedding(user_vectors: &Tensor, item_vectors: &Tensor, support: &RatingsPad) -> Tensor {
+        let (b, s) = support.items.size2().expect("2-d items");
+        let items = item_vectors.index_select(0, &support.items.view([-1])).view([b, s, -1]);
+        let count = support.mask.sum_dim_intlist(1, true, Kind::Float).clamp_min(1.0);
+        let mean = (&support.values * &support.mask).sum_dim_intlist(1, true, Kind::Float) / &count;
+        let centred = (&support.values - mean) * &support.mask / count;
+        let history = (items * centred.unsqueeze(-1)).sum_dim_intlist(1, false, Kind::Float);
+        Tensor::cat(&[user_vectors.shallow_clone(), history], 1)
+    }
+
+    /// The initial fast weights: initialisation `choice[b]` (0 when None) for each of `batch` users.
+    fn initial_fast_weights(&self, batch: i64, choice: Option<&Tensor>, order: Order) -> FastWeights {
+        (0..self.inits[0].len())
+            .map(|l| {
+                let pick = |select: &dyn Fn(&(Tensor, Tensor)) -> &Tensor| -> Tensor {
+                    let tensor = match choice {
+                        None => {
+                            let t = select(&self.inits[0][l]);
+                            let size: Vec<i64> = [batch].into_iter().chain(t.size()).collect();
+                            t.unsqueeze(0).expand(size, false)
+                        }
+                        Some(choice) => {
+                            let stacked = Tensor::stack(&self.inits.iter().map(|layers| select(&layers[l])).collect::<Vec<_>>(), 0);
+                            stacked.index_select(0, choice)
+                        }
+                    };
+                    if order == Order::Detached {
+                        tensor.detach()
+                    } else {
+                        tensor
+                    }
                 };
-                let (out, inp) = w.size2().expect("2-d weight");
-                let w = w.transpose(0, 1).unsqueeze(0).expand([batch, inp, out], false);
-                let b = b.unsqueeze(0).expand([batch, out], false);
+                let w = pick(&|layer| &layer.0).transpose(1, 2);
+                let b = pick(&|layer| &layer.1);
                 if order == Order::Detached {
                     (w.contiguous().set_requires_grad(true), b.contiguous().set_requires_grad(true))
                 } else {
@@ -237,53 +471,136 @@ impl MetaModel {
         h.squeeze_dim(-1)
     }
 
-    /// `steps` full-batch SGD steps on each user's support MSE, all users at once.
-    pub fn adapt(
-        x: &Tensor,
-        support_mse: impl Fn(&Tensor) -> Tensor,
-        mut fast: FastWeights,
-        steps: u32,
-        lr: f64,
-        order: Order,
-    ) -> FastWeights {
-        for _ in 0..steps {
+    /// `steps` full-batch gradient steps on each user's support MSE (entries where `mask` is 1),
+    /// all users at once. Returns the adapted weights and, per user, the squared norm of the
+    /// first step's gradient.
+    fn adapt(x: &Tensor, values: &Tensor, mask: &Tensor, mut fast: FastWeights, steps: u32, alpha: &Alpha<'_>, order: Order) -> (FastWeights, Option<Tensor>) {
+        let mut first_sqnorm = None;
+        for step in 0..steps {
             // Each user's loss depends only on its own slice of the fast weights, so the
             // gradient of the sum is the stack of per-user gradients.
-            let loss = support_mse(&Self::mlp(x, &fast)).sum(Kind::Float);
+            let loss = per_user_mse(&Self::mlp(x, &fast), values, mask).sum(Kind::Float);
             let inputs: Vec<&Tensor> = fast.iter().flat_map(|(w, b)| [w, b]).collect();
             let create_graph = order == Order::Second;
             let grads = Tensor::run_backward(&[loss], &inputs, true, create_graph);
+            let grads: Vec<Tensor> = if create_graph { grads } else { grads.iter().map(Tensor::detach).collect() };
+            if step == 0 {
+                let sqnorm = grads
+                    .iter()
+                    .map(|g| g.square().flatten(1, -1).sum_dim_intlist(1, false, Kind::Float))
+                    .reduce(|a, b| a + b);
+                first_sqnorm = sqnorm;
+            }
             fast = fast
                 .iter()
                 .zip(grads.chunks(2))
-                .map(|((w, b), g)| {
-                    let (gw, gb) = if create_graph {
-                        (g[0].shallow_clone(), g[1].shallow_clone())
-                    } else {
-                        (g[0].detach(), g[1].detach())
-                    };
-                    (w - gw * lr, b - gb * lr)
+                .enumerate()
+                .map(|(l, ((w, b), g))| match alpha {
+                    Alpha::Scalar(lr) => (w - &g[0] * *lr, b - &g[1] * *lr),
+                    Alpha::PerParameter(rates) => (w - &g[0] * rates[l].0.unsqueeze(0), b - &g[1] * rates[l].1.unsqueeze(0)),
+                    Alpha::PerUser(rates) => (w - &g[0] * rates.view([-1, 1, 1]), b - &g[1] * rates.view([-1, 1])),
                 })
                 .collect();
         }
-        fast
+        (fast, first_sqnorm)
     }
 
-    /// Adapts on each task's support set and predicts its query set: returns the query
-    /// predictions `[B, Q]` and the per-user query MSE `[B]`.
-    pub fn adapt_and_predict(&self, batch: &TaskBatch, steps: u32, lr: f64, order: Order) -> (Tensor, Tensor) {
-        let mut item_vectors = Self::field_vectors(&self.item_embeddings, &self.item_rows, None);
-        if order == Order::Detached {
-            item_vectors = item_vectors.detach();
-        }
+    /// Adapts on each task's support set and predicts its query set. `steps` overrides the
+    /// model's inner step count (0 = no adaptation). `training` refreshes the AT-PAML memory's
+    /// LRU order and lets HML assign tasks by their query loss (Alg. 1); otherwise HML picks an
+    /// initialisation from the resampled support set.
+    pub fn forward(&self, batch: &TaskBatch, steps: u32, order: Order, training: bool) -> Forward {
+        let n = batch.len();
+        let steps = if self.spec.method.adapts() { steps } else { 0 };
         let detach = |t: Tensor| if order == Order::Detached { t.detach() } else { t };
-        let xs = detach(self.inputs(&batch.users, &item_vectors, &batch.support.items));
-        let xq = detach(self.inputs(&batch.users, &item_vectors, &batch.query.items));
-        let fast = self.initial_fast_weights(batch.users.size()[0], order);
-        let fast = Self::adapt(&xs, |p| batch.support.per_user_mse(p), fast, steps, lr, order);
-        let predictions = Self::mlp(&xq, &fast);
-        let mse = batch.query.per_user_mse(&predictions);
-        (predictions, mse)
+        let item_vectors = detach(self.field_vectors(&self.item_embeddings, &self.item_rows, None, 0));
+        let user_vectors = detach(self.field_vectors(&self.user_embeddings, &self.user_rows, Some(&batch.users), n));
+        let xs = Self::inputs(&user_vectors, &item_vectors, &batch.support.items);
+        let xq = Self::inputs(&user_vectors, &item_vectors, &batch.query.items);
+
+        let mut memory_keys = None;
+        let alpha = match self.spec.method {
+            Method::MetaSgd => Alpha::PerParameter(&self.per_parameter_lr),
+            method if method.has_lr_net() => {
+                let h = Self::user_embedding(&user_vectors, &item_vectors, &batch.support);
+                let lr_net = self.lr_net.as_ref().expect("PAML family has an LR net");
+                let mut rates = lr_net.forward(&h);
+                if let Some(memory) = &self.memory {
+                    let mut memory = memory.borrow_mut();
+                    let keys = memory.key(&h);
+                    if memory.ready() {
+                        let neighbours = memory.nearest(&keys, training);
+                        rates = rates + memory.neighbour_term(&keys, &neighbours);
+                    } else {
+                        // Warm-up: these users adapt (and are stored) with the fixed rate.
+                        rates = Tensor::full([n], self.spec.inner_lr, (Kind::Float, self.device()));
+                    }
+                    memory_keys = Some(keys);
+                }
+                Alpha::PerUser(rates)
+            }
+            _ => Alpha::Scalar(self.spec.inner_lr),
+        };
+
+        let choice = (self.inits.len() > 1).then(|| self.choose_init(batch, &xs, &xq, steps, training));
+        let choice_tensor = choice.as_ref().map(|c| Tensor::from_slice(c).to(self.device()));
+        let fast = self.initial_fast_weights(n, choice_tensor.as_ref(), order);
+        let (fast, first_sqnorm) = Self::adapt(&xs, &batch.support.values, &batch.support.mask, fast, steps, &alpha, order);
+        let mut predictions = Self::mlp(&xq, &fast);
+        if let Some(wide) = &self.wide {
+            predictions = predictions + self.wide_and_fm(wide, batch, &xq, detach);
+        }
+        let query_mse = per_user_mse(&predictions, &batch.query.values, &batch.query.mask);
+        let alpha_per_user = match alpha {
+            Alpha::PerUser(rates) => Some(rates),
+            _ => None,
+        };
+        let regularizer = match (self.spec.method, &alpha_per_user, first_sqnorm) {
+            (Method::RegPaml, Some(rates), Some(sqnorm)) => Some(sqnorm * rates.abs()),
+            _ => None,
+        };
+        Forward { predictions, query_mse, alpha: alpha_per_user, regularizer, memory_keys, chosen_init: choice }
+    }
+
+    /// The linear term over feature rows, plus (DeepFM) the factorization machine's pairwise
+    /// interactions 0.5·((Σ_f v_f)² − Σ_f v_f²) of the field vectors: `[B, Q]`.
+    fn wide_and_fm(&self, wide: &(Vec<Tensor>, Vec<Tensor>), batch: &TaskBatch, xq: &Tensor, detach: impl Fn(Tensor) -> Tensor) -> Tensor {
+        let n = batch.len();
+        let user = detach(self.field_vectors_of_width(&wide.0, &self.user_rows, Some(&batch.users), n, 1));
+        let items = detach(self.field_vectors_of_width(&wide.1, &self.item_rows, None, 0, 1));
+        let (b, q) = batch.query.items.size2().expect("2-d items");
+        let item_part = items.index_select(0, &batch.query.items.view([-1])).view([b, q, -1]);
+        let mut out = user.sum_dim_intlist(1, true, Kind::Float) + item_part.sum_dim_intlist(2, false, Kind::Float);
+        if self.spec.method == Method::DeepFm {
+            let fields = xq.view([b, q, -1, self.embedding_dim]);
+            let sum = fields.sum_dim_intlist(2, false, Kind::Float);
+            let interactions = (sum.square() - fields.square().sum_dim_intlist(2, false, Kind::Float)) * 0.5;
+            out = out + interactions.sum_dim_intlist(2, false, Kind::Float);
+        }
+        out
+    }
+
+    /// HML: the initialisation whose adapted model scores best — on the query set in training
+    /// (hard task clustering), on the held-out part of the resampled support set otherwise.
+    fn choose_init(&self, batch: &TaskBatch, xs: &Tensor, xq: &Tensor, steps: u32, training: bool) -> Vec<i64> {
+        let xs = xs.detach();
+        let (adapt_mask, score_x, score_values, score_mask) = if training {
+            (&batch.support.mask, xq.detach(), &batch.query.values, &batch.query.mask)
+        } else {
+            (&batch.resampled.0, xs.shallow_clone(), &batch.support.values, &batch.resampled.1)
+        };
+        let n = batch.len();
+        let losses: Vec<Tensor> = (0..self.inits.len() as i64)
+            .map(|k| {
+                let choice = Tensor::full([n], k, (Kind::Int64, self.device()));
+                let fast = self.initial_fast_weights(n, Some(&choice), Order::Detached);
+                let alpha = Alpha::Scalar(self.spec.inner_lr);
+                let (fast, _) = Self::adapt(&xs, &batch.support.values, adapt_mask, fast, steps, &alpha, Order::Detached);
+                per_user_mse(&Self::mlp(&score_x, &fast), score_values, score_mask).detach()
+            })
+            .collect();
+        let best = Tensor::stack(&losses, 0).argmin(0, false);
+        Vec::<i64>::try_from(&best).expect("int64 choice")
     }
 
     /// Embedding table of a user field (`user == true`) or item field, as a flat row-major copy.
@@ -292,15 +609,27 @@ impl MetaModel {
         tensor_values(table)
     }
 
-    /// `(weight, bias)` values of every layer, weight `[out, in]` row-major.
+    /// `(inputs, outputs, weight, bias)` of every layer of initialisation 0, weight `[out, in]`.
     pub fn layer_values(&self) -> Vec<(i64, i64, Vec<f32>, Vec<f32>)> {
-        self.layers
+        self.inits[0]
             .iter()
             .map(|(w, b)| {
                 let (out, inp) = w.size2().expect("2-d weight");
                 (inp, out, tensor_values(w), tensor_values(b))
             })
             .collect()
+    }
+
+    /// Meta-SGD's learned learning rates: mean and range over all adapted parameters.
+    pub fn per_parameter_lr_summary(&self) -> Option<(f64, f64, f64)> {
+        if self.per_parameter_lr.is_empty() {
+            return None;
+        }
+        let all: Vec<f32> = self.per_parameter_lr.iter().flat_map(|(w, b)| [tensor_values(w), tensor_values(b)]).flatten().collect();
+        let mean = all.iter().map(|&v| f64::from(v)).sum::<f64>() / all.len() as f64;
+        let min = all.iter().copied().fold(f32::INFINITY, f32::min);
+        let max = all.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        Some((mean, f64::from(min), f64::from(max)))
     }
 }
 

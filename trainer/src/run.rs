@@ -5,10 +5,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
-use tch::Device;
+use tch::{Device, Tensor};
 
 use crate::data::Dataset;
-use crate::model::{MetaModel, ModelShape};
+use crate::model::{MetaModel, ModelSpec};
 use crate::split::Split;
 
 /// Settings and results of a run.
@@ -20,18 +20,33 @@ pub struct RunInfo {
     pub fingerprint: u32,
     /// Seed of the split and the initialisation.
     pub seed: u64,
-    /// Base model shape.
-    pub shape: ModelShape,
-    /// Inner-loop learning rate.
-    pub inner_lr: f64,
-    /// Inner-loop steps.
-    pub inner_steps: u32,
+    /// Method, shape and inner loop.
+    pub spec: ModelSpec,
+    /// Whether the outer gradient skipped the inner loop's second-order terms.
+    pub first_order: bool,
     /// Mean training rating.
     pub global_mean: f32,
     /// Epoch whose weights were kept (best validation MSE), 1-based.
     pub best_epoch: usize,
     /// Validation MSE of the kept weights.
     pub best_valid_mse: f64,
+    /// Training and validation loss per epoch.
+    pub history: Vec<EpochRecord>,
+    /// Wall time of training in seconds.
+    pub train_seconds: f64,
+    /// Device trained on.
+    pub device: String,
+}
+
+/// One epoch of a run's learning curve.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Mean query MSE of the training users during the epoch.
+    pub train_mse: f64,
+    /// Mean query MSE of the validation users after the epoch.
+    pub valid_mse: f64,
 }
 
 /// Files inside a run directory.
@@ -52,8 +67,18 @@ impl RunDir {
         self.0.join("weights.safetensors")
     }
 
-    /// Saves the model's weights atomically.
+    /// `memory.ot` (AT-PAML's memory at the best epoch).
+    pub fn memory_path(&self) -> PathBuf {
+        self.0.join("memory.ot")
+    }
+
+    /// Saves the model's weights (and AT-PAML memory) atomically.
     pub fn save_weights(&self, model: &MetaModel) -> Result<()> {
+        if let Some(memory) = &model.memory {
+            let tmp = self.0.join(".memory.tmp.ot");
+            Tensor::save_multi(&memory.borrow().state(), &tmp).with_context(|| format!("writing {}", tmp.display()))?;
+            std::fs::rename(&tmp, self.memory_path()).with_context(|| format!("writing {}", self.memory_path().display()))?;
+        }
         let final_path = self.weights_path();
         // tch picks the format from the extension, so the temporary name keeps ".safetensors".
         let tmp = self.0.join(".weights.tmp.safetensors");
@@ -84,8 +109,15 @@ impl RunDir {
             );
         }
         let split = Split::read(&data, &self.split_path())?;
-        let mut model = MetaModel::new(&data, &info.shape, info.global_mean, device);
+        let mut model = MetaModel::new(&data, &info.spec, info.global_mean, device);
         model.vs.load(self.weights_path()).with_context(|| format!("loading {}", self.weights_path().display()))?;
+        if let Some(memory) = &model.memory {
+            let named = Tensor::load_multi(self.memory_path())
+                .with_context(|| format!("loading {}", self.memory_path().display()))?
+                .into_iter()
+                .collect();
+            memory.borrow_mut().load_state(&named)?;
+        }
         Ok((info, data, split, model))
     }
 }

@@ -1,19 +1,24 @@
-//! Meta-training (MeLU: MAML with a fixed inner learning rate adapting the decision MLP).
+//! Meta-training of every method on one split, with a checkpoint each epoch, `--resume`, and
+//! model selection (early stopping) on validation users only.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
+use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use tch::nn::OptimizerConfig;
-use tch::{nn, Device, Kind};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Tensor};
 
 use crate::data::Dataset;
 use crate::eval::mean_user_mse;
-use crate::model::{MetaModel, ModelShape, Order, TaskBatch};
-use crate::run::{self, RunInfo};
+use crate::method::{Method, MethodConfig};
+use crate::model::{MetaModel, ModelShape, ModelSpec, Order, TaskBatch};
+use crate::optim::Adam;
+use crate::run::{self, EpochRecord, RunDir, RunInfo};
 use crate::split::Split;
 
 /// Settings of `trainer train`.
@@ -22,9 +27,15 @@ pub struct TrainConfig {
     /// Dataset directory (with schema.toml).
     #[arg(long)]
     pub data: PathBuf,
-    /// Run directory to write (run.json, split.csv, weights.safetensors).
+    /// Run directory to write (run.json, split.csv, weights, checkpoint).
     #[arg(long)]
     pub out: PathBuf,
+    /// Training method.
+    #[arg(long, value_enum, default_value_t = Method::Melu)]
+    pub method: Method,
+    /// Method-specific settings.
+    #[command(flatten)]
+    pub method_config: MethodConfig,
     /// Seed of the split, the initialisation and the batch order.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -34,7 +45,7 @@ pub struct TrainConfig {
     /// Hidden layer widths of the decision MLP, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "64,64")]
     pub hidden: Vec<i64>,
-    /// Inner-loop learning rate (fixed, as in MeLU).
+    /// Inner-loop learning rate (fixed for MeLU/HML/transfer; the starting value where learned).
     #[arg(long, default_value_t = 0.05)]
     pub inner_lr: f64,
     /// Inner-loop gradient steps.
@@ -43,7 +54,7 @@ pub struct TrainConfig {
     /// First-order MAML (no gradient through the inner loop).
     #[arg(long)]
     pub first_order: bool,
-    /// Outer (Adam) learning rate.
+    /// Outer (Adam) learning rate; also the step of the AT-PAML memory entries.
     #[arg(long, default_value_t = 2e-3)]
     pub outer_lr: f64,
     /// Users per outer step.
@@ -58,9 +69,37 @@ pub struct TrainConfig {
     /// `cpu`, `cuda` or `auto` (CUDA when available).
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Continue from the run directory's last checkpoint.
+    #[arg(long)]
+    pub resume: bool,
     /// No progress bar (logs one line per epoch instead).
     #[arg(long)]
     pub quiet: bool,
+}
+
+impl TrainConfig {
+    /// Defaults for `data` → `out` (as the command line would give).
+    pub fn new(data: impl Into<PathBuf>, out: impl Into<PathBuf>) -> TrainConfig {
+        TrainConfig {
+            data: data.into(),
+            out: out.into(),
+            method: Method::Melu,
+            method_config: MethodConfig::default(),
+            seed: 1,
+            embedding_dim: 32,
+            hidden: vec![64, 64],
+            inner_lr: 0.05,
+            inner_steps: 5,
+            first_order: false,
+            outer_lr: 2e-3,
+            batch_users: 32,
+            epochs: 30,
+            patience: 5,
+            device: "auto".into(),
+            resume: false,
+            quiet: true,
+        }
+    }
 }
 
 /// Parses `--device`.
@@ -74,97 +113,228 @@ pub fn parse_device(name: &str) -> Result<Device> {
     })
 }
 
-/// Trains and writes the run directory; returns its info.
-pub fn train(config: &TrainConfig) -> Result<RunInfo> {
-    if config.inner_lr < 0.0 || !config.inner_lr.is_finite() {
+/// Where a run stands between epochs (saved beside the checkpoint tensors).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Progress {
+    epochs_done: usize,
+    since_best: usize,
+    info: RunInfo,
+}
+
+fn check(config: &TrainConfig) -> Result<()> {
+    if !(config.inner_lr.is_finite() && config.inner_lr >= 0.0) {
         bail!("--inner-lr must be a finite number >= 0");
+    }
+    if !(config.outer_lr.is_finite() && config.outer_lr > 0.0) {
+        bail!("--outer-lr must be a finite number > 0");
     }
     if config.embedding_dim < 1 || config.hidden.iter().any(|&h| h < 1) {
         bail!("--embedding-dim and --hidden widths must be >= 1");
     }
+    if config.batch_users == 0 || config.epochs == 0 {
+        bail!("--batch-users and --epochs must be >= 1");
+    }
+    let m = &config.method_config;
+    if config.method == Method::AtPaml && (m.neighbours == 0 || m.memory_size < m.neighbours.max(m.warmup)) {
+        bail!("AT-PAML needs --neighbours >= 1 and --memory-size >= max(--neighbours, --warmup)");
+    }
+    if config.method == Method::Hml && m.inits == 0 {
+        bail!("HML needs --inits >= 1");
+    }
+    Ok(())
+}
+
+/// Trains and writes the run directory; returns its info.
+pub fn train(config: &TrainConfig) -> Result<RunInfo> {
+    check(config)?;
+    let started = Instant::now();
     let device = parse_device(&config.device)?;
     tch::manual_seed(config.seed as i64);
     let data = Dataset::load(&config.data)?;
-    let split = Split::new(&data, config.seed)?;
     let run = run::create(&config.out)?;
-    split.write(&data, &run.split_path())?;
+    let split = if config.resume {
+        Split::read(&data, &run.split_path()).context("--resume: reading the run's split")?
+    } else {
+        let split = Split::new(&data, config.seed)?;
+        split.write(&data, &run.split_path())?;
+        split
+    };
 
     let train_ratings: Vec<f32> =
         split.train.iter().flat_map(|t| t.support.iter().chain(&t.query)).map(|r| r.value).collect();
     let global_mean = train_ratings.iter().sum::<f32>() / train_ratings.len().max(1) as f32;
-    let shape = ModelShape { embedding_dim: config.embedding_dim, hidden: config.hidden.clone() };
-    let model = MetaModel::new(&data, &shape, global_mean, device);
-    let mut optimizer = nn::Adam::default().build(&model.vs, config.outer_lr)?;
-    let order = if config.first_order { Order::First } else { Order::Second };
-
-    let mut info = RunInfo {
-        data: config.data.canonicalize().unwrap_or_else(|_| config.data.clone()),
-        fingerprint: run::fingerprint(&data),
-        seed: config.seed,
-        shape,
+    let spec = ModelSpec {
+        shape: ModelShape { embedding_dim: config.embedding_dim, hidden: config.hidden.clone() },
+        method: config.method,
+        config: config.method_config.clone(),
         inner_lr: config.inner_lr,
         inner_steps: config.inner_steps,
-        global_mean,
-        best_epoch: 0,
-        best_valid_mse: f64::INFINITY,
     };
+    let model = MetaModel::new(&data, &spec, global_mean, device);
+    let mut optimizer = Adam::new(&model.vs, config.outer_lr);
+    let order = if config.first_order { Order::First } else { Order::Second };
+    let gamma = if config.method == Method::RegPaml { config.method_config.gamma } else { 0.0 };
+
+    let mut progress = Progress {
+        epochs_done: 0,
+        since_best: 0,
+        info: RunInfo {
+            data: config.data.canonicalize().unwrap_or_else(|_| config.data.clone()),
+            fingerprint: run::fingerprint(&data),
+            seed: config.seed,
+            spec: spec.clone(),
+            first_order: config.first_order,
+            global_mean,
+            best_epoch: 0,
+            best_valid_mse: f64::INFINITY,
+            history: Vec::new(),
+            train_seconds: 0.0,
+            device: format!("{device:?}"),
+        },
+    };
+    if config.resume {
+        progress = load_checkpoint(&run, &model, &mut optimizer)?;
+        if progress.info.spec != spec {
+            bail!("--resume: the run was trained with different settings; pass the same flags");
+        }
+        eprintln!("resuming after epoch {}", progress.epochs_done);
+    }
     eprintln!(
-        "training MeLU on {} users ({} validation, {} test), {} items, device {:?}",
+        "training {} on {} users ({} validation, {} test), {} items, device {:?}",
+        config.method.name(),
         split.train.len(),
         split.valid.len(),
         split.test.len(),
         data.items.len(),
         device
     );
-    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-    let mut tasks = split.train.clone();
-    let steps_per_epoch = tasks.len().div_ceil(config.batch_users.max(1));
-    let bar =
-        if config.quiet { ProgressBar::hidden() } else { ProgressBar::new((steps_per_epoch * config.epochs) as u64) };
+    let steps_per_epoch = split.train.len().div_ceil(config.batch_users);
+    let remaining = config.epochs.saturating_sub(progress.epochs_done);
+    let bar = if config.quiet { ProgressBar::hidden() } else { ProgressBar::new((steps_per_epoch * remaining) as u64) };
     bar.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps  {msg}")
             .expect("valid template")
             .progress_chars("=> "),
     );
-    let mut since_best = 0;
-    for epoch in 1..=config.epochs {
-        tasks.shuffle(&mut rng);
-        let mut epoch_loss = 0.0;
-        for chunk in tasks.chunks(config.batch_users.max(1)) {
-            let batch = TaskBatch::new(chunk, device);
-            let (_, query_mse) = model.adapt_and_predict(&batch, config.inner_steps, config.inner_lr, order);
-            let loss = query_mse.mean(Kind::Float);
+    let resumed_seconds = progress.info.train_seconds;
+    for epoch in progress.epochs_done + 1..=config.epochs {
+        if progress.since_best >= config.patience {
+            break;
+        }
+        // The batch order depends only on (seed, epoch), so a resumed run sees the same batches.
+        let mut tasks = split.train.clone();
+        tasks.shuffle(&mut ChaCha8Rng::seed_from_u64(config.seed.wrapping_mul(0x9E37_79B9).wrapping_add(epoch as u64)));
+        let (mut epoch_loss, mut alpha_sum) = (0.0, 0.0);
+        for chunk in tasks.chunks(config.batch_users) {
+            let (batch, steps) = if config.method.pooled_training() {
+                (TaskBatch::pooled(chunk, device), 0)
+            } else {
+                (TaskBatch::new(chunk, device), config.inner_steps)
+            };
+            let forward = model.forward(&batch, steps, order, true);
+            let loss = forward.outer_loss(gamma);
             optimizer.backward_step(&loss);
-            epoch_loss += loss.double_value(&[]) * chunk.len() as f64;
+            if let Some(memory) = &model.memory {
+                let mut memory = memory.borrow_mut();
+                memory.outer_step(config.outer_lr);
+                if let (Some(keys), Some(alpha)) = (&forward.memory_keys, &forward.alpha) {
+                    memory.insert(keys, alpha);
+                }
+                memory.rebuild();
+            }
+            epoch_loss += forward.query_mse.sum(tch::Kind::Double).double_value(&[]);
+            if let Some(alpha) = &forward.alpha {
+                alpha_sum += alpha.sum(tch::Kind::Double).double_value(&[]);
+            }
             bar.inc(1);
         }
         let train_mse = epoch_loss / tasks.len() as f64;
-        let valid_mse = mean_user_mse(&model, &split.valid, config.inner_steps, config.inner_lr, 256);
-        let line = format!("epoch {epoch}: train query MSE {train_mse:.4}, validation MSE {valid_mse:.4}");
-        bar.set_message(line.clone());
+        let valid_mse = mean_user_mse(&model, &split.valid, config.inner_steps, 256);
+        let mut line = format!("epoch {epoch}: train query MSE {train_mse:.4}, validation MSE {valid_mse:.4}");
+        if config.method.has_lr_net() {
+            line += &format!(", mean inner lr {:.4}", alpha_sum / tasks.len() as f64);
+        }
+        if let Some((mean, min, max)) = model.per_parameter_lr_summary() {
+            line += &format!(", inner lr mean {mean:.4} [{min:.4}, {max:.4}]");
+        }
         if config.quiet {
             eprintln!("{line}");
         } else {
             bar.println(&line);
         }
+        let info = &mut progress.info;
+        info.history.push(EpochRecord { epoch, train_mse, valid_mse });
         if valid_mse < info.best_valid_mse {
             info.best_valid_mse = valid_mse;
             info.best_epoch = epoch;
             run.save_weights(&model)?;
-            since_best = 0;
+            progress.since_best = 0;
         } else {
-            since_best += 1;
-            if since_best >= config.patience {
-                eprintln!("early stop: no validation improvement for {} epochs", config.patience);
-                break;
-            }
+            progress.since_best += 1;
+        }
+        progress.epochs_done = epoch;
+        progress.info.train_seconds = resumed_seconds + started.elapsed().as_secs_f64();
+        save_checkpoint(&run, &model, &optimizer, &progress)?;
+        if progress.since_best >= config.patience {
+            eprintln!("early stop: no validation improvement for {} epochs", config.patience);
         }
     }
     bar.finish_and_clear();
+    let info = progress.info;
     if info.best_epoch == 0 {
         bail!("training produced no finite validation MSE (diverged?); try a smaller --inner-lr or --outer-lr");
     }
     run.save_info(&info)?;
-    eprintln!("kept epoch {} (validation MSE {:.4}) in {}", info.best_epoch, info.best_valid_mse, config.out.display());
+    eprintln!(
+        "kept epoch {} (validation MSE {:.4}) in {} after {:.1} s",
+        info.best_epoch,
+        info.best_valid_mse,
+        config.out.display(),
+        info.train_seconds
+    );
     Ok(info)
+}
+
+fn checkpoint_paths(run: &RunDir) -> (PathBuf, PathBuf) {
+    (run.0.join("checkpoint.ot"), run.0.join("checkpoint.json"))
+}
+
+/// Every variable, the optimizer moments and the memory, then the progress record — each
+/// written atomically, tensors first so a progress record never points past its tensors.
+fn save_checkpoint(run: &RunDir, model: &MetaModel, optimizer: &Adam, progress: &Progress) -> Result<()> {
+    let (tensors_path, progress_path) = checkpoint_paths(run);
+    let mut named: Vec<(String, Tensor)> =
+        model.vs.variables().into_iter().map(|(name, t)| (format!("var.{name}"), t.detach())).collect();
+    named.extend(optimizer.state());
+    if let Some(memory) = &model.memory {
+        named.extend(memory.borrow().state());
+    }
+    let tmp = run.0.join(".checkpoint.tmp.ot");
+    Tensor::save_multi(&named, &tmp).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("syncing {}", tmp.display()))?;
+    std::fs::rename(&tmp, &tensors_path).with_context(|| format!("writing {}", tensors_path.display()))?;
+    crate::fsutil::write_atomic(&progress_path, serde_json::to_string_pretty(progress)?.as_bytes())
+}
+
+fn load_checkpoint(run: &RunDir, model: &MetaModel, optimizer: &mut Adam) -> Result<Progress> {
+    let (tensors_path, progress_path) = checkpoint_paths(run);
+    let text = std::fs::read_to_string(&progress_path)
+        .with_context(|| format!("--resume: reading {}", progress_path.display()))?;
+    let progress: Progress = serde_json::from_str(&text).with_context(|| format!("parsing {}", progress_path.display()))?;
+    let named: HashMap<String, Tensor> = Tensor::load_multi(&tensors_path)
+        .with_context(|| format!("--resume: reading {}", tensors_path.display()))?
+        .into_iter()
+        .collect();
+    {
+        let _guard = tch::no_grad_guard();
+        for (name, mut variable) in model.vs.variables() {
+            let saved = named.get(&format!("var.{name}")).with_context(|| format!("checkpoint lacks variable {name}"))?;
+            variable.copy_(&saved.to(variable.device()));
+        }
+    }
+    optimizer.load_state(&named)?;
+    if let Some(memory) = &model.memory {
+        memory.borrow_mut().load_state(&named)?;
+    }
+    Ok(progress)
 }

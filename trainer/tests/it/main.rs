@@ -2,6 +2,7 @@
 
 mod data;
 mod formats;
+mod methods;
 mod metrics;
 mod parity;
 mod pipeline;

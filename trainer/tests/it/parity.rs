@@ -6,7 +6,7 @@ use metarec_trainer::data::synth::{self, SynthConfig};
 use metarec_trainer::data::Dataset;
 use metarec_trainer::eval::predict_tasks;
 use metarec_trainer::export::model_body;
-use metarec_trainer::model::{MetaModel, ModelShape};
+use metarec_trainer::model::{MetaModel, ModelShape, ModelSpec};
 use metarec_trainer::run::RunInfo;
 use metarec_trainer::split::{Split, Task};
 use tch::Device;
@@ -21,17 +21,19 @@ fn small_dataset() -> (tempfile::TempDir, Dataset) {
     (dir, data)
 }
 
-fn run_info(data: &Dataset, shape: &ModelShape, inner_lr: f64, inner_steps: u32) -> RunInfo {
+fn run_info(data: &Dataset, spec: &ModelSpec) -> RunInfo {
     RunInfo {
         data: "unused".into(),
         fingerprint: metarec_trainer::run::fingerprint(data),
         seed: 0,
-        shape: shape.clone(),
-        inner_lr,
-        inner_steps,
+        spec: spec.clone(),
+        first_order: false,
         global_mean: 3.5,
         best_epoch: 1,
         best_valid_mse: 0.0,
+        history: Vec::new(),
+        train_seconds: 0.0,
+        device: "Cpu".into(),
     }
 }
 
@@ -61,15 +63,16 @@ fn assert_parity(shape: ModelShape, inner_lr: f64, steps: u32) {
     let (_dir, data) = small_dataset();
     let split = Split::new(&data, 5).expect("split");
     tch::manual_seed(11);
-    let model = MetaModel::new(&data, &shape, 3.5, Device::Cpu);
-    let body = model_body(&run_info(&data, &shape, inner_lr, steps), &data, &model);
+    let spec = ModelSpec::melu(shape, inner_lr, steps);
+    let model = MetaModel::new(&data, &spec, 3.5, Device::Cpu);
+    let body = model_body(&run_info(&data, &spec), &data, &model);
     let device_model = Model::from_body(body).expect("exported model validates");
 
     // Batched and padded on the trainer side (users of different support sizes in one batch).
     let tasks = &split.test;
-    let trainer = predict_tasks(&model, tasks, steps, inner_lr, 7);
+    let trainer = predict_tasks(&model, tasks, steps, 7);
     let device = runtime_predictions(&device_model, &data, tasks, steps);
-    let unadapted = predict_tasks(&model, tasks, 0, inner_lr, 7);
+    let unadapted = predict_tasks(&model, tasks, 0, 7);
     let mut worst = 0f32;
     let mut moved = 0f32;
     for ((t, d), u) in trainer.iter().zip(&device).zip(&unadapted) {

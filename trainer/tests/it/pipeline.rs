@@ -6,22 +6,17 @@ use metarec_trainer::run::RunDir;
 use metarec_trainer::train::{train, TrainConfig};
 
 fn config(data: &std::path::Path, out: &std::path::Path, first_order: bool) -> TrainConfig {
-    TrainConfig {
-        data: data.to_path_buf(),
-        out: out.to_path_buf(),
-        seed: 2,
-        embedding_dim: 4,
-        hidden: vec![8, 8],
-        inner_lr: 0.05,
-        inner_steps: 2,
-        first_order,
-        outer_lr: 5e-3,
-        batch_users: 16,
-        epochs: 3,
-        patience: 5,
-        device: "cpu".into(),
-        quiet: true,
-    }
+    let mut config = TrainConfig::new(data, out);
+    config.seed = 2;
+    config.embedding_dim = 4;
+    config.hidden = vec![8, 8];
+    config.inner_steps = 2;
+    config.first_order = first_order;
+    config.outer_lr = 5e-3;
+    config.batch_users = 16;
+    config.epochs = 3;
+    config.device = "cpu".into();
+    config
 }
 
 #[test]

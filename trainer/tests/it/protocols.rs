@@ -146,12 +146,12 @@ fn melu_without_new_items_is_an_error() {
 #[test]
 fn a_paml_split_of_a_real_format_feeds_the_model() {
     use metarec_trainer::eval::predict_tasks;
-    use metarec_trainer::model::{MetaModel, ModelShape};
+    use metarec_trainer::model::{MetaModel, ModelShape, ModelSpec};
     let (_dir, data) = generated(150, 100, 6_000);
     let (split, _) = Split::paml(&data, &PamlConfig::default(), 1).unwrap();
     let shape = ModelShape { embedding_dim: 4, hidden: vec![8] };
-    let model = MetaModel::new(&data, &shape, 3.5, tch::Device::Cpu);
-    let predictions = predict_tasks(&model, &split.test, 2, 0.01, 16);
+    let model = MetaModel::new(&data, &ModelSpec::melu(shape, 0.01, 2), 3.5, tch::Device::Cpu);
+    let predictions = predict_tasks(&model, &split.test, 2, 16);
     assert_eq!(predictions.len(), split.test.len());
     assert!(predictions.iter().flat_map(|p| &p.predicted).all(|v| v.is_finite()));
 }

@@ -1,0 +1,106 @@
+//! The meta-learning methods and their settings. All share the base model (embeddings + decision
+//! MLP), the data pipeline and the evaluation; they differ in the inner learning rate, the outer
+//! objective and the number of initialisations (see ../shared/reference/algorithms.md).
+
+use serde::{Deserialize, Serialize};
+
+/// A training method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// MAML with one fixed inner learning rate (MeLU).
+    Melu,
+    /// A learned learning rate per adapted parameter (Li et al. 2017).
+    MetaSgd,
+    /// Per-user learning rate from the user embedding: alpha'(h_i) (seed 000).
+    Paml,
+    /// PAML plus the memory-agnostic regularizer gamma·||dL/dθ||²·|alpha(h_i)|.
+    RegPaml,
+    /// PAML plus the learning rates of the K nearest stored users (kd-tree memory).
+    AtPaml,
+    /// Several initialisations, one chosen per user (seed 001).
+    Hml,
+    /// Supervised pre-training on all training ratings, plain SGD fine-tuning per user.
+    Transfer,
+    /// Wide & Deep (Cheng et al. 2016): linear over the features plus the MLP; no adaptation.
+    WideDeep,
+    /// DeepFM (Guo et al. 2017): linear + factorization-machine interactions + the MLP; no adaptation.
+    DeepFm,
+}
+
+impl Method {
+    /// Every method, in report order.
+    pub const ALL: [Method; 9] = [
+        Method::Melu,
+        Method::MetaSgd,
+        Method::Paml,
+        Method::RegPaml,
+        Method::AtPaml,
+        Method::Hml,
+        Method::Transfer,
+        Method::WideDeep,
+        Method::DeepFm,
+    ];
+
+    /// Display name as in the papers.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Melu => "MeLU",
+            Method::MetaSgd => "Meta-SGD",
+            Method::Paml => "PAML",
+            Method::RegPaml => "REG-PAML",
+            Method::AtPaml => "AT-PAML",
+            Method::Hml => "HML",
+            Method::Transfer => "transfer learning",
+            Method::WideDeep => "Wide&Deep",
+            Method::DeepFm => "DeepFM",
+        }
+    }
+
+    /// Whether the method adapts to a user's support set (all but the supervised baselines).
+    pub fn adapts(self) -> bool {
+        !matches!(self, Method::WideDeep | Method::DeepFm)
+    }
+
+    /// Whether training is supervised on pooled ratings rather than episodic.
+    pub fn pooled_training(self) -> bool {
+        matches!(self, Method::Transfer | Method::WideDeep | Method::DeepFm)
+    }
+
+    /// Whether the inner learning rate comes from the learning-rate network alpha'(h_i).
+    pub fn has_lr_net(self) -> bool {
+        matches!(self, Method::Paml | Method::RegPaml | Method::AtPaml)
+    }
+}
+
+/// Method-specific settings (defaults from algorithms.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
+pub struct MethodConfig {
+    /// REG-PAML regularizer weight gamma.
+    #[arg(long, default_value_t = 1e-3)]
+    pub gamma: f64,
+    /// Hidden width of the learning-rate network.
+    #[arg(long, default_value_t = 32)]
+    pub lr_hidden: i64,
+    /// AT-PAML memory capacity M (least recently used entries are evicted).
+    #[arg(long, default_value_t = 4096)]
+    pub memory_size: usize,
+    /// AT-PAML neighbours K.
+    #[arg(long, default_value_t = 4)]
+    pub neighbours: usize,
+    /// AT-PAML kernel width delta in s_k = exp(-delta·||h_i − h_k||²) (keys are unit vectors).
+    #[arg(long, default_value_t = 1.0)]
+    pub delta: f64,
+    /// AT-PAML warm-up: the first W users are stored with the fixed learning rate (W >= K).
+    #[arg(long, default_value_t = 32)]
+    pub warmup: usize,
+    /// HML: number of initialisations.
+    #[arg(long, default_value_t = 3)]
+    pub inits: usize,
+}
+
+impl Default for MethodConfig {
+    fn default() -> Self {
+        MethodConfig { gamma: 1e-3, lr_hidden: 32, memory_size: 4096, neighbours: 4, delta: 1.0, warmup: 32, inits: 3 }
+    }
+}

@@ -1,0 +1,241 @@
+//! The methods' math: outer gradients against finite differences, AT-PAML's neighbour weights
+//! and eviction, HML's assignment, Meta-SGD's learned rates, and exact resume.
+
+use std::collections::HashMap;
+
+use metarec_trainer::data::synth::{self, SynthConfig};
+use metarec_trainer::data::Dataset;
+use metarec_trainer::memory::{Memory, KEY_DIM};
+use metarec_trainer::method::{Method, MethodConfig};
+use metarec_trainer::model::{MetaModel, ModelShape, ModelSpec, Order, TaskBatch};
+use metarec_trainer::split::Split;
+use metarec_trainer::train::{train, TrainConfig};
+use tch::{Device, Kind, Tensor};
+
+fn tiny() -> (tempfile::TempDir, Dataset, Split) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = SynthConfig { seed: 12, users: 40, items: 25, minor_share: 0.2, min_ratings: 4, max_ratings: 10 };
+    synth::generate(&cfg, dir.path()).unwrap();
+    let data = Dataset::load(dir.path()).unwrap();
+    let split = Split::new(&data, 3).unwrap();
+    (dir, data, split)
+}
+
+fn spec(method: Method) -> ModelSpec {
+    ModelSpec {
+        shape: ModelShape { embedding_dim: 4, hidden: vec![8] },
+        method,
+        config: MethodConfig { gamma: 0.5, warmup: 4, memory_size: 16, ..MethodConfig::default() },
+        inner_lr: 0.1,
+        inner_steps: 2,
+    }
+}
+
+fn variables(model: &MetaModel) -> HashMap<String, Tensor> {
+    model.vs.variables()
+}
+
+/// Central finite difference of the outer loss in one scalar entry of a variable, against
+/// the autograd gradient of the same entry (second-order MAML, the default).
+fn check_gradient(method: Method, variable: &str, index: &[i64]) {
+    let (_dir, data, split) = tiny();
+    tch::manual_seed(5);
+    let model = MetaModel::new(&data, &spec(method), 3.5, Device::Cpu);
+    let batch = TaskBatch::new(&split.train[..8], Device::Cpu);
+    let gamma = if method == Method::RegPaml { 0.5 } else { 0.0 };
+    let loss = |model: &MetaModel| model.forward(&batch, 2, Order::Second, false).outer_loss(gamma);
+
+    let vars = variables(&model);
+    let target = vars.get(variable).unwrap_or_else(|| panic!("no variable {variable}")).shallow_clone();
+    let value = loss(&model);
+    let grad = Tensor::run_backward(&[value], &[&target], false, false).remove(0);
+    let analytic = grad.double_value(index);
+
+    let eps = 1e-2;
+    let original = target.double_value(index);
+    let set = |v: f64| {
+        tch::no_grad(|| {
+            let mut element = index.iter().fold(target.shallow_clone(), |t, &i| t.get(i));
+            let _ = element.fill_(v);
+        })
+    };
+    set(original);
+    set(original + eps);
+    let up = loss(&model).double_value(&[]);
+    set(original - eps);
+    let down = loss(&model).double_value(&[]);
+    set(original);
+    let numeric = (up - down) / (2.0 * eps);
+    let scale = analytic.abs().max(numeric.abs()).max(1e-3);
+    assert!(
+        (analytic - numeric).abs() / scale < 0.05,
+        "{method:?} d loss / d {variable}{index:?}: autograd {analytic}, finite difference {numeric}"
+    );
+    assert!(analytic.abs() > 1e-6, "{variable} must receive a gradient");
+}
+
+#[test]
+fn lr_network_gradient_matches_finite_differences() {
+    check_gradient(Method::Paml, "lr_net_b2", &[0]);
+    check_gradient(Method::Paml, "lr_net_w2", &[0, 3]);
+}
+
+#[test]
+fn regularizer_gradient_matches_finite_differences() {
+    check_gradient(Method::RegPaml, "lr_net_b2", &[0]);
+    check_gradient(Method::RegPaml, "layer1_bias", &[0]);
+    check_gradient(Method::RegPaml, "item_embedding_0", &[1, 2]);
+}
+
+#[test]
+fn regularizer_is_grad_norm_times_rate() {
+    let (_dir, data, split) = tiny();
+    tch::manual_seed(5);
+    let model = MetaModel::new(&data, &spec(Method::RegPaml), 3.5, Device::Cpu);
+    let batch = TaskBatch::new(&split.train[..6], Device::Cpu);
+    let forward = model.forward(&batch, 2, Order::Second, false);
+    let reg = forward.regularizer.as_ref().expect("REG-PAML has a regularizer");
+    let alpha = forward.alpha.as_ref().expect("REG-PAML has per-user rates");
+    assert_eq!(reg.size(), [6]);
+    assert!(bool::try_from(reg.ge(0.0).all()).unwrap());
+    let with = forward.outer_loss(0.5).double_value(&[]);
+    let without = forward.outer_loss(0.0).double_value(&[]);
+    let expected = reg.mean(Kind::Double).double_value(&[]) * 0.5;
+    assert!((with - without - expected).abs() < 1e-6);
+    assert!(alpha.min().double_value(&[]) > 0.0, "softplus rates are positive");
+}
+
+fn unit_key(hot: usize) -> Tensor {
+    let mut v = vec![0f32; KEY_DIM];
+    v[hot] = 1.0;
+    Tensor::from_slice(&v).view([1, KEY_DIM as i64])
+}
+
+#[test]
+fn memory_neighbour_weights_follow_the_gaussian_kernel() {
+    let mut memory = Memory::new(KEY_DIM as i64, 8, 2, 1.0, 2, Device::Cpu);
+    memory.insert(&Tensor::cat(&[unit_key(0), unit_key(1), unit_key(2)], 0), &Tensor::from_slice(&[0.1f32, 0.3, 0.9]));
+    memory.rebuild();
+    assert!(memory.ready());
+    // A query between keys 0 and 1, nearer 0.
+    let mut q = vec![0f32; KEY_DIM];
+    q[0] = 0.8;
+    q[1] = 0.6;
+    let query = Tensor::from_slice(&q).view([1, KEY_DIM as i64]);
+    let neighbours = memory.nearest(&query, false);
+    let mut found = neighbours[0].clone();
+    found.sort();
+    assert_eq!(found, [0, 1], "the two nearest stored keys");
+    let term = memory.neighbour_term(&query, &neighbours).double_value(&[0]);
+    let d0: f64 = 0.2f64.powi(2) + 0.6f64.powi(2);
+    let d1: f64 = 0.8f64.powi(2) + 0.4f64.powi(2);
+    let (s0, s1) = ((-d0).exp(), (-d1).exp());
+    let expected = (s0 * 0.1 + s1 * 0.3) / (s0 + s1 + 1e-5);
+    assert!((term - expected).abs() < 1e-5, "{term} vs {expected}");
+}
+
+#[test]
+fn memory_evicts_the_least_recently_used_entry() {
+    let mut memory = Memory::new(KEY_DIM as i64, 3, 1, 1.0, 1, Device::Cpu);
+    memory.insert(&Tensor::cat(&[unit_key(0), unit_key(1), unit_key(2)], 0), &Tensor::from_slice(&[0.1f32, 0.2, 0.3]));
+    memory.rebuild();
+    // Use entry 0 (touch), so entry 1 becomes the least recently used.
+    let used = memory.nearest(&unit_key(0), true);
+    assert_eq!(used[0], [0]);
+    memory.insert(&unit_key(3), &Tensor::from_slice(&[0.4f32]));
+    let (_, alphas) = memory.entries();
+    assert_eq!(memory.len(), 3);
+    let mut alphas: Vec<i32> = alphas.iter().map(|a| (a * 10.0).round() as i32).collect();
+    alphas.sort();
+    assert_eq!(alphas, [1, 3, 4], "entry with rate 0.2 was evicted");
+    // An evaluation lookup does not change the order.
+    memory.rebuild();
+    let _ = memory.nearest(&unit_key(3), false);
+    memory.insert(&unit_key(4), &Tensor::from_slice(&[0.5f32]));
+    let (_, alphas) = memory.entries();
+    assert!(!alphas.iter().any(|a| (a - 0.1).abs() < 1e-6) || !alphas.iter().any(|a| (a - 0.3).abs() < 1e-6));
+}
+
+#[test]
+fn hml_picks_the_initialisation_that_fits() {
+    let (_dir, data, split) = tiny();
+    let mut spec = spec(Method::Hml);
+    spec.config.inits = 2;
+    let model = MetaModel::new(&data, &spec, 3.0, Device::Cpu);
+    // Init 0 predicts 1 for everything, init 1 predicts 5: last layer weight 0, bias set.
+    tch::no_grad(|| {
+        let vars = variables(&model);
+        for (prefix, value) in [("", 1.0), ("init1_", 5.0)] {
+            let _ = vars[&format!("{prefix}layer1_weight")].shallow_clone().fill_(0.0);
+            let _ = vars[&format!("{prefix}layer1_bias")].shallow_clone().fill_(value);
+        }
+    });
+    let mut tasks: Vec<_> = split.train[..6].to_vec();
+    for (k, task) in tasks.iter_mut().enumerate() {
+        let rating = if k % 2 == 0 { 1.0 } else { 5.0 };
+        for r in task.support.iter_mut().chain(task.query.iter_mut()) {
+            r.value = rating;
+        }
+    }
+    let batch = TaskBatch::new(&tasks, Device::Cpu);
+    for training in [true, false] {
+        let chosen = model.forward(&batch, 1, Order::Detached, training).chosen_init.expect("HML chooses");
+        assert_eq!(chosen, [0, 1, 0, 1, 0, 1], "training = {training}");
+    }
+}
+
+fn config(data: &std::path::Path, out: &std::path::Path, method: Method, epochs: usize) -> TrainConfig {
+    let mut config = TrainConfig::new(data, out);
+    config.method = method;
+    config.embedding_dim = 4;
+    config.hidden = vec![8];
+    config.inner_steps = 2;
+    config.epochs = epochs;
+    config.patience = 100;
+    config.batch_users = 8;
+    config.device = "cpu".into();
+    config.method_config.warmup = 4;
+    config.method_config.memory_size = 16;
+    config
+}
+
+#[test]
+fn meta_sgd_learning_rates_change_in_training() {
+    let (dir, data, _) = tiny();
+    let out = dir.path().join("run");
+    train(&config(dir.path(), &out, Method::MetaSgd, 2)).unwrap();
+    let (_, _, _, model) = metarec_trainer::run::RunDir(out).load(Device::Cpu).unwrap();
+    let (mean, min, max) = model.per_parameter_lr_summary().expect("Meta-SGD has rates");
+    assert!(max - min > 1e-4, "rates moved apart from their common start: [{min}, {max}]");
+    assert!((mean - 0.05).abs() > 1e-6 || max - min > 1e-4);
+    drop(data);
+}
+
+#[test]
+fn every_method_trains_and_evaluates() {
+    let (dir, _, _) = tiny();
+    for method in Method::ALL {
+        let out = dir.path().join(format!("{method:?}"));
+        let info = train(&config(dir.path(), &out, method, 2)).unwrap();
+        assert!(info.best_valid_mse.is_finite(), "{method:?}");
+        assert_eq!(info.history.len(), 2);
+    }
+}
+
+#[test]
+fn resumed_training_equals_uninterrupted() {
+    let (dir, _, _) = tiny();
+    for method in [Method::Melu, Method::AtPaml] {
+        let straight = dir.path().join(format!("straight-{method:?}"));
+        let first = train(&config(dir.path(), &straight, method, 4)).unwrap();
+        let resumed = dir.path().join(format!("resumed-{method:?}"));
+        train(&config(dir.path(), &resumed, method, 2)).unwrap();
+        let mut again = config(dir.path(), &resumed, method, 4);
+        again.resume = true;
+        let second = train(&again).unwrap();
+        let a: Vec<f64> = first.history.iter().map(|e| e.valid_mse).collect();
+        let b: Vec<f64> = second.history.iter().map(|e| e.valid_mse).collect();
+        assert_eq!(a, b, "{method:?}: validation curve of the resumed run");
+        assert_eq!(std::fs::read(straight.join("weights.safetensors")).unwrap(), std::fs::read(resumed.join("weights.safetensors")).unwrap());
+    }
+}
