@@ -1,6 +1,6 @@
 //! Query-set metrics (MSE, MAE, nDCG@k) for the meta-learned model and the trivial baselines.
 
-use std::fmt::Write as _;
+use core::fmt::Write as _;
 
 use crate::data::Dataset;
 use crate::model::{tensor_values, MetaModel, Order, TaskBatch};

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
-use crate::data::Dataset;
+use crate::data::{Dataset, Format, LoadOptions};
 use crate::model::{MetaModel, ModelSpec};
 use crate::split::Split;
 
@@ -18,6 +18,15 @@ pub struct RunInfo {
     pub data: PathBuf,
     /// Fingerprint of the dataset's vocabularies and catalogue.
     pub fingerprint: u32,
+    /// Dataset format as given to `train` (None: detected).
+    #[serde(default)]
+    pub format: Option<Format>,
+    /// Whether malformed rows were skipped.
+    #[serde(default)]
+    pub skip_invalid: bool,
+    /// Whether the item id was added as an item field.
+    #[serde(default)]
+    pub item_id: bool,
     /// Seed of the split and the initialisation.
     pub seed: u64,
     /// Method, shape and inner loop.
@@ -99,7 +108,11 @@ impl RunDir {
             format!("reading {} (is this a run directory written by `trainer train`?)", path.display())
         })?;
         let info: RunInfo = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        let data = Dataset::load(&info.data)?;
+        let mut data =
+            Dataset::load_with(&info.data, &LoadOptions { format: info.format, skip_invalid: info.skip_invalid })?;
+        if info.item_id {
+            data.add_item_id_field();
+        }
         let fingerprint = fingerprint(&data);
         if fingerprint != info.fingerprint {
             bail!(

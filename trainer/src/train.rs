@@ -13,7 +13,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
-use crate::data::Dataset;
+use crate::data::{Dataset, Format, LoadOptions};
 use crate::eval::mean_user_mse;
 use crate::method::{Method, MethodConfig};
 use crate::model::{MetaModel, ModelShape, ModelSpec, Order, TaskBatch};
@@ -30,6 +30,18 @@ pub struct TrainConfig {
     /// Run directory to write (run.json, split.csv, weights, checkpoint).
     #[arg(long)]
     pub out: PathBuf,
+    /// Dataset format (detected from the files when left out).
+    #[arg(long, value_enum)]
+    pub format: Option<Format>,
+    /// Skip malformed dataset rows (counted by reason) instead of failing at the first.
+    #[arg(long)]
+    pub skip_invalid: bool,
+    /// A split file written by `trainer data split` (default: every user, 7:1:2, 80/20).
+    #[arg(long)]
+    pub split: Option<PathBuf>,
+    /// Add an item-id embedding to the item fields (learns per-item effects of warm items).
+    #[arg(long)]
+    pub item_id: bool,
     /// Training method.
     #[arg(long, value_enum, default_value_t = Method::Melu)]
     pub method: Method,
@@ -83,6 +95,10 @@ impl TrainConfig {
         TrainConfig {
             data: data.into(),
             out: out.into(),
+            format: None,
+            skip_invalid: false,
+            split: None,
+            item_id: false,
             method: Method::Melu,
             method_config: MethodConfig::default(),
             seed: 1,
@@ -150,10 +166,18 @@ pub fn train(config: &TrainConfig) -> Result<RunInfo> {
     let started = Instant::now();
     let device = parse_device(&config.device)?;
     tch::manual_seed(config.seed as i64);
-    let data = Dataset::load(&config.data)?;
+    let load_options = LoadOptions { format: config.format, skip_invalid: config.skip_invalid };
+    let mut data = Dataset::load_with(&config.data, &load_options)?;
+    if config.item_id {
+        data.add_item_id_field();
+    }
     let run = run::create(&config.out)?;
     let split = if config.resume {
         Split::read(&data, &run.split_path()).context("--resume: reading the run's split")?
+    } else if let Some(path) = &config.split {
+        let split = Split::read(&data, path)?;
+        split.write(&data, &run.split_path())?;
+        split
     } else {
         let split = Split::new(&data, config.seed)?;
         split.write(&data, &run.split_path())?;
@@ -181,6 +205,9 @@ pub fn train(config: &TrainConfig) -> Result<RunInfo> {
         info: RunInfo {
             data: config.data.canonicalize().unwrap_or_else(|_| config.data.clone()),
             fingerprint: run::fingerprint(&data),
+            format: config.format,
+            skip_invalid: config.skip_invalid,
+            item_id: config.item_id,
             seed: config.seed,
             spec: spec.clone(),
             first_order: config.first_order,

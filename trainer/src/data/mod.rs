@@ -107,7 +107,8 @@ pub struct LoadReport {
 }
 
 /// The dataset formats `trainer` reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Format {
     /// `schema.toml` plus CSV files (the synthetic generator's layout).
     Plain,
@@ -182,6 +183,24 @@ pub struct LoadOptions {
 }
 
 impl Dataset {
+    /// Adds the item id as one more categorical item field (an embedding per item), so the
+    /// model can learn what item features do not say — as the bias baseline's item bias does.
+    pub fn add_item_id_field(&mut self) {
+        let mut ids: Vec<String> = self.items.iter().map(|i| i.id.clone()).collect();
+        ids.sort();
+        let field = FieldSpec {
+            name: "item_id".into(),
+            kind: FieldKind::Categorical,
+            vocabulary: ids,
+            embedding: Vec::new(),
+        };
+        for item in &mut self.items {
+            item.raw.push(item.id.clone());
+            item.rows.push(vec![field.row_of(&item.id)]);
+        }
+        self.item_fields.push(field);
+    }
+
     /// Loads a dataset directory in any known format (detected from its files), strictly.
     pub fn load(dir: &Path) -> Result<Dataset> {
         Dataset::load_with(dir, &LoadOptions::default())

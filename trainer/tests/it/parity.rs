@@ -25,6 +25,9 @@ fn run_info(data: &Dataset, spec: &ModelSpec) -> RunInfo {
     RunInfo {
         data: "unused".into(),
         fingerprint: metarec_trainer::run::fingerprint(data),
+        format: None,
+        skip_invalid: false,
+        item_id: false,
         seed: 0,
         spec: spec.clone(),
         first_order: false,
