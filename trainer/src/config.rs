@@ -16,16 +16,14 @@ use anyhow::{bail, Context, Result};
 
 /// Replaces `--config PATH` (or `--config=PATH`) in `args` by the flags of that TOML file.
 pub fn expand_config_args(args: Vec<OsString>) -> Result<Vec<OsString>> {
-    let Some(position) = args.iter().position(|a| a == "--config" || a.to_string_lossy().starts_with("--config=")) else {
+    let Some(position) = args.iter().position(|a| a == "--config" || a.to_string_lossy().starts_with("--config="))
+    else {
         return Ok(args);
     };
     let flag = args[position].to_string_lossy().into_owned();
     let (path, taken) = match flag.strip_prefix("--config=") {
         Some(path) => (path.to_string(), 1),
-        None => (
-            args.get(position + 1).context("--config needs a file path")?.to_string_lossy().into_owned(),
-            2,
-        ),
+        None => (args.get(position + 1).context("--config needs a file path")?.to_string_lossy().into_owned(), 2),
     };
     let text = std::fs::read_to_string(&path).with_context(|| format!("reading experiment config {path}"))?;
     let table: toml::Table = toml::from_str(&text).with_context(|| format!("parsing {path}"))?;
@@ -64,16 +62,29 @@ mod tests {
     fn file_flags_come_before_command_line_flags() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("exp.toml");
-        std::fs::write(&path, "method = \"paml\"\ninner_lr = 0.1\nhidden = [32, 16]\nfirst_order = true\nresume = false\n")
-            .unwrap();
+        std::fs::write(
+            &path,
+            "method = \"paml\"\ninner_lr = 0.1\nhidden = [32, 16]\nfirst_order = true\nresume = false\n",
+        )
+        .unwrap();
         let args: Vec<OsString> = ["trainer", "train", "--config", path.to_str().unwrap(), "--inner-lr", "0.2"]
             .iter()
             .map(OsString::from)
             .collect();
-        let out: Vec<String> = expand_config_args(args).unwrap().iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        let out: Vec<String> =
+            expand_config_args(args).unwrap().iter().map(|a| a.to_string_lossy().into_owned()).collect();
         assert_eq!(
             out,
-            ["trainer", "train", "--first-order", "--hidden=32,16", "--inner-lr=0.1", "--method=paml", "--inner-lr", "0.2"]
+            [
+                "trainer",
+                "train",
+                "--first-order",
+                "--hidden=32,16",
+                "--inner-lr=0.1",
+                "--method=paml",
+                "--inner-lr",
+                "0.2"
+            ]
         );
     }
 

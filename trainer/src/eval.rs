@@ -102,8 +102,11 @@ impl Baselines {
         let grid = [0.5f32, 2.0, 5.0, 10.0, 25.0];
         let mut best: Option<(f64, Baselines)> = None;
         for &item_shrinkage in &grid {
-            let item_bias: Vec<f32> =
-                sum.iter().zip(&count).map(|(s, &c)| (s - c as f32 * global_mean) / (c as f32 + item_shrinkage)).collect();
+            let item_bias: Vec<f32> = sum
+                .iter()
+                .zip(&count)
+                .map(|(s, &c)| (s - c as f32 * global_mean) / (c as f32 + item_shrinkage))
+                .collect();
             for &user_shrinkage in &grid {
                 let candidate =
                     Baselines { global_mean, item_mean: Vec::new(), item_bias: item_bias.clone(), user_shrinkage };
@@ -212,7 +215,10 @@ pub fn method_rows(model: &MetaModel, tasks: &[Task]) -> Vec<(String, Vec<UserPr
         return vec![(spec.method.name().to_string(), predict_tasks(model, tasks, 0, 256))];
     }
     vec![
-        (format!("{} ({} steps)", spec.method.name(), spec.inner_steps), predict_tasks(model, tasks, spec.inner_steps, 256)),
+        (
+            format!("{} ({} steps)", spec.method.name(), spec.inner_steps),
+            predict_tasks(model, tasks, spec.inner_steps, 256),
+        ),
         (format!("{} without adaptation", spec.method.name()), predict_tasks(model, tasks, 0, 256)),
     ]
 }

@@ -11,10 +11,10 @@ use metarec_trainer::data::stats::DataStats;
 use metarec_trainer::data::synth::{self, SynthConfig};
 use metarec_trainer::data::{self as dataset, Dataset, Format, LoadOptions};
 use metarec_trainer::eval::{self, Baselines, UserPredictions};
-use metarec_trainer::method::Method;
-use metarec_trainer::split::Task;
 use metarec_trainer::export;
+use metarec_trainer::method::Method;
 use metarec_trainer::run::RunDir;
+use metarec_trainer::split::Task;
 use metarec_trainer::split::{self, MeluConfig, PamlConfig, Split};
 use metarec_trainer::train::{self, parse_device, TrainConfig};
 

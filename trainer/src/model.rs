@@ -321,7 +321,8 @@ impl MetaModel {
                     let bound = 1.0 / (width as f64).sqrt();
                     let uniform = nn::Init::Uniform { lo: -bound, up: bound };
                     let w = root.var(&format!("{prefix}layer{l}_weight"), &[out, width], uniform);
-                    let bias_init = if l + 1 == widths.len() { nn::Init::Const(f64::from(global_mean)) } else { uniform };
+                    let bias_init =
+                        if l + 1 == widths.len() { nn::Init::Const(f64::from(global_mean)) } else { uniform };
                     let b = root.var(&format!("{prefix}layer{l}_bias"), &[out], bias_init);
                     layers.push((w, b));
                     width = out;
@@ -336,7 +337,10 @@ impl MetaModel {
                 .map(|(l, (w, b))| {
                     let (out, inp) = w.size2().expect("2-d weight");
                     let init = nn::Init::Const(spec.inner_lr);
-                    (root.var(&format!("meta_sgd_lr_w{l}"), &[inp, out], init), root.var(&format!("meta_sgd_lr_b{l}"), &[b.size()[0]], init))
+                    (
+                        root.var(&format!("meta_sgd_lr_w{l}"), &[inp, out], init),
+                        root.var(&format!("meta_sgd_lr_b{l}"), &[b.size()[0]], init),
+                    )
                 })
                 .collect()
         } else {
@@ -438,7 +442,10 @@ impl MetaModel {
                             t.unsqueeze(0).expand(size, false)
                         }
                         Some(choice) => {
-                            let stacked = Tensor::stack(&self.inits.iter().map(|layers| select(&layers[l])).collect::<Vec<_>>(), 0);
+                            let stacked = Tensor::stack(
+                                &self.inits.iter().map(|layers| select(&layers[l])).collect::<Vec<_>>(),
+                                0,
+                            );
                             stacked.index_select(0, choice)
                         }
                     };
@@ -474,7 +481,15 @@ impl MetaModel {
     /// `steps` full-batch gradient steps on each user's support MSE (entries where `mask` is 1),
     /// all users at once. Returns the adapted weights and, per user, the squared norm of the
     /// first step's gradient.
-    fn adapt(x: &Tensor, values: &Tensor, mask: &Tensor, mut fast: FastWeights, steps: u32, alpha: &Alpha<'_>, order: Order) -> (FastWeights, Option<Tensor>) {
+    fn adapt(
+        x: &Tensor,
+        values: &Tensor,
+        mask: &Tensor,
+        mut fast: FastWeights,
+        steps: u32,
+        alpha: &Alpha<'_>,
+        order: Order,
+    ) -> (FastWeights, Option<Tensor>) {
         let mut first_sqnorm = None;
         for step in 0..steps {
             // Each user's loss depends only on its own slice of the fast weights, so the
@@ -497,7 +512,9 @@ impl MetaModel {
                 .enumerate()
                 .map(|(l, ((w, b), g))| match alpha {
                     Alpha::Scalar(lr) => (w - &g[0] * *lr, b - &g[1] * *lr),
-                    Alpha::PerParameter(rates) => (w - &g[0] * rates[l].0.unsqueeze(0), b - &g[1] * rates[l].1.unsqueeze(0)),
+                    Alpha::PerParameter(rates) => {
+                        (w - &g[0] * rates[l].0.unsqueeze(0), b - &g[1] * rates[l].1.unsqueeze(0))
+                    }
                     Alpha::PerUser(rates) => (w - &g[0] * rates.view([-1, 1, 1]), b - &g[1] * rates.view([-1, 1])),
                 })
                 .collect();
@@ -545,7 +562,8 @@ impl MetaModel {
         let choice = (self.inits.len() > 1).then(|| self.choose_init(batch, &xs, &xq, steps, training));
         let choice_tensor = choice.as_ref().map(|c| Tensor::from_slice(c).to(self.device()));
         let fast = self.initial_fast_weights(n, choice_tensor.as_ref(), order);
-        let (fast, first_sqnorm) = Self::adapt(&xs, &batch.support.values, &batch.support.mask, fast, steps, &alpha, order);
+        let (fast, first_sqnorm) =
+            Self::adapt(&xs, &batch.support.values, &batch.support.mask, fast, steps, &alpha, order);
         let mut predictions = Self::mlp(&xq, &fast);
         if let Some(wide) = &self.wide {
             predictions = predictions + self.wide_and_fm(wide, batch, &xq, detach);
@@ -564,7 +582,13 @@ impl MetaModel {
 
     /// The linear term over feature rows, plus (DeepFM) the factorization machine's pairwise
     /// interactions 0.5·((Σ_f v_f)² − Σ_f v_f²) of the field vectors: `[B, Q]`.
-    fn wide_and_fm(&self, wide: &(Vec<Tensor>, Vec<Tensor>), batch: &TaskBatch, xq: &Tensor, detach: impl Fn(Tensor) -> Tensor) -> Tensor {
+    fn wide_and_fm(
+        &self,
+        wide: &(Vec<Tensor>, Vec<Tensor>),
+        batch: &TaskBatch,
+        xq: &Tensor,
+        detach: impl Fn(Tensor) -> Tensor,
+    ) -> Tensor {
         let n = batch.len();
         let user = detach(self.field_vectors_of_width(&wide.0, &self.user_rows, Some(&batch.users), n, 1));
         let items = detach(self.field_vectors_of_width(&wide.1, &self.item_rows, None, 0, 1));
@@ -595,7 +619,8 @@ impl MetaModel {
                 let choice = Tensor::full([n], k, (Kind::Int64, self.device()));
                 let fast = self.initial_fast_weights(n, Some(&choice), Order::Detached);
                 let alpha = Alpha::Scalar(self.spec.inner_lr);
-                let (fast, _) = Self::adapt(&xs, &batch.support.values, adapt_mask, fast, steps, &alpha, Order::Detached);
+                let (fast, _) =
+                    Self::adapt(&xs, &batch.support.values, adapt_mask, fast, steps, &alpha, Order::Detached);
                 per_user_mse(&Self::mlp(&score_x, &fast), score_values, score_mask).detach()
             })
             .collect();
@@ -625,7 +650,8 @@ impl MetaModel {
         if self.per_parameter_lr.is_empty() {
             return None;
         }
-        let all: Vec<f32> = self.per_parameter_lr.iter().flat_map(|(w, b)| [tensor_values(w), tensor_values(b)]).flatten().collect();
+        let all: Vec<f32> =
+            self.per_parameter_lr.iter().flat_map(|(w, b)| [tensor_values(w), tensor_values(b)]).flatten().collect();
         let mean = all.iter().map(|&v| f64::from(v)).sum::<f64>() / all.len() as f64;
         let min = all.iter().copied().fold(f32::INFINITY, f32::min);
         let max = all.iter().copied().fold(f32::NEG_INFINITY, f32::max);

@@ -76,7 +76,9 @@ impl Adam {
         let _guard = tch::no_grad_guard();
         for (name, p, m, v) in &mut self.state {
             for (prefix, target) in [("adam.m.", &mut *m), ("adam.v.", &mut *v)] {
-                let saved = named.get(&format!("{prefix}{name}")).with_context(|| format!("checkpoint lacks {prefix}{name}"))?;
+                let saved = named
+                    .get(&format!("{prefix}{name}"))
+                    .with_context(|| format!("checkpoint lacks {prefix}{name}"))?;
                 target.copy_(&saved.to(p.device()));
             }
         }

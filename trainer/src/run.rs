@@ -86,7 +86,8 @@ impl RunDir {
         if let Some(memory) = &model.memory {
             let tmp = self.0.join(".memory.tmp.ot");
             Tensor::save_multi(&memory.borrow().state(), &tmp).with_context(|| format!("writing {}", tmp.display()))?;
-            std::fs::rename(&tmp, self.memory_path()).with_context(|| format!("writing {}", self.memory_path().display()))?;
+            std::fs::rename(&tmp, self.memory_path())
+                .with_context(|| format!("writing {}", self.memory_path().display()))?;
         }
         let final_path = self.weights_path();
         // tch picks the format from the extension, so the temporary name keeps ".safetensors".

@@ -347,7 +347,8 @@ fn load_checkpoint(run: &RunDir, model: &MetaModel, optimizer: &mut Adam) -> Res
     let (tensors_path, progress_path) = checkpoint_paths(run);
     let text = std::fs::read_to_string(&progress_path)
         .with_context(|| format!("--resume: reading {}", progress_path.display()))?;
-    let progress: Progress = serde_json::from_str(&text).with_context(|| format!("parsing {}", progress_path.display()))?;
+    let progress: Progress =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", progress_path.display()))?;
     let named: HashMap<String, Tensor> = Tensor::load_multi(&tensors_path)
         .with_context(|| format!("--resume: reading {}", tensors_path.display()))?
         .into_iter()
@@ -355,7 +356,8 @@ fn load_checkpoint(run: &RunDir, model: &MetaModel, optimizer: &mut Adam) -> Res
     {
         let _guard = tch::no_grad_guard();
         for (name, mut variable) in model.vs.variables() {
-            let saved = named.get(&format!("var.{name}")).with_context(|| format!("checkpoint lacks variable {name}"))?;
+            let saved =
+                named.get(&format!("var.{name}")).with_context(|| format!("checkpoint lacks variable {name}"))?;
             variable.copy_(&saved.to(variable.device()));
         }
     }

@@ -188,12 +188,8 @@ impl Dataset {
     pub fn add_item_id_field(&mut self) {
         let mut ids: Vec<String> = self.items.iter().map(|i| i.id.clone()).collect();
         ids.sort();
-        let field = FieldSpec {
-            name: "item_id".into(),
-            kind: FieldKind::Categorical,
-            vocabulary: ids,
-            embedding: Vec::new(),
-        };
+        let field =
+            FieldSpec { name: "item_id".into(), kind: FieldKind::Categorical, vocabulary: ids, embedding: Vec::new() };
         for item in &mut self.items {
             item.raw.push(item.id.clone());
             item.rows.push(vec![field.row_of(&item.id)]);

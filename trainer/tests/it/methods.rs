@@ -236,6 +236,9 @@ fn resumed_training_equals_uninterrupted() {
         let a: Vec<f64> = first.history.iter().map(|e| e.valid_mse).collect();
         let b: Vec<f64> = second.history.iter().map(|e| e.valid_mse).collect();
         assert_eq!(a, b, "{method:?}: validation curve of the resumed run");
-        assert_eq!(std::fs::read(straight.join("weights.safetensors")).unwrap(), std::fs::read(resumed.join("weights.safetensors")).unwrap());
+        assert_eq!(
+            std::fs::read(straight.join("weights.safetensors")).unwrap(),
+            std::fs::read(resumed.join("weights.safetensors")).unwrap()
+        );
     }
 }
