@@ -5,6 +5,8 @@
 //! user's profile, support ratings and adapted weights). The file format lives in [`format`].
 #![no_std]
 #![deny(missing_docs)]
+// The core must stay portable: reach for core and alloc before std, even where std re-exports them.
+#![warn(clippy::std_instead_of_core, clippy::alloc_instead_of_core)]
 
 extern crate alloc;
 #[cfg(feature = "std")]

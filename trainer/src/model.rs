@@ -3,6 +3,10 @@
 //! padded support/query sets carry masks, so one outer step is a handful of batched matrix
 //! products rather than a loop over users.
 
+// `a = a + b` on tensors stays out of place on purpose: tch maps `+=` to an in-place add, which
+// would corrupt tensors that autograd saved for the backward pass.
+#![allow(clippy::assign_op_pattern)]
+
 use std::cell::RefCell;
 
 use metarec_runtime::format::FieldSpec;
