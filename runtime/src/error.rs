@@ -33,6 +33,8 @@ pub enum Error {
     TooManyRatings,
     /// An output buffer's length differs from the number of candidates.
     LengthMismatch,
+    /// The file needs a feature (a required flag) this runtime does not implement.
+    UnsupportedFeature,
 }
 
 impl Error {
@@ -52,11 +54,12 @@ impl Error {
             Error::InvalidRating => 202,
             Error::TooManyRatings => 203,
             Error::LengthMismatch => 204,
+            Error::UnsupportedFeature => 108,
         }
     }
 
     /// Every variant, for tables and exhaustive tests.
-    pub const ALL: [Error; 13] = [
+    pub const ALL: [Error; 14] = [
         Error::BadMagic,
         Error::UnsupportedVersion,
         Error::Truncated,
@@ -70,6 +73,7 @@ impl Error {
         Error::InvalidRating,
         Error::TooManyRatings,
         Error::LengthMismatch,
+        Error::UnsupportedFeature,
     ];
 
     /// One-line human-readable description.
@@ -88,6 +92,7 @@ impl Error {
             Error::InvalidRating => "rating is NaN, infinite or outside the model's rating scale",
             Error::TooManyRatings => "too many support ratings in one session",
             Error::LengthMismatch => "output buffer length differs from the candidate count",
+            Error::UnsupportedFeature => "model file needs a feature this runtime does not implement",
         }
     }
 }

@@ -1,15 +1,23 @@
-//! The model file: a fixed little-endian header, then a postcard body.
+//! The model file: a little-endian header, then a postcard body.
 //!
 //! ```text
 //! offset size field
 //!      0    8 magic  b"METAREC\x1a"  (\x1a stops `type` on DOS-like consoles, as PNG does)
-//!      8    2 format major version (u16 LE): a reader refuses a major it does not know
-//!     10    2 format minor version (u16 LE): additions a reader of the same major may ignore
-//!     12    8 body length in bytes (u64 LE)
-//!     20    4 CRC32 (IEEE) of the body (u32 LE)
-//!     24    … body: postcard encoding of [`ModelBody`]
+//!      8    2 format major version (u16): a reader refuses a major it does not know
+//!     10    2 format minor version (u16): additions a reader of the same major may ignore
+//!     12    4 header length in bytes (u32), 48 in 2.0; later minors may append fields before
+//!             the header CRC, and readers skip what they do not know
+//!     16    4 required feature flags (u32): a reader refuses a file with a flag it does not know
+//!     20    4 optional feature flags (u32): a reader may ignore flags it does not know
+//!     24    8 schema hash (u64, FNV-1a over the feature fields and vocabularies): lets an app
+//!             check that a new model maps its raw feature strings as the old one did
+//!     32    8 body length in bytes (u64)
+//!     40    4 CRC32 (IEEE) of the body
+//!     44    4 CRC32 (IEEE) of the header bytes before it (the last 4 bytes of the header)
+//!     48    … body: postcard encoding of [`ModelBody`]
 //! ```
-//! The file ends exactly at the end of the body.
+//! The file ends exactly at the end of the body. Compatibility rule: a reader of major `M`
+//! loads every file of major `M` whatever its minor; a new major is a breaking change.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -20,18 +28,106 @@ use crate::error::{Error, Result};
 /// First eight bytes of every model file.
 pub const MAGIC: [u8; 8] = *b"METAREC\x1a";
 /// Format major version written and read by this runtime.
-pub const FORMAT_MAJOR: u16 = 1;
+pub const FORMAT_MAJOR: u16 = 2;
 /// Format minor version written by this runtime.
 pub const FORMAT_MINOR: u16 = 0;
-/// Size of the fixed header in bytes.
-pub const HEADER_LEN: usize = 24;
+/// Size of the header this runtime writes (and the least it reads).
+pub const HEADER_LEN: usize = 48;
 
-/// Which meta-learning method produced the weights (decides how the device adapts).
+/// Required feature flags: what a reader must implement to run the model.
+pub mod required {
+    /// One learning rate per adapted parameter (Meta-SGD).
+    pub const PER_PARAMETER_LR: u32 = 1 << 0;
+    /// A learning-rate network alpha'(h_i) (PAML family).
+    pub const LR_NETWORK: u32 = 1 << 1;
+    /// A table of stored users and their learning rates (AT-PAML).
+    pub const NEIGHBOUR_TABLE: u32 = 1 << 2;
+    /// Several initialisations, one chosen per user (HML).
+    pub const MULTIPLE_INITS: u32 = 1 << 3;
+    /// Every flag this runtime implements.
+    pub const KNOWN: u32 = PER_PARAMETER_LR | LR_NETWORK | NEIGHBOUR_TABLE | MULTIPLE_INITS;
+}
+
+/// The parsed header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    /// Format major version.
+    pub major: u16,
+    /// Format minor version.
+    pub minor: u16,
+    /// Header length in bytes (where the body starts).
+    pub header_len: u32,
+    /// Required feature flags ([`required`]).
+    pub required_features: u32,
+    /// Optional feature flags (none defined in 2.0).
+    pub optional_features: u32,
+    /// FNV-1a hash of the feature schema ([`schema_hash`]).
+    pub schema_hash: u64,
+    /// Body length in bytes.
+    pub body_len: u64,
+    /// CRC32 of the body.
+    pub body_crc: u32,
+}
+
+/// Which meta-learning method produced the weights (informational: how the device adapts
+/// follows from [`ModelBody::learning_rate`], [`ModelBody::neighbours`] and
+/// [`ModelBody::extra_inits`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Method {
     /// MAML with one fixed inner learning rate, adapting the decision MLP.
     Melu,
+    /// A learned learning rate per adapted parameter.
+    MetaSgd,
+    /// Per-user learning rate from the learning-rate network.
+    Paml,
+    /// PAML trained with the memory-agnostic regularizer.
+    RegPaml,
+    /// PAML plus the learning rates of the nearest stored users.
+    AtPaml,
+    /// Several initialisations, one chosen per user.
+    Hml,
+    /// Supervised pre-training, plain SGD fine-tuning.
+    Transfer,
 }
+
+/// Where the inner learning rate comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum LearningRate {
+    /// `Adaptation::inner_lr` for every parameter and every user.
+    Fixed,
+    /// One rate per adapted parameter: same shapes as the layers, the rates in `weight`/`bias`.
+    PerParameter(Vec<DenseLayer>),
+    /// alpha'(h) = softplus(output(relu(hidden(h)))) of the user embedding h.
+    Network {
+        /// First layer, `inputs` = the user embedding width (= the MLP input width).
+        hidden: DenseLayer,
+        /// Second layer, one output.
+        output: DenseLayer,
+    },
+}
+
+/// AT-PAML's stored users: a user's rate adds the Gaussian-kernel-weighted rates of its
+/// `neighbours` nearest stored keys, key = normalise(h · projection).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NeighbourTable {
+    /// Key width.
+    pub key_dim: u32,
+    /// `h_dim × key_dim` projection, row-major.
+    pub projection: Vec<f32>,
+    /// Stored keys, `entries × key_dim`, row-major.
+    pub keys: Vec<f32>,
+    /// Stored learning rates, one per entry.
+    pub rates: Vec<f32>,
+    /// Neighbours per user (K), at most [`MAX_NEIGHBOURS`].
+    pub neighbours: u32,
+    /// Kernel width delta in exp(-delta·d²).
+    pub delta: f32,
+    /// sigma in s_k / (sum_j s_j + sigma).
+    pub sigma: f32,
+}
+
+/// Most neighbours a table may ask for (the explanation holds them without allocating).
+pub const MAX_NEIGHBOURS: usize = 16;
 
 /// What the model predicts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -171,10 +267,73 @@ pub struct ModelBody {
     pub items: Vec<ItemRecord>,
     /// The decision MLP: ReLU between layers, linear output of width 1.
     pub layers: Vec<DenseLayer>,
+    /// Further initialisations of the decision MLP (HML), each shaped like `layers`.
+    pub extra_inits: Vec<Vec<DenseLayer>>,
     /// Inner-loop settings.
     pub adaptation: Adaptation,
+    /// Where the inner learning rate comes from.
+    pub learning_rate: LearningRate,
+    /// AT-PAML's stored users.
+    pub neighbours: Option<NeighbourTable>,
     /// Rating scale.
     pub rating: RatingScale,
+}
+
+impl ModelBody {
+    /// The required feature flags this body needs.
+    pub fn required_features(&self) -> u32 {
+        let mut flags = 0;
+        match self.learning_rate {
+            LearningRate::Fixed => {}
+            LearningRate::PerParameter(_) => flags |= required::PER_PARAMETER_LR,
+            LearningRate::Network { .. } => flags |= required::LR_NETWORK,
+        }
+        if self.neighbours.is_some() {
+            flags |= required::NEIGHBOUR_TABLE;
+        }
+        if !self.extra_inits.is_empty() {
+            flags |= required::MULTIPLE_INITS;
+        }
+        flags
+    }
+}
+
+/// FNV-1a (64-bit) over every field's name, kind, separator or bounds, and vocabulary, user
+/// fields then item fields: two models with the same hash map raw feature strings identically.
+pub fn schema_hash(body: &ModelBody) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    for (side, fields) in [(b'u', &body.user_fields), (b'i', &body.item_fields)] {
+        for field in fields {
+            eat(&[side]);
+            eat(field.name.as_bytes());
+            eat(&[0]);
+            match &field.kind {
+                FieldKind::Categorical => eat(&[1]),
+                FieldKind::MultiCategorical { separator } => {
+                    eat(&[2]);
+                    eat(&(*separator as u32).to_le_bytes());
+                }
+                FieldKind::Numeric { bounds } => {
+                    eat(&[3]);
+                    for bound in bounds {
+                        eat(&bound.to_le_bytes());
+                    }
+                }
+            }
+            for value in &field.vocabulary {
+                eat(value.as_bytes());
+                eat(&[0]);
+            }
+            eat(&[0xff]);
+        }
+    }
+    hash
 }
 
 /// Serialises a model body with its header into file bytes.
@@ -184,44 +343,96 @@ pub fn encode(body: &ModelBody) -> Result<Vec<u8>> {
     file.extend_from_slice(&MAGIC);
     file.extend_from_slice(&FORMAT_MAJOR.to_le_bytes());
     file.extend_from_slice(&FORMAT_MINOR.to_le_bytes());
+    file.extend_from_slice(&(HEADER_LEN as u32).to_le_bytes());
+    file.extend_from_slice(&body.required_features().to_le_bytes());
+    file.extend_from_slice(&0u32.to_le_bytes());
+    file.extend_from_slice(&schema_hash(body).to_le_bytes());
     file.extend_from_slice(&(payload.len() as u64).to_le_bytes());
     file.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    let header_crc = crc32fast::hash(&file);
+    file.extend_from_slice(&header_crc.to_le_bytes());
     file.extend_from_slice(&payload);
     Ok(file)
 }
 
-/// Checks the header and checksum and decodes the body. Dimensions are checked by
-/// [`crate::Model::from_bytes`], which calls this.
-pub fn decode(bytes: &[u8]) -> Result<ModelBody> {
+fn u16_at(bytes: &[u8], at: usize) -> u16 {
+    let mut b = [0u8; 2];
+    b.copy_from_slice(&bytes[at..at + 2]);
+    u16::from_le_bytes(b)
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    let mut b = [0u8; 4];
+    b.copy_from_slice(&bytes[at..at + 4]);
+    u32::from_le_bytes(b)
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&bytes[at..at + 8]);
+    u64::from_le_bytes(b)
+}
+
+/// Reads and checks the header (magic, version, header CRC, feature flags) without touching
+/// the body.
+pub fn read_header(bytes: &[u8]) -> Result<Header> {
     if bytes.len() < MAGIC.len() {
         return Err(if MAGIC.starts_with(bytes) { Error::Truncated } else { Error::BadMagic });
     }
     if bytes[..MAGIC.len()] != MAGIC {
         return Err(Error::BadMagic);
     }
-    let header = bytes.get(..HEADER_LEN).ok_or(Error::Truncated)?;
-    let major = u16::from_le_bytes([header[8], header[9]]);
+    let fixed = bytes.get(..16).ok_or(Error::Truncated)?;
+    let major = u16_at(fixed, 8);
     if major != FORMAT_MAJOR {
         return Err(Error::UnsupportedVersion);
     }
-    let mut len_bytes = [0u8; 8];
-    len_bytes.copy_from_slice(&header[12..20]);
-    let body_len = u64::from_le_bytes(len_bytes);
-    let crc = u32::from_le_bytes([header[20], header[21], header[22], header[23]]);
-    let rest = &bytes[HEADER_LEN..];
-    let body_len = usize::try_from(body_len).map_err(|_| Error::Truncated)?;
+    let header_len = u32_at(fixed, 12);
+    let len = usize::try_from(header_len).map_err(|_| Error::Truncated)?;
+    if len < HEADER_LEN {
+        return Err(Error::MalformedBody);
+    }
+    let header = bytes.get(..len).ok_or(Error::Truncated)?;
+    if crc32fast::hash(&header[..len - 4]) != u32_at(header, len - 4) {
+        return Err(Error::ChecksumMismatch);
+    }
+    let parsed = Header {
+        major,
+        minor: u16_at(header, 10),
+        header_len,
+        required_features: u32_at(header, 16),
+        optional_features: u32_at(header, 20),
+        schema_hash: u64_at(header, 24),
+        body_len: u64_at(header, 32),
+        body_crc: u32_at(header, 40),
+    };
+    if parsed.required_features & !required::KNOWN != 0 {
+        return Err(Error::UnsupportedFeature);
+    }
+    Ok(parsed)
+}
+
+/// Checks the header, both checksums, the feature flags and the schema hash, and decodes the
+/// body. Dimensions are checked by [`crate::Model::from_bytes`], which calls this.
+pub fn decode(bytes: &[u8]) -> Result<ModelBody> {
+    let header = read_header(bytes)?;
+    let rest = &bytes[header.header_len as usize..];
+    let body_len = usize::try_from(header.body_len).map_err(|_| Error::Truncated)?;
     if rest.len() < body_len {
         return Err(Error::Truncated);
     }
     if rest.len() > body_len {
         return Err(Error::TrailingBytes);
     }
-    if crc32fast::hash(rest) != crc {
+    if crc32fast::hash(rest) != header.body_crc {
         return Err(Error::ChecksumMismatch);
     }
     let (body, unread) = postcard::take_from_bytes::<ModelBody>(rest).map_err(|_| Error::MalformedBody)?;
     if !unread.is_empty() {
         return Err(Error::TrailingBytes);
+    }
+    if body.required_features() != header.required_features || schema_hash(&body) != header.schema_hash {
+        return Err(Error::InconsistentDimensions);
     }
     Ok(body)
 }

@@ -15,6 +15,7 @@ extern crate std;
 pub mod error;
 pub mod format;
 mod mlp;
+pub mod resample;
 mod model;
 mod session;
 
@@ -23,4 +24,4 @@ pub use format::{ModelBody, FORMAT_MAJOR, FORMAT_MINOR};
 #[cfg(feature = "std")]
 pub use model::LoadFileError;
 pub use model::Model;
-pub use session::{Session, MAX_SUPPORT_RATINGS};
+pub use session::{Explanation, Neighbour, Session, MAX_SUPPORT_RATINGS};

@@ -24,6 +24,8 @@ pub struct Model {
     input_width: usize,
     /// Decision MLP shapes and offsets.
     layout: Layout,
+    /// Meta-SGD's rates in the flat parameter layout (empty for other methods).
+    parameter_rates: Vec<f32>,
 }
 
 impl fmt::Debug for Model {
@@ -75,6 +77,16 @@ impl Model {
             }
         }
 
+        for init in &body.extra_inits {
+            if Layout::new(init, input_width)? != layout {
+                return Err(bad);
+            }
+            if init.iter().any(|layer| !all_finite(&layer.weight) || !all_finite(&layer.bias)) {
+                return Err(Error::NonFiniteParameter);
+            }
+        }
+        validate_learning_rate(&body, &layout, input_width)?;
+
         let items_by_id = validate_items(&body)?;
         let user_fields_by_name = sorted_unique_names(&body.user_fields)?;
 
@@ -90,7 +102,11 @@ impl Model {
             return Err(bad);
         }
 
-        Ok(Model { body, items_by_id, user_fields_by_name, user_width, input_width, layout })
+        let mut parameter_rates = Vec::new();
+        if let crate::format::LearningRate::PerParameter(rates) = &body.learning_rate {
+            write_flat(rates, &mut parameter_rates);
+        }
+        Ok(Model { body, items_by_id, user_fields_by_name, user_width, input_width, layout, parameter_rates })
     }
 
     /// Reads and loads a model file.
@@ -167,12 +183,26 @@ impl Model {
 
     /// Replaces `out` with the meta-learned parameters in the flat `[W0, b0, W1, b1, …]` layout.
     pub(crate) fn write_meta_params(&self, out: &mut Vec<f32>) {
-        out.clear();
-        out.reserve(self.layout.param_len);
-        for layer in &self.body.layers {
-            out.extend_from_slice(&layer.weight);
-            out.extend_from_slice(&layer.bias);
-        }
+        self.write_init_params(0, out);
+    }
+
+    /// Number of initialisations (1, or HML's K).
+    pub fn init_count(&self) -> usize {
+        1 + self.body.extra_inits.len()
+    }
+
+    /// Replaces `out` with initialisation `k`'s parameters (the first one if `k` is out of range).
+    pub(crate) fn write_init_params(&self, k: usize, out: &mut Vec<f32>) {
+        let layers = match k.checked_sub(1).and_then(|e| self.body.extra_inits.get(e)) {
+            Some(layers) => layers,
+            None => &self.body.layers,
+        };
+        write_flat(layers, out);
+    }
+
+    /// Per-parameter learning rates in the flat parameter layout (Meta-SGD; empty otherwise).
+    pub(crate) fn parameter_rates(&self) -> &[f32] {
+        &self.parameter_rates
     }
 
     /// Writes the item part of the input (item field vectors, `input_width - user_width` wide).
@@ -186,6 +216,70 @@ impl Model {
             field_vector(field, rows, chunk);
         }
     }
+}
+
+fn write_flat(layers: &[crate::format::DenseLayer], out: &mut Vec<f32>) {
+    out.clear();
+    for layer in layers {
+        out.extend_from_slice(&layer.weight);
+        out.extend_from_slice(&layer.bias);
+    }
+}
+
+/// Checks the learning-rate parts: per-parameter rates shaped like the layers; a network from
+/// the user embedding (as wide as the input) to one rate; a neighbour table only beside a network.
+fn validate_learning_rate(body: &ModelBody, layout: &Layout, input_width: usize) -> Result<()> {
+    use crate::format::{LearningRate, MAX_NEIGHBOURS};
+    let bad = Error::InconsistentDimensions;
+    let finite_layers = |layers: &[crate::format::DenseLayer]| {
+        layers.iter().all(|layer| all_finite(&layer.weight) && all_finite(&layer.bias))
+    };
+    match &body.learning_rate {
+        LearningRate::Fixed => {}
+        LearningRate::PerParameter(rates) => {
+            if Layout::new(rates, input_width)? != *layout {
+                return Err(bad);
+            }
+            if !finite_layers(rates) {
+                return Err(Error::NonFiniteParameter);
+            }
+        }
+        LearningRate::Network { hidden, output } => {
+            let shapes = [hidden.clone(), output.clone()];
+            // The same chain rules as the decision MLP: input_width → hidden → 1.
+            Layout::new(&shapes, input_width)?;
+            if !finite_layers(&shapes) {
+                return Err(Error::NonFiniteParameter);
+            }
+        }
+    }
+    if let Some(table) = &body.neighbours {
+        if !matches!(body.learning_rate, LearningRate::Network { .. }) {
+            return Err(bad);
+        }
+        let key_dim = table.key_dim as usize;
+        let entries = table.rates.len();
+        let k = table.neighbours as usize;
+        if key_dim == 0
+            || k == 0
+            || k > MAX_NEIGHBOURS
+            || k > entries
+            || table.projection.len() != input_width.checked_mul(key_dim).ok_or(bad)?
+            || table.keys.len() != entries.checked_mul(key_dim).ok_or(bad)?
+        {
+            return Err(bad);
+        }
+        if !all_finite(&table.projection)
+            || !all_finite(&table.keys)
+            || !all_finite(&table.rates)
+            || !table.delta.is_finite()
+            || !table.sigma.is_finite()
+            || table.sigma < 0.0
+        {
+            return Err(Error::NonFiniteParameter);
+        }
+    }
+    Ok(())
 }
 
 /// Writes the mean of the field's embedding rows into `out` (`embedding_dim` wide); zeros when

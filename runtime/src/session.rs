@@ -6,7 +6,7 @@ use core::borrow::Borrow;
 use core::fmt;
 
 use crate::error::{Error, Result};
-use crate::format::FieldKind;
+use crate::format::{FieldKind, LearningRate, NeighbourTable, MAX_NEIGHBOURS};
 use crate::mlp;
 use crate::model::{field_vector, Model};
 
@@ -50,6 +50,39 @@ pub struct Session<M: Borrow<Model>> {
     grads: Vec<f32>,
     /// Two backpropagation buffers of the widest layer.
     delta: Vec<f32>,
+    /// The user embedding h (PAML family; allocated by the first adaptation that needs it).
+    embedding: Vec<f32>,
+    /// How the last adaptation was set up.
+    explanation: Explanation,
+}
+
+/// One stored user that set a personalized learning rate (AT-PAML).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Neighbour {
+    /// Entry of the model's neighbour table.
+    pub entry: u32,
+    /// Squared distance between the user's key and the entry's key.
+    pub distance: f32,
+    /// Normalised kernel weight s_k / (Σ s_j + σ).
+    pub weight: f32,
+    /// The entry's stored learning rate.
+    pub rate: f32,
+}
+
+/// How the last [`Session::adapt`] adapted: the learning rate, its parts, and the
+/// initialisation. Read it with [`Session::explain`].
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Explanation {
+    /// Whether an adaptation ran (ratings present and steps > 0).
+    pub adapted: bool,
+    /// The initialisation adapted from (HML's choice; 0 otherwise).
+    pub init: u32,
+    /// The scalar inner learning rate used (None when every parameter has its own, Meta-SGD).
+    pub learning_rate: Option<f32>,
+    /// The learning-rate network's part alpha'(h) (PAML family).
+    pub network_rate: Option<f32>,
+    /// The stored users whose rates were added (AT-PAML), nearest first.
+    pub neighbours: heapless::Vec<Neighbour, MAX_NEIGHBOURS>,
 }
 
 impl<M: Borrow<Model>> fmt::Debug for Session<M> {
@@ -81,8 +114,18 @@ impl<M: Borrow<Model>> Session<M> {
         m.write_meta_params(&mut params);
         let acts = vec![0.0; m.layout().act_len];
         let delta = vec![0.0; m.layout().max_width.saturating_mul(2)];
-        let mut session =
-            Session { model, profile, support: Vec::new(), params, adapted: false, acts, grads: Vec::new(), delta };
+        let mut session = Session {
+            model,
+            profile,
+            support: Vec::new(),
+            params,
+            adapted: false,
+            acts,
+            grads: Vec::new(),
+            delta,
+            embedding: Vec::new(),
+            explanation: Explanation::default(),
+        };
         for i in 0..session.profile.len() {
             session.refresh_user_field(i);
         }
@@ -162,25 +205,63 @@ impl<M: Borrow<Model>> Session<M> {
     }
 
     /// Restarts from the meta-learned weights, then runs `steps` full-batch gradient-descent
-    /// steps with the model's `inner_lr` on `(1/n) Σ (f(x_j) − r_j)²` over the `n` support
-    /// ratings, updating every layer's weights and biases. With no ratings (or zero steps) the
-    /// weights stay meta-learned and the session is not adapted. Calling it twice gives the same
-    /// weights. Cost: `steps × n` forward and backward passes.
+    /// steps on `(1/n) Σ (f(x_j) − r_j)²` over the `n` support ratings, updating every layer's
+    /// weights and biases, exactly as the trainer's inner loop does for the model's method:
+    /// - the step size is the model's fixed `inner_lr`, one rate per parameter (Meta-SGD), or the
+    ///   user's own rate alpha'(h) from the learning-rate network (PAML, REG-PAML), plus the
+    ///   kernel-weighted rates of the nearest stored users (AT-PAML);
+    /// - with several initialisations (HML) it first adapts each on part of the support set,
+    ///   scores the rest, and continues from the best.
+    ///
+    /// With no ratings (or zero steps) the weights stay meta-learned and the session is not
+    /// adapted. Calling it twice gives the same weights. [`Session::explain`] tells what was used.
     pub fn adapt_steps(&mut self, steps: u32) -> Result<()> {
         self.reset_adaptation();
+        self.explanation = Explanation::default();
         if self.support.is_empty() || steps == 0 {
             return Ok(());
         }
-        let lr = self.model().body().adaptation.inner_lr;
+        let init = self.choose_init(steps);
+        if init != 0 {
+            let model: &Model = self.model.borrow();
+            model.write_init_params(init, &mut self.params);
+        }
+        let model: &Model = self.model.borrow();
+        let fixed = model.body().adaptation.inner_lr;
+        let scalar = match &model.body().learning_rate {
+            LearningRate::Fixed => Some(fixed),
+            LearningRate::PerParameter(_) => None,
+            LearningRate::Network { .. } => Some(self.personal_rate()),
+        };
         for _ in 0..steps {
-            self.support_gradient();
-            // Every parameter moves from the same gradient: plain full-batch gradient descent.
-            for (p, g) in self.params.iter_mut().zip(&self.grads) {
-                *p -= lr * g;
-            }
+            self.support_gradient(None);
+            self.step(scalar);
         }
         self.adapted = true;
+        self.explanation.adapted = true;
+        self.explanation.init = init as u32;
+        self.explanation.learning_rate = scalar;
         Ok(())
+    }
+
+    /// How the last adaptation was set up (learning rate, network part, neighbours, init).
+    pub fn explain(&self) -> &Explanation {
+        &self.explanation
+    }
+
+    /// Bytes this session holds on the heap and inline (the model is shared, not counted).
+    pub fn memory_bytes(&self) -> usize {
+        let floats = self.params.capacity()
+            + self.acts.capacity()
+            + self.grads.capacity()
+            + self.delta.capacity()
+            + self.embedding.capacity();
+        let profile: usize =
+            self.profile.iter().map(|rows| rows.capacity() * core::mem::size_of::<u32>() + core::mem::size_of::<Vec<u32>>()).sum();
+        core::mem::size_of::<Self>()
+            + floats * core::mem::size_of::<f32>()
+            + profile
+            + self.support.capacity() * core::mem::size_of::<(u32, f32)>()
     }
 
     /// Goes back to the meta-learned weights (keeps profile and ratings).
@@ -252,18 +333,129 @@ impl<M: Borrow<Model>> Session<M> {
         mlp::forward(model.layout(), &self.params, &mut self.acts)
     }
 
+    /// One gradient step: `p -= rate · g`, with one scalar rate or the model's per-parameter
+    /// rates when `scalar` is None.
+    fn step(&mut self, scalar: Option<f32>) {
+        match scalar {
+            Some(lr) => {
+                for (p, g) in self.params.iter_mut().zip(&self.grads) {
+                    *p -= lr * g;
+                }
+            }
+            None => {
+                let model: &Model = self.model.borrow();
+                for ((p, g), lr) in self.params.iter_mut().zip(&self.grads).zip(model.parameter_rates()) {
+                    *p -= lr * g;
+                }
+            }
+        }
+    }
+
+    /// HML: with several initialisations, adapt each on the resampled support's adapt part with
+    /// the fixed rate, score the held-out part, and return the best (lowest MSE, first on ties).
+    fn choose_init(&mut self, steps: u32) -> usize {
+        let model: &Model = self.model.borrow();
+        let count = model.init_count();
+        if count < 2 {
+            return 0;
+        }
+        let lr = model.body().adaptation.inner_lr;
+        let (adapt, score) = crate::resample::split(self.support.len());
+        let mut best = (f32::INFINITY, 0);
+        for k in 0..count {
+            let model: &Model = self.model.borrow();
+            model.write_init_params(k, &mut self.params);
+            for _ in 0..steps {
+                self.support_gradient(Some(&adapt));
+                self.step(Some(lr));
+            }
+            let (mut total, mut n) = (0.0f32, 0usize);
+            for j in 0..self.support.len() {
+                if score.get(j).copied().unwrap_or(false) {
+                    let (item, rating) = self.support[j];
+                    let y = self.score(item);
+                    total += (y - rating) * (y - rating);
+                    n += 1;
+                }
+            }
+            let mse = total / n.max(1) as f32;
+            if mse < best.0 {
+                best = (mse, k);
+            }
+        }
+        let model: &Model = self.model.borrow();
+        model.write_meta_params(&mut self.params);
+        best.1
+    }
+
+    /// The user's own learning rate: alpha'(h) from the network, plus (AT-PAML) the
+    /// kernel-weighted rates of the nearest stored users. Fills the explanation's parts.
+    fn personal_rate(&mut self) -> f32 {
+        self.write_user_embedding();
+        let model: &Model = self.model.borrow();
+        let LearningRate::Network { hidden, output } = &model.body().learning_rate else {
+            return model.body().adaptation.inner_lr;
+        };
+        let h = &self.embedding;
+        let mut z = output.bias.first().copied().unwrap_or(0.0);
+        for ((row, b), w) in hidden.weight.chunks_exact(h.len().max(1)).zip(&hidden.bias).zip(&output.weight) {
+            let a = row.iter().zip(h).fold(0.0f32, |acc, (x, y)| acc + x * y) + b;
+            if a > 0.0 {
+                z += w * a;
+            }
+        }
+        // torch's softplus (beta 1, threshold 20).
+        let network = if z > 20.0 { z } else { libm::log1pf(libm::expf(z)) };
+        self.explanation.network_rate = Some(network);
+        let Some(table) = &model.body().neighbours else {
+            return network;
+        };
+        let (term, neighbours) = neighbour_term(table, h);
+        self.explanation.neighbours = neighbours;
+        network + term
+    }
+
+    /// h = [profile part of the input; Σ_j (r_j − mean r) / n · item input_j] over the support.
+    fn write_user_embedding(&mut self) {
+        let model: &Model = self.model.borrow();
+        let (user_width, width) = (model.user_width(), model.input_width());
+        self.embedding.clear();
+        self.embedding.resize(width, 0.0);
+        if let (Some(out), Some(profile)) = (self.embedding.get_mut(..user_width), self.acts.get(..user_width)) {
+            out.copy_from_slice(profile);
+        }
+        let n = self.support.len().max(1) as f32;
+        let mean = self.support.iter().map(|&(_, r)| r).sum::<f32>() / n;
+        for &(item, rating) in &self.support {
+            let weight = (rating - mean) / n;
+            let Some(x_item) = self.acts.get_mut(user_width..width) else {
+                return;
+            };
+            model.write_item_input(item, x_item);
+            for (h, x) in self.embedding.get_mut(user_width..).unwrap_or(&mut []).iter_mut().zip(x_item.iter()) {
+                *h += x * weight;
+            }
+        }
+    }
+
     /// Sets `grads` to the gradient of the support loss `(1/n) Σ (f(x_j) − r_j)²` w.r.t. the
-    /// current parameters (`dL/dy_j = 2 (y_j − r_j) / n`, accumulated in f32).
-    fn support_gradient(&mut self) {
+    /// current parameters (`dL/dy_j = 2 (y_j − r_j) / n`, accumulated in f32), over the ratings
+    /// where `mask` is true (all when None).
+    fn support_gradient(&mut self, mask: Option<&[bool]>) {
         let model: &Model = self.model.borrow();
         let layout = model.layout();
         self.grads.clear();
         self.grads.resize(layout.param_len, 0.0);
-        if self.support.is_empty() {
+        let included = |j: usize| mask.is_none_or(|m| m.get(j).copied().unwrap_or(false));
+        let n = (0..self.support.len()).filter(|&j| included(j)).count();
+        if n == 0 {
             return;
         }
-        let scale = 2.0 / self.support.len() as f32;
-        for &(item, rating) in &self.support {
+        let scale = 2.0 / n as f32;
+        for (j, &(item, rating)) in self.support.iter().enumerate() {
+            if !included(j) {
+                continue;
+            }
             if let Some(x_item) = self.acts.get_mut(model.user_width()..model.input_width()) {
                 model.write_item_input(item, x_item);
             }
@@ -289,13 +481,63 @@ impl<M: Borrow<Model>> Session<M> {
     /// Drops a stale adaptation.
     fn invalidate(&mut self) {
         self.reset_adaptation();
+        self.explanation = Explanation::default();
     }
+}
+
+/// AT-PAML: key = normalise(h · projection); the K nearest stored keys by squared distance
+/// (an exact scan, first entry on ties); returns Σ_k s_k / (Σ_j s_j + σ) · rate_k with
+/// s_k = exp(−δ d_k²), and the neighbours nearest first.
+fn neighbour_term(table: &NeighbourTable, h: &[f32]) -> (f32, heapless::Vec<Neighbour, MAX_NEIGHBOURS>) {
+    let key_dim = table.key_dim as usize;
+    let mut key: heapless::Vec<f32, 64> = heapless::Vec::new();
+    let mut key_heap: Vec<f32> = Vec::new();
+    let key: &mut [f32] = if key_dim <= 64 {
+        let _ = key.resize(key_dim, 0.0);
+        &mut key
+    } else {
+        key_heap.resize(key_dim, 0.0);
+        &mut key_heap
+    };
+    for (hi, row) in h.iter().zip(table.projection.chunks_exact(key_dim)) {
+        for (k, p) in key.iter_mut().zip(row) {
+            *k += hi * p;
+        }
+    }
+    let norm = libm::sqrtf(key.iter().map(|k| k * k).sum::<f32>()).max(1e-8);
+    for k in key.iter_mut() {
+        *k /= norm;
+    }
+    let wanted = (table.neighbours as usize).min(MAX_NEIGHBOURS);
+    let mut nearest: heapless::Vec<Neighbour, MAX_NEIGHBOURS> = heapless::Vec::new();
+    for (entry, (stored, &rate)) in table.keys.chunks_exact(key_dim).zip(&table.rates).enumerate() {
+        let distance: f32 = stored.iter().zip(key.iter()).map(|(a, b)| (a - b) * (a - b)).sum();
+        let candidate = Neighbour { entry: entry as u32, distance, weight: 0.0, rate };
+        let position = nearest.iter().position(|n| distance < n.distance).unwrap_or(nearest.len());
+        if position < wanted {
+            if nearest.len() == wanted {
+                nearest.pop();
+            }
+            let _ = nearest.insert(position, candidate);
+        }
+    }
+    let similarities: heapless::Vec<f32, MAX_NEIGHBOURS> =
+        nearest.iter().map(|n| libm::expf(-table.delta * n.distance)).collect();
+    let total: f32 = similarities.iter().sum::<f32>() + table.sigma;
+    let mut term = 0.0;
+    for (n, s) in nearest.iter_mut().zip(&similarities) {
+        n.weight = s / total;
+        term += n.weight * n.rate;
+    }
+    (term, nearest)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::format::{Adaptation, DenseLayer, FieldSpec, ItemRecord, Method, ModelBody, RatingScale, Task};
+    use crate::format::{
+        Adaptation, DenseLayer, FieldSpec, ItemRecord, LearningRate, Method, ModelBody, RatingScale, Task,
+    };
     use alloc::string::ToString;
 
     fn wave(n: usize, phase: f32, scale: f32) -> Vec<f32> {
@@ -337,6 +579,9 @@ mod tests {
             ],
             layers: vec![layer(9, 5, 0.4), layer(5, 4, 0.5), layer(4, 1, 0.6)],
             adaptation: Adaptation { inner_lr: 0.1, inner_steps: 2 },
+            extra_inits: Vec::new(),
+            learning_rate: LearningRate::Fixed,
+            neighbours: None,
             rating: RatingScale { min: 1.0, max: 5.0, global_mean: 3.0 },
         }
     }
@@ -362,7 +607,7 @@ mod tests {
         for (item, rating) in [(0, 4.0), (1, 1.5), (2, 5.0), (3, 2.0)] {
             session.add_rating_by_index(item, rating).unwrap();
         }
-        session.support_gradient();
+        session.support_gradient(None);
         let analytic = session.grads.clone();
         assert_eq!(analytic.len(), model.layout().param_len);
         let h = 1e-3f32;

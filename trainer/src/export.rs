@@ -5,15 +5,36 @@ use core::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use metarec_runtime::format::{self, Adaptation, DenseLayer, ItemRecord, Method, ModelBody, RatingScale, Task};
+use metarec_runtime::format::{
+    self, Adaptation, DenseLayer, ItemRecord, LearningRate, Method, ModelBody, NeighbourTable, RatingScale, Task,
+};
 
 use crate::data::Dataset;
 use crate::model::MetaModel;
 use crate::run::RunInfo;
 use crate::split;
 
-/// The model body for a trained model.
-pub fn model_body(info: &RunInfo, data: &Dataset, model: &MetaModel) -> ModelBody {
+fn dense((inputs, outputs, weight, bias): (i64, i64, Vec<f32>, Vec<f32>)) -> DenseLayer {
+    DenseLayer { inputs: inputs as u32, outputs: outputs as u32, weight, bias }
+}
+
+/// The model body for a trained model: whatever its method needs on the device (per-parameter
+/// rates, the learning-rate network, the neighbour table, the extra initialisations).
+pub fn model_body(info: &RunInfo, data: &Dataset, model: &MetaModel) -> Result<ModelBody> {
+    let spec = &info.spec;
+    let method = match spec.method {
+        crate::method::Method::Melu => Method::Melu,
+        crate::method::Method::MetaSgd => Method::MetaSgd,
+        crate::method::Method::Paml => Method::Paml,
+        crate::method::Method::RegPaml => Method::RegPaml,
+        crate::method::Method::AtPaml => Method::AtPaml,
+        crate::method::Method::Hml => Method::Hml,
+        crate::method::Method::Transfer => Method::Transfer,
+        other => anyhow::bail!(
+            "{} is a supervised baseline without on-device adaptation; it is evaluated, not exported",
+            other.name()
+        ),
+    };
     let with_embeddings = |user: bool, fields: &[format::FieldSpec]| {
         fields
             .iter()
@@ -21,26 +42,54 @@ pub fn model_body(info: &RunInfo, data: &Dataset, model: &MetaModel) -> ModelBod
             .map(|(f, field)| format::FieldSpec { embedding: model.embedding_values(user, f), ..field.clone() })
             .collect()
     };
-    ModelBody {
-        method: Method::Melu,
+    let layers: Vec<DenseLayer> = model.layer_values().into_iter().map(dense).collect();
+    let extra_inits = (1..model.init_count()).map(|k| model.init_values(k).into_iter().map(dense).collect()).collect();
+    let mut neighbours = None;
+    let learning_rate = if let Some([hidden, output]) = model.lr_net_values() {
+        match &model.memory {
+            Some(memory) if !memory.borrow().ready() => LearningRate::Fixed,
+            Some(memory) => {
+                let memory = memory.borrow();
+                let (keys, rates) = memory.entries();
+                neighbours = Some(NeighbourTable {
+                    key_dim: crate::memory::KEY_DIM as u32,
+                    projection: memory.projection(),
+                    keys,
+                    rates,
+                    neighbours: memory.neighbours as u32,
+                    delta: memory.delta as f32,
+                    sigma: memory.sigma() as f32,
+                });
+                LearningRate::Network { hidden: dense(hidden), output: dense(output) }
+            }
+            None => LearningRate::Network { hidden: dense(hidden), output: dense(output) },
+        }
+    } else if spec.method == crate::method::Method::MetaSgd {
+        LearningRate::PerParameter(
+            model
+                .per_parameter_lr_values()
+                .into_iter()
+                .zip(&layers)
+                .map(|((weight, bias), layer)| DenseLayer { inputs: layer.inputs, outputs: layer.outputs, weight, bias })
+                .collect(),
+        )
+    } else {
+        LearningRate::Fixed
+    };
+    Ok(ModelBody {
+        method,
         task: Task::Rating,
-        embedding_dim: info.spec.shape.embedding_dim as u32,
+        embedding_dim: spec.shape.embedding_dim as u32,
         user_fields: with_embeddings(true, &data.user_fields),
         item_fields: with_embeddings(false, &data.item_fields),
         items: data.items.iter().map(|i| ItemRecord { id: i.id.clone(), rows: i.rows.clone() }).collect(),
-        layers: model
-            .layer_values()
-            .into_iter()
-            .map(|(inputs, outputs, weight, bias)| DenseLayer {
-                inputs: inputs as u32,
-                outputs: outputs as u32,
-                weight,
-                bias,
-            })
-            .collect(),
-        adaptation: Adaptation { inner_lr: info.spec.inner_lr as f32, inner_steps: info.spec.inner_steps },
+        layers,
+        extra_inits,
+        adaptation: Adaptation { inner_lr: spec.inner_lr as f32, inner_steps: spec.inner_steps },
+        learning_rate,
+        neighbours,
         rating: RatingScale { min: data.rating_min, max: data.rating_max, global_mean: info.global_mean },
-    }
+    })
 }
 
 /// Encodes and writes the model file atomically; returns its size in bytes.

@@ -212,7 +212,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Compare(args) => compare(&args)?,
         Command::Export(args) => {
             let (info, data, split, model) = RunDir(args.run.clone()).load(tch::Device::Cpu)?;
-            let body = export::model_body(&info, &data, &model);
+            let body = export::model_body(&info, &data, &model)?;
             let bytes = export::write_model(&body, &args.out)?;
             println!("wrote {} ({bytes} bytes, {} items)", args.out.display(), body.items.len());
             if let Some(path) = &args.example_user {

@@ -182,6 +182,11 @@ impl Memory {
         tensor_values(&self.projection)
     }
 
+    /// The kernel's sigma.
+    pub fn sigma(&self) -> f64 {
+        SIGMA
+    }
+
     /// Tensors to checkpoint: projection, keys, learning rates, and the LRU state.
     pub fn state(&self) -> Vec<(String, Tensor)> {
         let used: Vec<i64> = self.last_used.iter().map(|&u| u as i64).collect();

@@ -10,9 +10,6 @@
 use std::cell::RefCell;
 
 use metarec_runtime::format::FieldSpec;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
@@ -200,21 +197,16 @@ impl TaskBatch {
     fn from_sets(tasks: &[Task], support: &[&[Rating]], query: &[&[Rating]], device: Device) -> TaskBatch {
         let users: Vec<i64> = tasks.iter().map(|t| i64::from(t.user)).collect();
         let support_pad = RatingsPad::new(support, device);
-        // Resampled support (HML): a seeded per-user 80/20 split of the support positions.
+        // Resampled support (HML): the same deterministic split of the support positions the
+        // device uses (metarec_runtime::resample).
         let width = support_pad.items.size()[1] as usize;
         let mut adapt_mask = vec![0f32; tasks.len() * width];
         let mut score_mask = vec![0f32; tasks.len() * width];
-        for (b, (task, set)) in tasks.iter().zip(support).enumerate() {
-            let mut positions: Vec<usize> = (0..set.len()).collect();
-            positions.shuffle(&mut ChaCha8Rng::seed_from_u64(u64::from(task.user)));
-            let n_adapt = ((set.len() as f64 * 0.8).round() as usize).clamp(1.min(set.len()), set.len());
-            for (k, &p) in positions.iter().enumerate() {
-                if k < n_adapt || set.len() == 1 {
-                    adapt_mask[b * width + p] = 1.0;
-                }
-                if k >= n_adapt || set.len() == 1 {
-                    score_mask[b * width + p] = 1.0;
-                }
+        for (b, set) in support.iter().enumerate() {
+            let (adapt, score) = metarec_runtime::resample::split(set.len());
+            for (k, (a, s)) in adapt.iter().zip(&score).enumerate() {
+                adapt_mask[b * width + k] = f32::from(u8::from(*a));
+                score_mask[b * width + k] = f32::from(u8::from(*s));
             }
         }
         let shape = [tasks.len() as i64, width as i64];
@@ -640,13 +632,38 @@ impl MetaModel {
 
     /// `(inputs, outputs, weight, bias)` of every layer of initialisation 0, weight `[out, in]`.
     pub fn layer_values(&self) -> Vec<(i64, i64, Vec<f32>, Vec<f32>)> {
-        self.inits[0]
+        self.init_values(0)
+    }
+
+    /// Number of initialisations (HML's K, else 1).
+    pub fn init_count(&self) -> usize {
+        self.inits.len()
+    }
+
+    /// `(inputs, outputs, weight [out, in], bias)` of every layer of initialisation `k`.
+    pub fn init_values(&self, k: usize) -> Vec<(i64, i64, Vec<f32>, Vec<f32>)> {
+        self.inits[k]
             .iter()
             .map(|(w, b)| {
                 let (out, inp) = w.size2().expect("2-d weight");
                 (inp, out, tensor_values(w), tensor_values(b))
             })
             .collect()
+    }
+
+    /// Meta-SGD's rates per layer in the weights' `[out, in]` order: `(weight rates, bias rates)`.
+    pub fn per_parameter_lr_values(&self) -> Vec<(Vec<f32>, Vec<f32>)> {
+        self.per_parameter_lr.iter().map(|(w, b)| (tensor_values(&w.transpose(0, 1)), tensor_values(b))).collect()
+    }
+
+    /// The learning-rate network's `(inputs, outputs, weight [out, in], bias)` for its two layers.
+    pub fn lr_net_values(&self) -> Option<[(i64, i64, Vec<f32>, Vec<f32>); 2]> {
+        let net = self.lr_net.as_ref()?;
+        let layer = |w: &Tensor, b: &Tensor| {
+            let (out, inp) = w.size2().expect("2-d weight");
+            (inp, out, tensor_values(w), tensor_values(b))
+        };
+        Some([layer(&net.w1, &net.b1), layer(&net.w2, &net.b2)])
     }
 
     /// Meta-SGD's learned learning rates: mean and range over all adapted parameters.

@@ -1,6 +1,8 @@
 //! A tiny deterministic model and an independent f64 reference of the runtime's math.
 
-use metarec_runtime::format::{Adaptation, DenseLayer, FieldKind, FieldSpec, ItemRecord, Method, RatingScale, Task};
+use metarec_runtime::format::{
+    Adaptation, DenseLayer, FieldKind, FieldSpec, ItemRecord, LearningRate, Method, RatingScale, Task,
+};
 use metarec_runtime::ModelBody;
 
 /// Tiny LCG (Knuth's MMIX constants) giving values exactly representable in f32.
@@ -79,6 +81,9 @@ pub fn tiny_body() -> ModelBody {
         items,
         layers,
         adaptation: Adaptation { inner_lr: 0.05, inner_steps: 3 },
+        extra_inits: Vec::new(),
+        learning_rate: LearningRate::Fixed,
+        neighbours: None,
         rating: RatingScale { min: 1.0, max: 5.0, global_mean: 3.5 },
     }
 }

@@ -34,27 +34,36 @@ fn tiny_model_matches_golden_file() {
 #[test]
 fn header_bytes_are_literal() {
     let bytes = format::encode(&tiny_body()).unwrap();
-    let body_len = (bytes.len() - HEADER_LEN) as u64;
-    let crc = crc_of(&bytes[HEADER_LEN..]);
+    let body = &bytes[HEADER_LEN..];
     let mut expected = Vec::new();
     expected.extend_from_slice(b"METAREC\x1a");
-    expected.extend_from_slice(&[0x01, 0x00, 0x00, 0x00]);
-    expected.extend_from_slice(&body_len.to_le_bytes());
-    expected.extend_from_slice(&crc.to_le_bytes());
-    assert_eq!(&bytes[..24], &expected[..]);
+    expected.extend_from_slice(&[0x02, 0x00, 0x00, 0x00]); // major 2, minor 0
+    expected.extend_from_slice(&48u32.to_le_bytes()); // header length
+    expected.extend_from_slice(&0u32.to_le_bytes()); // required features (MeLU: none)
+    expected.extend_from_slice(&0u32.to_le_bytes()); // optional features
+    expected.extend_from_slice(&format::schema_hash(&tiny_body()).to_le_bytes());
+    expected.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    expected.extend_from_slice(&crc_of(body).to_le_bytes());
+    let header_crc = crc_of(&expected);
+    expected.extend_from_slice(&header_crc.to_le_bytes());
+    assert_eq!(&bytes[..HEADER_LEN], &expected[..]);
     assert_eq!(MAGIC, *b"METAREC\x1a");
-    assert_eq!(FORMAT_MAJOR, 1);
-    // The literal header of the committed tiny model (length and CRC pinned too).
-    assert_eq!(&bytes[..24], &TINY_HEADER[..]);
+    assert_eq!(FORMAT_MAJOR, 2);
+    // The literal header of the committed tiny model (hash, length and CRCs pinned too).
+    assert_eq!(&bytes[..HEADER_LEN], &TINY_HEADER[..], "got {:02x?}", &bytes[..HEADER_LEN]);
 }
 
-/// The blessed tiny model's header: magic, major 1, minor 0, body length 1039, CRC 0x3d6abcd2.
-const TINY_HEADER: [u8; 24] = [
+/// The blessed tiny model's header: magic, major 2, minor 0, header length 48, no feature
+/// flags, schema hash 0xe29221c783ff38ef, body length 1042, body CRC 0x6af48b4d, header CRC 0x9a62c59f.
+const TINY_HEADER: [u8; 48] = [
     b'M', b'E', b'T', b'A', b'R', b'E', b'C', 0x1a, // magic
-    0x01, 0x00, // major
-    0x00, 0x00, // minor
-    0x0f, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // body length
-    0xd2, 0xbc, 0x6a, 0x3d, // CRC32 of the body
+    0x02, 0x00, 0x00, 0x00, // major, minor
+    0x30, 0x00, 0x00, 0x00, // header length
+    0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // required, optional features
+    0xef, 0x38, 0xff, 0x83, 0xc7, 0x21, 0x92, 0xe2, // schema hash
+    0x12, 0x04, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, // body length
+    0x4d, 0x8b, 0xf4, 0x6a, // body CRC
+    0x9f, 0xc5, 0x62, 0x9a, // header CRC
 ];
 
 /// Bitwise CRC-32 (IEEE), independent of crc32fast.

@@ -9,16 +9,28 @@ fn tiny_bytes() -> Vec<u8> {
     format::encode(&tiny_body()).unwrap()
 }
 
-/// Header + correct CRC around an arbitrary body.
+/// A valid 2.0 header (flags 0, the tiny model's schema hash) around an arbitrary body.
 fn with_header(body: &[u8]) -> Vec<u8> {
     let mut file = Vec::new();
     file.extend_from_slice(b"METAREC\x1a");
-    file.extend_from_slice(&1u16.to_le_bytes());
+    file.extend_from_slice(&2u16.to_le_bytes());
     file.extend_from_slice(&0u16.to_le_bytes());
+    file.extend_from_slice(&(HEADER_LEN as u32).to_le_bytes());
+    file.extend_from_slice(&0u32.to_le_bytes());
+    file.extend_from_slice(&0u32.to_le_bytes());
+    file.extend_from_slice(&format::schema_hash(&tiny_body()).to_le_bytes());
     file.extend_from_slice(&(body.len() as u64).to_le_bytes());
     file.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+    let crc = crc32fast::hash(&file);
+    file.extend_from_slice(&crc.to_le_bytes());
     file.extend_from_slice(body);
     file
+}
+
+/// Rewrites the header CRC after a deliberate header edit.
+fn reseal(bytes: &mut [u8]) {
+    let crc = crc32fast::hash(&bytes[..HEADER_LEN - 4]);
+    bytes[HEADER_LEN - 4..HEADER_LEN].copy_from_slice(&crc.to_le_bytes());
 }
 
 fn load(bytes: &[u8]) -> Result<Model, Error> {
@@ -45,7 +57,7 @@ fn wrong_magic() {
 
 #[test]
 fn unsupported_major_version() {
-    for major in [0u16, 2, u16::MAX] {
+    for major in [0u16, 1, 3, u16::MAX] {
         let mut bytes = tiny_bytes();
         bytes[8..10].copy_from_slice(&major.to_le_bytes());
         assert_eq!(load(&bytes).unwrap_err(), Error::UnsupportedVersion, "major {major}");
@@ -56,7 +68,42 @@ fn unsupported_major_version() {
 fn newer_minor_version_loads() {
     let mut bytes = tiny_bytes();
     bytes[10..12].copy_from_slice(&7u16.to_le_bytes());
+    reseal(&mut bytes);
     assert!(load(&bytes).is_ok());
+}
+
+#[test]
+fn header_checksum_and_flags() {
+    // Any edit of the header without resealing it is a checksum error.
+    for at in [10, 12, 16, 20, 24, 32, 40, HEADER_LEN - 1] {
+        let mut bytes = tiny_bytes();
+        bytes[at] ^= 0x04;
+        assert_eq!(load(&bytes).unwrap_err(), Error::ChecksumMismatch, "flip at {at}");
+    }
+    // A required feature this runtime does not know is refused; an optional one is ignored.
+    let mut bytes = tiny_bytes();
+    bytes[16..20].copy_from_slice(&(1u32 << 31).to_le_bytes());
+    reseal(&mut bytes);
+    assert_eq!(load(&bytes).unwrap_err(), Error::UnsupportedFeature);
+    let mut bytes = tiny_bytes();
+    bytes[20..24].copy_from_slice(&(1u32 << 31).to_le_bytes());
+    reseal(&mut bytes);
+    assert!(load(&bytes).is_ok());
+    // Flags or a schema hash that do not describe the body.
+    for (at, value) in [(16usize, format::required::LR_NETWORK as u64), (24, 12345u64)] {
+        let mut bytes = tiny_bytes();
+        if at == 16 {
+            bytes[16..20].copy_from_slice(&(value as u32).to_le_bytes());
+        } else {
+            bytes[24..32].copy_from_slice(&value.to_le_bytes());
+        }
+        reseal(&mut bytes);
+        assert_eq!(load(&bytes).unwrap_err(), Error::InconsistentDimensions, "field at {at}");
+    }
+    // A header length below 48 is malformed.
+    let mut bytes = tiny_bytes();
+    bytes[12..16].copy_from_slice(&40u32.to_le_bytes());
+    assert_eq!(load(&bytes).unwrap_err(), Error::MalformedBody);
 }
 
 #[test]
@@ -70,7 +117,8 @@ fn truncated_at_every_length() {
 #[test]
 fn body_length_beyond_address_space() {
     let mut bytes = tiny_bytes();
-    bytes[12..20].copy_from_slice(&u64::MAX.to_le_bytes());
+    bytes[32..40].copy_from_slice(&u64::MAX.to_le_bytes());
+    reseal(&mut bytes);
     assert_eq!(load(&bytes).unwrap_err(), Error::Truncated);
 }
 

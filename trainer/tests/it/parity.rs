@@ -68,7 +68,7 @@ fn assert_parity(shape: ModelShape, inner_lr: f64, steps: u32) {
     tch::manual_seed(11);
     let spec = ModelSpec::melu(shape, inner_lr, steps);
     let model = MetaModel::new(&data, &spec, 3.5, Device::Cpu);
-    let body = model_body(&run_info(&data, &spec), &data, &model);
+    let body = model_body(&run_info(&data, &spec), &data, &model).expect("exports");
     let device_model = Model::from_body(body).expect("exported model validates");
 
     // Batched and padded on the trainer side (users of different support sizes in one batch).
@@ -105,4 +105,46 @@ fn one_hidden_layer_and_many_steps_match() {
 #[test]
 fn unadapted_predictions_match() {
     assert_parity(ModelShape { embedding_dim: 8, hidden: vec![16, 12] }, 0.1, 0);
+}
+
+/// Every exportable method, trained briefly: the device's adapted predictions (with its own
+/// learning-rate network, neighbour scan, per-parameter rates or initialisation choice) equal
+/// the trainer's.
+#[test]
+fn every_method_matches_libtorch_after_training() {
+    use metarec_trainer::method::Method;
+    use metarec_trainer::run::RunDir;
+    use metarec_trainer::train::{train, TrainConfig};
+    let (dir, _) = small_dataset();
+    for method in Method::ALL.into_iter().filter(|m| m.adapts()) {
+        let out = dir.path().join(format!("{method:?}"));
+        let mut config = TrainConfig::new(dir.path(), &out);
+        config.method = method;
+        config.embedding_dim = 6;
+        config.hidden = vec![12, 8];
+        config.inner_lr = 0.1;
+        config.inner_steps = 3;
+        config.epochs = 2;
+        config.batch_users = 8;
+        config.device = "cpu".into();
+        config.method_config.warmup = 8;
+        config.method_config.memory_size = 24;
+        config.method_config.inits = 3;
+        train(&config).unwrap();
+        let (info, data, split, model) = RunDir(out).load(Device::Cpu).unwrap();
+        let body = model_body(&info, &data, &model).unwrap();
+        if method == Method::AtPaml {
+            assert!(body.neighbours.is_some(), "the memory is past its warm-up and exported");
+        }
+        let device_model = Model::from_bytes(&metarec_runtime::format::encode(&body).unwrap()).unwrap();
+        let tasks = &split.test;
+        let trainer = predict_tasks(&model, tasks, 3, 5);
+        let device = runtime_predictions(&device_model, &data, tasks, 3);
+        let worst = trainer
+            .iter()
+            .zip(&device)
+            .flat_map(|(t, d)| t.predicted.iter().zip(d).map(|(a, b)| (a - b).abs()))
+            .fold(0f32, f32::max);
+        assert!(worst <= TOLERANCE, "{method:?}: runtime and trainer differ by {worst}");
+    }
 }
