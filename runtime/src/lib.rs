@@ -14,6 +14,7 @@ extern crate std;
 
 pub mod error;
 pub mod format;
+mod gemm;
 mod mlp;
 pub mod resample;
 mod model;

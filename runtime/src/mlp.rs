@@ -9,6 +9,7 @@ use alloc::vec::Vec;
 
 use crate::error::{Error, Result};
 use crate::format::DenseLayer;
+use crate::gemm::{gemm, View};
 
 /// Where one layer lives in the flat parameter and activation vectors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -95,87 +96,150 @@ fn layer_params<'p>(params: &'p [f32], shape: &LayerShape) -> (&'p [f32], &'p [f
     (weight, bias)
 }
 
-/// Runs the network on the input already written at the start of `acts` (`layout.act_len`
-/// long), leaving every layer's (post-ReLU) output in `acts`, and returns the score.
-pub(crate) fn forward(layout: &Layout, params: &[f32], acts: &mut [f32]) -> f32 {
+impl Layout {
+    /// Sum of all layer output widths (activation floats per row of a batch).
+    pub fn act_width(&self) -> usize {
+        self.layers.iter().map(|s| s.outputs).sum()
+    }
+
+    /// Offset of layer `l`'s activations in a batch of `rows` rows.
+    fn act_at(&self, l: usize, rows: usize) -> usize {
+        self.layers.iter().take(l).map(|s| s.outputs * rows).sum()
+    }
+}
+
+/// The first layer's user part: `W0[:, ..user.len()] · user + b0` (the same for every item of a
+/// user, so it is computed once per parameter state, not once per item).
+pub(crate) fn user_hidden(layout: &Layout, params: &[f32], user: &[f32], out: &mut [f32]) {
+    let Some(shape) = layout.layers.first() else { return };
+    let (weight, bias) = layer_params(params, shape);
+    for ((o, row), b) in out.iter_mut().zip(weight.chunks_exact(shape.inputs)).zip(bias) {
+        *o = b + row.iter().zip(user).fold(0.0f32, |acc, (w, u)| acc + w * u);
+    }
+}
+
+/// Forward pass for `rows` items at once: `items` holds their item inputs (`rows × item_width`,
+/// row-major), `hidden0` the user part of layer 0. Every layer's (post-ReLU) outputs land in
+/// `acts` (`rows × layout.act_width()`, layer after layer); the scores are the last layer's.
+pub(crate) fn forward_batch(
+    layout: &Layout,
+    params: &[f32],
+    user_width: usize,
+    hidden0: &[f32],
+    items: &[f32],
+    rows: usize,
+    acts: &mut [f32],
+) {
     let last = layout.layers.len().saturating_sub(1);
     for (l, shape) in layout.layers.iter().enumerate() {
         let (weight, bias) = layer_params(params, shape);
-        let Some((head, tail)) = acts.split_at_mut_checked(shape.input_at + shape.inputs) else {
-            return 0.0;
-        };
-        let input = head.get(shape.input_at..).unwrap_or(&[]);
-        let relu = l != last;
-        for ((out, row), b) in tail.iter_mut().zip(weight.chunks_exact(shape.inputs)).zip(bias) {
-            let z = dot(row, input) + b;
+        let at = layout.act_at(l, rows);
+        let (before, rest) = acts.split_at_mut(at.min(acts.len()));
+        let Some(out) = rest.get_mut(..rows * shape.outputs) else { return };
+        let init = if l == 0 { hidden0 } else { bias };
+        for row in out.chunks_exact_mut(shape.outputs) {
+            for (r, v) in row.iter_mut().zip(init) {
+                *r = *v;
+            }
+        }
+        if l == 0 {
+            let item_width = shape.inputs.saturating_sub(user_width);
+            let w = View {
+                data: weight.get(user_width..).unwrap_or(&[]),
+                rows: shape.outputs,
+                cols: item_width,
+                row_stride: shape.inputs,
+                col_stride: 1,
+            };
+            gemm(1.0, View::rows(items, rows, item_width), w.t(), 1.0, out, shape.outputs);
+        } else {
+            let input_at = layout.act_at(l - 1, rows);
+            let input = before.get(input_at..).unwrap_or(&[]);
+            gemm(1.0, View::rows(input, rows, shape.inputs), View::rows(weight, shape.outputs, shape.inputs).t(), 1.0, out, shape.outputs);
+        }
+        if l != last {
             // torch's relu keeps NaN and maps everything below zero to zero.
-            *out = if relu && z < 0.0 { 0.0 } else { z };
+            for z in out.iter_mut() {
+                if *z < 0.0 {
+                    *z = 0.0;
+                }
+            }
         }
     }
-    acts.get(layout.act_len.wrapping_sub(1)).copied().unwrap_or(0.0)
 }
 
-/// Adds `dy · ∂y/∂θ` to `grads` (same layout as `params`), where `y` is the score of the forward
-/// pass whose activations are in `acts`. `delta` is scratch of at least `2 · layout.max_width`.
+/// Scores of the last forward pass over `rows` rows.
+pub(crate) fn scores<'a>(layout: &Layout, acts: &'a [f32], rows: usize) -> &'a [f32] {
+    let at = layout.act_at(layout.layers.len().saturating_sub(1), rows);
+    acts.get(at..at + rows).unwrap_or(&[])
+}
+
+/// Adds `Σ_rows dy_row · ∂y_row/∂θ` to `grads` (same layout as `params`) after
+/// [`forward_batch`] over the same rows. `user` is the user part of every row's input;
+/// `g_cur`/`g_next` are scratch of `rows × layout.max_width` each.
 ///
 /// The ReLU derivative is 1 where the layer output is > 0 and 0 elsewhere, which equals torch's
 /// `threshold_backward(grad, result, 0)`.
-pub(crate) fn backward(layout: &Layout, params: &[f32], acts: &[f32], dy: f32, grads: &mut [f32], delta: &mut [f32]) {
-    let (mut current, mut next) = delta.split_at_mut(delta.len() / 2);
-    if let Some(first) = current.first_mut() {
-        *first = dy;
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn backward_batch(
+    layout: &Layout,
+    params: &[f32],
+    user: &[f32],
+    items: &[f32],
+    rows: usize,
+    acts: &[f32],
+    dy: &[f32],
+    grads: &mut [f32],
+    g_cur: &mut [f32],
+    g_next: &mut [f32],
+) {
+    let (mut current, mut next) = (g_cur, g_next);
+    for (g, d) in current.iter_mut().zip(dy.iter().take(rows)) {
+        *g = *d;
     }
     for (l, shape) in layout.layers.iter().enumerate().rev() {
         let (weight, _) = layer_params(params, shape);
-        let input = acts.get(shape.input_at..shape.input_at + shape.inputs).unwrap_or(&[]);
-        let g_out = current.get(..shape.outputs).unwrap_or(&[]);
-
+        let g = View::rows(current.get(..rows * shape.outputs).unwrap_or(&[]), rows, shape.outputs);
         let bias_at = shape.weight_at + shape.weight_len();
-        let (grad_weight, grad_bias) = match grads.get_mut(shape.weight_at..bias_at + shape.outputs) {
-            Some(slice) => slice.split_at_mut(shape.weight_len()),
-            None => return,
-        };
-        for ((grad_row, gb), &g) in grad_weight.chunks_exact_mut(shape.inputs).zip(grad_bias.iter_mut()).zip(g_out) {
-            *gb += g;
-            if g != 0.0 {
-                for (gw, &a) in grad_row.iter_mut().zip(input) {
-                    *gw += g * a;
-                }
+        let Some(layer_grads) = grads.get_mut(shape.weight_at..bias_at + shape.outputs) else { return };
+        let (grad_weight, grad_bias) = layer_grads.split_at_mut(shape.weight_len());
+        for row in g.data.chunks_exact(shape.outputs) {
+            for (gb, gv) in grad_bias.iter_mut().zip(row) {
+                *gb += gv;
             }
         }
-
         if l == 0 {
+            let user_width = user.len();
+            let item_width = shape.inputs.saturating_sub(user_width);
+            // User columns: every row shares the user input, so dW[:, u] = (Σ_rows g) ⊗ user.
+            for (o, grad_row) in grad_weight.chunks_exact_mut(shape.inputs).enumerate() {
+                let total: f32 = g.data.chunks_exact(shape.outputs).map(|row| row[o]).sum();
+                for (gw, u) in grad_row.iter_mut().zip(user) {
+                    *gw += total * u;
+                }
+            }
+            if let Some(item_grads) = grad_weight.get_mut(user_width..) {
+                gemm(1.0, g.t(), View::rows(items, rows, item_width), 1.0, item_grads, shape.inputs);
+            }
             break;
         }
-        // Gradient w.r.t. this layer's input, i.e. the previous layer's ReLU output; W rows are
-        // walked contiguously.
-        let Some(g_in) = next.get_mut(..shape.inputs) else {
-            return;
-        };
-        g_in.fill(0.0);
-        for (row, &g) in weight.chunks_exact(shape.inputs).zip(g_out) {
-            if g != 0.0 {
-                for (gi, &w) in g_in.iter_mut().zip(row) {
-                    *gi += g * w;
-                }
-            }
-        }
+        let input_at = layout.act_at(l - 1, rows);
+        let input = acts.get(input_at..input_at + rows * shape.inputs).unwrap_or(&[]);
+        gemm(1.0, g.t(), View::rows(input, rows, shape.inputs), 1.0, grad_weight, shape.inputs);
+        let Some(g_in) = next.get_mut(..rows * shape.inputs) else { return };
+        gemm(1.0, g, View::rows(weight, shape.outputs, shape.inputs), 0.0, g_in, shape.inputs);
         for (gi, &a) in g_in.iter_mut().zip(input) {
-            *gi = if a > 0.0 { *gi } else { 0.0 };
+            if a <= 0.0 {
+                *gi = 0.0;
+            }
         }
         core::mem::swap(&mut current, &mut next);
     }
 }
 
-/// Plain sequential f32 dot product.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).fold(0.0f32, |acc, (x, y)| acc + x * y)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use alloc::vec;
 
     fn layer(inputs: u32, outputs: u32) -> DenseLayer {
         let n = (inputs * outputs) as usize;
@@ -209,17 +273,5 @@ mod tests {
         huge.inputs = u32::MAX;
         huge.outputs = u32::MAX;
         assert_eq!(Layout::new(&[huge], u32::MAX as usize), bad);
-    }
-
-    #[test]
-    fn forward_single_linear_layer() {
-        let l = DenseLayer { inputs: 2, outputs: 1, weight: vec![2.0, -1.0], bias: vec![0.5] };
-        let layout = Layout::new(core::slice::from_ref(&l), 2).unwrap();
-        let params: Vec<f32> = l.weight.iter().chain(&l.bias).copied().collect();
-        let mut acts = vec![3.0, 4.0, 0.0];
-        // Linear output: no ReLU even though negative... 6 - 4 + 0.5 = 2.5
-        assert_eq!(forward(&layout, &params, &mut acts), 2.5);
-        acts[0] = -3.0;
-        assert_eq!(forward(&layout, &params, &mut acts), -9.5);
     }
 }

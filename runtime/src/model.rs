@@ -26,6 +26,9 @@ pub struct Model {
     layout: Layout,
     /// Meta-SGD's rates in the flat parameter layout (empty for other methods).
     parameter_rates: Vec<f32>,
+    /// Every item's input part (its field vectors), `items × item_width`: computed once per
+    /// model because it does not depend on the user.
+    item_inputs: Vec<f32>,
 }
 
 impl fmt::Debug for Model {
@@ -106,7 +109,25 @@ impl Model {
         if let crate::format::LearningRate::PerParameter(rates) = &body.learning_rate {
             write_flat(rates, &mut parameter_rates);
         }
-        Ok(Model { body, items_by_id, user_fields_by_name, user_width, input_width, layout, parameter_rates })
+        let mut model = Model {
+            body,
+            items_by_id,
+            user_fields_by_name,
+            user_width,
+            input_width,
+            layout,
+            parameter_rates,
+            item_inputs: Vec::new(),
+        };
+        let item_width = input_width - user_width;
+        let mut item_inputs = Vec::new();
+        item_inputs.try_reserve_exact(model.body.items.len().checked_mul(item_width).ok_or(bad)?).map_err(|_| bad)?;
+        item_inputs.resize(model.body.items.len() * item_width, 0.0);
+        for (i, chunk) in item_inputs.chunks_exact_mut(item_width.max(1)).enumerate() {
+            model.write_item_input(i as u32, chunk);
+        }
+        model.item_inputs = item_inputs;
+        Ok(model)
     }
 
     /// Reads and loads a model file.
@@ -203,6 +224,13 @@ impl Model {
     /// Per-parameter learning rates in the flat parameter layout (Meta-SGD; empty otherwise).
     pub(crate) fn parameter_rates(&self) -> &[f32] {
         &self.parameter_rates
+    }
+
+    /// The item part of an item's input (its field vectors); empty for an out-of-range index.
+    pub(crate) fn item_input(&self, item: u32) -> &[f32] {
+        let width = self.input_width - self.user_width;
+        let start = (item as usize).saturating_mul(width);
+        self.item_inputs.get(start..start.saturating_add(width)).unwrap_or(&[])
     }
 
     /// Writes the item part of the input (item field vectors, `input_width - user_width` wide).

@@ -26,7 +26,7 @@ pub fn split(n: usize) -> (Vec<bool>, Vec<bool>) {
         return (vec![true], vec![true]);
     }
     let mut order: Vec<usize> = (0..n).collect();
-    let mut state = 0x6d65_7461_7265_63u64 ^ n as u64;
+    let mut state = 0x006d_6574_6172_6563_u64 ^ n as u64;
     for i in (1..n).rev() {
         let j = (splitmix64(&mut state) % (i as u64 + 1)) as usize;
         order.swap(i, j);

@@ -13,6 +13,10 @@ use crate::model::{field_vector, Model};
 /// Most support ratings one session holds ([`Session::add_rating`] refuses more).
 pub const MAX_SUPPORT_RATINGS: usize = 10_000;
 
+/// Items scored per matrix product (large enough for the kernel to reach its speed, small
+/// enough to stay in cache).
+const SCORE_BLOCK: usize = 128;
+
 /// One user's state against a [`Model`]: profile fields, support ratings (the user's own
 /// ratings), and the decision-MLP weights adapted to them.
 ///
@@ -44,12 +48,22 @@ pub struct Session<M: Borrow<Model>> {
     /// Current decision-MLP parameters (meta-learned, or adapted when `adapted`), flat.
     params: Vec<f32>,
     adapted: bool,
-    /// Activation chain `[x | layer outputs]`; `x[..user_width]` always holds the user part.
-    acts: Vec<f32>,
-    /// Gradient accumulator (allocated by the first adaptation).
+    /// The user part of every input (the profile's field vectors), `user_width` wide.
+    user_input: Vec<f32>,
+    /// Layer 0's user part `W0[:, user] · user_input + b0` for the current parameters.
+    hidden0: Vec<f32>,
+    /// Scoring scratch for one block of items: inputs and activations (sized at creation, so
+    /// scoring never allocates).
+    block_x: Vec<f32>,
+    block_acts: Vec<f32>,
+    /// Adaptation scratch (sized by the support set on the first adaptation): the support
+    /// items' inputs and activations, dL/dy, gradient buffers.
+    support_x: Vec<f32>,
+    support_acts: Vec<f32>,
+    support_dy: Vec<f32>,
     grads: Vec<f32>,
-    /// Two backpropagation buffers of the widest layer.
-    delta: Vec<f32>,
+    g_cur: Vec<f32>,
+    g_next: Vec<f32>,
     /// The user embedding h (PAML family; allocated by the first adaptation that needs it).
     embedding: Vec<f32>,
     /// How the last adaptation was set up.
@@ -112,17 +126,26 @@ impl<M: Borrow<Model>> Session<M> {
             .collect();
         let mut params = Vec::new();
         m.write_meta_params(&mut params);
-        let acts = vec![0.0; m.layout().act_len];
-        let delta = vec![0.0; m.layout().max_width.saturating_mul(2)];
+        let item_width = m.input_width() - m.user_width();
+        let first_width = m.layout().layers.first().map_or(0, |l| l.outputs);
+        let user_input = vec![0.0; m.user_width()];
+        let block_acts = vec![0.0; SCORE_BLOCK * m.layout().act_width()];
         let mut session = Session {
             model,
             profile,
             support: Vec::new(),
             params,
             adapted: false,
-            acts,
+            user_input,
+            hidden0: vec![0.0; first_width],
+            block_x: vec![0.0; SCORE_BLOCK * item_width],
+            block_acts,
+            support_x: Vec::new(),
+            support_acts: Vec::new(),
+            support_dy: Vec::new(),
             grads: Vec::new(),
-            delta,
+            g_cur: Vec::new(),
+            g_next: Vec::new(),
             embedding: Vec::new(),
             explanation: Explanation::default(),
         };
@@ -251,11 +274,23 @@ impl<M: Borrow<Model>> Session<M> {
 
     /// Bytes this session holds on the heap and inline (the model is shared, not counted).
     pub fn memory_bytes(&self) -> usize {
-        let floats = self.params.capacity()
-            + self.acts.capacity()
-            + self.grads.capacity()
-            + self.delta.capacity()
-            + self.embedding.capacity();
+        let floats = [
+            &self.params,
+            &self.user_input,
+            &self.hidden0,
+            &self.block_x,
+            &self.block_acts,
+            &self.support_x,
+            &self.support_acts,
+            &self.support_dy,
+            &self.grads,
+            &self.g_cur,
+            &self.g_next,
+            &self.embedding,
+        ]
+        .iter()
+        .map(|v| v.capacity())
+        .sum::<usize>();
         let profile: usize =
             self.profile.iter().map(|rows| rows.capacity() * core::mem::size_of::<u32>() + core::mem::size_of::<Vec<u32>>()).sum();
         core::mem::size_of::<Self>()
@@ -289,9 +324,7 @@ impl<M: Borrow<Model>> Session<M> {
         if items.iter().any(|&item| item as usize >= count) {
             return Err(Error::UnknownItem);
         }
-        for (o, &item) in out.iter_mut().zip(items) {
-            *o = self.score(item);
-        }
+        self.score_checked(items, out);
         Ok(())
     }
 
@@ -305,9 +338,13 @@ impl<M: Borrow<Model>> Session<M> {
         if item_ids.iter().any(|id| self.model().item_index(id).is_none()) {
             return Err(Error::UnknownItem);
         }
-        for (o, id) in out.iter_mut().zip(item_ids) {
-            let item = self.model().item_index(id).ok_or(Error::UnknownItem)?;
-            *o = self.score(item);
+        // Blocks of indices on the stack keep this allocation-free.
+        let mut indices = [0u32; SCORE_BLOCK];
+        for (ids, scores) in item_ids.chunks(SCORE_BLOCK).zip(out.chunks_mut(SCORE_BLOCK)) {
+            for (slot, id) in indices.iter_mut().zip(ids) {
+                *slot = self.model().item_index(id).ok_or(Error::UnknownItem)?;
+            }
+            self.score_checked(&indices[..ids.len()], scores);
         }
         Ok(())
     }
@@ -319,18 +356,33 @@ impl<M: Borrow<Model>> Session<M> {
         if item as usize >= self.model().item_count() {
             return Err(Error::UnknownItem);
         }
-        Ok(self.score(item))
+        let mut out = [0.0];
+        self.score_checked(&[item], &mut out);
+        Ok(out[0])
     }
 
     // ---- internals ----
 
-    /// Score of an item whose index was checked.
-    fn score(&mut self, item: u32) -> f32 {
+    /// Scores items whose indices were checked, a block at a time: gather the items' inputs,
+    /// then one matrix product per layer (layer 0 only for the item part; its user part is
+    /// `hidden0`, computed once).
+    fn score_checked(&mut self, items: &[u32], out: &mut [f32]) {
         let model: &Model = self.model.borrow();
-        if let Some(x_item) = self.acts.get_mut(model.user_width()..model.input_width()) {
-            model.write_item_input(item, x_item);
+        let layout = model.layout();
+        mlp::user_hidden(layout, &self.params, &self.user_input, &mut self.hidden0);
+        let item_width = model.input_width() - model.user_width();
+        for (block, scores) in items.chunks(SCORE_BLOCK).zip(out.chunks_mut(SCORE_BLOCK)) {
+            for (&item, x) in block.iter().zip(self.block_x.chunks_exact_mut(item_width.max(1))) {
+                for (xv, v) in x.iter_mut().zip(model.item_input(item)) {
+                    *xv = *v;
+                }
+            }
+            let rows = block.len();
+            mlp::forward_batch(layout, &self.params, model.user_width(), &self.hidden0, &self.block_x, rows, &mut self.block_acts);
+            for (o, y) in scores.iter_mut().zip(mlp::scores(layout, &self.block_acts, rows)) {
+                *o = *y;
+            }
         }
-        mlp::forward(model.layout(), &self.params, &mut self.acts)
     }
 
     /// One gradient step: `p -= rate · g`, with one scalar rate or the model's per-parameter
@@ -369,16 +421,13 @@ impl<M: Borrow<Model>> Session<M> {
                 self.support_gradient(Some(&adapt));
                 self.step(Some(lr));
             }
-            let (mut total, mut n) = (0.0f32, 0usize);
-            for j in 0..self.support.len() {
-                if score.get(j).copied().unwrap_or(false) {
-                    let (item, rating) = self.support[j];
-                    let y = self.score(item);
-                    total += (y - rating) * (y - rating);
-                    n += 1;
-                }
-            }
-            let mse = total / n.max(1) as f32;
+            let held_out: Vec<(u32, f32)> =
+                self.support.iter().zip(&score).filter(|(_, &s)| s).map(|(&pair, _)| pair).collect();
+            let items: Vec<u32> = held_out.iter().map(|&(item, _)| item).collect();
+            let mut predicted = vec![0.0; items.len()];
+            self.score_checked(&items, &mut predicted);
+            let total: f32 = predicted.iter().zip(&held_out).map(|(y, &(_, r))| (y - r) * (y - r)).sum();
+            let mse = total / held_out.len().max(1) as f32;
             if mse < best.0 {
                 best = (mse, k);
             }
@@ -421,18 +470,17 @@ impl<M: Borrow<Model>> Session<M> {
         let (user_width, width) = (model.user_width(), model.input_width());
         self.embedding.clear();
         self.embedding.resize(width, 0.0);
-        if let (Some(out), Some(profile)) = (self.embedding.get_mut(..user_width), self.acts.get(..user_width)) {
-            out.copy_from_slice(profile);
+        if let Some(out) = self.embedding.get_mut(..user_width) {
+            for (o, u) in out.iter_mut().zip(&self.user_input) {
+                *o = *u;
+            }
         }
         let n = self.support.len().max(1) as f32;
         let mean = self.support.iter().map(|&(_, r)| r).sum::<f32>() / n;
         for &(item, rating) in &self.support {
             let weight = (rating - mean) / n;
-            let Some(x_item) = self.acts.get_mut(user_width..width) else {
-                return;
-            };
-            model.write_item_input(item, x_item);
-            for (h, x) in self.embedding.get_mut(user_width..).unwrap_or(&mut []).iter_mut().zip(x_item.iter()) {
+            let x_item = model.item_input(item);
+            for (h, x) in self.embedding.get_mut(user_width..).unwrap_or(&mut []).iter_mut().zip(x_item) {
                 *h += x * weight;
             }
         }
@@ -451,18 +499,39 @@ impl<M: Borrow<Model>> Session<M> {
         if n == 0 {
             return;
         }
-        let scale = 2.0 / n as f32;
+        // Gather the included ratings' item inputs, run the whole support set as one batch.
+        let item_width = model.input_width() - model.user_width();
+        self.support_x.clear();
+        self.support_dy.clear();
         for (j, &(item, rating)) in self.support.iter().enumerate() {
-            if !included(j) {
-                continue;
+            if included(j) {
+                self.support_x.extend_from_slice(model.item_input(item));
+                self.support_dy.push(rating);
             }
-            if let Some(x_item) = self.acts.get_mut(model.user_width()..model.input_width()) {
-                model.write_item_input(item, x_item);
-            }
-            let y = mlp::forward(layout, &self.params, &mut self.acts);
-            let dy = scale * (y - rating);
-            mlp::backward(layout, &self.params, &self.acts, dy, &mut self.grads, &mut self.delta);
         }
+        debug_assert_eq!(self.support_x.len(), n * item_width);
+        self.support_acts.resize(n * layout.act_width(), 0.0);
+        self.g_cur.resize(n * layout.max_width, 0.0);
+        self.g_next.resize(n * layout.max_width, 0.0);
+        mlp::user_hidden(layout, &self.params, &self.user_input, &mut self.hidden0);
+        mlp::forward_batch(layout, &self.params, model.user_width(), &self.hidden0, &self.support_x, n, &mut self.support_acts);
+        // dL/dy_j = 2 (y_j − r_j) / n (the ratings were parked in support_dy).
+        let scale = 2.0 / n as f32;
+        for (d, y) in self.support_dy.iter_mut().zip(mlp::scores(layout, &self.support_acts, n)) {
+            *d = scale * (y - *d);
+        }
+        mlp::backward_batch(
+            layout,
+            &self.params,
+            &self.user_input,
+            &self.support_x,
+            n,
+            &self.support_acts,
+            &self.support_dy,
+            &mut self.grads,
+            &mut self.g_cur,
+            &mut self.g_next,
+        );
     }
 
     /// Recomputes user field `i`'s vector in the cached user part of the input.
@@ -471,7 +540,7 @@ impl<M: Borrow<Model>> Session<M> {
         let dim = model.embedding_dim();
         let start = i.saturating_mul(dim);
         let (Some(spec), Some(rows), Some(out)) =
-            (model.body().user_fields.get(i), self.profile.get(i), self.acts.get_mut(start..start.saturating_add(dim)))
+            (model.body().user_fields.get(i), self.profile.get(i), self.user_input.get_mut(start..start.saturating_add(dim)))
         else {
             return;
         };
@@ -592,7 +661,7 @@ mod tests {
         support
             .iter()
             .map(|&(item, r)| {
-                let y = session.score(item) as f64;
+                let y = session.predict(item).unwrap() as f64;
                 (y - r as f64) * (y - r as f64)
             })
             .sum::<f64>()
@@ -643,7 +712,7 @@ mod tests {
         let session = Session::new(&model);
         assert_eq!(session.profile, vec![vec![0], vec![]]);
         // Categorical unset → row 0; multi-categorical unset → zeros.
-        assert_eq!(session.acts[..3], model.body().user_fields[0].embedding[..3]);
-        assert_eq!(session.acts[3..6], [0.0; 3]);
+        assert_eq!(session.user_input[..3], model.body().user_fields[0].embedding[..3]);
+        assert_eq!(session.user_input[3..6], [0.0; 3]);
     }
 }
