@@ -155,7 +155,15 @@ pub(crate) fn forward_batch(
         } else {
             let input_at = layout.act_at(l - 1, rows);
             let input = before.get(input_at..).unwrap_or(&[]);
-            gemm(1.0, View::rows(input, rows, shape.inputs), View::rows(weight, shape.outputs, shape.inputs).t(), 1.0, out, shape.outputs);
+            if shape.outputs == 1 {
+                // The score layer is a matrix-vector product: plain dot products beat packing.
+                for (o, x) in out.iter_mut().zip(input.chunks_exact(shape.inputs)) {
+                    *o += dot(x, weight);
+                }
+            } else {
+                let w = View::rows(weight, shape.outputs, shape.inputs).t();
+                gemm(1.0, View::rows(input, rows, shape.inputs), w, 1.0, out, shape.outputs);
+            }
         }
         if l != last {
             // torch's relu keeps NaN and maps everything below zero to zero.
@@ -166,6 +174,19 @@ pub(crate) fn forward_batch(
             }
         }
     }
+}
+
+/// Dot product in eight independent lanes, so the compiler can vectorise it.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a8.remainder().iter().zip(b8.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in a8.zip(b8) {
+        for k in 0..8 {
+            lanes[k] += x[k] * y[k];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// Scores of the last forward pass over `rows` rows.

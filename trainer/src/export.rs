@@ -14,7 +14,7 @@ use crate::model::MetaModel;
 use crate::run::RunInfo;
 use crate::split;
 
-fn dense((inputs, outputs, weight, bias): (i64, i64, Vec<f32>, Vec<f32>)) -> DenseLayer {
+fn dense((inputs, outputs, weight, bias): crate::model::LayerValues) -> DenseLayer {
     DenseLayer { inputs: inputs as u32, outputs: outputs as u32, weight, bias }
 }
 
@@ -70,7 +70,12 @@ pub fn model_body(info: &RunInfo, data: &Dataset, model: &MetaModel) -> Result<M
                 .per_parameter_lr_values()
                 .into_iter()
                 .zip(&layers)
-                .map(|((weight, bias), layer)| DenseLayer { inputs: layer.inputs, outputs: layer.outputs, weight, bias })
+                .map(|((weight, bias), layer)| DenseLayer {
+                    inputs: layer.inputs,
+                    outputs: layer.outputs,
+                    weight,
+                    bias,
+                })
                 .collect(),
         )
     } else {

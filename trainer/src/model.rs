@@ -130,6 +130,9 @@ pub struct MetaModel {
     embedding_dim: i64,
 }
 
+/// One layer's `(inputs, outputs, weight [out, in] row-major, bias)` on the host.
+pub type LayerValues = (i64, i64, Vec<f32>, Vec<f32>);
+
 /// Fast (adapted) weights: per layer `(weight [B, in, out], bias [B, out])`.
 pub type FastWeights = Vec<(Tensor, Tensor)>;
 
@@ -624,6 +627,15 @@ impl MetaModel {
         Vec::<i64>::try_from(&best).expect("int64 choice")
     }
 
+    /// The user embedding h_i of each task of `batch` (`[B, h_dim]`, no gradient): what the
+    /// learning-rate network and the AT-PAML memory see (the report's projection of users).
+    pub fn user_embeddings(&self, batch: &TaskBatch) -> Tensor {
+        let _guard = tch::no_grad_guard();
+        let item_vectors = self.field_vectors(&self.item_embeddings, &self.item_rows, None, 0);
+        let user_vectors = self.field_vectors(&self.user_embeddings, &self.user_rows, Some(&batch.users), batch.len());
+        Self::user_embedding(&user_vectors, &item_vectors, &batch.support)
+    }
+
     /// Embedding table of a user field (`user == true`) or item field, as a flat row-major copy.
     pub fn embedding_values(&self, user: bool, field: usize) -> Vec<f32> {
         let table = if user { &self.user_embeddings[field] } else { &self.item_embeddings[field] };
@@ -631,7 +643,7 @@ impl MetaModel {
     }
 
     /// `(inputs, outputs, weight, bias)` of every layer of initialisation 0, weight `[out, in]`.
-    pub fn layer_values(&self) -> Vec<(i64, i64, Vec<f32>, Vec<f32>)> {
+    pub fn layer_values(&self) -> Vec<LayerValues> {
         self.init_values(0)
     }
 
@@ -641,7 +653,7 @@ impl MetaModel {
     }
 
     /// `(inputs, outputs, weight [out, in], bias)` of every layer of initialisation `k`.
-    pub fn init_values(&self, k: usize) -> Vec<(i64, i64, Vec<f32>, Vec<f32>)> {
+    pub fn init_values(&self, k: usize) -> Vec<LayerValues> {
         self.inits[k]
             .iter()
             .map(|(w, b)| {
@@ -657,7 +669,7 @@ impl MetaModel {
     }
 
     /// The learning-rate network's `(inputs, outputs, weight [out, in], bias)` for its two layers.
-    pub fn lr_net_values(&self) -> Option<[(i64, i64, Vec<f32>, Vec<f32>); 2]> {
+    pub fn lr_net_values(&self) -> Option<[LayerValues; 2]> {
         let net = self.lr_net.as_ref()?;
         let layer = |w: &Tensor, b: &Tensor| {
             let (out, inp) = w.size2().expect("2-d weight");

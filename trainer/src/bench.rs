@@ -1,0 +1,241 @@
+//! `trainer bench device`: the on-device runtime against libtorch doing the same work in the
+//! same process, on one core: personalize a MovieLens-sized MeLU model (input 256 = 8 fields ×
+//! 32, layers 64-64-1) with `steps` inner steps on `support` ratings, then score `items`
+//! candidates. Also counts the FLOPs the runtime performs and measures this core's peak with a
+//! large single-threaded matrix product, to say how far from the arithmetic floor it runs.
+
+use std::fmt::Write as _;
+use std::time::Instant;
+
+use anyhow::{ensure, Result};
+use metarec_runtime::format::FieldKind;
+use metarec_runtime::{Model, Session};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tch::Device;
+
+use crate::data::{Dataset, Entity, Rating};
+use crate::eval::predict_tasks;
+use crate::model::{MetaModel, ModelShape, ModelSpec};
+use crate::run::RunInfo;
+use crate::split::Task;
+
+/// Benchmark settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeviceBench {
+    /// Candidate items scored.
+    #[arg(long, default_value_t = 1000)]
+    pub items: usize,
+    /// Support ratings adapted on.
+    #[arg(long, default_value_t = 20)]
+    pub support: usize,
+    /// Inner steps.
+    #[arg(long, default_value_t = 5)]
+    pub steps: u32,
+    /// Timed repetitions (the median is reported).
+    #[arg(long, default_value_t = 200)]
+    pub repeat: usize,
+}
+
+fn categorical(name: &str, values: usize) -> metarec_runtime::format::FieldSpec {
+    let mut vocabulary: Vec<String> = (0..values).map(|v| format!("{name}{v:05}")).collect();
+    vocabulary.sort();
+    metarec_runtime::format::FieldSpec {
+        name: name.into(),
+        kind: FieldKind::Categorical,
+        vocabulary,
+        embedding: Vec::new(),
+    }
+}
+
+/// A MovieLens-shaped dataset in memory: 4 user and 4 item categorical fields, one user.
+fn dataset(items: usize, rng: &mut ChaCha8Rng) -> Dataset {
+    let user_fields =
+        vec![categorical("gender", 2), categorical("age", 7), categorical("occupation", 21), categorical("zip", 100)];
+    let item_fields = vec![
+        categorical("genre", 18),
+        categorical("year", 80),
+        categorical("director", 500),
+        categorical("actor", 1000),
+    ];
+    let entity = |id: String, fields: &[metarec_runtime::format::FieldSpec], rng: &mut ChaCha8Rng| {
+        let raw: Vec<String> =
+            fields.iter().map(|f| f.vocabulary[rng.gen_range(0..f.vocabulary.len())].clone()).collect();
+        let rows = fields.iter().zip(&raw).map(|(f, v)| vec![f.row_of(v)]).collect();
+        Entity { id, raw, rows, group: None }
+    };
+    let users = vec![entity("u0".into(), &user_fields, rng)];
+    let items = (0..items).map(|i| entity(format!("i{i:05}"), &item_fields, rng)).collect();
+    Dataset {
+        user_fields,
+        item_fields,
+        users,
+        items,
+        ratings: Vec::new(),
+        rating_min: 1.0,
+        rating_max: 5.0,
+        info: Default::default(),
+    }
+}
+
+fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+/// Multiply-adds the runtime performs for one personalize + score, from the layer shapes
+/// (layer 0's user part once per parameter state; its item part per row).
+fn runtime_flops(widths: &[usize], user_width: usize, support: usize, steps: u32, items: usize) -> f64 {
+    let input = widths[0];
+    let item_width = input - user_width;
+    let layers: Vec<(usize, usize)> = widths.windows(2).map(|w| (w[0], w[1])).collect();
+    let per_row_forward: usize = item_width * layers[0].1 + layers[1..].iter().map(|(i, o)| i * o).sum::<usize>();
+    let user_part = user_width * layers[0].1;
+    let backward_per_row: usize = per_row_forward + layers[1..].iter().map(|(i, o)| i * o).sum::<usize>();
+    let adapt = f64::from(steps) * (support * (per_row_forward + backward_per_row) + 2 * user_part) as f64;
+    let score = (items * per_row_forward + user_part) as f64;
+    2.0 * (adapt + score)
+}
+
+/// Single-threaded GFLOP/s of a 1024³ f32 matrix product with the runtime's kernel.
+fn peak_gflops() -> f64 {
+    let n = 1024;
+    let a = vec![1.0f32; n * n];
+    let b = vec![0.5f32; n * n];
+    let mut c = vec![0.0f32; n * n];
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let start = Instant::now();
+        // SAFETY: a, b and c are n×n dense row-major buffers of n² elements each, c does not
+        // alias a or b, and the strides describe exactly those buffers.
+        unsafe {
+            matrixmultiply::sgemm(
+                n,
+                n,
+                n,
+                1.0,
+                a.as_ptr(),
+                n as isize,
+                1,
+                b.as_ptr(),
+                n as isize,
+                1,
+                0.0,
+                c.as_mut_ptr(),
+                n as isize,
+                1,
+            );
+        }
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    2.0 * (n * n * n) as f64 / best / 1e9
+}
+
+/// Runs the benchmark and returns its report.
+pub fn device_benchmark(config: &DeviceBench) -> Result<String> {
+    ensure!(config.items > 0 && config.support > 0 && config.repeat > 0, "--items, --support and --repeat must be > 0");
+    tch::set_num_threads(1);
+    tch::manual_seed(3);
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let data = dataset(config.items, &mut rng);
+    let spec = ModelSpec::melu(ModelShape { embedding_dim: 32, hidden: vec![64, 64] }, 0.05, config.steps);
+    let model = MetaModel::new(&data, &spec, 3.5, Device::Cpu);
+    let info = RunInfo {
+        data: "bench".into(),
+        fingerprint: 0,
+        format: None,
+        skip_invalid: false,
+        item_id: false,
+        seed: 3,
+        spec: spec.clone(),
+        first_order: false,
+        global_mean: 3.5,
+        best_epoch: 1,
+        best_valid_mse: 0.0,
+        history: Vec::new(),
+        train_seconds: 0.0,
+        device: "Cpu".into(),
+    };
+    let body = crate::export::model_body(&info, &data, &model)?;
+    let bytes = metarec_runtime::format::encode(&body).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let device_model = Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+
+    let support: Vec<Rating> = (0..config.support)
+        .map(|_| Rating { user: 0, item: rng.gen_range(0..config.items) as u32, value: rng.gen_range(1..=5) as f32 })
+        .collect();
+    let query: Vec<Rating> = (0..config.items as u32).map(|item| Rating { user: 0, item, value: 3.0 }).collect();
+    let task = Task { user: 0, support: support.clone(), query };
+    let candidates: Vec<u32> = (0..config.items as u32).collect();
+    let profile: Vec<(String, String)> =
+        data.user_fields.iter().zip(&data.users[0].raw).map(|(f, v)| (f.name.clone(), v.clone())).collect();
+
+    // The device: one session reused, as an app would (profile, ratings, adapt, score).
+    let mut session = Session::new(&device_model);
+    let mut scores = vec![0f32; config.items];
+    let personalize = |session: &mut Session<&Model>, scores: &mut [f32]| -> Result<()> {
+        session.clear_ratings();
+        for (field, value) in &profile {
+            session.set_profile(field, value).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        for r in &support {
+            session.add_rating_by_index(r.item, r.value).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        session.adapt().map_err(|e| anyhow::anyhow!("{e}"))?;
+        session.score_indices(&candidates, scores).map_err(|e| anyhow::anyhow!("{e}"))
+    };
+    for _ in 0..10 {
+        personalize(&mut session, &mut scores)?;
+    }
+    let runtime_ms = median(
+        (0..config.repeat)
+            .map(|_| {
+                let start = Instant::now();
+                personalize(&mut session, &mut scores).map(|_| start.elapsed().as_secs_f64() * 1e3)
+            })
+            .collect::<Result<Vec<_>>>()?,
+    );
+
+    // libtorch: the trainer's own batched inner loop and scoring for the same user.
+    let tasks = [task];
+    let mut torch_scores = Vec::new();
+    for _ in 0..5 {
+        torch_scores = predict_tasks(&model, &tasks, config.steps, 1);
+    }
+    let tch_ms = median(
+        (0..config.repeat.min(100))
+            .map(|_| {
+                let start = Instant::now();
+                torch_scores = predict_tasks(&model, &tasks, config.steps, 1);
+                start.elapsed().as_secs_f64() * 1e3
+            })
+            .collect(),
+    );
+    let max_difference = torch_scores[0].predicted.iter().zip(&scores).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+
+    let widths: Vec<usize> =
+        std::iter::once(device_model.input_width()).chain(body.layers.iter().map(|l| l.outputs as usize)).collect();
+    let user_width = data.user_fields.len() * 32;
+    let flops = runtime_flops(&widths, user_width, config.support, config.steps, config.items);
+    let peak = peak_gflops();
+    let floor_ms = flops / (peak * 1e9) * 1e3;
+
+    let mut out = String::new();
+    writeln!(out, "device benchmark: MeLU input {} ({} fields x 32), layers {:?}, {} support ratings, {} steps, {} candidates, 1 thread",
+        widths[0], widths[0] / 32, &widths[1..], config.support, config.steps, config.items)?;
+    writeln!(
+        out,
+        "  runtime (metarec)      {runtime_ms:8.3} ms per personalize + score (median of {})",
+        config.repeat
+    )?;
+    writeln!(out, "  libtorch (tch)         {tch_ms:8.3} ms (median of {})", config.repeat.min(100))?;
+    writeln!(out, "  speed-up               {:8.2}x", tch_ms / runtime_ms)?;
+    writeln!(out, "  max |runtime - tch|    {max_difference:8.2e}")?;
+    writeln!(out, "  runtime FLOPs          {:8.2} MFLOP (user-independent work done once per model)", flops / 1e6)?;
+    writeln!(
+        out,
+        "  core peak (1024^3 sgemm) {peak:6.1} GFLOP/s -> floor {floor_ms:.3} ms; runtime at {:.2}x the floor",
+        runtime_ms / floor_ms
+    )?;
+    writeln!(out, "  model file             {:8} bytes; session {} bytes", bytes.len(), session.memory_bytes())?;
+    Ok(out)
+}
