@@ -12,9 +12,17 @@
  * the duration of the call only; the library never keeps a pointer the caller gave it.
  *
  * Thread safety: a MetarecModel is immutable and reference-counted; one handle may be shared by
- * any number of threads and sessions at once (and freed while its sessions live on). A
- * MetarecSession is mutable: it may be moved between threads, but must be used by one thread at
- * a time (callers serialize access themselves). Different sessions are independent.
+ * any number of threads and sessions at once (and freed while its sessions live on), and every
+ * metarec_model_* function may be called on it concurrently. A MetarecSession is mutable: it
+ * may be moved between threads, but must be used by one thread at a time (callers serialize
+ * access themselves); different sessions are independent, even on the same model. Freeing a
+ * handle while another thread uses it is the caller's error. metarec_version,
+ * metarec_check_version and metarec_error_message are safe from any thread. The library keeps
+ * no global mutable state and starts no threads.
+ *
+ * Version check: call METAREC_CHECK_VERSION() once at start-up; it fails with
+ * METAREC_ERR_INCOMPATIBLE_VERSION when the shared library loaded at run time cannot serve the
+ * header the program was compiled with.
  *
  * SPDX-License-Identifier: MIT OR Apache-2.0
  */
@@ -32,6 +40,36 @@
 #define METAREC_VERSION_MINOR 1
 #define METAREC_VERSION_PATCH 0
 #define METAREC_VERSION_STRING "0.1.0"
+
+/* Checks at run time that the library loaded is compatible with this header (METAREC_OK if so);
+ * see metarec_check_version(). */
+#define METAREC_CHECK_VERSION() metarec_check_version(METAREC_VERSION_MAJOR, METAREC_VERSION_MINOR)
+
+
+/**
+ * `side` of the field functions: the user's profile fields.
+ */
+#define METAREC_FIELDS_USER 0
+
+/**
+ * `side` of the field functions: the catalogue's item fields.
+ */
+#define METAREC_FIELDS_ITEM 1
+
+/**
+ * Field kind: one categorical value (e.g. `"F"`).
+ */
+#define METAREC_FIELD_CATEGORICAL 0
+
+/**
+ * Field kind: several categorical values joined by a separator (e.g. `"comedy|drama"`).
+ */
+#define METAREC_FIELD_MULTI_CATEGORICAL 1
+
+/**
+ * Field kind: a decimal number, mapped to a bucket (e.g. `"28"`).
+ */
+#define METAREC_FIELD_NUMERIC 2
 
 /**
  * Success.
@@ -68,6 +106,12 @@
  * The library panicked (a bug in metarec). The session involved, if any, must only be freed.
  */
 #define METAREC_ERR_PANIC 6
+
+/**
+ * The library is not compatible with the header version the caller was compiled against
+ * (`metarec_check_version`).
+ */
+#define METAREC_ERR_INCOMPATIBLE_VERSION 7
 
 /**
  * The file does not start with the metarec magic bytes.
@@ -108,6 +152,12 @@
  * The model holds a NaN, infinite or negative-rate parameter.
  */
 #define METAREC_ERR_NON_FINITE_PARAMETER 107
+
+/**
+ * The model file needs a feature (a required flag of its header) this library does not
+ * implement; a newer library may read it.
+ */
+#define METAREC_ERR_UNSUPPORTED_FEATURE 108
 
 /**
  * An item id is not in the model's catalogue.
@@ -160,6 +210,19 @@ extern "C" {
  * the library was built with). The string is static: never free it.
  */
 const char *metarec_version(void);
+
+/**
+ * Checks that this library can serve a program compiled against header version
+ * `major.minor`; pass `METAREC_VERSION_MAJOR` and `METAREC_VERSION_MINOR` (the
+ * `METAREC_CHECK_VERSION()` macro does). Call it once at start-up, before any other function.
+ *
+ * Returns `METAREC_OK` when the major versions are equal and the library's minor version is at
+ * least `minor` (minor versions only add functions); while the major version is 0 the minor
+ * versions must be equal (0.x releases may change the API). Otherwise returns
+ * `METAREC_ERR_INCOMPATIBLE_VERSION`.
+ */
+int32_t metarec_check_version(uint32_t major,
+                              uint32_t minor);
 
 /**
  * Writes the message of status `code` into `buf` (at most `buf_len` bytes, NUL included,
@@ -244,6 +307,100 @@ int32_t metarec_model_item_id(const MetarecModel *model,
                               char *buf,
                               size_t buf_len,
                               size_t *out_len);
+
+/**
+ * Copies the name of the meta-learning method that trained the model (`"melu"`, spelled like the
+ * trainer's `--method` values) into `buf`, with the conventions of `metarec_model_item_id`
+ * (`*out_len` receives the size needed, NUL included; `buf_len` 0 asks for the size).
+ *
+ * Returns `METAREC_ERR_NULL_POINTER` (`model` NULL, or `buf` NULL with `buf_len` > 0) or
+ * `METAREC_ERR_BUFFER_TOO_SMALL`.
+ *
+ * # Safety
+ * As `metarec_model_item_id`.
+ */
+int32_t metarec_model_method(const MetarecModel *model,
+                             char *buf,
+                             size_t buf_len,
+                             size_t *out_len);
+
+/**
+ * Copies the name of what the model predicts (`"rating"`: explicit ratings on the scale of
+ * `metarec_model_rating_range`) into `buf`, with the conventions of `metarec_model_item_id`.
+ *
+ * Returns `METAREC_ERR_NULL_POINTER` or `METAREC_ERR_BUFFER_TOO_SMALL`.
+ *
+ * # Safety
+ * As `metarec_model_item_id`.
+ */
+int32_t metarec_model_task(const MetarecModel *model,
+                           char *buf,
+                           size_t buf_len,
+                           size_t *out_len);
+
+/**
+ * Writes the model's rating scale: the lowest and highest rating `metarec_session_add_rating`
+ * accepts. Either output may be NULL.
+ *
+ * Returns `METAREC_ERR_NULL_POINTER` when `model` is NULL.
+ *
+ * # Safety
+ * `model` is NULL or a live model handle; `out_min` and `out_max` are NULL or writable.
+ */
+int32_t metarec_model_rating_range(const MetarecModel *model,
+                                   float *out_min,
+                                   float *out_max);
+
+/**
+ * Number of fields on one side of the model: `side` is `METAREC_FIELDS_USER` (the profile
+ * fields `metarec_session_set_profile` accepts) or `METAREC_FIELDS_ITEM` (the catalogue's
+ * features, already mapped in the model). 0 when `model` is NULL or `side` is neither.
+ *
+ * # Safety
+ * `model` is NULL or a live model handle.
+ */
+size_t metarec_model_field_count(const MetarecModel *model,
+                                 int32_t side);
+
+/**
+ * Copies the name of field `index` of `side` (see `metarec_model_field_count`) into `buf`, with
+ * the conventions of `metarec_model_item_id`. User field names are what
+ * `metarec_session_set_profile` takes.
+ *
+ * Returns `METAREC_ERR_NULL_POINTER` (`model` NULL, or `buf` NULL with `buf_len` > 0),
+ * `METAREC_ERR_INVALID_ARGUMENT` (unknown `side`, `index` >= the field count) or
+ * `METAREC_ERR_BUFFER_TOO_SMALL`.
+ *
+ * # Safety
+ * As `metarec_model_item_id`.
+ */
+int32_t metarec_model_field_name(const MetarecModel *model,
+                                 int32_t side,
+                                 size_t index,
+                                 char *buf,
+                                 size_t buf_len,
+                                 size_t *out_len);
+
+/**
+ * Describes field `index` of `side`: `*out_kind` receives `METAREC_FIELD_CATEGORICAL` (one
+ * value), `METAREC_FIELD_MULTI_CATEGORICAL` (several values joined by a separator, e.g.
+ * `"comedy|drama"`) or `METAREC_FIELD_NUMERIC` (a decimal number, put in a bucket);
+ * `*out_vocabulary_size` the number of values the model knows: vocabulary entries, or buckets of
+ * a numeric field. A value outside the vocabulary (or a number that does not parse) is not an
+ * error: it maps to the field's "unknown" embedding, as in training. Either output may be NULL.
+ *
+ * Returns `METAREC_ERR_NULL_POINTER` (`model` NULL) or `METAREC_ERR_INVALID_ARGUMENT` (unknown
+ * `side`, `index` >= the field count).
+ *
+ * # Safety
+ * `model` is NULL or a live model handle; `out_kind` and `out_vocabulary_size` are NULL or
+ * writable.
+ */
+int32_t metarec_model_field_info(const MetarecModel *model,
+                                 int32_t side,
+                                 size_t index,
+                                 int32_t *out_kind,
+                                 size_t *out_vocabulary_size);
 
 /**
  * Creates a session for one user on `model`. The session holds its own reference to the

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One-time set-up, idempotent: libtorch (CPU) into an ignored project folder, the thumbv7em
-# target that proves the runtime builds without std, and the system tools the tests use.
+# target that proves the runtime builds without std, the aarch64 Linux target of the arm64
+# library build, and the system tools the tests use.
 # A second run only checks markers and returns in well under a second.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,14 +24,25 @@ if [ ! -f "$libtorch_link/lib/libtorch_cpu.so" ]; then
   ln -sfn "$root/$torch_dir" "$libtorch_link"
 fi
 
-if ! rustup target list --installed | grep -qx thumbv7em-none-eabihf; then
-  say "adding rust target thumbv7em-none-eabihf"
-  rustup target add thumbv7em-none-eabihf
-fi
+installed_targets=$(rustup target list --installed)
+for target in thumbv7em-none-eabihf aarch64-unknown-linux-gnu; do
+  if ! grep -qx "$target" <<<"$installed_targets"; then
+    say "adding rust target $target"
+    rustup target add "$target"
+  fi
+done
 
-# Debian packages the tests need: valgrind for the C API checks.
+# Debian packages the tests need: valgrind (C API checks, helgrind), pkg-config (the install
+# layout), kotlin (Kotlin/JNI example; Java 17 is already there), the aarch64 cross gcc and
+# libc, qemu-user (the arm64 build run under emulation) and binutils (readelf).
 need_pkgs=()
 command -v valgrind >/dev/null || need_pkgs+=(valgrind)
+command -v pkg-config >/dev/null || need_pkgs+=(pkg-config)
+command -v kotlinc >/dev/null || need_pkgs+=(kotlin)
+command -v aarch64-linux-gnu-gcc >/dev/null || need_pkgs+=(gcc-aarch64-linux-gnu)
+[ -f /usr/aarch64-linux-gnu/include/stdio.h ] || need_pkgs+=(libc6-dev-arm64-cross)
+command -v qemu-aarch64 >/dev/null || need_pkgs+=(qemu-user)
+command -v readelf >/dev/null || need_pkgs+=(binutils)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   say "installing Debian packages: ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -301,6 +301,14 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: %s MODEL.mrec USER.tsv\n", argc > 0 ? argv[0] : "personalize");
         return 2;
     }
+    /* The shared library loaded at run time must serve the header compiled in. */
+    int32_t version = METAREC_CHECK_VERSION();
+    if (version != METAREC_OK) {
+        report("METAREC_CHECK_VERSION", version);
+        fprintf(stderr, "personalize: header %s, library %s\n", METAREC_VERSION_STRING,
+                metarec_version());
+        return 1;
+    }
     UserFile user = {0};
     if (!read_user_file(argv[2], &user)) {
         free_user(&user);

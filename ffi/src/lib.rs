@@ -9,8 +9,8 @@
 //! Conventions of every entry point:
 //! - fallible functions return `METAREC_OK` (0) or an error code; on failure, output handles are
 //!   set to NULL and other outputs are unspecified unless the function documents otherwise
-//!   (`metarec_model_item_id` reports the size it needs, `metarec_session_top_k` sets
-//!   `*out_len` to 0);
+//!   (the string getters report the size they need, `metarec_session_top_k` sets `*out_len`
+//!   to 0);
 //! - a panic never crosses the boundary: it becomes `METAREC_ERR_PANIC` (functions without a
 //!   status return a neutral value instead). This needs `panic = "unwind"`, which every profile
 //!   of the workspace keeps;
@@ -62,6 +62,48 @@ pub extern "C" fn metarec_version() -> *const c_char {
     VERSION.as_ptr()
 }
 
+/// Checks that this library can serve a program compiled against header version
+/// `major.minor`; pass `METAREC_VERSION_MAJOR` and `METAREC_VERSION_MINOR` (the
+/// `METAREC_CHECK_VERSION()` macro does). Call it once at start-up, before any other function.
+///
+/// Returns `METAREC_OK` when the major versions are equal and the library's minor version is at
+/// least `minor` (minor versions only add functions); while the major version is 0 the minor
+/// versions must be equal (0.x releases may change the API). Otherwise returns
+/// `METAREC_ERR_INCOMPATIBLE_VERSION`.
+#[no_mangle]
+pub extern "C" fn metarec_check_version(major: u32, minor: u32) -> i32 {
+    guard(|| {
+        let compatible = compatible((VERSION_MAJOR, VERSION_MINOR), (major, minor));
+        if compatible {
+            Ok(())
+        } else {
+            Err(Code(METAREC_ERR_INCOMPATIBLE_VERSION))
+        }
+    })
+}
+
+/// The library's major and minor version (from `CARGO_PKG_VERSION_*`).
+const VERSION_MAJOR: u32 = parse_u32(env!("CARGO_PKG_VERSION_MAJOR"));
+const VERSION_MINOR: u32 = parse_u32(env!("CARGO_PKG_VERSION_MINOR"));
+
+/// A decimal number at compile time.
+const fn parse_u32(text: &str) -> u32 {
+    let bytes = text.as_bytes();
+    let mut value = 0u32;
+    let mut i = 0;
+    while i < bytes.len() {
+        assert!(bytes[i].is_ascii_digit(), "a version component is not a number");
+        value = value * 10 + (bytes[i] - b'0') as u32;
+        i += 1;
+    }
+    value
+}
+
+/// Whether a library of version `library` serves a caller compiled against `header`.
+fn compatible(library: (u32, u32), header: (u32, u32)) -> bool {
+    library.0 == header.0 && if library.0 == 0 { library.1 == header.1 } else { library.1 >= header.1 }
+}
+
 /// Writes the message of status `code` into `buf` (at most `buf_len` bytes, NUL included,
 /// truncated to fit) and returns the message's full length without the NUL, like `snprintf`:
 /// a return value `>= buf_len` means the message was truncated. Unknown codes give
@@ -92,6 +134,22 @@ mod tests {
         assert_eq!(guard(|| panic!("boom")), METAREC_ERR_PANIC);
         assert_eq!(guard_or(7usize, || panic!("boom")), 7);
         assert_eq!(guard_or(7usize, || 3), 3);
+    }
+
+    #[test]
+    fn version_compatibility_follows_semver() {
+        assert!(compatible((1, 4), (1, 4)));
+        assert!(compatible((1, 4), (1, 0)));
+        assert!(!compatible((1, 4), (1, 5)));
+        assert!(!compatible((1, 4), (2, 0)));
+        assert!(!compatible((2, 0), (1, 9)));
+        assert!(compatible((0, 3), (0, 3)));
+        assert!(!compatible((0, 3), (0, 2)));
+        assert!(!compatible((0, 3), (0, 4)));
+        assert_eq!(VERSION_MAJOR.to_string(), env!("CARGO_PKG_VERSION_MAJOR"));
+        assert_eq!(VERSION_MINOR.to_string(), env!("CARGO_PKG_VERSION_MINOR"));
+        assert_eq!(metarec_check_version(VERSION_MAJOR, VERSION_MINOR), METAREC_OK);
+        assert_eq!(metarec_check_version(VERSION_MAJOR + 1, VERSION_MINOR), METAREC_ERR_INCOMPATIBLE_VERSION);
     }
 
     #[test]

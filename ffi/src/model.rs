@@ -3,11 +3,24 @@
 use core::ffi::c_char;
 use std::sync::Arc;
 
+use metarec_runtime::format::{FieldKind, FieldSpec};
 use metarec_runtime::Model;
 
 use crate::handle::{self, MetarecModel};
 use crate::status::{Code, Status, METAREC_ERR_BUFFER_TOO_SMALL, METAREC_ERR_INVALID_ARGUMENT, METAREC_ERR_IO};
 use crate::{guard, guard_or};
+
+/// `side` of the field functions: the user's profile fields.
+pub const METAREC_FIELDS_USER: i32 = 0;
+/// `side` of the field functions: the catalogue's item fields.
+pub const METAREC_FIELDS_ITEM: i32 = 1;
+
+/// Field kind: one categorical value (e.g. `"F"`).
+pub const METAREC_FIELD_CATEGORICAL: i32 = 0;
+/// Field kind: several categorical values joined by a separator (e.g. `"comedy|drama"`).
+pub const METAREC_FIELD_MULTI_CATEGORICAL: i32 = 1;
+/// Field kind: a decimal number, mapped to a bucket (e.g. `"28"`).
+pub const METAREC_FIELD_NUMERIC: i32 = 2;
 
 /// Reads a model file's bytes; any failure to open or read it is `METAREC_ERR_IO`.
 fn read_file(path: &[u8]) -> Status<Vec<u8>> {
@@ -140,16 +153,228 @@ pub unsafe extern "C" fn metarec_model_item_id(
             .ok()
             .and_then(|index| model.item_id(index))
             .ok_or(Code(METAREC_ERR_INVALID_ARGUMENT))?;
-        let needed = id.len() + 1;
-        // SAFETY: NULL or writable (caller's contract).
-        unsafe { handle::write_out_opt(out_len, needed) };
-        if buf_len < needed {
-            // SAFETY: `buf_len` writable bytes unless 0 (caller's contract).
-            unsafe { handle::write_c_string(b"", buf, buf_len) }?;
-            return Err(Code(METAREC_ERR_BUFFER_TOO_SMALL));
+        // SAFETY: forwarded contract.
+        unsafe { copy_text(id, buf, buf_len, out_len) }
+    })
+}
+
+/// Copies `text` into a caller's buffer the way every string getter does: `*out_len` (when not
+/// NULL) receives the size needed, NUL included; a buffer that is too small receives an empty
+/// string (when `buf_len` > 0) and gives `METAREC_ERR_BUFFER_TOO_SMALL`.
+///
+/// # Safety
+/// Unless `buf_len` is 0, `buf` points to `buf_len` writable bytes; `out_len` is NULL or
+/// writable.
+unsafe fn copy_text(text: &str, buf: *mut c_char, buf_len: usize, out_len: *mut usize) -> Status<()> {
+    let needed = text.len() + 1;
+    // SAFETY: NULL or writable (caller's contract).
+    unsafe { handle::write_out_opt(out_len, needed) };
+    if buf_len < needed {
+        // SAFETY: `buf_len` writable bytes unless 0 (caller's contract).
+        unsafe { handle::write_c_string(b"", buf, buf_len) }?;
+        return Err(Code(METAREC_ERR_BUFFER_TOO_SMALL));
+    }
+    // SAFETY: as above.
+    unsafe { handle::write_c_string(text.as_bytes(), buf, buf_len) }?;
+    Ok(())
+}
+
+/// A unit enum variant's name in kebab case (`Melu` → `melu`, `AtPaml` → `at-paml`): the
+/// spelling of the trainer's `--method` values, derived so that methods the runtime learns later
+/// get a name without a table to keep in step.
+fn kebab_name(debug: &str) -> String {
+    let mut name = String::with_capacity(debug.len() + 4);
+    for (i, c) in debug.chars().take_while(|c| c.is_ascii_alphanumeric()).enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            name.push('-');
         }
-        // SAFETY: as above.
-        unsafe { handle::write_c_string(id.as_bytes(), buf, buf_len) }?;
+        name.push(c.to_ascii_lowercase());
+    }
+    name
+}
+
+/// Copies the name of the meta-learning method that trained the model (`"melu"`, spelled like the
+/// trainer's `--method` values) into `buf`, with the conventions of `metarec_model_item_id`
+/// (`*out_len` receives the size needed, NUL included; `buf_len` 0 asks for the size).
+///
+/// Returns `METAREC_ERR_NULL_POINTER` (`model` NULL, or `buf` NULL with `buf_len` > 0) or
+/// `METAREC_ERR_BUFFER_TOO_SMALL`.
+///
+/// # Safety
+/// As `metarec_model_item_id`.
+#[no_mangle]
+pub unsafe extern "C" fn metarec_model_method(
+    model: *const MetarecModel,
+    buf: *mut c_char,
+    buf_len: usize,
+    out_len: *mut usize,
+) -> i32 {
+    guard(|| {
+        // SAFETY: NULL or a live handle (caller's contract).
+        let model = unsafe { handle::model_ref(model) }?;
+        let name = kebab_name(&format!("{:?}", model.body().method));
+        // SAFETY: forwarded contract.
+        unsafe { copy_text(&name, buf, buf_len, out_len) }
+    })
+}
+
+/// Copies the name of what the model predicts (`"rating"`: explicit ratings on the scale of
+/// `metarec_model_rating_range`) into `buf`, with the conventions of `metarec_model_item_id`.
+///
+/// Returns `METAREC_ERR_NULL_POINTER` or `METAREC_ERR_BUFFER_TOO_SMALL`.
+///
+/// # Safety
+/// As `metarec_model_item_id`.
+#[no_mangle]
+pub unsafe extern "C" fn metarec_model_task(
+    model: *const MetarecModel,
+    buf: *mut c_char,
+    buf_len: usize,
+    out_len: *mut usize,
+) -> i32 {
+    guard(|| {
+        // SAFETY: NULL or a live handle (caller's contract).
+        let model = unsafe { handle::model_ref(model) }?;
+        let name = kebab_name(&format!("{:?}", model.body().task));
+        // SAFETY: forwarded contract.
+        unsafe { copy_text(&name, buf, buf_len, out_len) }
+    })
+}
+
+/// Writes the model's rating scale: the lowest and highest rating `metarec_session_add_rating`
+/// accepts. Either output may be NULL.
+///
+/// Returns `METAREC_ERR_NULL_POINTER` when `model` is NULL.
+///
+/// # Safety
+/// `model` is NULL or a live model handle; `out_min` and `out_max` are NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn metarec_model_rating_range(
+    model: *const MetarecModel,
+    out_min: *mut f32,
+    out_max: *mut f32,
+) -> i32 {
+    guard(|| {
+        // SAFETY: NULL or a live handle (caller's contract).
+        let model = unsafe { handle::model_ref(model) }?;
+        let scale = model.body().rating;
+        // SAFETY: NULL or writable (caller's contract).
+        unsafe {
+            handle::write_out_opt(out_min, scale.min);
+            handle::write_out_opt(out_max, scale.max);
+        }
         Ok(())
     })
+}
+
+/// The fields of one side of the model, or `METAREC_ERR_INVALID_ARGUMENT` for an unknown side.
+fn fields(model: &Model, side: i32) -> Status<&[FieldSpec]> {
+    match side {
+        METAREC_FIELDS_USER => Ok(&model.body().user_fields),
+        METAREC_FIELDS_ITEM => Ok(&model.body().item_fields),
+        _ => Err(Code(METAREC_ERR_INVALID_ARGUMENT)),
+    }
+}
+
+/// One field, or `METAREC_ERR_INVALID_ARGUMENT` for an unknown side or an index out of range.
+fn field(model: &Model, side: i32, index: usize) -> Status<&FieldSpec> {
+    fields(model, side)?.get(index).ok_or(Code(METAREC_ERR_INVALID_ARGUMENT))
+}
+
+/// Number of fields on one side of the model: `side` is `METAREC_FIELDS_USER` (the profile
+/// fields `metarec_session_set_profile` accepts) or `METAREC_FIELDS_ITEM` (the catalogue's
+/// features, already mapped in the model). 0 when `model` is NULL or `side` is neither.
+///
+/// # Safety
+/// `model` is NULL or a live model handle.
+#[no_mangle]
+pub unsafe extern "C" fn metarec_model_field_count(model: *const MetarecModel, side: i32) -> usize {
+    guard_or(0, || {
+        // SAFETY: NULL or a live handle (caller's contract).
+        let model = unsafe { handle::model_ref(model) };
+        model.and_then(|model| fields(model, side)).map_or(0, <[FieldSpec]>::len)
+    })
+}
+
+/// Copies the name of field `index` of `side` (see `metarec_model_field_count`) into `buf`, with
+/// the conventions of `metarec_model_item_id`. User field names are what
+/// `metarec_session_set_profile` takes.
+///
+/// Returns `METAREC_ERR_NULL_POINTER` (`model` NULL, or `buf` NULL with `buf_len` > 0),
+/// `METAREC_ERR_INVALID_ARGUMENT` (unknown `side`, `index` >= the field count) or
+/// `METAREC_ERR_BUFFER_TOO_SMALL`.
+///
+/// # Safety
+/// As `metarec_model_item_id`.
+#[no_mangle]
+pub unsafe extern "C" fn metarec_model_field_name(
+    model: *const MetarecModel,
+    side: i32,
+    index: usize,
+    buf: *mut c_char,
+    buf_len: usize,
+    out_len: *mut usize,
+) -> i32 {
+    guard(|| {
+        // SAFETY: NULL or a live handle (caller's contract).
+        let model = unsafe { handle::model_ref(model) }?;
+        let field = field(model, side, index)?;
+        // SAFETY: forwarded contract.
+        unsafe { copy_text(&field.name, buf, buf_len, out_len) }
+    })
+}
+
+/// Describes field `index` of `side`: `*out_kind` receives `METAREC_FIELD_CATEGORICAL` (one
+/// value), `METAREC_FIELD_MULTI_CATEGORICAL` (several values joined by a separator, e.g.
+/// `"comedy|drama"`) or `METAREC_FIELD_NUMERIC` (a decimal number, put in a bucket);
+/// `*out_vocabulary_size` the number of values the model knows: vocabulary entries, or buckets of
+/// a numeric field. A value outside the vocabulary (or a number that does not parse) is not an
+/// error: it maps to the field's "unknown" embedding, as in training. Either output may be NULL.
+///
+/// Returns `METAREC_ERR_NULL_POINTER` (`model` NULL) or `METAREC_ERR_INVALID_ARGUMENT` (unknown
+/// `side`, `index` >= the field count).
+///
+/// # Safety
+/// `model` is NULL or a live model handle; `out_kind` and `out_vocabulary_size` are NULL or
+/// writable.
+#[no_mangle]
+pub unsafe extern "C" fn metarec_model_field_info(
+    model: *const MetarecModel,
+    side: i32,
+    index: usize,
+    out_kind: *mut i32,
+    out_vocabulary_size: *mut usize,
+) -> i32 {
+    guard(|| {
+        // SAFETY: NULL or a live handle (caller's contract).
+        let model = unsafe { handle::model_ref(model) }?;
+        let field = field(model, side, index)?;
+        let kind = match field.kind {
+            FieldKind::Categorical => METAREC_FIELD_CATEGORICAL,
+            FieldKind::MultiCategorical { .. } => METAREC_FIELD_MULTI_CATEGORICAL,
+            FieldKind::Numeric { .. } => METAREC_FIELD_NUMERIC,
+        };
+        // Row 0 of every table is the "unknown" row; the others are the known values.
+        let known = field.rows().saturating_sub(1);
+        // SAFETY: NULL or writable (caller's contract).
+        unsafe {
+            handle::write_out_opt(out_kind, kind);
+            handle::write_out_opt(out_vocabulary_size, known);
+        }
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::kebab_name;
+
+    #[test]
+    fn method_names_are_the_trainers_kebab_case() {
+        assert_eq!(kebab_name("Melu"), "melu");
+        assert_eq!(kebab_name("MetaSgd"), "meta-sgd");
+        assert_eq!(kebab_name("AtPaml"), "at-paml");
+        assert_eq!(kebab_name("Rating"), "rating");
+        assert_eq!(kebab_name("Hml { inits: 3 }"), "hml");
+    }
 }

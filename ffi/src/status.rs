@@ -21,6 +21,9 @@ pub const METAREC_ERR_BUFFER_TOO_SMALL: i32 = 4;
 pub const METAREC_ERR_INVALID_ARGUMENT: i32 = 5;
 /// The library panicked (a bug in metarec). The session involved, if any, must only be freed.
 pub const METAREC_ERR_PANIC: i32 = 6;
+/// The library is not compatible with the header version the caller was compiled against
+/// (`metarec_check_version`).
+pub const METAREC_ERR_INCOMPATIBLE_VERSION: i32 = 7;
 
 /// The file does not start with the metarec magic bytes.
 pub const METAREC_ERR_BAD_MAGIC: i32 = 100;
@@ -38,6 +41,9 @@ pub const METAREC_ERR_MALFORMED_BODY: i32 = 105;
 pub const METAREC_ERR_INCONSISTENT_DIMENSIONS: i32 = 106;
 /// The model holds a NaN, infinite or negative-rate parameter.
 pub const METAREC_ERR_NON_FINITE_PARAMETER: i32 = 107;
+/// The model file needs a feature (a required flag of its header) this library does not
+/// implement; a newer library may read it.
+pub const METAREC_ERR_UNSUPPORTED_FEATURE: i32 = 108;
 /// An item id is not in the model's catalogue.
 pub const METAREC_ERR_UNKNOWN_ITEM: i32 = 200;
 /// A profile field name is not one of the model's user fields.
@@ -50,7 +56,7 @@ pub const METAREC_ERR_TOO_MANY_RATINGS: i32 = 203;
 pub const METAREC_ERR_LENGTH_MISMATCH: i32 = 204;
 
 /// Every code the C layer defines itself, with its message.
-pub(crate) const FFI_CODES: [(i32, &str); 7] = [
+pub(crate) const FFI_CODES: [(i32, &str); 8] = [
     (METAREC_OK, "ok"),
     (METAREC_ERR_NULL_POINTER, "a required pointer argument is NULL"),
     (METAREC_ERR_INVALID_UTF8, "a string argument is not valid UTF-8"),
@@ -58,6 +64,10 @@ pub(crate) const FFI_CODES: [(i32, &str); 7] = [
     (METAREC_ERR_BUFFER_TOO_SMALL, "an output buffer is too small"),
     (METAREC_ERR_INVALID_ARGUMENT, "an argument is out of range"),
     (METAREC_ERR_PANIC, "internal error: metarec panicked (please report this bug)"),
+    (
+        METAREC_ERR_INCOMPATIBLE_VERSION,
+        "the library is not compatible with the header version the program was built with",
+    ),
 ];
 
 /// Message for unknown codes.

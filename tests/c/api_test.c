@@ -5,7 +5,8 @@
  *
  *   usage: api_test MODEL.mrec SCRATCH_DIR
  *
- * MODEL.mrec is the fixture model of metarec-tests (user field "gender", ratings 1..5);
+ * MODEL.mrec is the fixture model of metarec-tests (user fields "gender" and "age", item fields
+ * "genre" and "year", ratings 1..5);
  * SCRATCH_DIR is a writable directory for the damaged copies of the model.
  * Prints one line per failed check and a summary; exits 0 only when every check passed.
  */
@@ -119,7 +120,7 @@ static void test_version_and_messages(void) {
     const int32_t codes[] = {
         METAREC_ERR_NULL_POINTER, METAREC_ERR_INVALID_UTF8, METAREC_ERR_IO,
         METAREC_ERR_BUFFER_TOO_SMALL, METAREC_ERR_INVALID_ARGUMENT, METAREC_ERR_PANIC,
-        METAREC_ERR_BAD_MAGIC, METAREC_ERR_UNSUPPORTED_VERSION, METAREC_ERR_TRUNCATED,
+        METAREC_ERR_INCOMPATIBLE_VERSION, METAREC_ERR_UNSUPPORTED_FEATURE, METAREC_ERR_BAD_MAGIC, METAREC_ERR_UNSUPPORTED_VERSION, METAREC_ERR_TRUNCATED,
         METAREC_ERR_CHECKSUM_MISMATCH, METAREC_ERR_TRAILING_BYTES, METAREC_ERR_MALFORMED_BODY,
         METAREC_ERR_INCONSISTENT_DIMENSIONS, METAREC_ERR_NON_FINITE_PARAMETER,
         METAREC_ERR_UNKNOWN_ITEM, METAREC_ERR_UNKNOWN_FIELD, METAREC_ERR_INVALID_RATING,
@@ -129,6 +130,26 @@ static void test_version_and_messages(void) {
         metarec_error_message(codes[i], buf, sizeof buf);
         CHECK(strcmp(buf, "unknown error code") != 0 && strlen(buf) > 0);
     }
+}
+
+static void test_version_check(void) {
+    CHECK_CODE(METAREC_CHECK_VERSION(), METAREC_OK);
+    CHECK_CODE(metarec_check_version(METAREC_VERSION_MAJOR, METAREC_VERSION_MINOR), METAREC_OK);
+    /* A header newer than the library, or of another major version, is refused. */
+    CHECK_CODE(metarec_check_version(METAREC_VERSION_MAJOR, METAREC_VERSION_MINOR + 1),
+               METAREC_ERR_INCOMPATIBLE_VERSION);
+    CHECK_CODE(metarec_check_version(METAREC_VERSION_MAJOR + 1, METAREC_VERSION_MINOR),
+               METAREC_ERR_INCOMPATIBLE_VERSION);
+    CHECK_CODE(metarec_check_version(UINT32_MAX, UINT32_MAX), METAREC_ERR_INCOMPATIBLE_VERSION);
+#if METAREC_VERSION_MAJOR == 0
+    /* 0.x: minor versions may break the API, so an older 0.x header is refused too. */
+    if (METAREC_VERSION_MINOR > 0) {
+        CHECK_CODE(metarec_check_version(0, METAREC_VERSION_MINOR - 1),
+                   METAREC_ERR_INCOMPATIBLE_VERSION);
+    }
+#else
+    CHECK_CODE(metarec_check_version(METAREC_VERSION_MAJOR, 0), METAREC_OK);
+#endif
 }
 
 /* A non-NULL pointer value that must be overwritten with NULL by failed loads. */
@@ -220,6 +241,183 @@ static void test_item_ids(const MetarecModel *model) {
         CHECK(reported == needed && strlen(buf) == needed - 1);
         CHECK_CODE(metarec_model_item_id(model, i, buf, sizeof buf, NULL), METAREC_OK);
     }
+}
+
+typedef int32_t (*TextGetter)(const MetarecModel *, char *, size_t, size_t *);
+
+/* Checks a string getter's conventions and compares its text with `want`. */
+static void check_text(const MetarecModel *model, TextGetter get, const char *want, int line) {
+    char buf[64];
+    size_t needed = 0;
+    check_code(get(NULL, buf, sizeof buf, &needed), METAREC_ERR_NULL_POINTER, "get(NULL, ...)", line);
+    check_code(get(model, NULL, 16, &needed), METAREC_ERR_NULL_POINTER, "get(model, NULL, 16)", line);
+    check_code(get(model, NULL, 0, &needed), METAREC_ERR_BUFFER_TOO_SMALL, "get(model, NULL, 0)", line);
+    check_true(needed == strlen(want) + 1, "needed == strlen(want) + 1", line);
+    memset(buf, 'x', sizeof buf);
+    size_t reported = 0;
+    check_code(get(model, buf, strlen(want), &reported), METAREC_ERR_BUFFER_TOO_SMALL,
+               "get(model, buf, strlen(want))", line);
+    check_true(reported == needed && buf[0] == '\0', "short buffer gets an empty string", line);
+    check_code(get(model, buf, sizeof buf, NULL), METAREC_OK, "get(model, buf, sizeof buf, NULL)", line);
+    check_true(strcmp(buf, want) == 0, "text equals the expected one", line);
+}
+
+static void test_model_info(const MetarecModel *model) {
+    check_text(model, metarec_model_method, "melu", __LINE__);
+    check_text(model, metarec_model_task, "rating", __LINE__);
+
+    float min = 0.0f;
+    float max = 0.0f;
+    CHECK_CODE(metarec_model_rating_range(NULL, &min, &max), METAREC_ERR_NULL_POINTER);
+    CHECK_CODE(metarec_model_rating_range(model, &min, &max), METAREC_OK);
+    CHECK(min == 1.0f && max == 5.0f);
+    CHECK_CODE(metarec_model_rating_range(model, NULL, NULL), METAREC_OK);
+
+    CHECK(metarec_model_field_count(model, METAREC_FIELDS_USER) == 2);
+    CHECK(metarec_model_field_count(model, METAREC_FIELDS_ITEM) == 2);
+    CHECK(metarec_model_field_count(model, 2) == 0);
+    CHECK(metarec_model_field_count(model, -1) == 0);
+    CHECK(metarec_model_field_count(NULL, METAREC_FIELDS_USER) == 0);
+
+    /* The fixture: user fields gender (F, M) and age (4 bounds, 5 buckets); item fields genre
+     * (4 genres, multi) and year (3 years). */
+    const struct {
+        int32_t side;
+        const char *name;
+        int32_t kind;
+        size_t vocabulary;
+    } want[] = {
+        {METAREC_FIELDS_USER, "gender", METAREC_FIELD_CATEGORICAL, 2},
+        {METAREC_FIELDS_USER, "age", METAREC_FIELD_NUMERIC, 5},
+        {METAREC_FIELDS_ITEM, "genre", METAREC_FIELD_MULTI_CATEGORICAL, 4},
+        {METAREC_FIELDS_ITEM, "year", METAREC_FIELD_CATEGORICAL, 3},
+    };
+    char name[64];
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        size_t index = i % 2;
+        size_t needed = 0;
+        CHECK_CODE(metarec_model_field_name(model, want[i].side, index, NULL, 0, &needed),
+                   METAREC_ERR_BUFFER_TOO_SMALL);
+        CHECK(needed == strlen(want[i].name) + 1);
+        CHECK_CODE(metarec_model_field_name(model, want[i].side, index, name, sizeof name, NULL),
+                   METAREC_OK);
+        CHECK(strcmp(name, want[i].name) == 0);
+        int32_t kind = -1;
+        size_t vocabulary = 0;
+        CHECK_CODE(metarec_model_field_info(model, want[i].side, index, &kind, &vocabulary),
+                   METAREC_OK);
+        CHECK(kind == want[i].kind);
+        CHECK(vocabulary == want[i].vocabulary);
+        CHECK_CODE(metarec_model_field_info(model, want[i].side, index, NULL, NULL), METAREC_OK);
+    }
+
+    /* Misuse: NULL model, unknown side, index past the end, NULL buffer with a length. */
+    CHECK_CODE(metarec_model_field_name(NULL, METAREC_FIELDS_USER, 0, name, sizeof name, NULL),
+               METAREC_ERR_NULL_POINTER);
+    CHECK_CODE(metarec_model_field_name(model, 7, 0, name, sizeof name, NULL),
+               METAREC_ERR_INVALID_ARGUMENT);
+    CHECK_CODE(metarec_model_field_name(model, METAREC_FIELDS_ITEM, 2, name, sizeof name, NULL),
+               METAREC_ERR_INVALID_ARGUMENT);
+    CHECK_CODE(metarec_model_field_name(model, METAREC_FIELDS_USER, 0, NULL, 8, NULL),
+               METAREC_ERR_NULL_POINTER);
+    int32_t kind = -1;
+    CHECK_CODE(metarec_model_field_info(NULL, METAREC_FIELDS_USER, 0, &kind, NULL),
+               METAREC_ERR_NULL_POINTER);
+    CHECK_CODE(metarec_model_field_info(model, -3, 0, &kind, NULL), METAREC_ERR_INVALID_ARGUMENT);
+    CHECK_CODE(metarec_model_field_info(model, METAREC_FIELDS_USER, (size_t)-1, &kind, NULL),
+               METAREC_ERR_INVALID_ARGUMENT);
+    CHECK(kind == -1); /* nothing written on failure */
+}
+
+/* Scores of every item for a user with this profile (no ratings); 0 on failure. */
+static int profile_scores(const MetarecModel *model, const char *gender, const char *age,
+                          float *out, size_t count) {
+    MetarecSession *session = NULL;
+    if (metarec_session_new(model, &session) != METAREC_OK) {
+        return 0;
+    }
+    int ok = metarec_session_set_profile(session, "gender", gender) == METAREC_OK &&
+             metarec_session_set_profile(session, "age", age) == METAREC_OK &&
+             metarec_session_score_all(session, out, count) == METAREC_OK;
+    metarec_session_free(session);
+    return ok;
+}
+
+/* Values the model has never seen map to the field's unknown row, as in training. */
+static void test_unknown_values(const MetarecModel *model) {
+    size_t count = metarec_model_item_count(model);
+    float *a = calloc(count, sizeof *a);
+    float *b = calloc(count, sizeof *b);
+    CHECK(a != NULL && b != NULL);
+    if (a != NULL && b != NULL) {
+        CHECK(profile_scores(model, "never-seen", "28", a, count));
+        CHECK(profile_scores(model, "also-unknown", "28", b, count));
+        CHECK(memcmp(a, b, count * sizeof *a) == 0);
+        CHECK(profile_scores(model, "F", "28", b, count));
+        CHECK(memcmp(a, b, count * sizeof *a) != 0);
+        CHECK(profile_scores(model, "F", "not-a-number", a, count));
+        CHECK(profile_scores(model, "F", "", b, count));
+        CHECK(memcmp(a, b, count * sizeof *a) == 0);
+    }
+    free(a);
+    free(b);
+}
+
+/* Calls in an unusual order: all allowed, with defined results. */
+static void test_call_order(const MetarecModel *model) {
+    MetarecSession *session = NULL;
+    CHECK_CODE(metarec_session_new(model, &session), METAREC_OK);
+    if (session == NULL) {
+        return;
+    }
+    size_t count = metarec_model_item_count(model);
+    float *meta = calloc(count, sizeof *meta);
+    float *now = calloc(count, sizeof *now);
+    CHECK(meta != NULL && now != NULL);
+    if (meta != NULL && now != NULL) {
+        /* Scoring before any profile or rating: the meta-learned model with unknown profile. */
+        CHECK_CODE(metarec_session_score_all(session, meta, count), METAREC_OK);
+        /* Adapting without ratings keeps the meta-learned weights. */
+        CHECK_CODE(metarec_session_adapt(session, 0), METAREC_OK);
+        CHECK_CODE(metarec_session_adapt(session, 7), METAREC_OK);
+        CHECK_CODE(metarec_session_score_all(session, now, count), METAREC_OK);
+        CHECK(memcmp(meta, now, count * sizeof *meta) == 0);
+        /* Clearing ratings that were never added is fine. */
+        CHECK_CODE(metarec_session_clear_ratings(session), METAREC_OK);
+
+        /* Adapt, then change the profile: the adaptation is dropped. */
+        char id[64];
+        CHECK_CODE(metarec_model_item_id(model, 3, id, sizeof id, NULL), METAREC_OK);
+        CHECK_CODE(metarec_session_add_rating(session, id, 5.0f), METAREC_OK);
+        CHECK_CODE(metarec_session_adapt(session, 0), METAREC_OK);
+        CHECK_CODE(metarec_session_score_all(session, now, count), METAREC_OK);
+        CHECK(memcmp(meta, now, count * sizeof *meta) != 0);
+        CHECK_CODE(metarec_session_set_profile(session, "gender", "nobody-knows"), METAREC_OK);
+        CHECK_CODE(metarec_session_score_all(session, now, count), METAREC_OK);
+        CHECK(memcmp(meta, now, count * sizeof *meta) == 0);
+
+        /* Clearing the ratings and adapting again also gives the meta-learned scores. */
+        CHECK_CODE(metarec_session_adapt(session, 0), METAREC_OK);
+        CHECK_CODE(metarec_session_clear_ratings(session), METAREC_OK);
+        CHECK_CODE(metarec_session_adapt(session, 0), METAREC_OK);
+        CHECK_CODE(metarec_session_score_all(session, now, count), METAREC_OK);
+        CHECK(memcmp(meta, now, count * sizeof *meta) == 0);
+
+        /* The support set is bounded; the limit is reported, not a crash. */
+        int32_t code = METAREC_OK;
+        size_t added = 0;
+        while (code == METAREC_OK && added < 1000000) {
+            code = metarec_session_add_rating(session, id, 3.0f);
+            added += code == METAREC_OK;
+        }
+        CHECK_CODE(code, METAREC_ERR_TOO_MANY_RATINGS);
+        CHECK(added >= 1000 && added < 1000000);
+        CHECK_CODE(metarec_session_clear_ratings(session), METAREC_OK);
+        CHECK_CODE(metarec_session_add_rating(session, id, 3.0f), METAREC_OK);
+    }
+    free(meta);
+    free(now);
+    metarec_session_free(session);
 }
 
 static void test_session(const MetarecModel *model) {
@@ -366,12 +564,16 @@ int main(int argc, char **argv) {
         return 2;
     }
     test_version_and_messages();
+    test_version_check();
     test_loading(argv[1], argv[2]);
 
     MetarecModel *model = NULL;
     CHECK_CODE(metarec_model_load(argv[1], &model), METAREC_OK);
     if (model != NULL) {
         test_item_ids(model);
+        test_model_info(model);
+        test_unknown_values(model);
+        test_call_order(model);
         test_session(model);
         metarec_model_free(model);
     }

@@ -6,7 +6,8 @@
 use core::fmt::Write as _;
 
 use metarec_runtime::format::{
-    encode, Adaptation, DenseLayer, FieldKind, FieldSpec, ItemRecord, Method, ModelBody, RatingScale, Task,
+    encode, Adaptation, DenseLayer, FieldKind, FieldSpec, ItemRecord, LearningRate, Method, ModelBody, RatingScale,
+    Task,
 };
 
 /// Embedding width of the fixture model.
@@ -102,6 +103,9 @@ pub fn model_body(flat: bool) -> ModelBody {
         items,
         layers,
         adaptation: Adaptation { inner_lr: 0.05, inner_steps: 5 },
+        extra_inits: Vec::new(),
+        learning_rate: LearningRate::Fixed,
+        neighbours: None,
         rating: RatingScale { min: 1.0, max: 5.0, global_mean: 3.5 },
     }
 }

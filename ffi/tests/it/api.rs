@@ -210,3 +210,101 @@ fn error_messages_follow_snprintf() {
     assert_eq!(crate::util::message(-1), "unknown error code");
     assert_eq!(crate::util::message(METAREC_OK), "ok");
 }
+
+/// A string getter's result through the `(buf, buf_len, out_len)` convention: asks for the size
+/// first, then fetches exactly that.
+fn text(get: impl Fn(*mut core::ffi::c_char, usize, *mut usize) -> i32) -> String {
+    let mut needed = 0usize;
+    assert_code(get(core::ptr::null_mut(), 0, &mut needed), METAREC_ERR_BUFFER_TOO_SMALL);
+    assert!(needed >= 1);
+    let mut buf = vec![b'x' as core::ffi::c_char; needed];
+    let mut reported = 0usize;
+    assert_code(get(buf.as_mut_ptr(), needed, &mut reported), METAREC_OK);
+    assert_eq!(reported, needed);
+    assert_eq!(buf[needed - 1], 0, "not NUL-terminated");
+    String::from_utf8(buf[..needed - 1].iter().map(|c| *c as u8).collect()).unwrap()
+}
+
+#[test]
+fn model_info_describes_the_fixture() {
+    let model = ModelHandle::fixture();
+    let body = fixture::model_body(false);
+    let method = text(|buf, len, out| {
+        // SAFETY: a live handle; `text` passes a buffer of `len` bytes (or NULL and 0) and a
+        // writable `out`.
+        unsafe { metarec_model_method(model.0, buf, len, out) }
+    });
+    assert_eq!(method, "melu");
+    let task = text(|buf, len, out| {
+        // SAFETY: as above.
+        unsafe { metarec_model_task(model.0, buf, len, out) }
+    });
+    assert_eq!(task, "rating");
+
+    let (mut min, mut max) = (f32::NAN, f32::NAN);
+    // SAFETY: a live handle and two writable floats.
+    assert_code(unsafe { metarec_model_rating_range(model.0, &mut min, &mut max) }, METAREC_OK);
+    assert_eq!((min, max), (body.rating.min, body.rating.max));
+
+    for (side, fields) in [(METAREC_FIELDS_USER, &body.user_fields), (METAREC_FIELDS_ITEM, &body.item_fields)] {
+        // SAFETY: a live handle.
+        assert_eq!(unsafe { metarec_model_field_count(model.0, side) }, fields.len());
+        for (index, field) in fields.iter().enumerate() {
+            // SAFETY: as above.
+            let name = text(|buf, len, out| {
+                // SAFETY: as above.
+                unsafe { metarec_model_field_name(model.0, side, index, buf, len, out) }
+            });
+            assert_eq!(name, field.name);
+            let (mut kind, mut size) = (-1, usize::MAX);
+            // SAFETY: a live handle and writable outputs.
+            let code = unsafe { metarec_model_field_info(model.0, side, index, &mut kind, &mut size) };
+            assert_code(code, METAREC_OK);
+            let (want_kind, want_size) = match &field.kind {
+                metarec_runtime::format::FieldKind::Categorical => (METAREC_FIELD_CATEGORICAL, field.vocabulary.len()),
+                metarec_runtime::format::FieldKind::MultiCategorical { .. } => {
+                    (METAREC_FIELD_MULTI_CATEGORICAL, field.vocabulary.len())
+                }
+                metarec_runtime::format::FieldKind::Numeric { bounds } => (METAREC_FIELD_NUMERIC, bounds.len() + 1),
+            };
+            assert_eq!((kind, size), (want_kind, want_size), "{}", field.name);
+        }
+        // SAFETY: a live handle; past the end is refused before anything is written.
+        let past = unsafe {
+            metarec_model_field_info(model.0, side, fields.len(), core::ptr::null_mut(), core::ptr::null_mut())
+        };
+        assert_code(past, METAREC_ERR_INVALID_ARGUMENT);
+    }
+    // Names of the fixture, spelled out so a change of the fixture or the mapping shows.
+    let names: Vec<String> = (0..2)
+        .map(|i| {
+            text(|buf, len, out| {
+                // SAFETY: as above.
+                unsafe { metarec_model_field_name(model.0, METAREC_FIELDS_USER, i, buf, len, out) }
+            })
+        })
+        .collect();
+    assert_eq!(names, ["gender", "age"]);
+    // SAFETY: a live handle.
+    assert_eq!(unsafe { metarec_model_field_count(model.0, 2) }, 0);
+    // SAFETY: NULL is allowed.
+    assert_eq!(unsafe { metarec_model_field_count(core::ptr::null(), METAREC_FIELDS_USER) }, 0);
+}
+
+#[test]
+fn unknown_profile_values_score_like_the_unknown_row() {
+    let model = ModelHandle::fixture();
+    let scores_with = |gender: &str, age: &str| {
+        let mut session = model.session();
+        assert_code(session.set_profile("gender", gender), METAREC_OK);
+        assert_code(session.set_profile("age", age), METAREC_OK);
+        session.score_all(ITEM_COUNT).unwrap()
+    };
+    // Two different unseen values both map to row 0, so they score identically; a known value
+    // scores differently.
+    assert_eq!(scores_with("never-seen", "28"), scores_with("also-unknown", "28"));
+    assert_ne!(scores_with("F", "28"), scores_with("never-seen", "28"));
+    // A number that does not parse is the numeric field's unknown row, like the trainer's.
+    assert_eq!(scores_with("F", "not-a-number"), scores_with("F", "NaN"));
+    assert_ne!(scores_with("F", "not-a-number"), scores_with("F", "28"));
+}

@@ -126,6 +126,7 @@ fn every_runtime_error_has_a_header_constant_with_its_code_and_message() {
         ("METAREC_ERR_BUFFER_TOO_SMALL", 4),
         ("METAREC_ERR_INVALID_ARGUMENT", 5),
         ("METAREC_ERR_PANIC", 6),
+        ("METAREC_ERR_INCOMPATIBLE_VERSION", 7),
     ];
     for (name, code) in own {
         assert_eq!(macros.get(name), Some(&code), "{name}");
@@ -143,17 +144,25 @@ fn header_declares_the_opaque_handles_and_every_function() {
         "typedef struct MetarecSession MetarecSession;",
         "Thread safety",
         "const char *metarec_version(void);",
+        "#define METAREC_CHECK_VERSION() metarec_check_version(METAREC_VERSION_MAJOR, METAREC_VERSION_MINOR)",
     ] {
         assert!(header.contains(needle), "header lacks `{needle}`");
     }
     for function in [
         "metarec_version",
+        "metarec_check_version",
         "metarec_error_message",
         "metarec_model_load",
         "metarec_model_load_from_memory",
         "metarec_model_free",
         "metarec_model_item_count",
         "metarec_model_item_id",
+        "metarec_model_method",
+        "metarec_model_task",
+        "metarec_model_rating_range",
+        "metarec_model_field_count",
+        "metarec_model_field_name",
+        "metarec_model_field_info",
         "metarec_session_new",
         "metarec_session_free",
         "metarec_session_set_profile",

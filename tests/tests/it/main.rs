@@ -3,5 +3,8 @@
 //! AddressSanitizer/UBSan (and valgrind when it is installed).
 
 mod api_test;
+mod kotlin;
+mod packaging;
 mod personalize;
 mod support;
+mod thread_test;

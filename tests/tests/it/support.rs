@@ -63,6 +63,8 @@ pub fn have_program(name: &str) -> bool {
 pub enum Sanitize {
     /// `-fsanitize=address,undefined`.
     AddressUndefined,
+    /// `-fsanitize=thread` (ThreadSanitizer).
+    Thread,
     /// None (for valgrind).
     None,
 }
@@ -81,10 +83,25 @@ pub fn compile_c(source: &Path, out_dir: &Path, name: &str, sanitize: Sanitize) 
         .arg(source)
         .arg("-o")
         .arg(&exe);
-    if sanitize == Sanitize::AddressUndefined {
-        command.args(["-fsanitize=address,undefined", "-fno-sanitize-recover=undefined", "-fno-omit-frame-pointer"]);
+    match sanitize {
+        Sanitize::AddressUndefined => {
+            command.args([
+                "-fsanitize=address,undefined",
+                "-fno-sanitize-recover=undefined",
+                "-fno-omit-frame-pointer",
+            ]);
+        }
+        Sanitize::Thread => {
+            command.args(["-fsanitize=thread", "-fno-omit-frame-pointer"]);
+        }
+        Sanitize::None => {}
     }
-    command.arg("-L").arg(&lib_dir).arg("-lmetarec").arg(format!("-Wl,-rpath,{}", lib_dir.display())).arg("-lm");
+    command
+        .arg("-L")
+        .arg(&lib_dir)
+        .arg("-lmetarec")
+        .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
+        .args(["-lm", "-pthread"]);
     let output = command.output().unwrap_or_else(|error| panic!("cannot run the C compiler `{cc}` ($CC): {error}"));
     assert!(
         output.status.success(),
@@ -94,6 +111,15 @@ pub fn compile_c(source: &Path, out_dir: &Path, name: &str, sanitize: Sanitize) 
         String::from_utf8_lossy(&output.stderr)
     );
     exe
+}
+
+/// Runs a program built with [`Sanitize::Thread`]: any report is an error (exit code 66).
+pub fn run_thread_sanitized(exe: &Path, args: &[&Path]) -> Output {
+    Command::new(exe)
+        .args(args)
+        .env("TSAN_OPTIONS", "halt_on_error=1:exitcode=66:second_deadlock_stack=1")
+        .output()
+        .unwrap_or_else(|error| panic!("cannot run {}: {error}", exe.display()))
 }
 
 /// Runs a program built with [`Sanitize::AddressUndefined`], leak detection on (no suppressions:
@@ -122,4 +148,16 @@ pub fn write_fixture_model(dir: &Path) -> PathBuf {
     let path = dir.join("fixture.mrec");
     std::fs::write(&path, metarec_tests::model_bytes(false)).expect("write the fixture model");
     path
+}
+
+/// The lines of a personalize run from "top N recommendations" on.
+pub fn top_block(stdout: &str) -> Vec<String> {
+    stdout.lines().skip_while(|line| !line.starts_with("top ")).map(str::to_owned).collect()
+}
+
+/// Runs a command to completion, panicking with its output unless it succeeds.
+pub fn run_ok(command: &mut Command) -> Output {
+    let output = command.output().unwrap_or_else(|error| panic!("cannot run {command:?}: {error}"));
+    assert!(output.status.success(), "{command:?} failed\n{}", describe(&output));
+    output
 }
