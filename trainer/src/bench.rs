@@ -135,11 +135,10 @@ fn peak_gflops() -> f64 {
 pub fn device_benchmark(config: &DeviceBench) -> Result<String> {
     ensure!(config.items > 0 && config.support > 0 && config.repeat > 0, "--items, --support and --repeat must be > 0");
     tch::set_num_threads(1);
-    tch::manual_seed(3);
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let data = dataset(config.items, &mut rng);
     let spec = ModelSpec::melu(ModelShape { embedding_dim: 32, hidden: vec![64, 64] }, 0.05, config.steps);
-    let model = MetaModel::new(&data, &spec, 3.5, Device::Cpu);
+    let model = MetaModel::new_seeded(&data, &spec, 3.5, Device::Cpu, 3);
     let info = RunInfo {
         data: "bench".into(),
         fingerprint: 0,

@@ -285,9 +285,27 @@ impl Forward {
     }
 }
 
+/// libtorch's random generator is process-wide: initialisation holds this lock so that a seeded
+/// model's draws never interleave with another thread's (tests run in parallel).
+static TORCH_RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 impl MetaModel {
-    /// A freshly initialised model for `data` (output bias at the mean rating `global_mean`).
+    /// A freshly initialised model for `data` (output bias at the mean rating `global_mean`),
+    /// drawing from libtorch's generator as it stands.
     pub fn new(data: &Dataset, spec: &ModelSpec, global_mean: f32, device: Device) -> MetaModel {
+        let _rng = TORCH_RNG.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        Self::build(data, spec, global_mean, device)
+    }
+
+    /// Like [`MetaModel::new`], with libtorch's generator seeded first: the same seed gives the
+    /// same initial weights, whatever other threads do.
+    pub fn new_seeded(data: &Dataset, spec: &ModelSpec, global_mean: f32, device: Device, seed: u64) -> MetaModel {
+        let _rng = TORCH_RNG.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        tch::manual_seed(seed as i64);
+        Self::build(data, spec, global_mean, device)
+    }
+
+    fn build(data: &Dataset, spec: &ModelSpec, global_mean: f32, device: Device) -> MetaModel {
         let vs = nn::VarStore::new(device);
         let root = vs.root();
         let dim = spec.shape.embedding_dim;

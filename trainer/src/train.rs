@@ -165,7 +165,6 @@ pub fn train(config: &TrainConfig) -> Result<RunInfo> {
     check(config)?;
     let started = Instant::now();
     let device = parse_device(&config.device)?;
-    tch::manual_seed(config.seed as i64);
     let load_options = LoadOptions { format: config.format, skip_invalid: config.skip_invalid };
     let mut data = Dataset::load_with(&config.data, &load_options)?;
     if config.item_id {
@@ -194,7 +193,7 @@ pub fn train(config: &TrainConfig) -> Result<RunInfo> {
         inner_lr: config.inner_lr,
         inner_steps: config.inner_steps,
     };
-    let model = MetaModel::new(&data, &spec, global_mean, device);
+    let model = MetaModel::new_seeded(&data, &spec, global_mean, device, config.seed);
     let mut optimizer = Adam::new(&model.vs, config.outer_lr);
     let order = if config.first_order { Order::First } else { Order::Second };
     let gamma = if config.method == Method::RegPaml { config.method_config.gamma } else { 0.0 };

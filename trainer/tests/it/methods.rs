@@ -39,8 +39,7 @@ fn variables(model: &MetaModel) -> HashMap<String, Tensor> {
 /// the autograd gradient of the same entry (second-order MAML, the default).
 fn check_gradient(method: Method, variable: &str, index: &[i64]) {
     let (_dir, data, split) = tiny();
-    tch::manual_seed(5);
-    let model = MetaModel::new(&data, &spec(method), 3.5, Device::Cpu);
+    let model = MetaModel::new_seeded(&data, &spec(method), 3.5, Device::Cpu, 5);
     let batch = TaskBatch::new(&split.train[..8], Device::Cpu);
     let gamma = if method == Method::RegPaml { 0.5 } else { 0.0 };
     let loss = |model: &MetaModel| model.forward(&batch, 2, Order::Second, false).outer_loss(gamma);
@@ -90,8 +89,7 @@ fn regularizer_gradient_matches_finite_differences() {
 #[test]
 fn regularizer_is_grad_norm_times_rate() {
     let (_dir, data, split) = tiny();
-    tch::manual_seed(5);
-    let model = MetaModel::new(&data, &spec(Method::RegPaml), 3.5, Device::Cpu);
+    let model = MetaModel::new_seeded(&data, &spec(Method::RegPaml), 3.5, Device::Cpu, 5);
     let batch = TaskBatch::new(&split.train[..6], Device::Cpu);
     let forward = model.forward(&batch, 2, Order::Second, false);
     let reg = forward.regularizer.as_ref().expect("REG-PAML has a regularizer");

@@ -65,9 +65,8 @@ fn runtime_predictions(model: &Model, data: &Dataset, tasks: &[Task], steps: u32
 fn assert_parity(shape: ModelShape, inner_lr: f64, steps: u32) {
     let (_dir, data) = small_dataset();
     let split = Split::new(&data, 5).expect("split");
-    tch::manual_seed(11);
     let spec = ModelSpec::melu(shape, inner_lr, steps);
-    let model = MetaModel::new(&data, &spec, 3.5, Device::Cpu);
+    let model = MetaModel::new_seeded(&data, &spec, 3.5, Device::Cpu, 11);
     let body = model_body(&run_info(&data, &spec), &data, &model).expect("exports");
     let device_model = Model::from_body(body).expect("exported model validates");
 
