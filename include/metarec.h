@@ -201,6 +201,54 @@ typedef struct MetarecModel MetarecModel;
  */
 typedef struct MetarecSession MetarecSession;
 
+/**
+ * How the last `metarec_session_adapt` adapted.
+ */
+typedef struct {
+    /**
+     * 1 if an adaptation ran (ratings present, steps > 0), else 0.
+     */
+    int32_t adapted;
+    /**
+     * The initialisation adapted from (HML models choose one per user; 0 otherwise).
+     */
+    uint32_t init;
+    /**
+     * The scalar inner learning rate used; NaN when every parameter has its own (Meta-SGD).
+     */
+    float learning_rate;
+    /**
+     * The learning-rate network's part alpha'(h) (PAML family); NaN for other methods.
+     */
+    float network_rate;
+    /**
+     * Number of stored users that set the rate (AT-PAML); at most 16.
+     */
+    size_t neighbour_count;
+} MetarecExplanation;
+
+/**
+ * One stored user that set a personalized learning rate (AT-PAML models).
+ */
+typedef struct {
+    /**
+     * Entry of the model's neighbour table.
+     */
+    uint32_t entry;
+    /**
+     * Squared distance between the user's key and the entry's key.
+     */
+    float distance;
+    /**
+     * Normalised kernel weight of the entry.
+     */
+    float weight;
+    /**
+     * The entry's stored learning rate.
+     */
+    float rate;
+} MetarecNeighbour;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -535,6 +583,32 @@ int32_t metarec_session_top_k(MetarecSession *session,
                               size_t *out_indices,
                               float *out_scores,
                               size_t *out_len);
+
+/**
+ * Explains the last adaptation: the learning rate used, its network part, the chosen
+ * initialisation, and (AT-PAML) the stored users whose rates were added, nearest first. Writes
+ * `*out`, and up to `capacity` neighbours into `out_neighbours` (which may be NULL when
+ * `capacity` is 0; `out->neighbour_count` tells how many there are in all).
+ *
+ * Returns `METAREC_ERR_NULL_POINTER`.
+ *
+ * # Safety
+ * `session` is NULL or a live session handle not in use by another thread; `out` is NULL or
+ * writable; unless `capacity` is 0, `out_neighbours` points to `capacity` writable entries.
+ */
+int32_t metarec_session_explain(MetarecSession *session,
+                                MetarecExplanation *out,
+                                MetarecNeighbour *out_neighbours,
+                                size_t capacity);
+
+/**
+ * Bytes the session holds (its adapted weights and scratch; the shared model is not counted),
+ * or 0 for NULL.
+ *
+ * # Safety
+ * `session` is NULL or a live session handle not in use by another thread.
+ */
+size_t metarec_session_memory_bytes(MetarecSession *session);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -284,3 +284,88 @@ pub unsafe extern "C" fn metarec_session_top_k(
     // SAFETY: NULL or a live session used by this thread only (caller's contract).
     unsafe { with_session(session, body) }
 }
+
+/// One stored user that set a personalized learning rate (AT-PAML models).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MetarecNeighbour {
+    /// Entry of the model's neighbour table.
+    pub entry: u32,
+    /// Squared distance between the user's key and the entry's key.
+    pub distance: f32,
+    /// Normalised kernel weight of the entry.
+    pub weight: f32,
+    /// The entry's stored learning rate.
+    pub rate: f32,
+}
+
+/// How the last `metarec_session_adapt` adapted.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MetarecExplanation {
+    /// 1 if an adaptation ran (ratings present, steps > 0), else 0.
+    pub adapted: i32,
+    /// The initialisation adapted from (HML models choose one per user; 0 otherwise).
+    pub init: u32,
+    /// The scalar inner learning rate used; NaN when every parameter has its own (Meta-SGD).
+    pub learning_rate: f32,
+    /// The learning-rate network's part alpha'(h) (PAML family); NaN for other methods.
+    pub network_rate: f32,
+    /// Number of stored users that set the rate (AT-PAML); at most 16.
+    pub neighbour_count: usize,
+}
+
+/// Explains the last adaptation: the learning rate used, its network part, the chosen
+/// initialisation, and (AT-PAML) the stored users whose rates were added, nearest first. Writes
+/// `*out`, and up to `capacity` neighbours into `out_neighbours` (which may be NULL when
+/// `capacity` is 0; `out->neighbour_count` tells how many there are in all).
+///
+/// Returns `METAREC_ERR_NULL_POINTER`.
+///
+/// # Safety
+/// `session` is NULL or a live session handle not in use by another thread; `out` is NULL or
+/// writable; unless `capacity` is 0, `out_neighbours` points to `capacity` writable entries.
+#[no_mangle]
+pub unsafe extern "C" fn metarec_session_explain(
+    session: *mut MetarecSession,
+    out: *mut MetarecExplanation,
+    out_neighbours: *mut MetarecNeighbour,
+    capacity: usize,
+) -> i32 {
+    let body = |s: &mut MetarecSession| -> Status<()> {
+        crate::handle::check_out(out)?;
+        let explanation = s.session.explain();
+        // SAFETY: NULL or `capacity` writable entries (caller's contract), checked by the helper.
+        let slots = unsafe { crate::handle::slice_mut(out_neighbours, capacity) }?;
+        for (slot, n) in slots.iter_mut().zip(&explanation.neighbours) {
+            *slot = MetarecNeighbour { entry: n.entry, distance: n.distance, weight: n.weight, rate: n.rate };
+        }
+        let value = MetarecExplanation {
+            adapted: i32::from(explanation.adapted),
+            init: explanation.init,
+            learning_rate: explanation.learning_rate.unwrap_or(f32::NAN),
+            network_rate: explanation.network_rate.unwrap_or(f32::NAN),
+            neighbour_count: explanation.neighbours.len(),
+        };
+        // SAFETY: `out` was checked non-NULL and aligned above; writable by the caller's contract.
+        unsafe { crate::handle::write_out(out, value) }
+    };
+    // SAFETY: NULL or a live session used by this thread only (caller's contract).
+    unsafe { with_session(session, body) }
+}
+
+/// Bytes the session holds (its adapted weights and scratch; the shared model is not counted),
+/// or 0 for NULL.
+///
+/// # Safety
+/// `session` is NULL or a live session handle not in use by another thread.
+#[no_mangle]
+pub unsafe extern "C" fn metarec_session_memory_bytes(session: *mut MetarecSession) -> usize {
+    crate::guard_or(0, || {
+        // SAFETY: NULL or a live session used by this thread only (caller's contract).
+        match unsafe { crate::handle::session_mut(session) } {
+            Ok(s) => s.session.memory_bytes(),
+            Err(_) => 0,
+        }
+    })
+}

@@ -533,6 +533,39 @@ static void test_session(const MetarecModel *model) {
     metarec_session_free(session);
 }
 
+static void test_explanation(const MetarecModel *model) {
+    MetarecExplanation explanation;
+    MetarecNeighbour neighbours[16];
+    CHECK_CODE(metarec_session_explain(NULL, &explanation, neighbours, 16), METAREC_ERR_NULL_POINTER);
+    CHECK(metarec_session_memory_bytes(NULL) == 0);
+    MetarecSession *session = NULL;
+    CHECK_CODE(metarec_session_new(model, &session), METAREC_OK);
+    if (session == NULL) {
+        return;
+    }
+    CHECK(metarec_session_memory_bytes(session) > 0);
+    CHECK_CODE(metarec_session_explain(session, NULL, neighbours, 16), METAREC_ERR_NULL_POINTER);
+    /* Before any adaptation: nothing to explain. */
+    CHECK_CODE(metarec_session_explain(session, &explanation, NULL, 0), METAREC_OK);
+    CHECK(explanation.adapted == 0 && explanation.neighbour_count == 0);
+    char id[64];
+    size_t needed = 0;
+    CHECK_CODE(metarec_model_item_id(model, 0, id, sizeof id, &needed), METAREC_OK);
+    CHECK_CODE(metarec_session_add_rating(session, id, 4.0f), METAREC_OK);
+    CHECK_CODE(metarec_session_adapt(session, 0), METAREC_OK);
+    CHECK_CODE(metarec_session_explain(session, &explanation, neighbours, 16), METAREC_OK);
+    /* The fixture is a MeLU model: one fixed rate (0.05), no network, no neighbours, init 0. */
+    CHECK(explanation.adapted == 1 && explanation.init == 0);
+    CHECK(explanation.learning_rate > 0.049f && explanation.learning_rate < 0.051f);
+    CHECK(explanation.network_rate != explanation.network_rate); /* NaN */
+    CHECK(explanation.neighbour_count == 0);
+    /* A change to the support set drops the adaptation and its explanation. */
+    CHECK_CODE(metarec_session_clear_ratings(session), METAREC_OK);
+    CHECK_CODE(metarec_session_explain(session, &explanation, NULL, 0), METAREC_OK);
+    CHECK(explanation.adapted == 0);
+    metarec_session_free(session);
+}
+
 static void test_lifetimes(const char *model_path) {
     MetarecModel *model = NULL;
     CHECK_CODE(metarec_model_load(model_path, &model), METAREC_OK);
@@ -575,6 +608,7 @@ int main(int argc, char **argv) {
         test_unknown_values(model);
         test_call_order(model);
         test_session(model);
+        test_explanation(model);
         metarec_model_free(model);
     }
     test_lifetimes(argv[1]);
