@@ -10,8 +10,7 @@ use crate::format::{FieldKind, LearningRate, NeighbourTable, MAX_NEIGHBOURS};
 use crate::mlp;
 use crate::model::{field_vector, Model};
 
-/// Most support ratings one session holds ([`Session::add_rating`] refuses more).
-pub const MAX_SUPPORT_RATINGS: usize = 10_000;
+use crate::limits::{MAX_CANDIDATES, MAX_STEPS, MAX_STRING_LEN, MAX_SUPPORT_RATINGS};
 
 /// Items scored per matrix product (large enough for the kernel to reach its speed, small
 /// enough to stay in cache).
@@ -165,8 +164,13 @@ impl<M: Borrow<Model>> Session<M> {
     /// does not know map to the unknown row, as in training. Setting a field again replaces its
     /// value. Drops the adaptation (see the type docs).
     ///
-    /// Errors: [`Error::UnknownField`] if `field` is not one of the model's user fields.
+    /// Errors: [`Error::StringTooLong`] if `field` or `value` is longer than
+    /// [`MAX_STRING_LEN`] bytes; [`Error::UnknownField`] if `field` is not one of the model's user
+    /// fields.
     pub fn set_profile(&mut self, field: &str, value: &str) -> Result<()> {
+        if field.len() > MAX_STRING_LEN || value.len() > MAX_STRING_LEN {
+            return Err(Error::StringTooLong);
+        }
         let model: &Model = self.model.borrow();
         let i = model.user_field_position(field).ok_or(Error::UnknownField)?;
         let (Some(spec), Some(rows)) = (model.body().user_fields.get(i), self.profile.get_mut(i)) else {
@@ -180,9 +184,13 @@ impl<M: Borrow<Model>> Session<M> {
 
     /// Adds one support rating by item id. Drops the adaptation (see the type docs).
     ///
-    /// Errors: [`Error::UnknownItem`], [`Error::InvalidRating`] (NaN, infinite, or outside the
-    /// model's rating scale), [`Error::TooManyRatings`] (more than [`MAX_SUPPORT_RATINGS`]).
+    /// Errors: [`Error::StringTooLong`] (an id longer than [`MAX_STRING_LEN`] bytes),
+    /// [`Error::UnknownItem`], [`Error::InvalidRating`] (NaN, infinite, or outside the model's
+    /// rating scale), [`Error::TooManyRatings`] (more than [`MAX_SUPPORT_RATINGS`]).
     pub fn add_rating(&mut self, item_id: &str, rating: f32) -> Result<()> {
+        if item_id.len() > MAX_STRING_LEN {
+            return Err(Error::StringTooLong);
+        }
         let item = self.model().item_index(item_id).ok_or(Error::UnknownItem)?;
         self.add_rating_by_index(item, rating)
     }
@@ -238,7 +246,13 @@ impl<M: Borrow<Model>> Session<M> {
     ///
     /// With no ratings (or zero steps) the weights stay meta-learned and the session is not
     /// adapted. Calling it twice gives the same weights. [`Session::explain`] tells what was used.
+    ///
+    /// Errors: [`Error::TooManySteps`] when `steps` exceeds [`MAX_STEPS`] (the session is left
+    /// as it was).
     pub fn adapt_steps(&mut self, steps: u32) -> Result<()> {
+        if steps > MAX_STEPS {
+            return Err(Error::TooManySteps);
+        }
         self.reset_adaptation();
         self.explanation = Explanation::default();
         if self.support.is_empty() || steps == 0 {
@@ -291,8 +305,11 @@ impl<M: Borrow<Model>> Session<M> {
         .iter()
         .map(|v| v.capacity())
         .sum::<usize>();
-        let profile: usize =
-            self.profile.iter().map(|rows| rows.capacity() * core::mem::size_of::<u32>() + core::mem::size_of::<Vec<u32>>()).sum();
+        let profile: usize = self
+            .profile
+            .iter()
+            .map(|rows| rows.capacity() * core::mem::size_of::<u32>() + core::mem::size_of::<Vec<u32>>())
+            .sum();
         core::mem::size_of::<Self>()
             + floats * core::mem::size_of::<f32>()
             + profile
@@ -315,10 +332,14 @@ impl<M: Borrow<Model>> Session<M> {
 
     /// Scores items by index into `out` (same length). Nothing is written on error.
     ///
-    /// Errors: [`Error::LengthMismatch`], [`Error::UnknownItem`] (an index `>= item_count()`).
+    /// Errors: [`Error::LengthMismatch`], [`Error::TooManyCandidates`] (more than
+    /// [`MAX_CANDIDATES`] items), [`Error::UnknownItem`] (an index `>= item_count()`).
     pub fn score_indices(&mut self, items: &[u32], out: &mut [f32]) -> Result<()> {
         if items.len() != out.len() {
             return Err(Error::LengthMismatch);
+        }
+        if items.len() > MAX_CANDIDATES {
+            return Err(Error::TooManyCandidates);
         }
         let count = self.model().item_count();
         if items.iter().any(|&item| item as usize >= count) {
@@ -330,10 +351,18 @@ impl<M: Borrow<Model>> Session<M> {
 
     /// Scores items by id into `out` (same length). Nothing is written on error.
     ///
-    /// Errors: [`Error::LengthMismatch`], [`Error::UnknownItem`].
+    /// Errors: [`Error::LengthMismatch`], [`Error::TooManyCandidates`] (more than
+    /// [`MAX_CANDIDATES`] ids), [`Error::StringTooLong`] (an id longer than [`MAX_STRING_LEN`]
+    /// bytes), [`Error::UnknownItem`].
     pub fn score_ids(&mut self, item_ids: &[&str], out: &mut [f32]) -> Result<()> {
         if item_ids.len() != out.len() {
             return Err(Error::LengthMismatch);
+        }
+        if item_ids.len() > MAX_CANDIDATES {
+            return Err(Error::TooManyCandidates);
+        }
+        if item_ids.iter().any(|id| id.len() > MAX_STRING_LEN) {
+            return Err(Error::StringTooLong);
         }
         if item_ids.iter().any(|id| self.model().item_index(id).is_none()) {
             return Err(Error::UnknownItem);
@@ -378,7 +407,15 @@ impl<M: Borrow<Model>> Session<M> {
                 }
             }
             let rows = block.len();
-            mlp::forward_batch(layout, &self.params, model.user_width(), &self.hidden0, &self.block_x, rows, &mut self.block_acts);
+            mlp::forward_batch(
+                layout,
+                &self.params,
+                model.user_width(),
+                &self.hidden0,
+                &self.block_x,
+                rows,
+                &mut self.block_acts,
+            );
             for (o, y) in scores.iter_mut().zip(mlp::scores(layout, &self.block_acts, rows)) {
                 *o = *y;
             }
@@ -514,7 +551,15 @@ impl<M: Borrow<Model>> Session<M> {
         self.g_cur.resize(n * layout.max_width, 0.0);
         self.g_next.resize(n * layout.max_width, 0.0);
         mlp::user_hidden(layout, &self.params, &self.user_input, &mut self.hidden0);
-        mlp::forward_batch(layout, &self.params, model.user_width(), &self.hidden0, &self.support_x, n, &mut self.support_acts);
+        mlp::forward_batch(
+            layout,
+            &self.params,
+            model.user_width(),
+            &self.hidden0,
+            &self.support_x,
+            n,
+            &mut self.support_acts,
+        );
         // dL/dy_j = 2 (y_j − r_j) / n (the ratings were parked in support_dy).
         let scale = 2.0 / n as f32;
         for (d, y) in self.support_dy.iter_mut().zip(mlp::scores(layout, &self.support_acts, n)) {
@@ -539,9 +584,11 @@ impl<M: Borrow<Model>> Session<M> {
         let model: &Model = self.model.borrow();
         let dim = model.embedding_dim();
         let start = i.saturating_mul(dim);
-        let (Some(spec), Some(rows), Some(out)) =
-            (model.body().user_fields.get(i), self.profile.get(i), self.user_input.get_mut(start..start.saturating_add(dim)))
-        else {
+        let (Some(spec), Some(rows), Some(out)) = (
+            model.body().user_fields.get(i),
+            self.profile.get(i),
+            self.user_input.get_mut(start..start.saturating_add(dim)),
+        ) else {
             return;
         };
         field_vector(spec, rows, out);
@@ -573,7 +620,8 @@ fn neighbour_term(table: &NeighbourTable, h: &[f32]) -> (f32, heapless::Vec<Neig
             *k += hi * p;
         }
     }
-    let norm = libm::sqrtf(key.iter().map(|k| k * k).sum::<f32>()).max(1e-8);
+    // As the trainer: the squared norm is clamped to 1e-16 before the square root.
+    let norm = libm::sqrtf(key.iter().map(|k| k * k).sum::<f32>().max(1e-16));
     for k in key.iter_mut() {
         *k /= norm;
     }

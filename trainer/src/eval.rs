@@ -222,3 +222,14 @@ pub fn method_rows(model: &MetaModel, tasks: &[Task]) -> Vec<(String, Vec<UserPr
         (format!("{} without adaptation", spec.method.name()), predict_tasks(model, tasks, 0, 256)),
     ]
 }
+
+/// Mean squared error of one user's query predictions (0 for an empty query set).
+pub fn user_mse(user: &UserPredictions) -> f64 {
+    let se: f64 = user.truth.iter().zip(&user.predicted).map(|(t, p)| f64::from(p - t).powi(2)).sum();
+    se / user.truth.len().max(1) as f64
+}
+
+/// nDCG@k averaged over users (0 for no users).
+pub fn mean_ndcg(users: &[UserPredictions], k: usize) -> f64 {
+    users.iter().map(|u| ndcg_at(&u.truth, &u.predicted, k)).sum::<f64>() / users.len().max(1) as f64
+}

@@ -4,18 +4,32 @@
 //! Modules follow the pipeline: [`data`] → [`split`] → [`model`] / [`train`] → [`eval`] →
 //! [`export`]; [`run`] is the on-disk run directory that connects the commands; [`report`] trains
 //! and evaluates every method over several seeds and writes the papers' tables and figures.
+//!
+//! Without the default feature `torch` only the dataset layer builds ([`data`], [`split`],
+//! [`fsutil`]): no libtorch is linked (the dataset fuzz target in `fuzz/` uses this).
 
+#[cfg(feature = "torch")]
 pub mod bench;
+#[cfg(feature = "torch")]
 pub mod config;
 pub mod data;
+#[cfg(feature = "torch")]
 pub mod eval;
+#[cfg(feature = "torch")]
 pub mod export;
 pub mod fsutil;
+#[cfg(feature = "torch")]
 pub mod memory;
+#[cfg(feature = "torch")]
 pub mod method;
+#[cfg(feature = "torch")]
 pub mod model;
+#[cfg(feature = "torch")]
 pub mod optim;
+#[cfg(feature = "torch")]
 pub mod report;
+#[cfg(feature = "torch")]
 pub mod run;
 pub mod split;
+#[cfg(feature = "torch")]
 pub mod train;

@@ -13,6 +13,7 @@ use metarec_trainer::data::{self as dataset, Dataset, Format, LoadOptions};
 use metarec_trainer::eval::{self, Baselines, UserPredictions};
 use metarec_trainer::export;
 use metarec_trainer::method::Method;
+use metarec_trainer::report::{self, ReportArgs};
 use metarec_trainer::run::RunDir;
 use metarec_trainer::split::Task;
 use metarec_trainer::split::{self, MeluConfig, PamlConfig, Split};
@@ -39,6 +40,17 @@ enum Command {
     Export(ExportArgs),
     /// Train every method on the same split and print them side by side with the baselines.
     Compare(CompareArgs),
+    /// Train and evaluate every method over several seeds; write the papers' tables and figures.
+    Report(ReportArgs),
+    /// Benchmarks (commands that print figures).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// The on-device runtime against libtorch: personalize + score on one core.
+    Device(metarec_trainer::bench::DeviceBench),
 }
 
 #[derive(Debug, Subcommand)]
@@ -210,6 +222,18 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Eval(args) => evaluate(&args)?,
         Command::Compare(args) => compare(&args)?,
+        Command::Bench(BenchCommand::Device(config)) => {
+            print!("{}", metarec_trainer::bench::device_benchmark(&config)?)
+        }
+        Command::Report(args) => {
+            let written = report::run(&args, &std::env::args().collect::<Vec<_>>())?;
+            println!(
+                "wrote {} and {} figures in {:.0} s",
+                written.markdown_path.display(),
+                written.figures.len(),
+                written.seconds
+            );
+        }
         Command::Export(args) => {
             let (info, data, split, model) = RunDir(args.run.clone()).load(tch::Device::Cpu)?;
             let body = export::model_body(&info, &data, &model)?;

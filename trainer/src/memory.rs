@@ -79,7 +79,9 @@ impl Memory {
     /// Unit-length keys `[B, KEY_DIM]` of user embeddings `[B, h_dim]` (differentiable).
     pub fn key(&self, h: &Tensor) -> Tensor {
         let projected = h.matmul(&self.projection);
-        let norm = projected.square().sum_dim_intlist(1, true, Kind::Float).sqrt().clamp_min(1e-8);
+        // Clamp before the square root: its gradient at 0 is infinite, and a user whose
+        // embedding is zero (no profile fields, all support ratings equal) would turn to NaN.
+        let norm = projected.square().sum_dim_intlist(1, true, Kind::Float).clamp_min(1e-16).sqrt();
         projected / norm
     }
 

@@ -26,7 +26,7 @@ pub fn pca_2d(points: &Array2<f64>) -> Pca2 {
     let total: f64 = covariance.diag().sum();
     let mut components = Array2::<f64>::zeros((2, d));
     let mut explained = [0.0; 2];
-    for c in 0..2.min(d) {
+    for (c, share) in explained.iter_mut().enumerate().take(d) {
         let (value, vector) = leading_eigen(&covariance);
         if value <= total * 1e-12 || value <= 0.0 {
             break;
@@ -35,7 +35,7 @@ pub fn pca_2d(points: &Array2<f64>) -> Pca2 {
         let outer = vector.view().insert_axis(Axis(1)).dot(&vector.view().insert_axis(Axis(0)));
         covariance = covariance - outer * value;
         components.row_mut(c).assign(&vector);
-        explained[c] = if total > 0.0 { value / total } else { 0.0 };
+        *share = if total > 0.0 { value / total } else { 0.0 };
     }
     let projected = centred.dot(&components.t());
     Pca2 { projected, components, explained }

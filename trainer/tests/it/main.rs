@@ -1,5 +1,6 @@
 //! metarec-trainer integration tests, one binary, modules by topic.
 
+mod crash;
 mod data;
 mod formats;
 mod methods;
@@ -7,3 +8,4 @@ mod metrics;
 mod parity;
 mod pipeline;
 mod protocols;
+mod report;

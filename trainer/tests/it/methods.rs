@@ -240,3 +240,14 @@ fn resumed_training_equals_uninterrupted() {
         );
     }
 }
+
+#[test]
+fn memory_keys_of_zero_embeddings_have_finite_gradients() {
+    // A user with no profile fields and equal support ratings has h = 0.
+    let memory = Memory::new(8, 16, 2, 1.0, 2, Device::Cpu);
+    let h = Tensor::zeros([3, 8], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+    let key = memory.key(&h);
+    let grad = Tensor::run_backward(&[key.sum(Kind::Float)], &[&h], false, false).remove(0);
+    assert!(bool::try_from(grad.isfinite().all()).unwrap(), "gradient of the key at h = 0 must be finite");
+    assert!(bool::try_from(key.isfinite().all()).unwrap());
+}
