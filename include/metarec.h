@@ -47,6 +47,38 @@
 
 
 /**
+ * Largest model file `metarec_model_load` reads and largest buffer
+ * `metarec_model_load_from_memory` accepts, in bytes (1 GiB); past it:
+ * `METAREC_ERR_MODEL_TOO_LARGE`.
+ */
+#define METAREC_MAX_MODEL_BYTES 1073741824
+
+/**
+ * Most support ratings one session holds; past it `metarec_session_add_rating` returns
+ * `METAREC_ERR_TOO_MANY_RATINGS`.
+ */
+#define METAREC_MAX_SUPPORT_RATINGS 10000
+
+/**
+ * Most items one `metarec_session_score` call scores (`METAREC_ERR_TOO_MANY_CANDIDATES` past
+ * it), and the largest catalogue a model may hold (`METAREC_ERR_MODEL_TOO_LARGE`).
+ */
+#define METAREC_MAX_CANDIDATES 1048576
+
+/**
+ * Most gradient steps `metarec_session_adapt` runs (`METAREC_ERR_TOO_MANY_STEPS` past it), and
+ * the largest step count a model may ask for (`METAREC_ERR_MODEL_TOO_LARGE`).
+ */
+#define METAREC_MAX_STEPS 1000
+
+/**
+ * Longest item id, field name or field value, in bytes without the NUL
+ * (`METAREC_ERR_STRING_TOO_LONG` past it; the library reads at most this many bytes plus one
+ * of a string argument).
+ */
+#define METAREC_MAX_STRING_LEN 4096
+
+/**
  * `side` of the field functions: the user's profile fields.
  */
 #define METAREC_FIELDS_USER 0
@@ -160,6 +192,13 @@
 #define METAREC_ERR_UNSUPPORTED_FEATURE 108
 
 /**
+ * The model goes past a documented limit: a file larger than `METAREC_MAX_MODEL_BYTES`, more
+ * than `METAREC_MAX_CANDIDATES` items, more than `METAREC_MAX_STEPS` inner steps, or an id,
+ * field name or value longer than `METAREC_MAX_STRING_LEN` bytes.
+ */
+#define METAREC_ERR_MODEL_TOO_LARGE 109
+
+/**
  * An item id is not in the model's catalogue.
  */
 #define METAREC_ERR_UNKNOWN_ITEM 200
@@ -183,6 +222,21 @@
  * An output length differs from the number of candidates.
  */
 #define METAREC_ERR_LENGTH_MISMATCH 204
+
+/**
+ * A scoring call asks for more than `METAREC_MAX_CANDIDATES` items.
+ */
+#define METAREC_ERR_TOO_MANY_CANDIDATES 205
+
+/**
+ * An adaptation asks for more than `METAREC_MAX_STEPS` gradient steps.
+ */
+#define METAREC_ERR_TOO_MANY_STEPS 206
+
+/**
+ * An item id, field name or value is longer than `METAREC_MAX_STRING_LEN` bytes.
+ */
+#define METAREC_ERR_STRING_TOO_LONG 207
 
 /**
  * A loaded model: immutable, reference-counted, safe to share between threads.
@@ -290,8 +344,9 @@ size_t metarec_error_message(int32_t code,
  * encoding). On success `*out_model` receives a handle to free with `metarec_model_free`;
  * on failure it is set to NULL.
  *
- * Returns `METAREC_ERR_NULL_POINTER`, `METAREC_ERR_IO` (missing or unreadable file), or a
- * load error (`METAREC_ERR_BAD_MAGIC` ... `METAREC_ERR_NON_FINITE_PARAMETER`).
+ * Returns `METAREC_ERR_NULL_POINTER`, `METAREC_ERR_IO` (missing or unreadable file),
+ * `METAREC_ERR_MODEL_TOO_LARGE` (larger than `METAREC_MAX_MODEL_BYTES`; such a file is not
+ * read), or a load error (`METAREC_ERR_BAD_MAGIC` ... `METAREC_ERR_NON_FINITE_PARAMETER`).
  *
  * # Safety
  * `path` is NULL or a NUL-terminated string; `out_model` is NULL or points to writable storage
@@ -305,8 +360,9 @@ int32_t metarec_model_load(const char *path,
  * may be released after the call). On success `*out_model` receives a handle to free with
  * `metarec_model_free`; on failure it is set to NULL.
  *
- * Returns `METAREC_ERR_NULL_POINTER` (`bytes` NULL with `len` > 0, or `out_model` NULL) or a
- * load error (`METAREC_ERR_BAD_MAGIC` ... `METAREC_ERR_NON_FINITE_PARAMETER`).
+ * Returns `METAREC_ERR_NULL_POINTER` (`bytes` NULL with `len` > 0, or `out_model` NULL),
+ * `METAREC_ERR_MODEL_TOO_LARGE` (`len` > `METAREC_MAX_MODEL_BYTES`) or a load error
+ * (`METAREC_ERR_BAD_MAGIC` ... `METAREC_ERR_NON_FINITE_PARAMETER`).
  *
  * # Safety
  * Unless `len` is 0, `bytes` points to `len` readable bytes; `out_model` is NULL or points to
@@ -478,8 +534,9 @@ void metarec_session_free(MetarecSession *session);
  * same field. Values the model does not know map to its "unknown" embedding. Invalidates an
  * earlier adaptation.
  *
- * Returns `METAREC_ERR_NULL_POINTER`, `METAREC_ERR_INVALID_UTF8` or
- * `METAREC_ERR_UNKNOWN_FIELD` (the model has no such user field).
+ * Returns `METAREC_ERR_NULL_POINTER`, `METAREC_ERR_INVALID_UTF8`,
+ * `METAREC_ERR_STRING_TOO_LONG` (`field` or `value` longer than `METAREC_MAX_STRING_LEN` bytes)
+ * or `METAREC_ERR_UNKNOWN_FIELD` (the model has no such user field).
  *
  * # Safety
  * `session` is NULL or a live session handle not in use by another thread; `field` and `value`
@@ -492,9 +549,11 @@ int32_t metarec_session_set_profile(MetarecSession *session,
 /**
  * Adds one of the user's own ratings to the support set that adaptation learns from.
  *
- * Returns `METAREC_ERR_NULL_POINTER`, `METAREC_ERR_INVALID_UTF8`, `METAREC_ERR_UNKNOWN_ITEM`,
- * `METAREC_ERR_INVALID_RATING` (NaN, infinite or outside the model's scale) or
- * `METAREC_ERR_TOO_MANY_RATINGS`.
+ * Returns `METAREC_ERR_NULL_POINTER`, `METAREC_ERR_INVALID_UTF8`,
+ * `METAREC_ERR_STRING_TOO_LONG` (an id longer than `METAREC_MAX_STRING_LEN` bytes),
+ * `METAREC_ERR_UNKNOWN_ITEM`, `METAREC_ERR_INVALID_RATING` (NaN, infinite or outside the
+ * model's scale) or `METAREC_ERR_TOO_MANY_RATINGS` (the session holds
+ * `METAREC_MAX_SUPPORT_RATINGS` already).
  *
  * # Safety
  * `session` is NULL or a live session handle not in use by another thread; `item_id` is NULL
@@ -519,7 +578,8 @@ int32_t metarec_session_clear_ratings(MetarecSession *session);
  * from the meta-learned weights; `steps` 0 uses the model's own step count (the one it was
  * meta-trained with). Scores afterwards use the adapted weights.
  *
- * Returns `METAREC_ERR_NULL_POINTER` or a session error from the runtime.
+ * Returns `METAREC_ERR_NULL_POINTER` or `METAREC_ERR_TOO_MANY_STEPS` (`steps` >
+ * `METAREC_MAX_STEPS`; the session is left as it was).
  *
  * # Safety
  * `session` is NULL or a live session handle not in use by another thread.
@@ -532,8 +592,10 @@ int32_t metarec_session_adapt(MetarecSession *session,
  * of `item_ids[i]`. With `count` 0 nothing happens and both arrays may be NULL. On failure the
  * contents of `out_scores` are unspecified.
  *
- * Returns `METAREC_ERR_NULL_POINTER` (also for a NULL id), `METAREC_ERR_INVALID_UTF8` or
- * `METAREC_ERR_UNKNOWN_ITEM`.
+ * Returns `METAREC_ERR_NULL_POINTER` (also for a NULL id), `METAREC_ERR_TOO_MANY_CANDIDATES`
+ * (`count` > `METAREC_MAX_CANDIDATES`; checked before the arrays are read),
+ * `METAREC_ERR_INVALID_UTF8`, `METAREC_ERR_STRING_TOO_LONG` (an id longer than
+ * `METAREC_MAX_STRING_LEN` bytes) or `METAREC_ERR_UNKNOWN_ITEM`.
  *
  * # Safety
  * `session` is NULL or a live session handle not in use by another thread; unless `count` is 0,

@@ -32,6 +32,14 @@ for target in thumbv7em-none-eabihf aarch64-unknown-linux-gnu; do
   fi
 done
 
+# cargo-fuzz runs the fuzz targets (scripts/fuzz.sh, a short run in scripts/test.sh); building
+# it takes ~2-4 min on 2 cores, once. Pinned, so every machine fuzzes with the same driver.
+cargo_fuzz_version=0.13.2
+if ! cargo fuzz --version 2>/dev/null | grep -qx "cargo-fuzz $cargo_fuzz_version"; then
+  say "installing cargo-fuzz $cargo_fuzz_version"
+  cargo install --quiet --locked cargo-fuzz --version "$cargo_fuzz_version"
+fi
+
 # Debian packages the tests need: valgrind (C API checks, helgrind), pkg-config (the install
 # layout), kotlin (Kotlin/JNI example; Java 17 is already there), the aarch64 cross gcc and
 # libc, qemu-user (the arm64 build run under emulation) and binutils (readelf).
@@ -43,6 +51,8 @@ command -v aarch64-linux-gnu-gcc >/dev/null || need_pkgs+=(gcc-aarch64-linux-gnu
 [ -f /usr/aarch64-linux-gnu/include/stdio.h ] || need_pkgs+=(libc6-dev-arm64-cross)
 command -v qemu-aarch64 >/dev/null || need_pkgs+=(qemu-user)
 command -v readelf >/dev/null || need_pkgs+=(binutils)
+# The font `trainer report` draws its figures' text with (registered at run time, no font library).
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_pkgs+=(fonts-dejavu-core)
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   say "installing Debian packages: ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every test: Rust unit and integration tests of all crates (the trainer/runtime parity test,
 # the stale-header check, the C example and the C API suite under sanitizers among them),
-# lints, and the no_std build of the runtime for a Cortex-M4F.
+# lints, the no_std build of the runtime for a Cortex-M4F, and a short run of every fuzz target.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -19,4 +19,14 @@ step "runtime builds without std for thumbv7em-none-eabihf"
 cargo build --quiet -p metarec-runtime --no-default-features --target thumbv7em-none-eabihf
 
 step "tests"
-cargo test --workspace
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace 2>&1 | tee "$log"
+
+step "fuzz targets, ${METAREC_FUZZ_SECONDS:-20} s each (scripts/fuzz.sh)"
+./scripts/fuzz.sh "${METAREC_FUZZ_SECONDS:-20}"
+
+# One closing line over every test binary (cargo prints one "test result" per binary, the last
+# of which is often an empty doc-test run).
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
+     END { printf "all tests: %d passed, %d failed\n", p, f }' "$log"

@@ -12,7 +12,11 @@ use std::sync::Arc;
 
 use metarec_runtime::{Model, Session};
 
-use crate::status::{Code, Status, METAREC_ERR_INVALID_ARGUMENT, METAREC_ERR_INVALID_UTF8, METAREC_ERR_NULL_POINTER};
+use crate::limits::METAREC_MAX_STRING_LEN;
+use crate::status::{
+    Code, Status, METAREC_ERR_INVALID_ARGUMENT, METAREC_ERR_INVALID_UTF8, METAREC_ERR_NULL_POINTER,
+    METAREC_ERR_STRING_TOO_LONG,
+};
 
 /// A loaded model: immutable, reference-counted, safe to share between threads.
 ///
@@ -135,13 +139,31 @@ pub(crate) unsafe fn c_bytes<'a>(text: *const c_char) -> Status<&'a [u8]> {
     Ok(unsafe { CStr::from_ptr(text) }.to_bytes())
 }
 
-/// A NUL-terminated C string as UTF-8.
+/// A NUL-terminated C string of at most [`METAREC_MAX_STRING_LEN`] bytes, as UTF-8. At most
+/// `METAREC_MAX_STRING_LEN + 1` bytes are read: a longer string (or one whose NUL is missing
+/// within that many bytes) is `METAREC_ERR_STRING_TOO_LONG`.
 ///
 /// # Safety
 /// As [`c_bytes`].
 pub(crate) unsafe fn c_str<'a>(text: *const c_char) -> Status<&'a str> {
-    // SAFETY: forwarded contract.
-    let bytes = unsafe { c_bytes(text) }?;
+    if text.is_null() {
+        return Err(Code(METAREC_ERR_NULL_POINTER));
+    }
+    let mut len = 0;
+    loop {
+        // SAFETY: the string is NUL-terminated (caller's contract) and no byte before `len` was
+        // the NUL, so byte `len` is still part of it.
+        if unsafe { *text.add(len) } == 0 {
+            break;
+        }
+        len += 1;
+        if len > METAREC_MAX_STRING_LEN {
+            return Err(Code(METAREC_ERR_STRING_TOO_LONG));
+        }
+    }
+    // SAFETY: the `len` bytes before the NUL were just read, so they are live and readable;
+    // they stay unchanged for `'a` (caller's contract).
+    let bytes = unsafe { core::slice::from_raw_parts(text.cast::<u8>(), len) };
     core::str::from_utf8(bytes).map_err(|_| Code(METAREC_ERR_INVALID_UTF8))
 }
 

@@ -20,6 +20,7 @@
 //! sessions; a session must be used by one thread at a time.
 
 mod handle;
+mod limits;
 mod model;
 mod rank;
 mod session;
@@ -29,6 +30,7 @@ use core::ffi::{c_char, CStr};
 use core::panic::AssertUnwindSafe;
 
 pub use handle::{MetarecModel, MetarecSession};
+pub use limits::*;
 pub use model::*;
 pub use session::*;
 pub use status::*;

@@ -7,7 +7,11 @@ use metarec_runtime::format::{FieldKind, FieldSpec};
 use metarec_runtime::Model;
 
 use crate::handle::{self, MetarecModel};
-use crate::status::{Code, Status, METAREC_ERR_BUFFER_TOO_SMALL, METAREC_ERR_INVALID_ARGUMENT, METAREC_ERR_IO};
+use crate::limits::METAREC_MAX_MODEL_BYTES;
+use crate::status::{
+    Code, Status, METAREC_ERR_BUFFER_TOO_SMALL, METAREC_ERR_INVALID_ARGUMENT, METAREC_ERR_IO,
+    METAREC_ERR_MODEL_TOO_LARGE,
+};
 use crate::{guard, guard_or};
 
 /// `side` of the field functions: the user's profile fields.
@@ -22,8 +26,12 @@ pub const METAREC_FIELD_MULTI_CATEGORICAL: i32 = 1;
 /// Field kind: a decimal number, mapped to a bucket (e.g. `"28"`).
 pub const METAREC_FIELD_NUMERIC: i32 = 2;
 
-/// Reads a model file's bytes; any failure to open or read it is `METAREC_ERR_IO`.
+/// Reads a model file's bytes; any failure to open or read it is `METAREC_ERR_IO`, a file
+/// larger than `METAREC_MAX_MODEL_BYTES` is `METAREC_ERR_MODEL_TOO_LARGE` (refused from its
+/// size when it has one, and never read past the limit: an endless stream such as `/dev/zero`
+/// stops one byte after it).
 fn read_file(path: &[u8]) -> Status<Vec<u8>> {
+    use std::io::Read as _;
     #[cfg(unix)]
     let path = {
         use std::os::unix::ffi::OsStrExt;
@@ -32,7 +40,21 @@ fn read_file(path: &[u8]) -> Status<Vec<u8>> {
     #[cfg(not(unix))]
     let path =
         std::path::Path::new(core::str::from_utf8(path).map_err(|_| Code(crate::status::METAREC_ERR_INVALID_UTF8))?);
-    std::fs::read(path).map_err(|_| Code(METAREC_ERR_IO))
+    let too_large = Code(METAREC_ERR_MODEL_TOO_LARGE);
+    let limit = u64::try_from(METAREC_MAX_MODEL_BYTES).map_err(|_| too_large)?;
+    let file = std::fs::File::open(path).map_err(|_| Code(METAREC_ERR_IO))?;
+    let size = file.metadata().map_err(|_| Code(METAREC_ERR_IO))?.len();
+    if size > limit {
+        return Err(too_large);
+    }
+    let mut bytes = Vec::new();
+    // `size` is a hint only (0 for pipes and devices): read at most one byte past the limit.
+    bytes.try_reserve_exact(usize::try_from(size).map_err(|_| too_large)?).map_err(|_| too_large)?;
+    file.take(limit + 1).read_to_end(&mut bytes).map_err(|_| Code(METAREC_ERR_IO))?;
+    if bytes.len() > METAREC_MAX_MODEL_BYTES {
+        return Err(too_large);
+    }
+    Ok(bytes)
 }
 
 /// Stores a freshly loaded model in `*out_model`, or NULL on failure.
@@ -55,8 +77,9 @@ unsafe fn load(out_model: *mut *mut MetarecModel, load: impl FnOnce() -> Status<
 /// encoding). On success `*out_model` receives a handle to free with `metarec_model_free`;
 /// on failure it is set to NULL.
 ///
-/// Returns `METAREC_ERR_NULL_POINTER`, `METAREC_ERR_IO` (missing or unreadable file), or a
-/// load error (`METAREC_ERR_BAD_MAGIC` ... `METAREC_ERR_NON_FINITE_PARAMETER`).
+/// Returns `METAREC_ERR_NULL_POINTER`, `METAREC_ERR_IO` (missing or unreadable file),
+/// `METAREC_ERR_MODEL_TOO_LARGE` (larger than `METAREC_MAX_MODEL_BYTES`; such a file is not
+/// read), or a load error (`METAREC_ERR_BAD_MAGIC` ... `METAREC_ERR_NON_FINITE_PARAMETER`).
 ///
 /// # Safety
 /// `path` is NULL or a NUL-terminated string; `out_model` is NULL or points to writable storage
@@ -76,8 +99,9 @@ pub unsafe extern "C" fn metarec_model_load(path: *const c_char, out_model: *mut
 /// may be released after the call). On success `*out_model` receives a handle to free with
 /// `metarec_model_free`; on failure it is set to NULL.
 ///
-/// Returns `METAREC_ERR_NULL_POINTER` (`bytes` NULL with `len` > 0, or `out_model` NULL) or a
-/// load error (`METAREC_ERR_BAD_MAGIC` ... `METAREC_ERR_NON_FINITE_PARAMETER`).
+/// Returns `METAREC_ERR_NULL_POINTER` (`bytes` NULL with `len` > 0, or `out_model` NULL),
+/// `METAREC_ERR_MODEL_TOO_LARGE` (`len` > `METAREC_MAX_MODEL_BYTES`) or a load error
+/// (`METAREC_ERR_BAD_MAGIC` ... `METAREC_ERR_NON_FINITE_PARAMETER`).
 ///
 /// # Safety
 /// Unless `len` is 0, `bytes` points to `len` readable bytes; `out_model` is NULL or points to
@@ -89,6 +113,9 @@ pub unsafe extern "C" fn metarec_model_load_from_memory(
     out_model: *mut *mut MetarecModel,
 ) -> i32 {
     let body = || -> Status<Model> {
+        if len > METAREC_MAX_MODEL_BYTES {
+            return Err(Code(METAREC_ERR_MODEL_TOO_LARGE));
+        }
         // SAFETY: unless `len` is 0, `len` readable bytes, unchanged during the call (caller's
         // contract).
         let bytes = unsafe { handle::slice(bytes, len) }?;

@@ -3,8 +3,9 @@
 use core::ffi::{c_char, c_int};
 
 use crate::handle::{self, MetarecModel, MetarecSession};
+use crate::limits::METAREC_MAX_CANDIDATES;
 use crate::rank;
-use crate::status::{Code, Status, METAREC_ERR_INVALID_ARGUMENT};
+use crate::status::{Code, Status, METAREC_ERR_INVALID_ARGUMENT, METAREC_ERR_TOO_MANY_CANDIDATES};
 use crate::{guard, guard_or};
 
 /// Creates a session for one user on `model`. The session holds its own reference to the
@@ -59,8 +60,9 @@ unsafe fn with_session(session: *mut MetarecSession, body: impl FnOnce(&mut Meta
 /// same field. Values the model does not know map to its "unknown" embedding. Invalidates an
 /// earlier adaptation.
 ///
-/// Returns `METAREC_ERR_NULL_POINTER`, `METAREC_ERR_INVALID_UTF8` or
-/// `METAREC_ERR_UNKNOWN_FIELD` (the model has no such user field).
+/// Returns `METAREC_ERR_NULL_POINTER`, `METAREC_ERR_INVALID_UTF8`,
+/// `METAREC_ERR_STRING_TOO_LONG` (`field` or `value` longer than `METAREC_MAX_STRING_LEN` bytes)
+/// or `METAREC_ERR_UNKNOWN_FIELD` (the model has no such user field).
 ///
 /// # Safety
 /// `session` is NULL or a live session handle not in use by another thread; `field` and `value`
@@ -82,9 +84,11 @@ pub unsafe extern "C" fn metarec_session_set_profile(
 
 /// Adds one of the user's own ratings to the support set that adaptation learns from.
 ///
-/// Returns `METAREC_ERR_NULL_POINTER`, `METAREC_ERR_INVALID_UTF8`, `METAREC_ERR_UNKNOWN_ITEM`,
-/// `METAREC_ERR_INVALID_RATING` (NaN, infinite or outside the model's scale) or
-/// `METAREC_ERR_TOO_MANY_RATINGS`.
+/// Returns `METAREC_ERR_NULL_POINTER`, `METAREC_ERR_INVALID_UTF8`,
+/// `METAREC_ERR_STRING_TOO_LONG` (an id longer than `METAREC_MAX_STRING_LEN` bytes),
+/// `METAREC_ERR_UNKNOWN_ITEM`, `METAREC_ERR_INVALID_RATING` (NaN, infinite or outside the
+/// model's scale) or `METAREC_ERR_TOO_MANY_RATINGS` (the session holds
+/// `METAREC_MAX_SUPPORT_RATINGS` already).
 ///
 /// # Safety
 /// `session` is NULL or a live session handle not in use by another thread; `item_id` is NULL
@@ -124,7 +128,8 @@ pub unsafe extern "C" fn metarec_session_clear_ratings(session: *mut MetarecSess
 /// from the meta-learned weights; `steps` 0 uses the model's own step count (the one it was
 /// meta-trained with). Scores afterwards use the adapted weights.
 ///
-/// Returns `METAREC_ERR_NULL_POINTER` or a session error from the runtime.
+/// Returns `METAREC_ERR_NULL_POINTER` or `METAREC_ERR_TOO_MANY_STEPS` (`steps` >
+/// `METAREC_MAX_STEPS`; the session is left as it was).
 ///
 /// # Safety
 /// `session` is NULL or a live session handle not in use by another thread.
@@ -146,8 +151,10 @@ pub unsafe extern "C" fn metarec_session_adapt(session: *mut MetarecSession, ste
 /// of `item_ids[i]`. With `count` 0 nothing happens and both arrays may be NULL. On failure the
 /// contents of `out_scores` are unspecified.
 ///
-/// Returns `METAREC_ERR_NULL_POINTER` (also for a NULL id), `METAREC_ERR_INVALID_UTF8` or
-/// `METAREC_ERR_UNKNOWN_ITEM`.
+/// Returns `METAREC_ERR_NULL_POINTER` (also for a NULL id), `METAREC_ERR_TOO_MANY_CANDIDATES`
+/// (`count` > `METAREC_MAX_CANDIDATES`; checked before the arrays are read),
+/// `METAREC_ERR_INVALID_UTF8`, `METAREC_ERR_STRING_TOO_LONG` (an id longer than
+/// `METAREC_MAX_STRING_LEN` bytes) or `METAREC_ERR_UNKNOWN_ITEM`.
 ///
 /// # Safety
 /// `session` is NULL or a live session handle not in use by another thread; unless `count` is 0,
@@ -161,6 +168,9 @@ pub unsafe extern "C" fn metarec_session_score(
     out_scores: *mut f32,
 ) -> i32 {
     let body = |s: &mut MetarecSession| -> Status<()> {
+        if count > METAREC_MAX_CANDIDATES {
+            return Err(Code(METAREC_ERR_TOO_MANY_CANDIDATES));
+        }
         // SAFETY: unless `count` is 0, `count` readable pointers and `count` writable floats
         // that the caller does not touch during the call (caller's contract).
         let (pointers, out) = unsafe { (handle::slice(item_ids, count)?, handle::slice_mut(out_scores, count)?) };

@@ -44,6 +44,10 @@ pub const METAREC_ERR_NON_FINITE_PARAMETER: i32 = 107;
 /// The model file needs a feature (a required flag of its header) this library does not
 /// implement; a newer library may read it.
 pub const METAREC_ERR_UNSUPPORTED_FEATURE: i32 = 108;
+/// The model goes past a documented limit: a file larger than `METAREC_MAX_MODEL_BYTES`, more
+/// than `METAREC_MAX_CANDIDATES` items, more than `METAREC_MAX_STEPS` inner steps, or an id,
+/// field name or value longer than `METAREC_MAX_STRING_LEN` bytes.
+pub const METAREC_ERR_MODEL_TOO_LARGE: i32 = 109;
 /// An item id is not in the model's catalogue.
 pub const METAREC_ERR_UNKNOWN_ITEM: i32 = 200;
 /// A profile field name is not one of the model's user fields.
@@ -54,6 +58,12 @@ pub const METAREC_ERR_INVALID_RATING: i32 = 202;
 pub const METAREC_ERR_TOO_MANY_RATINGS: i32 = 203;
 /// An output length differs from the number of candidates.
 pub const METAREC_ERR_LENGTH_MISMATCH: i32 = 204;
+/// A scoring call asks for more than `METAREC_MAX_CANDIDATES` items.
+pub const METAREC_ERR_TOO_MANY_CANDIDATES: i32 = 205;
+/// An adaptation asks for more than `METAREC_MAX_STEPS` gradient steps.
+pub const METAREC_ERR_TOO_MANY_STEPS: i32 = 206;
+/// An item id, field name or value is longer than `METAREC_MAX_STRING_LEN` bytes.
+pub const METAREC_ERR_STRING_TOO_LONG: i32 = 207;
 
 /// Every code the C layer defines itself, with its message.
 pub(crate) const FFI_CODES: [(i32, &str); 8] = [

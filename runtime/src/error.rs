@@ -35,6 +35,17 @@ pub enum Error {
     LengthMismatch,
     /// The file needs a feature (a required flag) this runtime does not implement.
     UnsupportedFeature,
+    /// The model goes past a documented limit of this runtime ([`crate::limits`]): a file
+    /// larger than [`crate::limits::MAX_MODEL_BYTES`], a catalogue larger than
+    /// [`crate::limits::MAX_CANDIDATES`], more inner steps than [`crate::limits::MAX_STEPS`], or
+    /// an id, field name or value longer than [`crate::limits::MAX_STRING_LEN`].
+    ModelTooLarge,
+    /// A scoring call asks for more than [`crate::limits::MAX_CANDIDATES`] items.
+    TooManyCandidates,
+    /// An adaptation asks for more than [`crate::limits::MAX_STEPS`] gradient steps.
+    TooManySteps,
+    /// An item id, field name or value is longer than [`crate::limits::MAX_STRING_LEN`] bytes.
+    StringTooLong,
 }
 
 impl Error {
@@ -55,11 +66,15 @@ impl Error {
             Error::TooManyRatings => 203,
             Error::LengthMismatch => 204,
             Error::UnsupportedFeature => 108,
+            Error::ModelTooLarge => 109,
+            Error::TooManyCandidates => 205,
+            Error::TooManySteps => 206,
+            Error::StringTooLong => 207,
         }
     }
 
     /// Every variant, for tables and exhaustive tests.
-    pub const ALL: [Error; 14] = [
+    pub const ALL: [Error; 18] = [
         Error::BadMagic,
         Error::UnsupportedVersion,
         Error::Truncated,
@@ -74,6 +89,10 @@ impl Error {
         Error::TooManyRatings,
         Error::LengthMismatch,
         Error::UnsupportedFeature,
+        Error::ModelTooLarge,
+        Error::TooManyCandidates,
+        Error::TooManySteps,
+        Error::StringTooLong,
     ];
 
     /// One-line human-readable description.
@@ -93,6 +112,12 @@ impl Error {
             Error::TooManyRatings => "too many support ratings in one session",
             Error::LengthMismatch => "output buffer length differs from the candidate count",
             Error::UnsupportedFeature => "model file needs a feature this runtime does not implement",
+            Error::ModelTooLarge => {
+                "model exceeds a runtime limit (file size, catalogue size, inner steps or string length)"
+            }
+            Error::TooManyCandidates => "too many candidate items in one scoring call",
+            Error::TooManySteps => "too many adaptation steps",
+            Error::StringTooLong => "item id, field name or value is too long",
         }
     }
 }

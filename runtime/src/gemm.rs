@@ -22,7 +22,13 @@ impl<'a> View<'a> {
 
     /// The transpose (no copy).
     pub fn t(self) -> View<'a> {
-        View { data: self.data, rows: self.cols, cols: self.rows, row_stride: self.col_stride, col_stride: self.row_stride }
+        View {
+            data: self.data,
+            rows: self.cols,
+            cols: self.rows,
+            row_stride: self.col_stride,
+            col_stride: self.row_stride,
+        }
     }
 
     fn fits(&self) -> bool {

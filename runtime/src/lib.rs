@@ -15,14 +15,16 @@ extern crate std;
 pub mod error;
 pub mod format;
 mod gemm;
+pub mod limits;
 mod mlp;
-pub mod resample;
 mod model;
+pub mod resample;
 mod session;
 
 pub use error::{Error, Result};
 pub use format::{ModelBody, FORMAT_MAJOR, FORMAT_MINOR};
+pub use limits::{MAX_CANDIDATES, MAX_MODEL_BYTES, MAX_STEPS, MAX_STRING_LEN, MAX_SUPPORT_RATINGS};
 #[cfg(feature = "std")]
 pub use model::LoadFileError;
 pub use model::Model;
-pub use session::{Explanation, Neighbour, Session, MAX_SUPPORT_RATINGS};
+pub use session::{Explanation, Neighbour, Session};

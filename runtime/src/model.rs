@@ -5,6 +5,7 @@ use core::fmt;
 
 use crate::error::{Error, Result};
 use crate::format::{self, FieldKind, FieldSpec, ModelBody};
+use crate::limits::{MAX_CANDIDATES, MAX_MODEL_BYTES, MAX_STEPS, MAX_STRING_LEN};
 use crate::mlp::Layout;
 
 /// A loaded and validated model. Immutable; share it read-only between sessions (`&Model`,
@@ -48,7 +49,13 @@ impl fmt::Debug for Model {
 
 impl Model {
     /// Decodes a model file (header, checksum, body) and validates it.
+    ///
+    /// Errors: those of [`format::decode`] and [`Model::from_body`], and
+    /// [`Error::ModelTooLarge`] for more than [`MAX_MODEL_BYTES`] bytes.
     pub fn from_bytes(bytes: &[u8]) -> Result<Model> {
+        if bytes.len() > MAX_MODEL_BYTES {
+            return Err(Error::ModelTooLarge);
+        }
         Model::from_body(format::decode(bytes)?)
     }
 
@@ -59,8 +66,12 @@ impl Model {
     /// layers that do not chain from the input width to one output, item rows out of range or of
     /// the wrong count, duplicate item ids or user field names, rating `min >= max`);
     /// [`Error::NonFiniteParameter`] when a weight, embedding, bound or hyper-parameter is NaN or
-    /// infinite, or the inner learning rate is negative.
+    /// infinite, or the inner learning rate is negative; [`Error::ModelTooLarge`] when the model
+    /// goes past a limit of [`crate::limits`] (more than [`MAX_CANDIDATES`] items, more than
+    /// [`MAX_STEPS`] inner steps, an id, field name or vocabulary value longer than
+    /// [`MAX_STRING_LEN`] bytes).
     pub fn from_body(body: ModelBody) -> Result<Model> {
+        check_limits(&body)?;
         let bad = Error::InconsistentDimensions;
         let dim = usize::try_from(body.embedding_dim).map_err(|_| bad)?;
         if dim == 0 {
@@ -244,6 +255,20 @@ impl Model {
             field_vector(field, rows, chunk);
         }
     }
+}
+
+/// The caps of [`crate::limits`] that a model itself must respect.
+fn check_limits(body: &ModelBody) -> Result<()> {
+    let long = |text: &str| text.len() > MAX_STRING_LEN;
+    let field_too_long = |field: &FieldSpec| long(&field.name) || field.vocabulary.iter().any(|value| long(value));
+    if body.items.len() > MAX_CANDIDATES
+        || body.adaptation.inner_steps > MAX_STEPS
+        || body.items.iter().any(|item| long(&item.id))
+        || body.user_fields.iter().chain(&body.item_fields).any(field_too_long)
+    {
+        return Err(Error::ModelTooLarge);
+    }
+    Ok(())
 }
 
 fn write_flat(layers: &[crate::format::DenseLayer], out: &mut Vec<f32>) {

@@ -566,6 +566,86 @@ static void test_explanation(const MetarecModel *model) {
     metarec_session_free(session);
 }
 
+/* The documented caps (METAREC_MAX_*): requests at a cap work, one past it is refused with its
+ * code; a string argument is read no further than the cap, a count past the cap is refused
+ * before the arrays are read, and a model file past the size cap is refused unread. */
+static void test_limits(const MetarecModel *model, const char *scratch) {
+    MetarecSession *session = NULL;
+    CHECK_CODE(metarec_session_new(model, &session), METAREC_OK);
+    char *text = malloc(METAREC_MAX_STRING_LEN + 2);
+    char *unterminated = malloc(METAREC_MAX_STRING_LEN + 1);
+    CHECK(text != NULL && unterminated != NULL);
+    if (session == NULL || text == NULL || unterminated == NULL) {
+        metarec_session_free(session);
+        free(text);
+        free(unterminated);
+        return;
+    }
+    char id[64];
+    size_t needed = 0;
+    CHECK_CODE(metarec_model_item_id(model, 0, id, sizeof id, &needed), METAREC_OK);
+
+    /* Steps. */
+    CHECK_CODE(metarec_session_add_rating(session, id, 4.0f), METAREC_OK);
+    CHECK_CODE(metarec_session_adapt(session, METAREC_MAX_STEPS), METAREC_OK);
+    CHECK_CODE(metarec_session_adapt(session, METAREC_MAX_STEPS + 1), METAREC_ERR_TOO_MANY_STEPS);
+    CHECK_CODE(metarec_session_adapt(session, UINT32_MAX), METAREC_ERR_TOO_MANY_STEPS);
+
+    /* Strings: exactly the cap is a string like any other; one byte more is refused. */
+    memset(text, 'x', METAREC_MAX_STRING_LEN);
+    text[METAREC_MAX_STRING_LEN] = '\0';
+    CHECK_CODE(metarec_session_set_profile(session, "gender", text), METAREC_OK);
+    CHECK_CODE(metarec_session_add_rating(session, text, 3.0f), METAREC_ERR_UNKNOWN_ITEM);
+    text[METAREC_MAX_STRING_LEN] = 'x';
+    text[METAREC_MAX_STRING_LEN + 1] = '\0';
+    CHECK_CODE(metarec_session_set_profile(session, "gender", text), METAREC_ERR_STRING_TOO_LONG);
+    CHECK_CODE(metarec_session_set_profile(session, text, "F"), METAREC_ERR_STRING_TOO_LONG);
+    CHECK_CODE(metarec_session_add_rating(session, text, 3.0f), METAREC_ERR_STRING_TOO_LONG);
+    const char *ids[2] = {id, text};
+    float scores[2] = {0.0f, 0.0f};
+    CHECK_CODE(metarec_session_score(session, ids, 2, scores), METAREC_ERR_STRING_TOO_LONG);
+    /* No NUL within cap + 1 bytes: the library stops there (ASan/valgrind see any read past). */
+    memset(unterminated, 'a', METAREC_MAX_STRING_LEN + 1);
+    CHECK_CODE(metarec_session_add_rating(session, unterminated, 3.0f), METAREC_ERR_STRING_TOO_LONG);
+
+    /* Candidates: refused from the count alone (the arrays hold 2 and are never touched). */
+    CHECK_CODE(metarec_session_score(session, ids, (size_t)METAREC_MAX_CANDIDATES + 1, scores),
+               METAREC_ERR_TOO_MANY_CANDIDATES);
+    CHECK_CODE(metarec_session_score(session, NULL, SIZE_MAX, NULL), METAREC_ERR_TOO_MANY_CANDIDATES);
+
+    /* Support ratings. */
+    CHECK_CODE(metarec_session_clear_ratings(session), METAREC_OK);
+    int added = 0;
+    for (size_t i = 0; i < METAREC_MAX_SUPPORT_RATINGS; i++) {
+        added += metarec_session_add_rating(session, id, 3.0f) == METAREC_OK;
+    }
+    CHECK(added == METAREC_MAX_SUPPORT_RATINGS);
+    CHECK_CODE(metarec_session_add_rating(session, id, 3.0f), METAREC_ERR_TOO_MANY_RATINGS);
+    metarec_session_free(session);
+
+    /* Model size: a sparse file one byte past the cap is refused from its size. */
+    char path[4096];
+    snprintf(path, sizeof path, "%s/huge.mrec", scratch);
+    FILE *file = fopen(path, "wb");
+    CHECK(file != NULL);
+    if (file != NULL) {
+        CHECK(fseek(file, (long)METAREC_MAX_MODEL_BYTES, SEEK_SET) == 0);
+        CHECK(fputc(0, file) == 0);
+        CHECK(fclose(file) == 0);
+        MetarecModel *huge = sentinel_model();
+        CHECK_CODE(metarec_model_load(path, &huge), METAREC_ERR_MODEL_TOO_LARGE);
+        CHECK(huge == NULL);
+        remove(path);
+    }
+    /* From memory: the length alone refuses it (the buffer is never read). */
+    MetarecModel *huge = sentinel_model();
+    CHECK_CODE(metarec_model_load_from_memory((const uint8_t *)id, (size_t)METAREC_MAX_MODEL_BYTES + 1, &huge),
+               METAREC_ERR_MODEL_TOO_LARGE);
+    CHECK(huge == NULL);
+    free(text);
+    free(unterminated);
+}
+
 static void test_lifetimes(const char *model_path) {
     MetarecModel *model = NULL;
     CHECK_CODE(metarec_model_load(model_path, &model), METAREC_OK);
@@ -609,6 +689,7 @@ int main(int argc, char **argv) {
         test_call_order(model);
         test_session(model);
         test_explanation(model);
+        test_limits(model, argv[2]);
         metarec_model_free(model);
     }
     test_lifetimes(argv[1]);

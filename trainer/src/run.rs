@@ -81,20 +81,27 @@ impl RunDir {
         self.0.join("memory.ot")
     }
 
-    /// Saves the model's weights (and AT-PAML memory) atomically.
+    /// Saves the model's weights (and AT-PAML memory) atomically: temporary file, fsync, rename,
+    /// so a crash or a full disk leaves the previous file whole and fails with an error. The
+    /// memory is serialised in memory first (libtorch aborts the process when its own file writer
+    /// fails); the weights go through the safetensors writer, whose errors are ordinary I/O errors.
     pub fn save_weights(&self, model: &MetaModel) -> Result<()> {
         if let Some(memory) = &model.memory {
-            let tmp = self.0.join(".memory.tmp.ot");
-            Tensor::save_multi(&memory.borrow().state(), &tmp).with_context(|| format!("writing {}", tmp.display()))?;
-            std::fs::rename(&tmp, self.memory_path())
-                .with_context(|| format!("writing {}", self.memory_path().display()))?;
+            crate::fsutil::write_atomic(&self.memory_path(), &tensors_to_bytes(&memory.borrow().state())?)?;
         }
         let final_path = self.weights_path();
         // tch picks the format from the extension, so the temporary name keeps ".safetensors".
-        let tmp = self.0.join(".weights.tmp.safetensors");
-        model.vs.save(&tmp).with_context(|| format!("saving {}", tmp.display()))?;
-        std::fs::File::open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("syncing {}", tmp.display()))?;
-        std::fs::rename(&tmp, &final_path).with_context(|| format!("writing {}", final_path.display()))
+        let tmp = self.0.join(format!(".weights.tmp{}.safetensors", std::process::id()));
+        let written = model
+            .vs
+            .save(&tmp)
+            .map_err(anyhow::Error::from)
+            .and_then(|()| std::fs::File::open(&tmp).and_then(|f| f.sync_all()).map_err(anyhow::Error::from))
+            .and_then(|()| std::fs::rename(&tmp, &final_path).map_err(anyhow::Error::from));
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written.with_context(|| format!("writing {}", final_path.display()))
     }
 
     /// Writes `run.json` atomically.
@@ -134,6 +141,15 @@ impl RunDir {
         }
         Ok((info, data, split, model))
     }
+}
+
+/// Named tensors in libtorch's `.ot` format (what `Tensor::load_multi` reads), in memory: the
+/// caller writes the bytes with [`crate::fsutil::write_atomic`]. Serialising to a file directly
+/// would let libtorch abort the process when the disk fills up.
+pub fn tensors_to_bytes<S: AsRef<str>, T: AsRef<Tensor>>(named: &[(S, T)]) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    Tensor::save_multi_to_stream(named, &mut bytes).context("serialising tensors")?;
+    Ok(bytes)
 }
 
 /// CRC32 over field names, vocabularies and item and user ids: changes when the dataset's

@@ -342,33 +342,49 @@ fn checkpoint_paths(run: &RunDir) -> (PathBuf, PathBuf) {
     (run.0.join("checkpoint.ot"), run.0.join("checkpoint.json"))
 }
 
-/// Every variable, the optimizer moments and the memory, then the progress record — each
-/// written atomically, tensors first so a progress record never points past its tensors.
+/// Name of the progress record (JSON bytes) inside `checkpoint.ot`.
+const PROGRESS_TENSOR: &str = "progress.json";
+
+/// Every variable, the optimizer moments, the memory and the progress record, in one file
+/// written atomically (serialised in memory, then temporary file, fsync, rename): a crash or a
+/// full disk at any moment leaves the previous checkpoint whole, and the tensors and the progress
+/// record that describes them can never come from different epochs. `checkpoint.json` repeats
+/// the progress record for people and scripts; `--resume` reads the copy inside the tensors.
 fn save_checkpoint(run: &RunDir, model: &MetaModel, optimizer: &Adam, progress: &Progress) -> Result<()> {
     let (tensors_path, progress_path) = checkpoint_paths(run);
+    let progress_json = serde_json::to_string_pretty(progress)?;
     let mut named: Vec<(String, Tensor)> =
         model.vs.variables().into_iter().map(|(name, t)| (format!("var.{name}"), t.detach())).collect();
     named.extend(optimizer.state());
     if let Some(memory) = &model.memory {
         named.extend(memory.borrow().state());
     }
-    let tmp = run.0.join(".checkpoint.tmp.ot");
-    Tensor::save_multi(&named, &tmp).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::File::open(&tmp).and_then(|f| f.sync_all()).with_context(|| format!("syncing {}", tmp.display()))?;
-    std::fs::rename(&tmp, &tensors_path).with_context(|| format!("writing {}", tensors_path.display()))?;
-    crate::fsutil::write_atomic(&progress_path, serde_json::to_string_pretty(progress)?.as_bytes())
+    named.push((PROGRESS_TENSOR.to_owned(), Tensor::from_slice(progress_json.as_bytes())));
+    crate::fsutil::write_atomic(&tensors_path, &crate::run::tensors_to_bytes(&named)?)?;
+    crate::fsutil::write_atomic(&progress_path, progress_json.as_bytes())
 }
 
 fn load_checkpoint(run: &RunDir, model: &MetaModel, optimizer: &mut Adam) -> Result<Progress> {
     let (tensors_path, progress_path) = checkpoint_paths(run);
-    let text = std::fs::read_to_string(&progress_path)
-        .with_context(|| format!("--resume: reading {}", progress_path.display()))?;
-    let progress: Progress =
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", progress_path.display()))?;
     let named: HashMap<String, Tensor> = Tensor::load_multi(&tensors_path)
         .with_context(|| format!("--resume: reading {}", tensors_path.display()))?
         .into_iter()
         .collect();
+    // The record inside the tensors file always matches them; checkpoints written before it was
+    // stored there have only the JSON file.
+    let (text, source) = match named.get(PROGRESS_TENSOR) {
+        Some(bytes) => {
+            let bytes = Vec::<u8>::try_from(bytes).context("reading the checkpoint's progress record")?;
+            (String::from_utf8(bytes).context("the checkpoint's progress record is not UTF-8")?, &tensors_path)
+        }
+        None => (
+            std::fs::read_to_string(&progress_path)
+                .with_context(|| format!("--resume: reading {}", progress_path.display()))?,
+            &progress_path,
+        ),
+    };
+    let progress: Progress =
+        serde_json::from_str(&text).with_context(|| format!("parsing the progress record of {}", source.display()))?;
     {
         let _guard = tch::no_grad_guard();
         for (name, mut variable) in model.vs.variables() {

@@ -8,4 +8,5 @@ mod fixture;
 mod api;
 mod errors;
 mod header;
+mod limits;
 mod util;

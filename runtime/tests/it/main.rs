@@ -1,8 +1,10 @@
 //! The runtime's integration tests, one binary: file format, validation, sessions, adaptation.
 
 mod adaptation;
+mod corruption;
 mod fixture;
 mod golden;
+mod limits;
 mod load_errors;
 mod session;
 mod validation;

@@ -66,3 +66,19 @@ fn threads_sharing_a_model_are_race_free_under_helgrind() {
         .expect("run valgrind");
     assert_all_matched(&output, "helgrind", 2);
 }
+
+/// Stress: four times as many threads as the other runs (16 per core here), each running many
+/// sessions one after another (48 users × 6 rounds), under AddressSanitizer/UBSan; every result
+/// must still equal the single-threaded run's, bit for bit.
+#[test]
+fn many_threads_and_sessions_under_stress_match_the_single_threaded_run() {
+    let dir = support::scratch_dir("thread-test-stress");
+    let exe = build(&dir, Sanitize::AddressUndefined);
+    let model = support::write_fixture_model(&dir);
+    let output = support::run_sanitized(&exe, &[&model, Path::new("32"), Path::new("6")]);
+    let report = support::describe(&output);
+    assert!(output.status.success(), "thread_test failed under stress\n{report}");
+    let want =
+        format!("32 threads, 48 users x 6 rounds x 2 phases, {} results, 0 mismatches, 0 failed calls", 48 * 6 * 2);
+    assert!(String::from_utf8_lossy(&output.stdout).contains(&want), "unexpected summary (want `{want}`)\n{report}");
+}

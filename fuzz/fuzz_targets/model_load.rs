@@ -1,0 +1,132 @@
+//! The model loader: any bytes given to `Model::from_bytes` give Ok or an error, never a panic;
+//! a model that loads serves a whole session (profile, ratings, adaptation, scoring) without
+//! panicking, and the same verdict whether it comes from its file or from its decoded body.
+//!
+//! The first byte picks the mode: even — the rest is a whole file; odd — the rest is a body,
+//! wrapped in a header with valid checksums, flags and schema hash so that mutations reach the
+//! decoder and the validation instead of stopping at the CRC.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use metarec_runtime::format::{self, ModelBody, HEADER_LEN};
+use metarec_runtime::{Error, Model, Session, MAX_STEPS};
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    if mode % 2 == 0 {
+        if let Ok(model) = Model::from_bytes(rest) {
+            exercise(&model, rest);
+        }
+        return;
+    }
+    let decoded = postcard::take_from_bytes::<ModelBody>(rest).ok();
+    let file = seal(rest, decoded.as_ref().map(|(body, _)| body));
+    let loaded = Model::from_bytes(&file);
+    if let Some((body, unread)) = decoded {
+        if unread.is_empty() {
+            // The file and its decoded body get the same verdict.
+            let direct = Model::from_body(body);
+            assert_eq!(loaded.as_ref().err(), direct.as_ref().err(), "file and body verdicts differ");
+        } else {
+            assert_eq!(loaded.as_ref().err(), Some(&Error::TrailingBytes));
+        }
+    }
+    if let Ok(model) = loaded {
+        // A model that loads survives a round trip through its own encoding.
+        let again = format::encode(model.body()).expect("a loaded model encodes");
+        assert_eq!(Model::from_bytes(&again).expect("its encoding loads").body(), model.body());
+        exercise(&model, rest);
+    }
+});
+
+/// A 2.0 header with correct checksums around `body`; flags and schema hash from the decoded
+/// body when there is one.
+fn seal(body: &[u8], decoded: Option<&ModelBody>) -> Vec<u8> {
+    let (flags, hash) = decoded.map_or((0, 0), |b| (b.required_features(), format::schema_hash(b)));
+    let mut file = Vec::with_capacity(HEADER_LEN + body.len());
+    file.extend_from_slice(&format::MAGIC);
+    file.extend_from_slice(&format::FORMAT_MAJOR.to_le_bytes());
+    file.extend_from_slice(&format::FORMAT_MINOR.to_le_bytes());
+    file.extend_from_slice(&(HEADER_LEN as u32).to_le_bytes());
+    file.extend_from_slice(&flags.to_le_bytes());
+    file.extend_from_slice(&0u32.to_le_bytes());
+    file.extend_from_slice(&hash.to_le_bytes());
+    file.extend_from_slice(&(body.len() as u64).to_le_bytes());
+    file.extend_from_slice(&crc32fast_hash(body).to_le_bytes());
+    let crc = crc32fast_hash(&file);
+    file.extend_from_slice(&crc.to_le_bytes());
+    file.extend_from_slice(body);
+    file
+}
+
+/// CRC32 (IEEE), bitwise: the fuzz crate keeps its dependencies to the project's own.
+fn crc32fast_hash(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
+        }
+    }
+    !crc
+}
+
+/// Runs a session on a model that loaded: every call returns Ok or a documented error.
+fn exercise(model: &Model, seed: &[u8]) {
+    let mut session = Session::new(model);
+    let pick = |i: usize| seed.get(i % seed.len().max(1)).copied().unwrap_or(0) as usize;
+    let body = model.body();
+    for (i, field) in body.user_fields.iter().enumerate() {
+        let value = match field.vocabulary.len() {
+            0 => "30".to_owned(),
+            n => field.vocabulary[pick(i) % n].clone(),
+        };
+        session.set_profile(&field.name, &value).unwrap();
+    }
+    if !body.user_fields.iter().any(|field| field.name.is_empty()) {
+        assert_eq!(session.set_profile("", "x"), Err(Error::UnknownField));
+    }
+    let count = model.item_count();
+    let all: Vec<u32> = (0..count as u32).collect();
+    let mut before = vec![0.0; count];
+    session.score_indices(&all, &mut before).unwrap();
+    let scale = body.rating;
+    for j in 0..count.min(12) {
+        let t = pick(j + 7) as f32 / 255.0;
+        let rating = (scale.min + t * (scale.max - scale.min)).clamp(scale.min, scale.max);
+        session.add_rating(&body.items[j].id, rating).unwrap();
+    }
+    assert_eq!(session.add_rating_by_index(0, f32::NAN), Err(Error::InvalidRating));
+    // Keep an execution short: the model's own step count when small, else a few steps.
+    let steps = body.adaptation.inner_steps;
+    if steps <= 16 {
+        session.adapt().unwrap();
+    } else {
+        session.adapt_steps(16).unwrap();
+    }
+    assert_eq!(session.adapt_steps(MAX_STEPS + 1), Err(Error::TooManySteps));
+    let mut by_index = vec![0.0; count];
+    session.score_indices(&all, &mut by_index).unwrap();
+    let ids: Vec<&str> = body.items.iter().map(|item| item.id.as_str()).collect();
+    let mut by_id = vec![0.0; count];
+    session.score_ids(&ids, &mut by_id).unwrap();
+    let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+    assert!(same(&by_index, &by_id), "scores by index and by id differ");
+    if let Some(&first) = all.first() {
+        let one = session.predict(first).unwrap();
+        assert_eq!(one.to_bits(), by_index[0].to_bits(), "predict differs from a batch score");
+    }
+    // Adapting again from scratch gives the same weights.
+    session.adapt_steps(steps.min(16)).unwrap();
+    let mut again = vec![0.0; count];
+    session.score_indices(&all, &mut again).unwrap();
+    assert!(same(&by_index, &again), "adaptation is not repeatable");
+    let _ = session.explain();
+    let _ = session.memory_bytes();
+    session.clear_ratings();
+    let mut after = vec![0.0; count];
+    session.score_indices(&all, &mut after).unwrap();
+    assert!(same(&before, &after), "clearing the ratings does not restore the meta-learned scores");
+}
