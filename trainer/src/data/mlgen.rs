@@ -37,26 +37,8 @@ impl Default for Ml1mSize {
     }
 }
 
-const GENRES: [&str; 18] = [
-    "Action",
-    "Adventure",
-    "Animation",
-    "Children's",
-    "Comedy",
-    "Crime",
-    "Documentary",
-    "Drama",
-    "Fantasy",
-    "Film-Noir",
-    "Horror",
-    "Musical",
-    "Mystery",
-    "Romance",
-    "Sci-Fi",
-    "Thriller",
-    "War",
-    "Western",
-];
+/// MovieLens-1M's genres: MovieLens-100K's list without its leading "unknown".
+const GENRES: &[&str] = super::movielens::ML100K_GENRES.split_at(1).1;
 const AGES: [(&str, f64); 7] =
     [("1", 0.037), ("18", 0.183), ("25", 0.347), ("35", 0.197), ("45", 0.091), ("50", 0.082), ("56", 0.063)];
 

@@ -28,7 +28,7 @@ pub const ZIP_PREFIX: usize = 5;
 const ML1M_AGE_CODES: [&str; 7] = ["1", "18", "25", "35", "45", "50", "56"];
 
 /// MovieLens-100K's genres in flag order, used when `u.genre` is absent.
-const ML100K_GENRES: [&str; 19] = [
+pub(crate) const ML100K_GENRES: [&str; 19] = [
     "unknown",
     "Action",
     "Adventure",
