@@ -429,8 +429,10 @@ int32_t metarec_model_method(const MetarecModel *model,
                              size_t *out_len);
 
 /**
- * Copies the name of what the model predicts (`"rating"`: explicit ratings on the scale of
- * `metarec_model_rating_range`) into `buf`, with the conventions of `metarec_model_item_id`.
+ * Copies the name of what the model predicts into `buf`, with the conventions of
+ * `metarec_model_item_id`: `"rating"` (scores are ratings on the scale of
+ * `metarec_model_rating_range`) or `"click"` (scores are click probabilities; support values
+ * are labels in 0..1, 1 = clicked; see `metarec_model_click_threshold`).
  *
  * Returns `METAREC_ERR_NULL_POINTER` or `METAREC_ERR_BUFFER_TOO_SMALL`.
  *
@@ -441,6 +443,19 @@ int32_t metarec_model_task(const MetarecModel *model,
                            char *buf,
                            size_t buf_len,
                            size_t *out_len);
+
+/**
+ * Writes the rating at or above which training counted a click, for a click model: an app
+ * that holds ratings rather than clicks passes `rating >= threshold ? 1 : 0` as the label.
+ *
+ * Returns `METAREC_ERR_NULL_POINTER` (`model` or `out_threshold` NULL) or
+ * `METAREC_ERR_INVALID_ARGUMENT` (a rating model, which has no threshold).
+ *
+ * # Safety
+ * `model` is NULL or a live model handle; `out_threshold` is NULL or writable.
+ */
+int32_t metarec_model_click_threshold(const MetarecModel *model,
+                                      float *out_threshold);
 
 /**
  * Writes the model's rating scale: the lowest and highest rating `metarec_session_add_rating`

@@ -3,7 +3,7 @@
 use core::ffi::c_char;
 use std::sync::Arc;
 
-use metarec_runtime::format::{FieldKind, FieldSpec};
+use metarec_runtime::format::{FieldKind, FieldSpec, Task};
 use metarec_runtime::Model;
 
 use crate::handle::{self, MetarecModel};
@@ -245,8 +245,10 @@ pub unsafe extern "C" fn metarec_model_method(
     })
 }
 
-/// Copies the name of what the model predicts (`"rating"`: explicit ratings on the scale of
-/// `metarec_model_rating_range`) into `buf`, with the conventions of `metarec_model_item_id`.
+/// Copies the name of what the model predicts into `buf`, with the conventions of
+/// `metarec_model_item_id`: `"rating"` (scores are ratings on the scale of
+/// `metarec_model_rating_range`) or `"click"` (scores are click probabilities; support values
+/// are labels in 0..1, 1 = clicked; see `metarec_model_click_threshold`).
 ///
 /// Returns `METAREC_ERR_NULL_POINTER` or `METAREC_ERR_BUFFER_TOO_SMALL`.
 ///
@@ -262,9 +264,33 @@ pub unsafe extern "C" fn metarec_model_task(
     guard(|| {
         // SAFETY: NULL or a live handle (caller's contract).
         let model = unsafe { handle::model_ref(model) }?;
-        let name = kebab_name(&format!("{:?}", model.body().task));
+        let name = match model.task() {
+            Task::Rating => "rating",
+            Task::Click { .. } => "click",
+        };
         // SAFETY: forwarded contract.
-        unsafe { copy_text(&name, buf, buf_len, out_len) }
+        unsafe { copy_text(name, buf, buf_len, out_len) }
+    })
+}
+
+/// Writes the rating at or above which training counted a click, for a click model: an app
+/// that holds ratings rather than clicks passes `rating >= threshold ? 1 : 0` as the label.
+///
+/// Returns `METAREC_ERR_NULL_POINTER` (`model` or `out_threshold` NULL) or
+/// `METAREC_ERR_INVALID_ARGUMENT` (a rating model, which has no threshold).
+///
+/// # Safety
+/// `model` is NULL or a live model handle; `out_threshold` is NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn metarec_model_click_threshold(model: *const MetarecModel, out_threshold: *mut f32) -> i32 {
+    guard(|| {
+        // SAFETY: NULL or a live handle (caller's contract).
+        let model = unsafe { handle::model_ref(model) }?;
+        let Task::Click { threshold } = model.task() else {
+            return Err(Code(METAREC_ERR_INVALID_ARGUMENT));
+        };
+        // SAFETY: NULL or writable (caller's contract).
+        unsafe { handle::write_out(out_threshold, threshold) }
     })
 }
 

@@ -5,7 +5,7 @@
 //!      0    8 magic  b"METAREC\x1a"  (\x1a stops `type` on DOS-like consoles, as PNG does)
 //!      8    2 format major version (u16): a reader refuses a major it does not know
 //!     10    2 format minor version (u16): additions a reader of the same major may ignore
-//!     12    4 header length in bytes (u32), 48 in 2.0; later minors may append fields before
+//!     12    4 header length in bytes (u32), 48 in 2.0 and 2.1; later minors may append fields before
 //!             the header CRC, and readers skip what they do not know
 //!     16    4 required feature flags (u32): a reader refuses a file with a flag it does not know
 //!     20    4 optional feature flags (u32): a reader may ignore flags it does not know
@@ -17,7 +17,12 @@
 //!     48    … body: postcard encoding of [`ModelBody`]
 //! ```
 //! The file ends exactly at the end of the body. Compatibility rule: a reader of major `M`
-//! loads every file of major `M` whatever its minor; a new major is a breaking change.
+//! loads every file of major `M` whatever its minor; a new major is a breaking change. What a
+//! minor adds that an older reader cannot run sits behind a required flag, which that reader
+//! refuses by name ([`crate::Error::UnsupportedFeature`]) instead of misreading.
+//!
+//! History: 2.0 first version of this layout; 2.1 adds the click task ([`Task::Click`], flag
+//! [`required::CLICK_TASK`]).
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -30,7 +35,7 @@ pub const MAGIC: [u8; 8] = *b"METAREC\x1a";
 /// Format major version written and read by this runtime.
 pub const FORMAT_MAJOR: u16 = 2;
 /// Format minor version written by this runtime.
-pub const FORMAT_MINOR: u16 = 0;
+pub const FORMAT_MINOR: u16 = 1;
 /// Size of the header this runtime writes (and the least it reads).
 pub const HEADER_LEN: usize = 48;
 
@@ -44,8 +49,10 @@ pub mod required {
     pub const NEIGHBOUR_TABLE: u32 = 1 << 2;
     /// Several initialisations, one chosen per user (HML).
     pub const MULTIPLE_INITS: u32 = 1 << 3;
+    /// The click task: the output is a logit, adaptation minimises binary cross-entropy (2.1).
+    pub const CLICK_TASK: u32 = 1 << 4;
     /// Every flag this runtime implements.
-    pub const KNOWN: u32 = PER_PARAMETER_LR | LR_NETWORK | NEIGHBOUR_TABLE | MULTIPLE_INITS;
+    pub const KNOWN: u32 = PER_PARAMETER_LR | LR_NETWORK | NEIGHBOUR_TABLE | MULTIPLE_INITS | CLICK_TASK;
 }
 
 /// The parsed header.
@@ -130,10 +137,18 @@ pub struct NeighbourTable {
 pub const MAX_NEIGHBOURS: usize = 16;
 
 /// What the model predicts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub enum Task {
     /// Explicit rating regression (linear output, squared-error inner loss).
     Rating,
+    /// Click-through prediction: the output is a logit, scores are click probabilities
+    /// σ(logit), and adaptation minimises binary cross-entropy on support labels in [0, 1]
+    /// (1 clicked, 0 not). The rating scale of such a model is 0..1.
+    Click {
+        /// The rating at or above which training counted a click: an app that holds ratings
+        /// rather than clicks maps them to labels with it.
+        threshold: f32,
+    },
 }
 
 /// How a raw string value of a field maps to embedding rows.
@@ -293,6 +308,9 @@ impl ModelBody {
         }
         if !self.extra_inits.is_empty() {
             flags |= required::MULTIPLE_INITS;
+        }
+        if matches!(self.task, Task::Click { .. }) {
+            flags |= required::CLICK_TASK;
         }
         flags
     }

@@ -115,6 +115,15 @@ impl Model {
         if rating.min >= rating.max {
             return Err(bad);
         }
+        if let crate::format::Task::Click { threshold } = body.task {
+            if !threshold.is_finite() {
+                return Err(Error::NonFiniteParameter);
+            }
+            // Labels are probabilities: the scale must be exactly 0..1.
+            if rating.min != 0.0 || rating.max != 1.0 {
+                return Err(bad);
+            }
+        }
 
         let mut parameter_rates = Vec::new();
         if let crate::format::LearningRate::PerParameter(rates) = &body.learning_rate {
@@ -151,6 +160,16 @@ impl Model {
     /// The validated body (vocabularies, embeddings, layers, hyper-parameters).
     pub fn body(&self) -> &ModelBody {
         &self.body
+    }
+
+    /// What the model predicts (ratings, or click probabilities).
+    pub fn task(&self) -> crate::format::Task {
+        self.body.task
+    }
+
+    /// Whether scores are click probabilities (the click task) rather than ratings.
+    pub fn is_click(&self) -> bool {
+        matches!(self.body.task, crate::format::Task::Click { .. })
     }
 
     /// Number of items in the catalogue.

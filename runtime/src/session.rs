@@ -30,7 +30,8 @@ const SCORE_BLOCK: usize = 128;
 ///
 /// # Adaptation
 /// [`Session::adapt`] starts from the meta-learned weights and runs full-batch gradient descent
-/// on the mean squared error over the support ratings. Until then, and again after any change
+/// on the mean squared error over the support ratings (binary cross-entropy over support labels
+/// for a click model, whose scores are click probabilities). Until then, and again after any change
 /// to the profile or the support set ([`Session::set_profile`], [`Session::add_rating`],
 /// [`Session::clear_ratings`]), scores use the meta-learned weights: a stale adaptation is
 /// dropped, never silently mixed with new data. Call [`Session::adapt`] again to adapt to the
@@ -378,7 +379,8 @@ impl<M: Borrow<Model>> Session<M> {
         Ok(())
     }
 
-    /// Score of one item (the raw model output, not clamped to the rating scale).
+    /// Score of one item: the model's output, not clamped to the rating scale (a click
+    /// probability for a click model).
     ///
     /// Errors: [`Error::UnknownItem`].
     pub fn predict(&mut self, item: u32) -> Result<f32> {
@@ -392,10 +394,21 @@ impl<M: Borrow<Model>> Session<M> {
 
     // ---- internals ----
 
-    /// Scores items whose indices were checked, a block at a time: gather the items' inputs,
-    /// then one matrix product per layer (layer 0 only for the item part; its user part is
-    /// `hidden0`, computed once).
+    /// Scores items whose indices were checked: [`Session::raw_scores`], then σ for a click
+    /// model.
     fn score_checked(&mut self, items: &[u32], out: &mut [f32]) {
+        self.raw_scores(items, out);
+        if self.model().is_click() {
+            for y in out.iter_mut() {
+                *y = sigmoid(*y);
+            }
+        }
+    }
+
+    /// The model's raw outputs (ratings or logits) for checked indices, a block at a time:
+    /// gather the items' inputs, then one matrix product per layer (layer 0 only for the item
+    /// part; its user part is `hidden0`, computed once).
+    fn raw_scores(&mut self, items: &[u32], out: &mut [f32]) {
         let model: &Model = self.model.borrow();
         let layout = model.layout();
         mlp::user_hidden(layout, &self.params, &self.user_input, &mut self.hidden0);
@@ -441,7 +454,8 @@ impl<M: Borrow<Model>> Session<M> {
     }
 
     /// HML: with several initialisations, adapt each on the resampled support's adapt part with
-    /// the fixed rate, score the held-out part, and return the best (lowest MSE, first on ties).
+    /// the fixed rate, score the held-out part, and return the best (lowest support loss, first
+    /// on ties).
     fn choose_init(&mut self, steps: u32) -> usize {
         let model: &Model = self.model.borrow();
         let count = model.init_count();
@@ -461,12 +475,13 @@ impl<M: Borrow<Model>> Session<M> {
             let held_out: Vec<(u32, f32)> =
                 self.support.iter().zip(&score).filter(|(_, &s)| s).map(|(&pair, _)| pair).collect();
             let items: Vec<u32> = held_out.iter().map(|&(item, _)| item).collect();
-            let mut predicted = vec![0.0; items.len()];
-            self.score_checked(&items, &mut predicted);
-            let total: f32 = predicted.iter().zip(&held_out).map(|(y, &(_, r))| (y - r) * (y - r)).sum();
-            let mse = total / held_out.len().max(1) as f32;
-            if mse < best.0 {
-                best = (mse, k);
+            let mut outputs = vec![0.0; items.len()];
+            self.raw_scores(&items, &mut outputs);
+            let click = self.model().is_click();
+            let total: f32 = outputs.iter().zip(&held_out).map(|(&z, &(_, r))| loss(click, z, r)).sum();
+            let mean = total / held_out.len().max(1) as f32;
+            if mean < best.0 {
+                best = (mean, k);
             }
         }
         let model: &Model = self.model.borrow();
@@ -523,9 +538,10 @@ impl<M: Borrow<Model>> Session<M> {
         }
     }
 
-    /// Sets `grads` to the gradient of the support loss `(1/n) Σ (f(x_j) − r_j)²` w.r.t. the
-    /// current parameters (`dL/dy_j = 2 (y_j − r_j) / n`, accumulated in f32), over the ratings
-    /// where `mask` is true (all when None).
+    /// Sets `grads` to the gradient of the support loss w.r.t. the current parameters, over the
+    /// ratings where `mask` is true (all when None): `(1/n) Σ (y_j − r_j)²` with
+    /// `dL/dy_j = 2 (y_j − r_j) / n`, or for clicks `(1/n) Σ softplus(z_j) − r_j·z_j` with
+    /// `dL/dz_j = (σ(z_j) − r_j) / n`; accumulated in f32.
     fn support_gradient(&mut self, mask: Option<&[bool]>) {
         let model: &Model = self.model.borrow();
         let layout = model.layout();
@@ -560,10 +576,18 @@ impl<M: Borrow<Model>> Session<M> {
             n,
             &mut self.support_acts,
         );
-        // dL/dy_j = 2 (y_j − r_j) / n (the ratings were parked in support_dy).
-        let scale = 2.0 / n as f32;
-        for (d, y) in self.support_dy.iter_mut().zip(mlp::scores(layout, &self.support_acts, n)) {
-            *d = scale * (y - *d);
+        // dL/dy_j from the outputs and the ratings parked in support_dy.
+        let outputs = mlp::scores(layout, &self.support_acts, n);
+        if model.is_click() {
+            let scale = 1.0 / n as f32;
+            for (d, z) in self.support_dy.iter_mut().zip(outputs) {
+                *d = scale * (sigmoid(*z) - *d);
+            }
+        } else {
+            let scale = 2.0 / n as f32;
+            for (d, y) in self.support_dy.iter_mut().zip(outputs) {
+                *d = scale * (y - *d);
+            }
         }
         mlp::backward_batch(
             layout,
@@ -604,6 +628,27 @@ impl<M: Borrow<Model>> Session<M> {
 /// AT-PAML: key = normalise(h · projection); the K nearest stored keys by squared distance
 /// (an exact scan, first entry on ties); returns Σ_k s_k / (Σ_j s_j + σ) · rate_k with
 /// s_k = exp(−δ d_k²), and the neighbours nearest first.
+/// The logistic function, saturating cleanly for large |z|.
+fn sigmoid(z: f32) -> f32 {
+    if z >= 0.0 {
+        1.0 / (1.0 + libm::expf(-z))
+    } else {
+        let e = libm::expf(z);
+        e / (1.0 + e)
+    }
+}
+
+/// One support entry's loss for raw output `z` and target `r`: squared error, or for clicks
+/// binary cross-entropy `softplus(z) − r·z` (as the trainer computes it).
+fn loss(click: bool, z: f32, r: f32) -> f32 {
+    if click {
+        let softplus = if z > 20.0 { z } else { libm::log1pf(libm::expf(z)) };
+        softplus - r * z
+    } else {
+        (z - r) * (z - r)
+    }
+}
+
 fn neighbour_term(table: &NeighbourTable, h: &[f32]) -> (f32, heapless::Vec<Neighbour, MAX_NEIGHBOURS>) {
     let key_dim = table.key_dim as usize;
     let mut key: heapless::Vec<f32, 64> = heapless::Vec::new();
@@ -703,25 +748,31 @@ mod tests {
         }
     }
 
+    /// The support loss as the model defines it, from public predictions: MSE, or binary
+    /// cross-entropy of the predicted probabilities for a click model.
     fn support_loss(session: &mut Session<&Model>) -> f64 {
         let support = session.support.clone();
+        let click = session.model().is_click();
         let n = support.len() as f64;
         support
             .iter()
             .map(|&(item, r)| {
-                let y = session.predict(item).unwrap() as f64;
-                (y - r as f64) * (y - r as f64)
+                let (y, r) = (session.predict(item).unwrap() as f64, r as f64);
+                if click {
+                    -(r * y.ln() + (1.0 - r) * (1.0 - y).ln())
+                } else {
+                    (y - r) * (y - r)
+                }
             })
             .sum::<f64>()
             / n
     }
 
-    #[test]
-    fn analytic_gradient_matches_central_differences() {
-        let model = Model::from_body(body()).unwrap();
+    fn assert_gradient_matches_central_differences(body: ModelBody, support: &[(u32, f32)]) {
+        let model = Model::from_body(body).unwrap();
         let mut session = Session::new(&model);
         session.set_profile("u", "b").unwrap();
-        for (item, rating) in [(0, 4.0), (1, 1.5), (2, 5.0), (3, 2.0)] {
+        for &(item, rating) in support {
             session.add_rating_by_index(item, rating).unwrap();
         }
         session.support_gradient(None);
@@ -748,6 +799,36 @@ mod tests {
         }
         // The check is meaningful: most parameters get a real gradient.
         assert!(nonzero > analytic.len() / 2, "{nonzero} of {}", analytic.len());
+    }
+
+    #[test]
+    fn analytic_gradient_matches_central_differences() {
+        assert_gradient_matches_central_differences(body(), &[(0, 4.0), (1, 1.5), (2, 5.0), (3, 2.0)]);
+    }
+
+    #[test]
+    fn click_gradient_matches_central_differences() {
+        let mut click = body();
+        click.task = Task::Click { threshold: 4.0 };
+        click.rating = RatingScale { min: 0.0, max: 1.0, global_mean: 0.5 };
+        assert_gradient_matches_central_differences(click, &[(0, 1.0), (1, 0.0), (2, 1.0), (3, 0.25)]);
+    }
+
+    #[test]
+    fn click_scores_are_probabilities_and_adaptation_follows_the_labels() {
+        let mut click = body();
+        click.task = Task::Click { threshold: 4.0 };
+        click.rating = RatingScale { min: 0.0, max: 1.0, global_mean: 0.5 };
+        let model = Model::from_body(click).unwrap();
+        let mut session = Session::new(&model);
+        assert_eq!(session.add_rating_by_index(0, 4.0), Err(Error::InvalidRating));
+        session.add_rating_by_index(0, 1.0).unwrap();
+        session.add_rating_by_index(3, 0.0).unwrap();
+        let before = [session.predict(0).unwrap(), session.predict(3).unwrap()];
+        session.adapt_steps(50).unwrap();
+        let after = [session.predict(0).unwrap(), session.predict(3).unwrap()];
+        assert!(before.iter().chain(&after).all(|p| *p > 0.0 && *p < 1.0), "{before:?} {after:?}");
+        assert!(after[0] > before[0] && after[1] < before[1], "{before:?} -> {after:?}");
     }
 
     #[test]

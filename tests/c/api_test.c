@@ -265,6 +265,10 @@ static void check_text(const MetarecModel *model, TextGetter get, const char *wa
 static void test_model_info(const MetarecModel *model) {
     check_text(model, metarec_model_method, "melu", __LINE__);
     check_text(model, metarec_model_task, "rating", __LINE__);
+    float threshold = -1.0f;
+    CHECK_CODE(metarec_model_click_threshold(NULL, &threshold), METAREC_ERR_NULL_POINTER);
+    CHECK_CODE(metarec_model_click_threshold(model, &threshold), METAREC_ERR_INVALID_ARGUMENT);
+    CHECK(threshold == -1.0f);
 
     float min = 0.0f;
     float max = 0.0f;
@@ -569,6 +573,52 @@ static void test_explanation(const MetarecModel *model) {
 /* The documented caps (METAREC_MAX_*): requests at a cap work, one past it is refused with its
  * code; a string argument is read no further than the cap, a count past the cap is refused
  * before the arrays are read, and a model file past the size cap is refused unread. */
+/* A click model (SCRATCH_DIR/click.mrec): labels in 0..1, scores are probabilities. */
+static void test_click_model(const char *scratch) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/click.mrec", scratch);
+    MetarecModel *model = NULL;
+    CHECK_CODE(metarec_model_load(path, &model), METAREC_OK);
+    if (model == NULL) {
+        return;
+    }
+    check_text(model, metarec_model_task, "click", __LINE__);
+    float threshold = 0.0f;
+    CHECK_CODE(metarec_model_click_threshold(model, NULL), METAREC_ERR_NULL_POINTER);
+    CHECK_CODE(metarec_model_click_threshold(model, &threshold), METAREC_OK);
+    CHECK(threshold == 4.0f);
+    float min = -1.0f;
+    float max = -1.0f;
+    CHECK_CODE(metarec_model_rating_range(model, &min, &max), METAREC_OK);
+    CHECK(min == 0.0f && max == 1.0f);
+
+    MetarecSession *session = NULL;
+    CHECK_CODE(metarec_session_new(model, &session), METAREC_OK);
+    char first[64];
+    char second[64];
+    CHECK_CODE(metarec_model_item_id(model, 0, first, sizeof first, NULL), METAREC_OK);
+    CHECK_CODE(metarec_model_item_id(model, 1, second, sizeof second, NULL), METAREC_OK);
+    /* A rating is not a label. */
+    CHECK_CODE(metarec_session_add_rating(session, first, 5.0f), METAREC_ERR_INVALID_RATING);
+    CHECK_CODE(metarec_session_add_rating(session, first, 1.0f), METAREC_OK);
+    CHECK_CODE(metarec_session_add_rating(session, second, 0.0f), METAREC_OK);
+    const char *ids[2] = {first, second};
+    float before[2] = {0};
+    float after[2] = {0};
+    CHECK_CODE(metarec_session_score(session, ids, 2, before), METAREC_OK);
+    CHECK_CODE(metarec_session_adapt(session, 20), METAREC_OK);
+    CHECK_CODE(metarec_session_score(session, ids, 2, after), METAREC_OK);
+    for (int i = 0; i < 2; i++) {
+        CHECK(before[i] > 0.0f && before[i] < 1.0f && after[i] > 0.0f && after[i] < 1.0f);
+    }
+    /* Adaptation lowers the support log loss (clicked item up, skipped item down, jointly). */
+    double loss_before = -log(before[0]) - log(1.0 - before[1]);
+    double loss_after = -log(after[0]) - log(1.0 - after[1]);
+    CHECK(loss_after < loss_before - 1e-3);
+    metarec_session_free(session);
+    metarec_model_free(model);
+}
+
 static void test_limits(const MetarecModel *model, const char *scratch) {
     MetarecSession *session = NULL;
     CHECK_CODE(metarec_session_new(model, &session), METAREC_OK);
@@ -693,6 +743,7 @@ int main(int argc, char **argv) {
         metarec_model_free(model);
     }
     test_lifetimes(argv[1]);
+    test_click_model(argv[2]);
 
     printf("api_test: %d checks, %d failed\n", checks, failures);
     return failures == 0 ? 0 : 1;

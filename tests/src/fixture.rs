@@ -115,6 +115,25 @@ pub fn model_bytes(flat: bool) -> Vec<u8> {
     encode(&model_body(flat)).expect("the fixture model encodes")
 }
 
+/// The fixture as a click model: same features and weights, output a logit centred near 0,
+/// support labels in 0..1, trained (in this story) with ratings >= 4 as clicks.
+pub fn click_model_body() -> ModelBody {
+    let mut body = model_body(false);
+    body.task = Task::Click { threshold: 4.0 };
+    body.rating = RatingScale { min: 0.0, max: 1.0, global_mean: 0.4 };
+    if let Some(output) = body.layers.last_mut() {
+        for b in &mut output.bias {
+            *b -= 3.5;
+        }
+    }
+    body
+}
+
+/// The click fixture as file bytes.
+pub fn click_model_bytes() -> Vec<u8> {
+    encode(&click_model_body()).expect("the click fixture encodes")
+}
+
 /// One user as the trainer exports them (see `examples/c/personalize.c` for the format).
 #[derive(Debug, Clone, PartialEq)]
 pub struct UserFile {

@@ -1,9 +1,11 @@
-//! Query-set metrics (MSE, MAE, nDCG@k) for the meta-learned model and the trivial baselines.
+//! Query-set metrics for the meta-learned model and the trivial baselines: MSE, MAE and nDCG@k
+//! for ratings; AUC, normalised entropy and log loss for clicks.
 
 use core::fmt::Write as _;
 
 use crate::data::Dataset;
 use crate::model::{tensor_values, MetaModel, Order, TaskBatch};
+use crate::objective::Objective;
 use crate::split::Task;
 
 /// One user's query ratings and a method's predictions for them.
@@ -11,9 +13,9 @@ use crate::split::Task;
 pub struct UserPredictions {
     /// Index into [`Dataset::users`].
     pub user: u32,
-    /// True query ratings.
+    /// True query ratings (0/1 labels for clicks).
     pub truth: Vec<f32>,
-    /// Predicted query ratings, same order.
+    /// Predicted query ratings (click probabilities), same order.
     pub predicted: Vec<f32>,
 }
 
@@ -85,6 +87,8 @@ pub struct Baselines {
     item_mean: Vec<Option<f32>>,
     item_bias: Vec<f32>,
     user_shrinkage: f32,
+    /// Predictions of the bias baseline are clamped to this range (clicks: a probability).
+    range: (f32, f32),
 }
 
 impl Baselines {
@@ -108,8 +112,13 @@ impl Baselines {
                 .map(|(s, &c)| (s - c as f32 * global_mean) / (c as f32 + item_shrinkage))
                 .collect();
             for &user_shrinkage in &grid {
-                let candidate =
-                    Baselines { global_mean, item_mean: Vec::new(), item_bias: item_bias.clone(), user_shrinkage };
+                let candidate = Baselines {
+                    global_mean,
+                    item_mean: Vec::new(),
+                    item_bias: item_bias.clone(),
+                    user_shrinkage,
+                    range: (f32::NEG_INFINITY, f32::INFINITY),
+                };
                 let mse = metrics(&baseline(valid, |t, i| candidate.bias(t, i))).mse;
                 if best.as_ref().is_none_or(|(b, _)| mse < *b) {
                     best = Some((mse, candidate));
@@ -131,7 +140,16 @@ impl Baselines {
         let item_bias = |i: u32| self.item_bias.get(i as usize).copied().unwrap_or(0.0);
         let residual: f32 = task.support.iter().map(|r| r.value - self.global_mean - item_bias(r.item)).sum();
         let user_bias = residual / (task.support.len() as f32 + self.user_shrinkage);
-        self.global_mean + item_bias(item) + user_bias
+        (self.global_mean + item_bias(item) + user_bias).clamp(self.range.0, self.range.1)
+    }
+
+    /// For the click task, keeps the additive bias baseline's predictions inside (0, 1), so that
+    /// its log loss is defined (the means are probabilities already).
+    pub fn for_objective(mut self, objective: Objective) -> Baselines {
+        if objective.is_click() {
+            self.range = (1e-3, 1.0 - 1e-3);
+        }
+        self
     }
 
     /// The four baselines on `tasks`, named as in the reports.
@@ -156,7 +174,8 @@ pub fn predict_tasks(model: &MetaModel, tasks: &[Task], steps: u32, batch: usize
     let mut out = Vec::with_capacity(tasks.len());
     for chunk in tasks.chunks(batch.max(1)) {
         let padded = TaskBatch::new(chunk, model.device());
-        let predictions = model.forward(&padded, steps, Order::Detached, false).predictions;
+        let outputs = model.forward(&padded, steps, Order::Detached, false).predictions;
+        let predictions = model.spec.objective.prediction(&outputs);
         let width = predictions.size()[1] as usize;
         let values = tensor_values(&predictions);
         for (b, task) in chunk.iter().enumerate() {
@@ -170,41 +189,151 @@ pub fn predict_tasks(model: &MetaModel, tasks: &[Task], steps: u32, batch: usize
     out
 }
 
-/// Mean query MSE per user (the validation criterion).
-pub fn mean_user_mse(model: &MetaModel, tasks: &[Task], steps: u32, batch: usize) -> f64 {
+/// Mean query loss per user (the validation criterion): MSE, or log loss for clicks.
+pub fn mean_user_loss(model: &MetaModel, tasks: &[Task], steps: u32, batch: usize) -> f64 {
     let mut total = 0.0;
     for chunk in tasks.chunks(batch.max(1)) {
-        let mse = model.forward(&TaskBatch::new(chunk, model.device()), steps, Order::Detached, false).query_mse;
-        total += mse.sum(tch::Kind::Double).double_value(&[]);
+        let loss = model.forward(&TaskBatch::new(chunk, model.device()), steps, Order::Detached, false).query_loss;
+        total += loss.sum(tch::Kind::Double).double_value(&[]);
     }
     total / tasks.len().max(1) as f64
 }
 
-/// A table of methods × metrics; with known groups, MSE per group too.
-pub fn report(data: &Dataset, rows: &[(String, Vec<UserPredictions>)]) -> String {
+/// A table of methods × metrics; with known groups, the main error per group too (MSE for
+/// ratings, AUC for clicks).
+pub fn report(data: &Dataset, objective: Objective, rows: &[(String, Vec<UserPredictions>)]) -> String {
     let groups: Vec<String> = {
         let mut g: Vec<String> = data.users.iter().filter_map(|u| u.group.clone()).collect();
         g.sort();
         g.dedup();
         g
     };
+    let in_group = |users: &[UserPredictions], g: &String| -> Vec<UserPredictions> {
+        users.iter().filter(|u| data.users[u.user as usize].group.as_ref() == Some(g)).cloned().collect()
+    };
     let mut out = String::new();
-    let _ = write!(out, "{:<28} {:>7} {:>7} {:>8}", "method", "MSE", "MAE", "nDCG@3");
+    match objective {
+        Objective::Rating => {
+            let _ = write!(out, "{:<28} {:>7} {:>7} {:>8}", "method", "MSE", "MAE", "nDCG@3");
+        }
+        Objective::Click { .. } => {
+            let _ = write!(
+                out,
+                "{:<28} {:>7} {:>8} {:>7} {:>8} {:>8}",
+                "method", "AUC", "userAUC", "NE", "logloss", "nDCG@3"
+            );
+        }
+    }
+    let group_metric = if objective.is_click() { "AUC" } else { "MSE" };
     for g in &groups {
-        let _ = write!(out, " {:>10}", format!("MSE {g}"));
+        let _ = write!(out, " {:>10}", format!("{group_metric} {g}"));
     }
     let _ = writeln!(out, " {:>6}", "users");
     for (name, users) in rows {
-        let m = metrics(users);
-        let _ = write!(out, "{name:<28} {:>7.4} {:>7.4} {:>8.4}", m.mse, m.mae, m.ndcg3);
-        for g in &groups {
-            let members: Vec<UserPredictions> =
-                users.iter().filter(|u| data.users[u.user as usize].group.as_ref() == Some(g)).cloned().collect();
-            let _ = write!(out, " {:>10.4}", metrics(&members).mse);
+        match objective {
+            Objective::Rating => {
+                let m = metrics(users);
+                let _ = write!(out, "{name:<28} {:>7.4} {:>7.4} {:>8.4}", m.mse, m.mae, m.ndcg3);
+                for g in &groups {
+                    let _ = write!(out, " {:>10.4}", metrics(&in_group(users, g)).mse);
+                }
+            }
+            Objective::Click { .. } => {
+                let m = click_metrics(users);
+                let _ = write!(
+                    out,
+                    "{name:<28} {:>7.4} {:>8.4} {:>7.4} {:>8.4} {:>8.4}",
+                    m.auc, m.user_auc, m.normalized_entropy, m.log_loss, m.ndcg3
+                );
+                for g in &groups {
+                    let _ = write!(out, " {:>10.4}", click_metrics(&in_group(users, g)).auc);
+                }
+            }
         }
-        let _ = writeln!(out, " {:>6}", m.users);
+        let _ = writeln!(out, " {:>6}", users.len());
     }
     out
+}
+
+/// Click metrics of query predictions (probabilities) against 0/1 labels.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClickMetrics {
+    /// Area under the ROC curve over all query entries pooled (ties count half; NaN without
+    /// both labels).
+    pub auc: f64,
+    /// AUC per user, averaged over the users whose query set holds both labels (NaN if none).
+    pub user_auc: f64,
+    /// Mean binary cross-entropy in nats, probabilities clipped to [1e-7, 1 − 1e-7].
+    pub log_loss: f64,
+    /// Normalised entropy: the log loss divided by the entropy of the evaluated labels' own click
+    /// rate. 1 is what predicting that constant rate scores; lower is better.
+    pub normalized_entropy: f64,
+    /// nDCG@3 averaged over users (gains 0 and 1).
+    pub ndcg3: f64,
+    /// Number of users.
+    pub users: usize,
+}
+
+/// AUC of `scores` for 0/1 `labels` (label > 0.5 is positive) by the rank-sum statistic, ties
+/// sharing their average rank. None unless both labels occur.
+pub fn auc(labels: &[f32], scores: &[f32]) -> Option<f64> {
+    let mut order: Vec<usize> = (0..labels.len().min(scores.len())).collect();
+    order.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    let (mut rank_sum, mut positives) = (0.0f64, 0usize);
+    let mut start = 0;
+    while start < order.len() {
+        let mut end = start + 1;
+        while end < order.len() && scores[order[end]] == scores[order[start]] {
+            end += 1;
+        }
+        // Ranks start..end (1-based start+1..=end) share their mean.
+        let mean_rank = (start + 1 + end) as f64 / 2.0;
+        for &i in &order[start..end] {
+            if labels[i] > 0.5 {
+                rank_sum += mean_rank;
+                positives += 1;
+            }
+        }
+        start = end;
+    }
+    let negatives = order.len() - positives;
+    if positives == 0 || negatives == 0 {
+        return None;
+    }
+    let (p, n) = (positives as f64, negatives as f64);
+    Some((rank_sum - p * (p + 1.0) / 2.0) / (p * n))
+}
+
+/// AUC (pooled and per user), log loss, normalised entropy and nDCG@3 of click predictions.
+pub fn click_metrics(users: &[UserPredictions]) -> ClickMetrics {
+    let labels: Vec<f32> = users.iter().flat_map(|u| u.truth.iter().copied()).collect();
+    let scores: Vec<f32> = users.iter().flat_map(|u| u.predicted.iter().copied()).collect();
+    let n = labels.len().max(1) as f64;
+    let log_loss = labels
+        .iter()
+        .zip(&scores)
+        .map(|(&y, &p)| {
+            let p = f64::from(p).clamp(1e-7, 1.0 - 1e-7);
+            if y > 0.5 {
+                -p.ln()
+            } else {
+                -(1.0 - p).ln()
+            }
+        })
+        .sum::<f64>()
+        / n;
+    let rate = labels.iter().filter(|&&y| y > 0.5).count() as f64 / n;
+    let base_entropy =
+        if rate > 0.0 && rate < 1.0 { -(rate * rate.ln() + (1.0 - rate) * (1.0 - rate).ln()) } else { 0.0 };
+    let per_user: Vec<f64> = users.iter().filter_map(|u| auc(&u.truth, &u.predicted)).collect();
+    ClickMetrics {
+        auc: auc(&labels, &scores).unwrap_or(f64::NAN),
+        user_auc: if per_user.is_empty() { f64::NAN } else { per_user.iter().sum::<f64>() / per_user.len() as f64 },
+        log_loss,
+        normalized_entropy: if base_entropy > 0.0 { log_loss / base_entropy } else { f64::NAN },
+        ndcg3: mean_ndcg(users, 3),
+        users: users.len(),
+    }
 }
 
 /// A trained model's rows: adapted with its inner loop, and with adaptation switched off (the

@@ -11,6 +11,7 @@ use metarec_runtime::format::{
 
 use crate::data::Dataset;
 use crate::model::MetaModel;
+use crate::objective::Objective;
 use crate::run::RunInfo;
 use crate::split;
 
@@ -83,7 +84,10 @@ pub fn model_body(info: &RunInfo, data: &Dataset, model: &MetaModel) -> Result<M
     };
     Ok(ModelBody {
         method,
-        task: Task::Rating,
+        task: match spec.objective {
+            Objective::Rating => Task::Rating,
+            Objective::Click { threshold } => Task::Click { threshold },
+        },
         embedding_dim: spec.shape.embedding_dim as u32,
         user_fields: with_embeddings(true, &data.user_fields),
         item_fields: with_embeddings(false, &data.item_fields),
@@ -93,7 +97,13 @@ pub fn model_body(info: &RunInfo, data: &Dataset, model: &MetaModel) -> Result<M
         adaptation: Adaptation { inner_lr: spec.inner_lr as f32, inner_steps: spec.inner_steps },
         learning_rate,
         neighbours,
-        rating: RatingScale { min: data.rating_min, max: data.rating_max, global_mean: info.global_mean },
+        // A click model's support values are labels: its scale is 0..1, its mean the click rate.
+        rating: match spec.objective {
+            Objective::Rating => {
+                RatingScale { min: data.rating_min, max: data.rating_max, global_mean: info.global_mean }
+            }
+            Objective::Click { .. } => RatingScale { min: 0.0, max: 1.0, global_mean: info.global_mean },
+        },
     })
 }
 

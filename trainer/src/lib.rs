@@ -25,6 +25,8 @@ pub mod method;
 #[cfg(feature = "torch")]
 pub mod model;
 #[cfg(feature = "torch")]
+pub mod objective;
+#[cfg(feature = "torch")]
 pub mod optim;
 #[cfg(feature = "torch")]
 pub mod report;

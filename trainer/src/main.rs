@@ -13,6 +13,7 @@ use metarec_trainer::data::{self as dataset, Dataset, Format, LoadOptions};
 use metarec_trainer::eval::{self, Baselines, UserPredictions};
 use metarec_trainer::export;
 use metarec_trainer::method::Method;
+use metarec_trainer::objective::Objective;
 use metarec_trainer::report::{self, ReportArgs};
 use metarec_trainer::run::RunDir;
 use metarec_trainer::split::Task;
@@ -262,16 +263,19 @@ fn run(cli: Cli) -> Result<()> {
 
 fn evaluate(args: &EvalArgs) -> Result<()> {
     let device = parse_device(&args.device)?;
-    let (_, data, split, model) = RunDir(args.run.clone()).load(device)?;
+    let (info, data, split, model) = RunDir(args.run.clone()).load(device)?;
+    let objective = info.spec.objective;
     let mut rows = eval::method_rows(&model, &split.test);
-    rows.extend(Baselines::fit(data.items.len(), &split.train, &split.valid).predict_all(&split.test));
-    print_table(&data, &split.test, &rows);
+    let baselines = Baselines::fit(data.items.len(), &split.train, &split.valid).for_objective(objective);
+    rows.extend(baselines.predict_all(&split.test));
+    print_table(&data, objective, &split.test, &rows);
     Ok(())
 }
 
-fn print_table(data: &Dataset, tasks: &[Task], rows: &[(String, Vec<UserPredictions>)]) {
-    println!("test users: {} (query ratings: {})", tasks.len(), tasks.iter().map(|t| t.query.len()).sum::<usize>());
-    print!("{}", eval::report(data, rows));
+fn print_table(data: &Dataset, objective: Objective, tasks: &[Task], rows: &[(String, Vec<UserPredictions>)]) {
+    let what = if objective.is_click() { "query labels" } else { "query ratings" };
+    println!("test users: {} ({what}: {})", tasks.len(), tasks.iter().map(|t| t.query.len()).sum::<usize>());
+    print!("{}", eval::report(data, objective, rows));
 }
 
 fn compare(args: &CompareArgs) -> Result<()> {
@@ -290,8 +294,10 @@ fn compare(args: &CompareArgs) -> Result<()> {
         last = Some((data, split));
     }
     let (data, split) = last.context("no methods to compare")?;
-    rows.extend(Baselines::fit(data.items.len(), &split.train, &split.valid).predict_all(&split.test));
-    print_table(&data, &split.test, &rows);
+    let objective = Objective::from_cli(args.train.task, args.train.click_threshold);
+    let baselines = Baselines::fit(data.items.len(), &split.train, &split.valid).for_objective(objective);
+    rows.extend(baselines.predict_all(&split.test));
+    print_table(&data, objective, &split.test, &rows);
     for (method, seconds, epoch) in timings {
         println!("{}: trained in {seconds:.1} s, kept epoch {epoch}", method.name());
     }

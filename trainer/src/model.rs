@@ -16,6 +16,7 @@ use tch::{nn, Device, Kind, Tensor};
 use crate::data::{Dataset, Entity, Rating};
 use crate::memory::Memory;
 use crate::method::{Method, MethodConfig};
+use crate::objective::Objective;
 use crate::split::Task;
 
 /// Shape of the base model.
@@ -40,12 +41,22 @@ pub struct ModelSpec {
     pub inner_lr: f64,
     /// Inner-loop steps.
     pub inner_steps: u32,
+    /// Rating or click prediction (runs written before the click task read as ratings).
+    #[serde(default)]
+    pub objective: Objective,
 }
 
 impl ModelSpec {
     /// MeLU with the given shape and inner loop.
     pub fn melu(shape: ModelShape, inner_lr: f64, inner_steps: u32) -> ModelSpec {
-        ModelSpec { shape, method: Method::Melu, config: MethodConfig::default(), inner_lr, inner_steps }
+        ModelSpec {
+            shape,
+            method: Method::Melu,
+            config: MethodConfig::default(),
+            inner_lr,
+            inner_steps,
+            objective: Objective::Rating,
+        }
     }
 }
 
@@ -175,12 +186,6 @@ impl RatingsPad {
     }
 }
 
-/// Mean squared error per user over the entries where `mask` is 1: `[B]`.
-fn per_user_mse(predictions: &Tensor, values: &Tensor, mask: &Tensor) -> Tensor {
-    let squared = (predictions - values).square() * mask;
-    squared.sum_dim_intlist(1, false, Kind::Float) / mask.sum_dim_intlist(1, false, Kind::Float).clamp_min(1.0)
-}
-
 impl TaskBatch {
     /// Pads a slice of tasks onto `device`.
     pub fn new(tasks: &[Task], device: Device) -> TaskBatch {
@@ -260,10 +265,10 @@ enum Alpha<'a> {
 /// What one forward pass over a batch produced.
 #[derive(Debug)]
 pub struct Forward {
-    /// Query predictions `[B, Q]` (padding included).
+    /// Raw query outputs `[B, Q]` (padding included): ratings, or click logits.
     pub predictions: Tensor,
-    /// Per-user query MSE `[B]`.
-    pub query_mse: Tensor,
+    /// Per-user query loss `[B]` (MSE, or log loss for clicks).
+    pub query_loss: Tensor,
     /// Per-user learning rates `[B]` (PAML family).
     pub alpha: Option<Tensor>,
     /// REG-PAML's ||dL_support/dθ||²·|alpha| per user `[B]`.
@@ -275,9 +280,9 @@ pub struct Forward {
 }
 
 impl Forward {
-    /// The outer objective: mean query MSE (+ gamma · mean regularizer for REG-PAML).
+    /// The outer objective: mean query loss (+ gamma · mean regularizer for REG-PAML).
     pub fn outer_loss(&self, gamma: f64) -> Tensor {
-        let loss = self.query_mse.mean(Kind::Float);
+        let loss = self.query_loss.mean(Kind::Float);
         match &self.regularizer {
             Some(reg) => loss + reg.mean(Kind::Float) * gamma,
             None => loss,
@@ -338,8 +343,11 @@ impl MetaModel {
                     let bound = 1.0 / (width as f64).sqrt();
                     let uniform = nn::Init::Uniform { lo: -bound, up: bound };
                     let w = root.var(&format!("{prefix}layer{l}_weight"), &[out, width], uniform);
-                    let bias_init =
-                        if l + 1 == widths.len() { nn::Init::Const(f64::from(global_mean)) } else { uniform };
+                    let bias_init = if l + 1 == widths.len() {
+                        nn::Init::Const(spec.objective.initial_output_bias(global_mean))
+                    } else {
+                        uniform
+                    };
                     let b = root.var(&format!("{prefix}layer{l}_bias"), &[out], bias_init);
                     layers.push((w, b));
                     width = out;
@@ -495,10 +503,12 @@ impl MetaModel {
         h.squeeze_dim(-1)
     }
 
-    /// `steps` full-batch gradient steps on each user's support MSE (entries where `mask` is 1),
+    /// `steps` full-batch gradient steps on each user's support loss (entries where `mask` is 1),
     /// all users at once. Returns the adapted weights and, per user, the squared norm of the
     /// first step's gradient.
+    #[allow(clippy::too_many_arguments)]
     fn adapt(
+        objective: Objective,
         x: &Tensor,
         values: &Tensor,
         mask: &Tensor,
@@ -511,7 +521,7 @@ impl MetaModel {
         for step in 0..steps {
             // Each user's loss depends only on its own slice of the fast weights, so the
             // gradient of the sum is the stack of per-user gradients.
-            let loss = per_user_mse(&Self::mlp(x, &fast), values, mask).sum(Kind::Float);
+            let loss = objective.per_user_loss(&Self::mlp(x, &fast), values, mask).sum(Kind::Float);
             let inputs: Vec<&Tensor> = fast.iter().flat_map(|(w, b)| [w, b]).collect();
             let create_graph = order == Order::Second;
             let grads = Tensor::run_backward(&[loss], &inputs, true, create_graph);
@@ -579,13 +589,21 @@ impl MetaModel {
         let choice = (self.inits.len() > 1).then(|| self.choose_init(batch, &xs, &xq, steps, training));
         let choice_tensor = choice.as_ref().map(|c| Tensor::from_slice(c).to(self.device()));
         let fast = self.initial_fast_weights(n, choice_tensor.as_ref(), order);
-        let (fast, first_sqnorm) =
-            Self::adapt(&xs, &batch.support.values, &batch.support.mask, fast, steps, &alpha, order);
+        let (fast, first_sqnorm) = Self::adapt(
+            self.spec.objective,
+            &xs,
+            &batch.support.values,
+            &batch.support.mask,
+            fast,
+            steps,
+            &alpha,
+            order,
+        );
         let mut predictions = Self::mlp(&xq, &fast);
         if let Some(wide) = &self.wide {
             predictions = predictions + self.wide_and_fm(wide, batch, &xq, detach);
         }
-        let query_mse = per_user_mse(&predictions, &batch.query.values, &batch.query.mask);
+        let query_loss = self.spec.objective.per_user_loss(&predictions, &batch.query.values, &batch.query.mask);
         let alpha_per_user = match alpha {
             Alpha::PerUser(rates) => Some(rates),
             _ => None,
@@ -594,7 +612,7 @@ impl MetaModel {
             (Method::RegPaml, Some(rates), Some(sqnorm)) => Some(sqnorm * rates.abs()),
             _ => None,
         };
-        Forward { predictions, query_mse, alpha: alpha_per_user, regularizer, memory_keys, chosen_init: choice }
+        Forward { predictions, query_loss, alpha: alpha_per_user, regularizer, memory_keys, chosen_init: choice }
     }
 
     /// The linear term over feature rows, plus (DeepFM) the factorization machine's pairwise
@@ -636,9 +654,18 @@ impl MetaModel {
                 let choice = Tensor::full([n], k, (Kind::Int64, self.device()));
                 let fast = self.initial_fast_weights(n, Some(&choice), Order::Detached);
                 let alpha = Alpha::Scalar(self.spec.inner_lr);
-                let (fast, _) =
-                    Self::adapt(&xs, &batch.support.values, adapt_mask, fast, steps, &alpha, Order::Detached);
-                per_user_mse(&Self::mlp(&score_x, &fast), score_values, score_mask).detach()
+                let objective = self.spec.objective;
+                let (fast, _) = Self::adapt(
+                    objective,
+                    &xs,
+                    &batch.support.values,
+                    adapt_mask,
+                    fast,
+                    steps,
+                    &alpha,
+                    Order::Detached,
+                );
+                objective.per_user_loss(&Self::mlp(&score_x, &fast), score_values, score_mask).detach()
             })
             .collect();
         let best = Tensor::stack(&losses, 0).argmin(0, false);

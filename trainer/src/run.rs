@@ -33,11 +33,11 @@ pub struct RunInfo {
     pub spec: ModelSpec,
     /// Whether the outer gradient skipped the inner loop's second-order terms.
     pub first_order: bool,
-    /// Mean training rating.
+    /// Mean training rating (click rate for the click task).
     pub global_mean: f32,
-    /// Epoch whose weights were kept (best validation MSE), 1-based.
+    /// Epoch whose weights were kept (best validation loss), 1-based.
     pub best_epoch: usize,
-    /// Validation MSE of the kept weights.
+    /// Validation loss of the kept weights (MSE, or log loss for the click task).
     pub best_valid_mse: f64,
     /// Training and validation loss per epoch.
     pub history: Vec<EpochRecord>,
@@ -52,9 +52,9 @@ pub struct RunInfo {
 pub struct EpochRecord {
     /// 1-based epoch.
     pub epoch: usize,
-    /// Mean query MSE of the training users during the epoch.
+    /// Mean query loss (MSE or log loss) of the training users during the epoch.
     pub train_mse: f64,
-    /// Mean query MSE of the validation users after the epoch.
+    /// Mean query loss of the validation users after the epoch.
     pub valid_mse: f64,
 }
 
@@ -129,7 +129,8 @@ impl RunDir {
                 info.fingerprint
             );
         }
-        let split = Split::read(&data, &self.split_path())?;
+        let mut split = Split::read(&data, &self.split_path())?;
+        info.spec.objective.apply(&mut split);
         let mut model = MetaModel::new(&data, &info.spec, info.global_mean, device);
         model.vs.load(self.weights_path()).with_context(|| format!("loading {}", self.weights_path().display()))?;
         if let Some(memory) = &model.memory {

@@ -14,9 +14,10 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use crate::data::{Dataset, Format, LoadOptions};
-use crate::eval::mean_user_mse;
+use crate::eval::mean_user_loss;
 use crate::method::{Method, MethodConfig};
 use crate::model::{MetaModel, ModelShape, ModelSpec, Order, TaskBatch};
+use crate::objective::{Objective, TaskKind};
 use crate::optim::Adam;
 use crate::run::{self, EpochRecord, RunDir, RunInfo};
 use crate::split::Split;
@@ -45,6 +46,12 @@ pub struct TrainConfig {
     /// Training method.
     #[arg(long, value_enum, default_value_t = Method::Melu)]
     pub method: Method,
+    /// What the model predicts: ratings (MSE) or clicks (binary cross-entropy, AUC).
+    #[arg(long, value_enum, default_value_t = TaskKind::Rating)]
+    pub task: TaskKind,
+    /// `--task ctr`: ratings at or above this value count as clicks (the rest as non-clicks).
+    #[arg(long, default_value_t = 4.0)]
+    pub click_threshold: f32,
     /// Method-specific settings.
     #[command(flatten)]
     pub method_config: MethodConfig,
@@ -105,6 +112,8 @@ impl TrainConfig {
             split: None,
             item_id: false,
             method: Method::Melu,
+            task: TaskKind::Rating,
+            click_threshold: 4.0,
             method_config: MethodConfig::default(),
             seed: 1,
             embedding_dim: 32,
@@ -160,6 +169,9 @@ fn check(config: &TrainConfig) -> Result<()> {
     if config.method == Method::AtPaml && (m.neighbours == 0 || m.memory_size < m.neighbours.max(m.warmup)) {
         bail!("AT-PAML needs --neighbours >= 1 and --memory-size >= max(--neighbours, --warmup)");
     }
+    if config.task == TaskKind::Ctr && !config.click_threshold.is_finite() {
+        bail!("--click-threshold must be a finite rating");
+    }
     if config.method == Method::Hml && m.inits == 0 {
         bail!("HML needs --inits >= 1");
     }
@@ -178,7 +190,8 @@ pub fn train(config: &TrainConfig) -> Result<RunInfo> {
         data.add_item_id_field();
     }
     let run = run::create(&config.out)?;
-    let split = if config.resume {
+    let objective = Objective::from_cli(config.task, config.click_threshold);
+    let mut split = if config.resume {
         Split::read(&data, &run.split_path()).context("--resume: reading the run's split")?
     } else if let Some(path) = &config.split {
         let split = Split::read(&data, path)?;
@@ -190,6 +203,23 @@ pub fn train(config: &TrainConfig) -> Result<RunInfo> {
         split
     };
 
+    // The split file keeps raw ratings; a click run trains on 0/1 labels.
+    objective.apply(&mut split);
+    if objective.is_click() {
+        let labels = split.train.iter().flat_map(|t| t.support.iter().chain(&t.query));
+        let clicks = labels.clone().filter(|r| r.value > 0.5).count();
+        let total = labels.count();
+        if clicks == 0 || clicks == total {
+            bail!(
+                "--task ctr: every training label is {} at --click-threshold {}; choose a threshold inside the \
+                 rating scale {}..{}",
+                if clicks == 0 { "0" } else { "1" },
+                config.click_threshold,
+                data.rating_min,
+                data.rating_max
+            );
+        }
+    }
     let train_ratings: Vec<f32> =
         split.train.iter().flat_map(|t| t.support.iter().chain(&t.query)).map(|r| r.value).collect();
     let global_mean = train_ratings.iter().sum::<f32>() / train_ratings.len().max(1) as f32;
@@ -199,6 +229,7 @@ pub fn train(config: &TrainConfig) -> Result<RunInfo> {
         config: config.method_config.clone(),
         inner_lr: config.inner_lr,
         inner_steps: config.inner_steps,
+        objective,
     };
     let model = MetaModel::new_seeded(&data, &spec, global_mean, device, config.seed);
     let mut optimizer = Adam::new(&model.vs, config.outer_lr);
@@ -285,15 +316,17 @@ pub fn train(config: &TrainConfig) -> Result<RunInfo> {
                 }
                 memory.rebuild();
             }
-            epoch_loss += forward.query_mse.sum(tch::Kind::Double).double_value(&[]);
+            epoch_loss += forward.query_loss.sum(tch::Kind::Double).double_value(&[]);
             if let Some(alpha) = &forward.alpha {
                 alpha_sum += alpha.sum(tch::Kind::Double).double_value(&[]);
             }
             bar.inc(1);
         }
         let train_mse = epoch_loss / tasks.len() as f64;
-        let valid_mse = mean_user_mse(&model, &split.valid, config.inner_steps, 256);
-        let mut line = format!("epoch {epoch}: train query MSE {train_mse:.4}, validation MSE {valid_mse:.4}");
+        let valid_mse = mean_user_loss(&model, &split.valid, config.inner_steps, 256);
+        let loss_name = objective.loss_name();
+        let mut line =
+            format!("epoch {epoch}: train query {loss_name} {train_mse:.4}, validation {loss_name} {valid_mse:.4}");
         if config.method.has_lr_net() {
             line += &format!(", mean inner lr {:.4}", alpha_sum / tasks.len() as f64);
         }
@@ -325,12 +358,16 @@ pub fn train(config: &TrainConfig) -> Result<RunInfo> {
     bar.finish_and_clear();
     let info = progress.info;
     if info.best_epoch == 0 {
-        bail!("training produced no finite validation MSE (diverged?); try a smaller --inner-lr or --outer-lr");
+        bail!(
+            "training produced no finite validation {} (diverged?); try a smaller --inner-lr or --outer-lr",
+            objective.loss_name()
+        );
     }
     run.save_info(&info)?;
     eprintln!(
-        "kept epoch {} (validation MSE {:.4}) in {} after {:.1} s",
+        "kept epoch {} (validation {} {:.4}) in {} after {:.1} s",
         info.best_epoch,
+        objective.loss_name(),
         info.best_valid_mse,
         config.out.display(),
         info.train_seconds

@@ -1,6 +1,7 @@
 //! metarec-trainer integration tests, one binary, modules by topic.
 
 mod crash;
+mod ctr;
 mod data;
 mod formats;
 mod methods;

@@ -8,6 +8,7 @@ use metarec_trainer::data::Dataset;
 use metarec_trainer::memory::{Memory, KEY_DIM};
 use metarec_trainer::method::{Method, MethodConfig};
 use metarec_trainer::model::{MetaModel, ModelShape, ModelSpec, Order, TaskBatch};
+use metarec_trainer::objective::Objective;
 use metarec_trainer::split::Split;
 use metarec_trainer::train::{train, TrainConfig};
 use tch::{Device, Kind, Tensor};
@@ -28,6 +29,7 @@ fn spec(method: Method) -> ModelSpec {
         config: MethodConfig { gamma: 0.5, warmup: 4, memory_size: 16, ..MethodConfig::default() },
         inner_lr: 0.1,
         inner_steps: 2,
+        objective: Objective::Rating,
     }
 }
 
@@ -38,8 +40,16 @@ fn variables(model: &MetaModel) -> HashMap<String, Tensor> {
 /// Central finite difference of the outer loss in one scalar entry of a variable, against
 /// the autograd gradient of the same entry (second-order MAML, the default).
 fn check_gradient(method: Method, variable: &str, index: &[i64]) {
-    let (_dir, data, split) = tiny();
-    let model = MetaModel::new_seeded(&data, &spec(method), 3.5, Device::Cpu, 5);
+    check_gradient_for(method, Objective::Rating, variable, index);
+}
+
+/// [`check_gradient`] for either task (click: labels `rating >= 4`, binary cross-entropy in
+/// the inner and the outer loop).
+pub(crate) fn check_gradient_for(method: Method, objective: Objective, variable: &str, index: &[i64]) {
+    let (_dir, data, mut split) = tiny();
+    objective.apply(&mut split);
+    let spec = ModelSpec { objective, ..spec(method) };
+    let model = MetaModel::new_seeded(&data, &spec, if objective.is_click() { 0.4 } else { 3.5 }, Device::Cpu, 5);
     let batch = TaskBatch::new(&split.train[..8], Device::Cpu);
     let gamma = if method == Method::RegPaml { 0.5 } else { 0.0 };
     let loss = |model: &MetaModel| model.forward(&batch, 2, Order::Second, false).outer_loss(gamma);

@@ -111,14 +111,26 @@ fn unadapted_predictions_match() {
 /// the trainer's.
 #[test]
 fn every_method_matches_libtorch_after_training() {
+    every_method_matches(metarec_trainer::objective::TaskKind::Rating);
+}
+
+/// The click task: the device's adapted click probabilities (binary cross-entropy inner loop,
+/// σ output) equal the trainer's for every method.
+#[test]
+fn every_click_method_matches_libtorch_after_training() {
+    every_method_matches(metarec_trainer::objective::TaskKind::Ctr);
+}
+
+fn every_method_matches(task: metarec_trainer::objective::TaskKind) {
     use metarec_trainer::method::Method;
     use metarec_trainer::run::RunDir;
     use metarec_trainer::train::{train, TrainConfig};
     let (dir, _) = small_dataset();
     for method in Method::ALL.into_iter().filter(|m| m.adapts()) {
-        let out = dir.path().join(format!("{method:?}"));
+        let out = dir.path().join(format!("{method:?}-{task:?}"));
         let mut config = TrainConfig::new(dir.path(), &out);
         config.method = method;
+        config.task = task;
         config.embedding_dim = 6;
         config.hidden = vec![12, 8];
         config.inner_lr = 0.1;
@@ -136,6 +148,7 @@ fn every_method_matches_libtorch_after_training() {
             assert!(body.neighbours.is_some(), "the memory is past its warm-up and exported");
         }
         let device_model = Model::from_bytes(&metarec_runtime::format::encode(&body).unwrap()).unwrap();
+        assert_eq!(device_model.is_click(), task == metarec_trainer::objective::TaskKind::Ctr);
         let tasks = &split.test;
         let trainer = predict_tasks(&model, tasks, 3, 5);
         let device = runtime_predictions(&device_model, &data, tasks, 3);
@@ -144,6 +157,6 @@ fn every_method_matches_libtorch_after_training() {
             .zip(&device)
             .flat_map(|(t, d)| t.predicted.iter().zip(d).map(|(a, b)| (a - b).abs()))
             .fold(0f32, f32::max);
-        assert!(worst <= TOLERANCE, "{method:?}: runtime and trainer differ by {worst}");
+        assert!(worst <= TOLERANCE, "{method:?} ({task:?}): runtime and trainer differ by {worst}");
     }
 }
