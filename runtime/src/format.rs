@@ -22,7 +22,10 @@
 //! refuses by name ([`crate::Error::UnsupportedFeature`]) instead of misreading.
 //!
 //! History: 2.0 first version of this layout; 2.1 adds the click task ([`Task::Click`], flag
-//! [`required::CLICK_TASK`]).
+//! [`required::CLICK_TASK`]) and compact embedding tables (flag
+//! [`required::COMPACT_EMBEDDINGS`]: the body's tables are empty and a [`CompactEmbeddings`]
+//! follows the body inside the checksummed body bytes, half-precision or 8-bit; a reader
+//! widens them back to f32 when it loads the file).
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -51,8 +54,11 @@ pub mod required {
     pub const MULTIPLE_INITS: u32 = 1 << 3;
     /// The click task: the output is a logit, adaptation minimises binary cross-entropy (2.1).
     pub const CLICK_TASK: u32 = 1 << 4;
+    /// Embedding tables stored in 16 or 8 bits after the body (2.1).
+    pub const COMPACT_EMBEDDINGS: u32 = 1 << 5;
     /// Every flag this runtime implements.
-    pub const KNOWN: u32 = PER_PARAMETER_LR | LR_NETWORK | NEIGHBOUR_TABLE | MULTIPLE_INITS | CLICK_TASK;
+    pub const KNOWN: u32 =
+        PER_PARAMETER_LR | LR_NETWORK | NEIGHBOUR_TABLE | MULTIPLE_INITS | CLICK_TASK | COMPACT_EMBEDDINGS;
 }
 
 /// The parsed header.
@@ -316,6 +322,84 @@ impl ModelBody {
     }
 }
 
+/// How [`encode_with`] stores the embedding tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum EmbeddingPrecision {
+    /// 32-bit floats inside the body (what training produced).
+    #[default]
+    F32,
+    /// IEEE half precision (round to nearest): half the bytes, ~3 significant digits.
+    F16,
+    /// Symmetric 8-bit per table row: `value = q · scale_row`, `scale_row = max|row| / 127`.
+    Int8,
+}
+
+/// Embedding tables in fewer bits, one per field (user fields, then item fields), following the
+/// body when [`required::COMPACT_EMBEDDINGS`] is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompactEmbeddings {
+    /// The tables, in field order.
+    pub tables: Vec<CompactTable>,
+}
+
+/// One field's table (`rows × embedding_dim` values, row-major).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CompactTable {
+    /// Half-precision values, two little-endian bytes each.
+    F16(Vec<u8>),
+    /// 8-bit values (two's complement bytes) and one scale per row.
+    Int8 {
+        /// Per-row scale.
+        scales: Vec<f32>,
+        /// `rows × embedding_dim` quantised values.
+        values: Vec<u8>,
+    },
+}
+
+impl CompactTable {
+    fn encode(values: &[f32], dim: usize, precision: EmbeddingPrecision) -> CompactTable {
+        match precision {
+            EmbeddingPrecision::F16 | EmbeddingPrecision::F32 => {
+                CompactTable::F16(values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect())
+            }
+            EmbeddingPrecision::Int8 => {
+                let mut scales = Vec::new();
+                let mut quantised = Vec::with_capacity(values.len());
+                for row in values.chunks(dim.max(1)) {
+                    let largest = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+                    let scale = if largest > 0.0 { largest / 127.0 } else { 1.0 };
+                    scales.push(scale);
+                    // Within ±127 by construction of the scale; `as` saturates regardless.
+                    quantised.extend(row.iter().map(|v| libm::roundf(v / scale) as i8 as u8));
+                }
+                CompactTable::Int8 { scales, values: quantised }
+            }
+        }
+    }
+
+    /// Widens the table to f32 into `out` (`rows × dim` values); false if the sizes disagree.
+    fn decode(&self, dim: usize, len: usize, out: &mut Vec<f32>) -> bool {
+        out.clear();
+        match self {
+            CompactTable::F16(bytes) => {
+                if bytes.len() != len.saturating_mul(2) {
+                    return false;
+                }
+                out.extend(bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()));
+            }
+            CompactTable::Int8 { scales, values } => {
+                if values.len() != len || dim == 0 || scales.len() != len / dim {
+                    return false;
+                }
+                for (row, &scale) in values.chunks_exact(dim).zip(scales) {
+                    out.extend(row.iter().map(|&q| f32::from(q as i8) * scale));
+                }
+            }
+        }
+        true
+    }
+}
+
 /// FNV-1a (64-bit) over every field's name, kind, separator or bounds, and vocabulary, user
 /// fields then item fields: two models with the same hash map raw feature strings identically.
 pub fn schema_hash(body: &ModelBody) -> u64 {
@@ -354,15 +438,36 @@ pub fn schema_hash(body: &ModelBody) -> u64 {
     hash
 }
 
-/// Serialises a model body with its header into file bytes.
+/// Serialises a model body with its header into file bytes (f32 embedding tables).
 pub fn encode(body: &ModelBody) -> Result<Vec<u8>> {
-    let payload = postcard::to_allocvec(body).map_err(|_| Error::MalformedBody)?;
+    encode_with(body, EmbeddingPrecision::F32)
+}
+
+/// Serialises a model body with its header, storing the embedding tables in `precision`.
+/// A reader gets back the tables rounded to that precision (and widened to f32).
+pub fn encode_with(body: &ModelBody, precision: EmbeddingPrecision) -> Result<Vec<u8>> {
+    let mut required_features = body.required_features();
+    let payload = if precision == EmbeddingPrecision::F32 {
+        postcard::to_allocvec(body).map_err(|_| Error::MalformedBody)?
+    } else {
+        let dim = body.embedding_dim as usize;
+        let mut stripped = body.clone();
+        let mut tables = Vec::new();
+        for field in stripped.user_fields.iter_mut().chain(stripped.item_fields.iter_mut()) {
+            tables.push(CompactTable::encode(&field.embedding, dim, precision));
+            field.embedding = Vec::new();
+        }
+        required_features |= required::COMPACT_EMBEDDINGS;
+        let mut payload = postcard::to_allocvec(&stripped).map_err(|_| Error::MalformedBody)?;
+        payload.extend(postcard::to_allocvec(&CompactEmbeddings { tables }).map_err(|_| Error::MalformedBody)?);
+        payload
+    };
     let mut file = Vec::with_capacity(HEADER_LEN + payload.len());
     file.extend_from_slice(&MAGIC);
     file.extend_from_slice(&FORMAT_MAJOR.to_le_bytes());
     file.extend_from_slice(&FORMAT_MINOR.to_le_bytes());
     file.extend_from_slice(&(HEADER_LEN as u32).to_le_bytes());
-    file.extend_from_slice(&body.required_features().to_le_bytes());
+    file.extend_from_slice(&required_features.to_le_bytes());
     file.extend_from_slice(&0u32.to_le_bytes());
     file.extend_from_slice(&schema_hash(body).to_le_bytes());
     file.extend_from_slice(&(payload.len() as u64).to_le_bytes());
@@ -445,12 +550,36 @@ pub fn decode(bytes: &[u8]) -> Result<ModelBody> {
     if crc32fast::hash(rest) != header.body_crc {
         return Err(Error::ChecksumMismatch);
     }
-    let (body, unread) = postcard::take_from_bytes::<ModelBody>(rest).map_err(|_| Error::MalformedBody)?;
+    let (mut body, mut unread) = postcard::take_from_bytes::<ModelBody>(rest).map_err(|_| Error::MalformedBody)?;
+    if header.required_features & required::COMPACT_EMBEDDINGS != 0 {
+        let (compact, after) =
+            postcard::take_from_bytes::<CompactEmbeddings>(unread).map_err(|_| Error::MalformedBody)?;
+        widen_embeddings(&mut body, &compact)?;
+        unread = after;
+    }
     if !unread.is_empty() {
         return Err(Error::TrailingBytes);
     }
-    if body.required_features() != header.required_features || schema_hash(&body) != header.schema_hash {
+    let described = header.required_features & !required::COMPACT_EMBEDDINGS;
+    if body.required_features() != described || schema_hash(&body) != header.schema_hash {
         return Err(Error::InconsistentDimensions);
     }
     Ok(body)
+}
+
+/// Puts the compact tables back into the body's fields as f32: one table per field, each
+/// `rows × embedding_dim` long, and the body's own tables empty.
+fn widen_embeddings(body: &mut ModelBody, compact: &CompactEmbeddings) -> Result<()> {
+    let dim = body.embedding_dim as usize;
+    let fields = body.user_fields.len() + body.item_fields.len();
+    if compact.tables.len() != fields {
+        return Err(Error::InconsistentDimensions);
+    }
+    for (field, table) in body.user_fields.iter_mut().chain(body.item_fields.iter_mut()).zip(&compact.tables) {
+        let len = field.rows().checked_mul(dim).ok_or(Error::InconsistentDimensions)?;
+        if !field.embedding.is_empty() || !table.decode(dim, len, &mut field.embedding) {
+            return Err(Error::InconsistentDimensions);
+        }
+    }
+    Ok(())
 }

@@ -18,6 +18,7 @@ mod gemm;
 pub mod limits;
 mod mlp;
 mod model;
+pub mod neighbours;
 pub mod resample;
 mod session;
 

@@ -130,29 +130,41 @@ pub(crate) fn forward_batch(
     rows: usize,
     acts: &mut [f32],
 ) {
+    let Some(shape) = layout.layers.first() else { return };
+    let (weight, _) = layer_params(params, shape);
+    let Some(out) = acts.get_mut(..rows * shape.outputs) else { return };
+    for row in out.chunks_exact_mut(shape.outputs) {
+        for (r, v) in row.iter_mut().zip(hidden0) {
+            *r = *v;
+        }
+    }
+    let item_width = shape.inputs.saturating_sub(user_width);
+    let w = View {
+        data: weight.get(user_width..).unwrap_or(&[]),
+        rows: shape.outputs,
+        cols: item_width,
+        row_stride: shape.inputs,
+        col_stride: 1,
+    };
+    gemm(1.0, View::rows(items, rows, item_width), w.t(), 1.0, out, shape.outputs);
+    forward_upper(layout, params, rows, acts);
+}
+
+/// The rest of a forward pass once layer 0's pre-activations of `rows` rows sit at the start of
+/// `acts`: its ReLU, then every further layer (see [`forward_batch`]).
+pub(crate) fn forward_upper(layout: &Layout, params: &[f32], rows: usize, acts: &mut [f32]) {
     let last = layout.layers.len().saturating_sub(1);
     for (l, shape) in layout.layers.iter().enumerate() {
-        let (weight, bias) = layer_params(params, shape);
         let at = layout.act_at(l, rows);
         let (before, rest) = acts.split_at_mut(at.min(acts.len()));
         let Some(out) = rest.get_mut(..rows * shape.outputs) else { return };
-        let init = if l == 0 { hidden0 } else { bias };
-        for row in out.chunks_exact_mut(shape.outputs) {
-            for (r, v) in row.iter_mut().zip(init) {
-                *r = *v;
+        if l > 0 {
+            let (weight, bias) = layer_params(params, shape);
+            for row in out.chunks_exact_mut(shape.outputs) {
+                for (r, v) in row.iter_mut().zip(bias) {
+                    *r = *v;
+                }
             }
-        }
-        if l == 0 {
-            let item_width = shape.inputs.saturating_sub(user_width);
-            let w = View {
-                data: weight.get(user_width..).unwrap_or(&[]),
-                rows: shape.outputs,
-                cols: item_width,
-                row_stride: shape.inputs,
-                col_stride: 1,
-            };
-            gemm(1.0, View::rows(items, rows, item_width), w.t(), 1.0, out, shape.outputs);
-        } else {
             let input_at = layout.act_at(l - 1, rows);
             let input = before.get(input_at..).unwrap_or(&[]);
             if shape.outputs == 1 {
@@ -197,7 +209,8 @@ pub(crate) fn scores<'a>(layout: &Layout, acts: &'a [f32], rows: usize) -> &'a [
 
 /// Adds `Σ_rows dy_row · ∂y_row/∂θ` to `grads` (same layout as `params`) after
 /// [`forward_batch`] over the same rows. `user` is the user part of every row's input;
-/// `g_cur`/`g_next` are scratch of `rows × layout.max_width` each.
+/// `g_cur`/`g_next` are scratch of `rows × layout.max_width` each. Layer 0's pre-activation
+/// gradients (`rows × outputs0`) are copied into `delta0` when it is that long.
 ///
 /// The ReLU derivative is 1 where the layer output is > 0 and 0 elsewhere, which equals torch's
 /// `threshold_backward(grad, result, 0)`.
@@ -213,6 +226,7 @@ pub(crate) fn backward_batch(
     grads: &mut [f32],
     g_cur: &mut [f32],
     g_next: &mut [f32],
+    delta0: &mut [f32],
 ) {
     let (mut current, mut next) = (g_cur, g_next);
     for (g, d) in current.iter_mut().zip(dy.iter().take(rows)) {
@@ -230,6 +244,9 @@ pub(crate) fn backward_batch(
             }
         }
         if l == 0 {
+            if let Some(out) = delta0.get_mut(..g.data.len()) {
+                out.copy_from_slice(g.data);
+            }
             let user_width = user.len();
             let item_width = shape.inputs.saturating_sub(user_width);
             // User columns: every row shares the user input, so dW[:, u] = (Σ_rows g) ⊗ user.

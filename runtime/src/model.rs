@@ -5,6 +5,7 @@ use core::fmt;
 
 use crate::error::{Error, Result};
 use crate::format::{self, FieldKind, FieldSpec, ModelBody};
+use crate::gemm::{gemm, View};
 use crate::limits::{MAX_CANDIDATES, MAX_MODEL_BYTES, MAX_STEPS, MAX_STRING_LEN};
 use crate::mlp::Layout;
 
@@ -30,6 +31,12 @@ pub struct Model {
     /// Every item's input part (its field vectors), `items × item_width`: computed once per
     /// model because it does not depend on the user.
     item_inputs: Vec<f32>,
+    /// Per initialisation, layer 0's item part applied to every item, `W0_k[:, item] · x_item`
+    /// (`items × hidden0` each; bias and user part excluded). Adaptation with one scalar rate
+    /// changes W0 by a low-rank term over the support items only, so a session scores with
+    /// this plus that correction instead of the full product (see `Session::raw_scores`).
+    /// Empty for per-parameter rates (Meta-SGD), whose update is not low-rank.
+    item_hidden: Vec<Vec<f32>>,
 }
 
 impl fmt::Debug for Model {
@@ -138,6 +145,7 @@ impl Model {
             layout,
             parameter_rates,
             item_inputs: Vec::new(),
+            item_hidden: Vec::new(),
         };
         let item_width = input_width - user_width;
         let mut item_inputs = Vec::new();
@@ -147,7 +155,44 @@ impl Model {
             model.write_item_input(i as u32, chunk);
         }
         model.item_inputs = item_inputs;
+        if !matches!(model.body.learning_rate, crate::format::LearningRate::PerParameter(_)) {
+            let mut params = Vec::new();
+            for k in 0..model.init_count() {
+                model.write_init_params(k, &mut params);
+                let hidden = model.items_through_layer0(&params).ok_or(bad)?;
+                model.item_hidden.push(hidden);
+            }
+        }
         Ok(model)
+    }
+
+    /// `x_item · W0[:, item]ᵀ` for every item (`items × hidden0`), or None if it cannot be
+    /// allocated.
+    fn items_through_layer0(&self, params: &[f32]) -> Option<Vec<f32>> {
+        let shape = self.layout.layers.first()?;
+        let items = self.body.items.len();
+        let item_width = self.input_width - self.user_width;
+        let mut out = Vec::new();
+        out.try_reserve_exact(items.checked_mul(shape.outputs)?).ok()?;
+        out.resize(items * shape.outputs, 0.0);
+        let weight = params.get(shape.weight_at..shape.weight_at + shape.inputs * shape.outputs)?;
+        let w = View {
+            data: weight.get(self.user_width..).unwrap_or(&[]),
+            rows: shape.outputs,
+            cols: item_width,
+            row_stride: shape.inputs,
+            col_stride: 1,
+        };
+        gemm(1.0, View::rows(&self.item_inputs, items, item_width), w.t(), 0.0, &mut out, shape.outputs);
+        Some(out)
+    }
+
+    /// Layer 0's item part of initialisation `init` for `item` (`hidden0` wide), if the model
+    /// keeps it (not for per-parameter rates) and the indices are in range.
+    pub(crate) fn item_hidden(&self, init: usize, item: u32) -> Option<&[f32]> {
+        let width = self.layout.layers.first()?.outputs;
+        let start = (item as usize).checked_mul(width)?;
+        self.item_hidden.get(init)?.get(start..start.checked_add(width)?)
     }
 
     /// Reads and loads a model file.

@@ -7,6 +7,7 @@ use core::fmt;
 
 use crate::error::{Error, Result};
 use crate::format::{FieldKind, LearningRate, NeighbourTable, MAX_NEIGHBOURS};
+use crate::gemm::{gemm, View};
 use crate::mlp;
 use crate::model::{field_vector, Model};
 
@@ -64,10 +65,47 @@ pub struct Session<M: Borrow<Model>> {
     grads: Vec<f32>,
     g_cur: Vec<f32>,
     g_next: Vec<f32>,
+    /// Layer 0's pre-activation gradients of the support rows from the last backward pass.
+    support_delta0: Vec<f32>,
+    /// The adaptation as a low-rank change of layer 0's item part: see [`LowRank`].
+    low_rank: LowRank,
+    /// Scoring scratch of the low-rank path: `block rows × support rows` inner products.
+    block_gram: Vec<f32>,
     /// The user embedding h (PAML family; allocated by the first adaptation that needs it).
     embedding: Vec<f32>,
     /// How the last adaptation was set up.
     explanation: Explanation,
+}
+
+/// Gradient steps with one scalar rate change layer 0's item weights only by outer products of
+/// the support items' inputs: `W0_item = W0_item(init) + Σ_j c_j ⊗ x_j` with `c_j` the sum over
+/// steps of `−rate · ∂L/∂z0_j`. So an item's layer-0 item part is the model's precomputed
+/// `W0_item(init) · x` plus `Σ_j c_j (x_j · x)`: `support × (item_width + hidden0)`
+/// multiply-adds instead of `item_width × hidden0`. Per-parameter rates (Meta-SGD) break the
+/// low rank; scoring then multiplies by the adapted weights directly.
+#[derive(Debug, Clone, Default)]
+struct LowRank {
+    /// Whether the current parameters are `init`'s plus the tracked change.
+    valid: bool,
+    /// Initialisation the parameters started from.
+    init: usize,
+    /// Support rows the change runs over (0: none yet).
+    rows: usize,
+    /// Their item inputs, `rows × item_width`.
+    x: Vec<f32>,
+    /// Their coefficients `c_j`, `rows × hidden0`.
+    coef: Vec<f32>,
+}
+
+impl LowRank {
+    /// Parameters were just set to initialisation `init`.
+    fn restart(&mut self, init: usize, available: bool) {
+        self.valid = available;
+        self.init = init;
+        self.rows = 0;
+        self.x.clear();
+        self.coef.clear();
+    }
 }
 
 /// One stored user that set a personalized learning rate (AT-PAML).
@@ -146,12 +184,16 @@ impl<M: Borrow<Model>> Session<M> {
             grads: Vec::new(),
             g_cur: Vec::new(),
             g_next: Vec::new(),
+            support_delta0: Vec::new(),
+            low_rank: LowRank::default(),
+            block_gram: Vec::new(),
             embedding: Vec::new(),
             explanation: Explanation::default(),
         };
         for i in 0..session.profile.len() {
             session.refresh_user_field(i);
         }
+        session.load_init(0);
         session
     }
 
@@ -261,8 +303,7 @@ impl<M: Borrow<Model>> Session<M> {
         }
         let init = self.choose_init(steps);
         if init != 0 {
-            let model: &Model = self.model.borrow();
-            model.write_init_params(init, &mut self.params);
+            self.load_init(init);
         }
         let model: &Model = self.model.borrow();
         let fixed = model.body().adaptation.inner_lr;
@@ -301,6 +342,10 @@ impl<M: Borrow<Model>> Session<M> {
             &self.grads,
             &self.g_cur,
             &self.g_next,
+            &self.support_delta0,
+            &self.low_rank.x,
+            &self.low_rank.coef,
+            &self.block_gram,
             &self.embedding,
         ]
         .iter()
@@ -320,10 +365,17 @@ impl<M: Borrow<Model>> Session<M> {
     /// Goes back to the meta-learned weights (keeps profile and ratings).
     pub fn reset_adaptation(&mut self) {
         if self.adapted {
-            let model: &Model = self.model.borrow();
-            model.write_meta_params(&mut self.params);
+            self.load_init(0);
             self.adapted = false;
         }
+    }
+
+    /// Sets the parameters to initialisation `k` (0: the meta-learned weights).
+    fn load_init(&mut self, k: usize) {
+        let model: &Model = self.model.borrow();
+        model.write_init_params(k, &mut self.params);
+        let available = model.item_hidden(k, 0).is_some();
+        self.low_rank.restart(k, available);
     }
 
     /// Whether scores currently use weights adapted to the support set.
@@ -413,22 +465,48 @@ impl<M: Borrow<Model>> Session<M> {
         let layout = model.layout();
         mlp::user_hidden(layout, &self.params, &self.user_input, &mut self.hidden0);
         let item_width = model.input_width() - model.user_width();
+        let hidden_width = self.hidden0.len();
+        let low_rank = &self.low_rank;
+        let use_low_rank = low_rank.valid && self.block_gram.len() >= SCORE_BLOCK * low_rank.rows;
         for (block, scores) in items.chunks(SCORE_BLOCK).zip(out.chunks_mut(SCORE_BLOCK)) {
-            for (&item, x) in block.iter().zip(self.block_x.chunks_exact_mut(item_width.max(1))) {
-                for (xv, v) in x.iter_mut().zip(model.item_input(item)) {
-                    *xv = *v;
-                }
-            }
             let rows = block.len();
-            mlp::forward_batch(
-                layout,
-                &self.params,
-                model.user_width(),
-                &self.hidden0,
-                &self.block_x,
-                rows,
-                &mut self.block_acts,
-            );
+            if use_low_rank {
+                // z0 = user part + W0_item(init)·x (precomputed) + Σ_j c_j (x_j · x).
+                let Some(z0) = self.block_acts.get_mut(..rows * hidden_width) else { return };
+                for (row, &item) in z0.chunks_exact_mut(hidden_width.max(1)).zip(block) {
+                    let precomputed = model.item_hidden(low_rank.init, item).unwrap_or(&[]);
+                    for ((z, u), p) in row.iter_mut().zip(&self.hidden0).zip(precomputed) {
+                        *z = u + p;
+                    }
+                }
+                if low_rank.rows > 0 {
+                    for (&item, x) in block.iter().zip(self.block_x.chunks_exact_mut(item_width.max(1))) {
+                        x.copy_from_slice(model.item_input(item));
+                    }
+                    let support_rows = low_rank.rows;
+                    let gram = &mut self.block_gram[..rows * support_rows];
+                    let block_x = View::rows(&self.block_x, rows, item_width);
+                    gemm(1.0, block_x, View::rows(&low_rank.x, support_rows, item_width).t(), 0.0, gram, support_rows);
+                    let coef = View::rows(&low_rank.coef, support_rows, hidden_width);
+                    gemm(1.0, View::rows(gram, rows, support_rows), coef, 1.0, z0, hidden_width);
+                }
+                mlp::forward_upper(layout, &self.params, rows, &mut self.block_acts);
+            } else {
+                for (&item, x) in block.iter().zip(self.block_x.chunks_exact_mut(item_width.max(1))) {
+                    for (xv, v) in x.iter_mut().zip(model.item_input(item)) {
+                        *xv = *v;
+                    }
+                }
+                mlp::forward_batch(
+                    layout,
+                    &self.params,
+                    model.user_width(),
+                    &self.hidden0,
+                    &self.block_x,
+                    rows,
+                    &mut self.block_acts,
+                );
+            }
             for (o, y) in scores.iter_mut().zip(mlp::scores(layout, &self.block_acts, rows)) {
                 *o = *y;
             }
@@ -443,13 +521,47 @@ impl<M: Borrow<Model>> Session<M> {
                 for (p, g) in self.params.iter_mut().zip(&self.grads) {
                     *p -= lr * g;
                 }
+                self.track_low_rank(lr);
             }
             None => {
+                self.low_rank.valid = false;
                 let model: &Model = self.model.borrow();
                 for ((p, g), lr) in self.params.iter_mut().zip(&self.grads).zip(model.parameter_rates()) {
                     *p -= lr * g;
                 }
             }
+        }
+    }
+
+    /// Adds this step's change of layer 0's item weights, `−lr · Σ_j ∂L/∂z0_j ⊗ x_j`, to the
+    /// low-rank record (the gradient and the gathered support inputs are the last
+    /// [`Session::support_gradient`]'s).
+    fn track_low_rank(&mut self, lr: f32) {
+        let record = &mut self.low_rank;
+        if !record.valid {
+            return;
+        }
+        let rows = self.support_dy.len();
+        if rows == 0 {
+            return;
+        }
+        if record.rows == 0 {
+            record.rows = rows;
+            record.x.clear();
+            record.x.extend_from_slice(&self.support_x);
+            record.coef.clear();
+            record.coef.resize(self.support_delta0.len(), 0.0);
+            // Scoring must not allocate: size its scratch now.
+            if self.block_gram.len() < SCORE_BLOCK * rows {
+                self.block_gram.resize(SCORE_BLOCK * rows, 0.0);
+            }
+        } else if record.rows != rows || record.x != self.support_x {
+            // A different support subset than the change was recorded over.
+            record.valid = false;
+            return;
+        }
+        for (c, d) in record.coef.iter_mut().zip(&self.support_delta0) {
+            *c -= lr * d;
         }
     }
 
@@ -466,8 +578,7 @@ impl<M: Borrow<Model>> Session<M> {
         let (adapt, score) = crate::resample::split(self.support.len());
         let mut best = (f32::INFINITY, 0);
         for k in 0..count {
-            let model: &Model = self.model.borrow();
-            model.write_init_params(k, &mut self.params);
+            self.load_init(k);
             for _ in 0..steps {
                 self.support_gradient(Some(&adapt));
                 self.step(Some(lr));
@@ -484,8 +595,7 @@ impl<M: Borrow<Model>> Session<M> {
                 best = (mean, k);
             }
         }
-        let model: &Model = self.model.borrow();
-        model.write_meta_params(&mut self.params);
+        self.load_init(0);
         best.1
     }
 
@@ -566,6 +676,7 @@ impl<M: Borrow<Model>> Session<M> {
         self.support_acts.resize(n * layout.act_width(), 0.0);
         self.g_cur.resize(n * layout.max_width, 0.0);
         self.g_next.resize(n * layout.max_width, 0.0);
+        self.support_delta0.resize(n * layout.layers.first().map_or(0, |l| l.outputs), 0.0);
         mlp::user_hidden(layout, &self.params, &self.user_input, &mut self.hidden0);
         mlp::forward_batch(
             layout,
@@ -600,6 +711,7 @@ impl<M: Borrow<Model>> Session<M> {
             &mut self.grads,
             &mut self.g_cur,
             &mut self.g_next,
+            &mut self.support_delta0,
         );
     }
 
@@ -670,19 +782,19 @@ fn neighbour_term(table: &NeighbourTable, h: &[f32]) -> (f32, heapless::Vec<Neig
     for k in key.iter_mut() {
         *k /= norm;
     }
-    let wanted = (table.neighbours as usize).min(MAX_NEIGHBOURS);
-    let mut nearest: heapless::Vec<Neighbour, MAX_NEIGHBOURS> = heapless::Vec::new();
-    for (entry, (stored, &rate)) in table.keys.chunks_exact(key_dim).zip(&table.rates).enumerate() {
-        let distance: f32 = stored.iter().zip(key.iter()).map(|(a, b)| (a - b) * (a - b)).sum();
-        let candidate = Neighbour { entry: entry as u32, distance, weight: 0.0, rate };
-        let position = nearest.iter().position(|n| distance < n.distance).unwrap_or(nearest.len());
-        if position < wanted {
-            if nearest.len() == wanted {
-                nearest.pop();
-            }
-            let _ = nearest.insert(position, candidate);
-        }
-    }
+    // A scan: on the keys of trained AT-PAML tables (≤ 4096 entries, 16 dimensions) a kd-tree
+    // saves 10–20% of one search at most (`trainer bench neighbours`), not worth building.
+    let mut found = crate::neighbours::Nearest::new();
+    crate::neighbours::nearest_scan(&table.keys, key_dim, key, table.neighbours as usize, &mut found);
+    let mut nearest: heapless::Vec<Neighbour, MAX_NEIGHBOURS> = found
+        .iter()
+        .map(|&(entry, distance)| Neighbour {
+            entry,
+            distance,
+            weight: 0.0,
+            rate: table.rates.get(entry as usize).copied().unwrap_or(0.0),
+        })
+        .collect();
     let similarities: heapless::Vec<f32, MAX_NEIGHBOURS> =
         nearest.iter().map(|n| libm::expf(-table.delta * n.distance)).collect();
     let total: f32 = similarities.iter().sum::<f32>() + table.sigma;
@@ -778,6 +890,8 @@ mod tests {
         session.support_gradient(None);
         let analytic = session.grads.clone();
         assert_eq!(analytic.len(), model.layout().param_len);
+        // The parameters are perturbed directly below: score with them, not the low-rank record.
+        session.low_rank.valid = false;
         let h = 1e-3f32;
         let mut nonzero = 0;
         for (k, &a) in analytic.iter().enumerate() {
@@ -812,6 +926,41 @@ mod tests {
         click.task = Task::Click { threshold: 4.0 };
         click.rating = RatingScale { min: 0.0, max: 1.0, global_mean: 0.5 };
         assert_gradient_matches_central_differences(click, &[(0, 1.0), (1, 0.0), (2, 1.0), (3, 0.25)]);
+    }
+
+    /// Scoring through the low-rank record equals scoring with the adapted weights themselves.
+    #[test]
+    fn low_rank_scores_equal_full_product_scores() {
+        for network in [false, true] {
+            let mut b = body();
+            if network {
+                b.learning_rate = LearningRate::Network {
+                    hidden: DenseLayer { inputs: 9, outputs: 3, weight: wave(27, 0.7, 0.5), bias: wave(3, 0.1, 0.1) },
+                    output: DenseLayer { inputs: 3, outputs: 1, weight: wave(3, 0.2, 0.3), bias: vec![-2.0] },
+                };
+            }
+            let model = Model::from_body(b).unwrap();
+            let mut session = Session::new(&model);
+            session.set_profile("u", "a").unwrap();
+            for (item, rating) in [(0, 4.0), (1, 1.5), (2, 5.0)] {
+                session.add_rating_by_index(item, rating).unwrap();
+            }
+            session.adapt_steps(7).unwrap();
+            assert!(session.low_rank.valid && session.low_rank.rows == 3);
+            let items = [0, 1, 2, 3, 3, 1];
+            let mut fast = [0.0; 6];
+            session.score_indices(&items, &mut fast).unwrap();
+            session.low_rank.valid = false;
+            let mut full = [0.0; 6];
+            session.score_indices(&items, &mut full).unwrap();
+            for (a, b) in fast.iter().zip(&full) {
+                assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{fast:?} vs {full:?}");
+            }
+            let mut unadapted = [0.0; 6];
+            session.reset_adaptation();
+            session.score_indices(&items, &mut unadapted).unwrap();
+            assert!(fast.iter().zip(&unadapted).any(|(a, b)| (a - b).abs() > 1e-3), "adaptation moved scores");
+        }
     }
 
     #[test]

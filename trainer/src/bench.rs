@@ -83,17 +83,22 @@ fn median(mut samples: Vec<f64>) -> f64 {
     samples[samples.len() / 2]
 }
 
-/// Multiply-adds the runtime performs for one personalize + score, from the layer shapes
-/// (layer 0's user part once per parameter state; its item part per row).
+/// FLOPs (2 per multiply-add) the runtime performs for one personalize + score, from the layer
+/// shapes: layer 0's user part once per parameter state; in adaptation its item part per
+/// support row; in scoring, per candidate, the low-rank form of layer 0's item part (inner
+/// products with the support items, then their coefficients: `support × (item_width +
+/// hidden0)`, the user-independent `W0·x` being precomputed per model) and the upper layers.
 fn runtime_flops(widths: &[usize], user_width: usize, support: usize, steps: u32, items: usize) -> f64 {
     let input = widths[0];
     let item_width = input - user_width;
     let layers: Vec<(usize, usize)> = widths.windows(2).map(|w| (w[0], w[1])).collect();
-    let per_row_forward: usize = item_width * layers[0].1 + layers[1..].iter().map(|(i, o)| i * o).sum::<usize>();
+    let upper: usize = layers[1..].iter().map(|(i, o)| i * o).sum();
+    let per_row_forward: usize = item_width * layers[0].1 + upper;
     let user_part = user_width * layers[0].1;
-    let backward_per_row: usize = per_row_forward + layers[1..].iter().map(|(i, o)| i * o).sum::<usize>();
+    let backward_per_row: usize = per_row_forward + upper;
     let adapt = f64::from(steps) * (support * (per_row_forward + backward_per_row) + 2 * user_part) as f64;
-    let score = (items * per_row_forward + user_part) as f64;
+    let per_candidate = support * (item_width + layers[0].1) + layers[0].1 + upper;
+    let score = (items * per_candidate + user_part) as f64;
     2.0 * (adapt + score)
 }
 

@@ -189,6 +189,39 @@ pub fn predict_tasks(model: &MetaModel, tasks: &[Task], steps: u32, batch: usize
     out
 }
 
+/// Replays each task on the on-device runtime as an app would (profile fields, support ratings,
+/// the model's own adaptation, then scores for the query items): what a model file, compact
+/// tables included, scores on the device.
+pub fn device_predictions(
+    model: &metarec_runtime::Model,
+    data: &Dataset,
+    tasks: &[Task],
+) -> anyhow::Result<Vec<UserPredictions>> {
+    use anyhow::Context as _;
+    let mut out = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        let user = &data.users[task.user as usize];
+        let fail = |what: &str, e: metarec_runtime::Error| anyhow::anyhow!("user {}: {what}: {e}", user.id);
+        let mut session = metarec_runtime::Session::new(model);
+        for (field, value) in data.user_fields.iter().zip(&user.raw) {
+            session.set_profile(&field.name, value).map_err(|e| fail(&format!("profile field {}", field.name), e))?;
+        }
+        let index = |item: u32| {
+            let id = &data.items[item as usize].id;
+            model.item_index(id).with_context(|| format!("item {id} is not in the model's catalogue"))
+        };
+        for r in &task.support {
+            session.add_rating_by_index(index(r.item)?, r.value).map_err(|e| fail("support rating", e))?;
+        }
+        session.adapt().map_err(|e| fail("adaptation", e))?;
+        let items = task.query.iter().map(|r| index(r.item)).collect::<anyhow::Result<Vec<u32>>>()?;
+        let mut predicted = vec![0.0; items.len()];
+        session.score_indices(&items, &mut predicted).map_err(|e| fail("scoring", e))?;
+        out.push(UserPredictions { user: task.user, truth: task.query.iter().map(|r| r.value).collect(), predicted });
+    }
+    Ok(out)
+}
+
 /// Mean query loss per user (the validation criterion): MSE, or log loss for clicks.
 pub fn mean_user_loss(model: &MetaModel, tasks: &[Task], steps: u32, batch: usize) -> f64 {
     let mut total = 0.0;
@@ -214,12 +247,12 @@ pub fn report(data: &Dataset, objective: Objective, rows: &[(String, Vec<UserPre
     let mut out = String::new();
     match objective {
         Objective::Rating => {
-            let _ = write!(out, "{:<28} {:>7} {:>7} {:>8}", "method", "MSE", "MAE", "nDCG@3");
+            let _ = write!(out, "{:<38} {:>7} {:>7} {:>8}", "method", "MSE", "MAE", "nDCG@3");
         }
         Objective::Click { .. } => {
             let _ = write!(
                 out,
-                "{:<28} {:>7} {:>8} {:>7} {:>8} {:>8}",
+                "{:<38} {:>7} {:>8} {:>7} {:>8} {:>8}",
                 "method", "AUC", "userAUC", "NE", "logloss", "nDCG@3"
             );
         }
@@ -233,7 +266,7 @@ pub fn report(data: &Dataset, objective: Objective, rows: &[(String, Vec<UserPre
         match objective {
             Objective::Rating => {
                 let m = metrics(users);
-                let _ = write!(out, "{name:<28} {:>7.4} {:>7.4} {:>8.4}", m.mse, m.mae, m.ndcg3);
+                let _ = write!(out, "{name:<38} {:>7.4} {:>7.4} {:>8.4}", m.mse, m.mae, m.ndcg3);
                 for g in &groups {
                     let _ = write!(out, " {:>10.4}", metrics(&in_group(users, g)).mse);
                 }
@@ -242,7 +275,7 @@ pub fn report(data: &Dataset, objective: Objective, rows: &[(String, Vec<UserPre
                 let m = click_metrics(users);
                 let _ = write!(
                     out,
-                    "{name:<28} {:>7.4} {:>8.4} {:>7.4} {:>8.4} {:>8.4}",
+                    "{name:<38} {:>7.4} {:>8.4} {:>7.4} {:>8.4} {:>8.4}",
                     m.auc, m.user_auc, m.normalized_entropy, m.log_loss, m.ndcg3
                 );
                 for g in &groups {

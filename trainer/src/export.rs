@@ -107,9 +107,37 @@ pub fn model_body(info: &RunInfo, data: &Dataset, model: &MetaModel) -> Result<M
     })
 }
 
+/// How `trainer export --embeddings` stores the embedding tables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Embeddings {
+    /// 32-bit floats (exact).
+    #[default]
+    F32,
+    /// Half precision: half the bytes of the tables.
+    F16,
+    /// 8 bits per value with one scale per row: a quarter of the bytes.
+    Int8,
+}
+
+impl Embeddings {
+    fn precision(self) -> format::EmbeddingPrecision {
+        match self {
+            Embeddings::F32 => format::EmbeddingPrecision::F32,
+            Embeddings::F16 => format::EmbeddingPrecision::F16,
+            Embeddings::Int8 => format::EmbeddingPrecision::Int8,
+        }
+    }
+}
+
 /// Encodes and writes the model file atomically; returns its size in bytes.
 pub fn write_model(body: &ModelBody, path: &Path) -> Result<usize> {
-    let bytes = format::encode(body).map_err(|e| anyhow::anyhow!("encoding the model: {e}"))?;
+    write_model_with(body, path, Embeddings::F32)
+}
+
+/// [`write_model`] with the embedding tables stored as `embeddings`.
+pub fn write_model_with(body: &ModelBody, path: &Path, embeddings: Embeddings) -> Result<usize> {
+    let bytes =
+        format::encode_with(body, embeddings.precision()).map_err(|e| anyhow::anyhow!("encoding the model: {e}"))?;
     // Read back through the device's own loader before anything is written.
     metarec_runtime::Model::from_bytes(&bytes)
         .map_err(|e| anyhow::anyhow!("the exported model does not pass the runtime's validation: {e}"))?;

@@ -11,6 +11,8 @@
 #[cfg(feature = "torch")]
 pub mod bench;
 #[cfg(feature = "torch")]
+pub mod bench_neighbours;
+#[cfg(feature = "torch")]
 pub mod config;
 pub mod data;
 #[cfg(feature = "torch")]

@@ -52,6 +52,8 @@ enum Command {
 enum BenchCommand {
     /// The on-device runtime against libtorch: personalize + score on one core.
     Device(metarec_trainer::bench::DeviceBench),
+    /// AT-PAML's K nearest stored keys: the runtime's linear scan against its static kd-tree.
+    Neighbours(metarec_trainer::bench_neighbours::NeighbourBench),
 }
 
 #[derive(Debug, Subcommand)]
@@ -142,6 +144,10 @@ struct EvalArgs {
     /// `cpu`, `cuda` or `auto`.
     #[arg(long, default_value = "auto")]
     device: String,
+    /// Also replay the test users through the on-device runtime with this exported model file
+    /// (repeatable: e.g. the f32, f16 and int8 exports side by side).
+    #[arg(long)]
+    model: Vec<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -167,6 +173,10 @@ struct ExportArgs {
     /// Which test user to write (default: the test user with the most query ratings).
     #[arg(long)]
     example_user_id: Option<String>,
+    /// How to store the embedding tables: f32 (exact), f16 or int8 (smaller files; measure
+    /// the change with `trainer eval --model`).
+    #[arg(long, value_enum, default_value_t = export::Embeddings::F32)]
+    embeddings: export::Embeddings,
 }
 
 fn main() -> ExitCode {
@@ -226,6 +236,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(BenchCommand::Device(config)) => {
             print!("{}", metarec_trainer::bench::device_benchmark(&config)?)
         }
+        Command::Bench(BenchCommand::Neighbours(config)) => {
+            print!("{}", metarec_trainer::bench_neighbours::run(&config)?)
+        }
         Command::Report(args) => {
             let written = report::run(&args, &std::env::args().collect::<Vec<_>>())?;
             println!(
@@ -238,7 +251,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Export(args) => {
             let (info, data, split, model) = RunDir(args.run.clone()).load(tch::Device::Cpu)?;
             let body = export::model_body(&info, &data, &model)?;
-            let bytes = export::write_model(&body, &args.out)?;
+            let bytes = export::write_model_with(&body, &args.out, args.embeddings)?;
             println!("wrote {} ({bytes} bytes, {} items)", args.out.display(), body.items.len());
             if let Some(path) = &args.example_user {
                 let task = match &args.example_user_id {
@@ -266,6 +279,14 @@ fn evaluate(args: &EvalArgs) -> Result<()> {
     let (info, data, split, model) = RunDir(args.run.clone()).load(device)?;
     let objective = info.spec.objective;
     let mut rows = eval::method_rows(&model, &split.test);
+    for path in &args.model {
+        let device_model = metarec_runtime::Model::from_path(path)
+            .map_err(|e| anyhow::anyhow!("loading model file {}: {e}", path.display()))?;
+        let predictions = eval::device_predictions(&device_model, &data, &split.test)
+            .with_context(|| format!("replaying the test users on {}", path.display()))?;
+        let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
+        rows.push((format!("device: {name}"), predictions));
+    }
     let baselines = Baselines::fit(data.items.len(), &split.train, &split.valid).for_objective(objective);
     rows.extend(baselines.predict_all(&split.test));
     print_table(&data, objective, &split.test, &rows);

@@ -1,10 +1,12 @@
 //! The runtime's integration tests, one binary: file format, validation, sessions, adaptation.
 
 mod adaptation;
+mod compact;
 mod corruption;
 mod fixture;
 mod golden;
 mod limits;
 mod load_errors;
+mod neighbours;
 mod session;
 mod validation;

@@ -1,10 +1,10 @@
 //! The device must adapt exactly as the trainer does: the runtime's adapted predictions equal
 //! libtorch's for the same model and support set.
 
-use metarec_runtime::{Model, Session};
+use metarec_runtime::Model;
 use metarec_trainer::data::synth::{self, SynthConfig};
 use metarec_trainer::data::Dataset;
-use metarec_trainer::eval::predict_tasks;
+use metarec_trainer::eval::{device_predictions, predict_tasks};
 use metarec_trainer::export::model_body;
 use metarec_trainer::model::{MetaModel, ModelShape, ModelSpec};
 use metarec_trainer::run::RunInfo;
@@ -40,26 +40,11 @@ fn run_info(data: &Dataset, spec: &ModelSpec) -> RunInfo {
     }
 }
 
-/// Replays each task on the device and returns the query predictions, task by task.
+/// Replays each task on the device (`trainer eval --model`'s replay) and returns the query
+/// predictions, task by task. The model's own inner step count is used.
 fn runtime_predictions(model: &Model, data: &Dataset, tasks: &[Task], steps: u32) -> Vec<Vec<f32>> {
-    tasks
-        .iter()
-        .map(|task| {
-            let mut session = Session::new(model);
-            let user = &data.users[task.user as usize];
-            for (field, value) in data.user_fields.iter().zip(&user.raw) {
-                session.set_profile(&field.name, value).expect("known field");
-            }
-            for r in &task.support {
-                session.add_rating(&data.items[r.item as usize].id, r.value).expect("valid rating");
-            }
-            session.adapt_steps(steps).expect("adapts");
-            let items: Vec<u32> = task.query.iter().map(|r| r.item).collect();
-            let mut scores = vec![0.0; items.len()];
-            session.score_indices(&items, &mut scores).expect("scores");
-            scores
-        })
-        .collect()
+    assert_eq!(model.body().adaptation.inner_steps, steps);
+    device_predictions(model, data, tasks).expect("replays").into_iter().map(|u| u.predicted).collect()
 }
 
 fn assert_parity(shape: ModelShape, inner_lr: f64, steps: u32) {

@@ -44,3 +44,41 @@ fn train_export_and_reload() {
     let error = format!("{:#}", RunDir(dir.path().join("run-false")).load(tch::Device::Cpu).unwrap_err());
     assert!(error.contains("changed since the run was trained"), "{error}");
 }
+
+/// Exports with compact embedding tables: the file shrinks, and replaying the test users
+/// through the runtime (`trainer eval --model`) scores as libtorch does for f32 and within the
+/// tables' rounding for f16 and int8.
+#[test]
+fn compact_exports_replay_close_to_libtorch() {
+    use metarec_trainer::eval::{device_predictions, metrics, predict_tasks};
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let cfg = SynthConfig { seed: 9, users: 90, items: 40, minor_share: 0.2, min_ratings: 4, max_ratings: 15 };
+    synth::generate(&cfg, &data).unwrap();
+    let out = dir.path().join("run");
+    let mut train_config = config(&data, &out, false);
+    train_config.item_id = true;
+    train_config.embedding_dim = 16;
+    train(&train_config).unwrap();
+    let (info, data, split, model) = RunDir(out.clone()).load(tch::Device::Cpu).unwrap();
+    let body = export::model_body(&info, &data, &model).unwrap();
+    let libtorch = predict_tasks(&model, &split.test, info.spec.inner_steps, 16);
+    let mut sizes = Vec::new();
+    for (embeddings, tolerance) in
+        [(export::Embeddings::F32, 1e-4), (export::Embeddings::F16, 2e-2), (export::Embeddings::Int8, 5e-2)]
+    {
+        let path = out.join(format!("{embeddings:?}.mrec"));
+        sizes.push(export::write_model_with(&body, &path, embeddings).unwrap());
+        let device_model = metarec_runtime::Model::from_path(&path).unwrap();
+        let device = device_predictions(&device_model, &data, &split.test).unwrap();
+        let worst = libtorch
+            .iter()
+            .zip(&device)
+            .flat_map(|(t, d)| t.predicted.iter().zip(&d.predicted).map(|(a, b)| (a - b).abs()))
+            .fold(0f32, f32::max);
+        assert!(worst <= tolerance, "{embeddings:?}: worst difference {worst}");
+        let (a, b) = (metrics(&libtorch).mse, metrics(&device).mse);
+        assert!((a - b).abs() <= 10.0 * tolerance as f64, "{embeddings:?}: MSE {a} vs {b}");
+    }
+    assert!(sizes[2] < sizes[1] && sizes[1] < sizes[0], "{sizes:?}");
+}
