@@ -16,6 +16,9 @@ cargo build --quiet --release -p metarec-trainer -p metarec-ffi
 step "device: personalize (5 steps on 20 ratings) + score 1,000 items, one core"
 taskset -c 0 target/release/trainer bench device
 
+step "neighbour search (AT-PAML table): scan vs static kd-tree, one core"
+taskset -c 0 target/release/trainer bench neighbours
+
 step "datasets: load + PAML split of a MovieLens-1M-sized input, one core"
 taskset -c 0 target/release/trainer data bench-load --dir out/bench/ml-1m --repeat 3
 

@@ -210,7 +210,8 @@ pub(crate) fn scores<'a>(layout: &Layout, acts: &'a [f32], rows: usize) -> &'a [
 /// Adds `Σ_rows dy_row · ∂y_row/∂θ` to `grads` (same layout as `params`) after
 /// [`forward_batch`] over the same rows. `user` is the user part of every row's input;
 /// `g_cur`/`g_next` are scratch of `rows × layout.max_width` each. Layer 0's pre-activation
-/// gradients (`rows × outputs0`) are copied into `delta0` when it is that long.
+/// gradients (`rows × outputs0`) are copied into `delta0` when it is that long. Layer 0's
+/// item-column weight gradients are formed only when `item_weights` is true.
 ///
 /// The ReLU derivative is 1 where the layer output is > 0 and 0 elsewhere, which equals torch's
 /// `threshold_backward(grad, result, 0)`.
@@ -227,6 +228,7 @@ pub(crate) fn backward_batch(
     g_cur: &mut [f32],
     g_next: &mut [f32],
     delta0: &mut [f32],
+    item_weights: bool,
 ) {
     let (mut current, mut next) = (g_cur, g_next);
     for (g, d) in current.iter_mut().zip(dy.iter().take(rows)) {
@@ -256,7 +258,7 @@ pub(crate) fn backward_batch(
                     *gw += total * u;
                 }
             }
-            if let Some(item_grads) = grad_weight.get_mut(user_width..) {
+            if let Some(item_grads) = grad_weight.get_mut(user_width..).filter(|_| item_weights) {
                 gemm(1.0, g.t(), View::rows(items, rows, item_width), 1.0, item_grads, shape.inputs);
             }
             break;

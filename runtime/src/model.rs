@@ -187,6 +187,14 @@ impl Model {
         Some(out)
     }
 
+    /// The item inputs of `count` consecutive items from `first` (`count × item_width`), if in
+    /// range: scoring a run of the catalogue reads them in place instead of gathering.
+    pub(crate) fn item_input_run(&self, first: u32, count: usize) -> Option<&[f32]> {
+        let width = self.input_width - self.user_width;
+        let start = (first as usize).checked_mul(width)?;
+        self.item_inputs.get(start..start.checked_add(count.checked_mul(width)?)?)
+    }
+
     /// Layer 0's item part of initialisation `init` for `item` (`hidden0` wide), if the model
     /// keeps it (not for per-parameter rates) and the indices are in range.
     pub(crate) fn item_hidden(&self, init: usize, item: u32) -> Option<&[f32]> {

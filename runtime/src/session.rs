@@ -15,7 +15,7 @@ use crate::limits::{MAX_CANDIDATES, MAX_STEPS, MAX_STRING_LEN, MAX_SUPPORT_RATIN
 
 /// Items scored per matrix product (large enough for the kernel to reach its speed, small
 /// enough to stay in cache).
-const SCORE_BLOCK: usize = 128;
+const SCORE_BLOCK: usize = 512;
 
 /// One user's state against a [`Model`]: profile fields, support ratings (the user's own
 /// ratings), and the decision-MLP weights adapted to them.
@@ -71,6 +71,11 @@ pub struct Session<M: Borrow<Model>> {
     low_rank: LowRank,
     /// Scoring scratch of the low-rank path: `block rows × support rows` inner products.
     block_gram: Vec<f32>,
+    /// Adaptation scratch of the low-rank path: `support rows × support rows` inner products.
+    support_gram: Vec<f32>,
+    /// Tests: adapt and score with the full weights only, as a reference for the low-rank path.
+    #[cfg(test)]
+    full_weights_only: bool,
     /// The user embedding h (PAML family; allocated by the first adaptation that needs it).
     embedding: Vec<f32>,
     /// How the last adaptation was set up.
@@ -187,6 +192,9 @@ impl<M: Borrow<Model>> Session<M> {
             support_delta0: Vec::new(),
             low_rank: LowRank::default(),
             block_gram: Vec::new(),
+            support_gram: Vec::new(),
+            #[cfg(test)]
+            full_weights_only: false,
             embedding: Vec::new(),
             explanation: Explanation::default(),
         };
@@ -346,6 +354,7 @@ impl<M: Borrow<Model>> Session<M> {
             &self.low_rank.x,
             &self.low_rank.coef,
             &self.block_gram,
+            &self.support_gram,
             &self.embedding,
         ]
         .iter()
@@ -375,6 +384,8 @@ impl<M: Borrow<Model>> Session<M> {
         let model: &Model = self.model.borrow();
         model.write_init_params(k, &mut self.params);
         let available = model.item_hidden(k, 0).is_some();
+        #[cfg(test)]
+        let available = available && !self.full_weights_only;
         self.low_rank.restart(k, available);
     }
 
@@ -480,12 +491,21 @@ impl<M: Borrow<Model>> Session<M> {
                     }
                 }
                 if low_rank.rows > 0 {
-                    for (&item, x) in block.iter().zip(self.block_x.chunks_exact_mut(item_width.max(1))) {
-                        x.copy_from_slice(model.item_input(item));
-                    }
+                    // A run of consecutive items (scoring the catalogue) is read in place.
+                    let consecutive = block.windows(2).all(|w| w[1] == w[0].wrapping_add(1));
+                    let run = block.first().filter(|_| consecutive).and_then(|&f| model.item_input_run(f, rows));
+                    let inputs: &[f32] = match run {
+                        Some(inputs) => inputs,
+                        None => {
+                            for (&item, x) in block.iter().zip(self.block_x.chunks_exact_mut(item_width.max(1))) {
+                                x.copy_from_slice(model.item_input(item));
+                            }
+                            &self.block_x
+                        }
+                    };
                     let support_rows = low_rank.rows;
                     let gram = &mut self.block_gram[..rows * support_rows];
-                    let block_x = View::rows(&self.block_x, rows, item_width);
+                    let block_x = View::rows(inputs, rows, item_width);
                     gemm(1.0, block_x, View::rows(&low_rank.x, support_rows, item_width).t(), 0.0, gram, support_rows);
                     let coef = View::rows(&low_rank.coef, support_rows, hidden_width);
                     gemm(1.0, View::rows(gram, rows, support_rows), coef, 1.0, z0, hidden_width);
@@ -524,13 +544,32 @@ impl<M: Borrow<Model>> Session<M> {
                 self.track_low_rank(lr);
             }
             None => {
-                self.low_rank.valid = false;
+                self.materialize_low_rank();
                 let model: &Model = self.model.borrow();
                 for ((p, g), lr) in self.params.iter_mut().zip(&self.grads).zip(model.parameter_rates()) {
                     *p -= lr * g;
                 }
             }
         }
+    }
+
+    /// Folds the low-rank record into layer 0's item weights (`W0_item += Σ_j c_j ⊗ x_j`) and
+    /// stops using it: from here on the weights themselves are adapted and scored with.
+    fn materialize_low_rank(&mut self) {
+        let record = &mut self.low_rank;
+        if record.valid && record.rows > 0 {
+            let model: &Model = self.model.borrow();
+            let user_width = model.user_width();
+            if let Some(shape) = model.layout().layers.first() {
+                let item_width = shape.inputs - user_width;
+                let at = shape.weight_at + user_width;
+                if let Some(weights) = self.params.get_mut(at..) {
+                    let coef = View::rows(&record.coef, record.rows, shape.outputs).t();
+                    gemm(1.0, coef, View::rows(&record.x, record.rows, item_width), 1.0, weights, shape.inputs);
+                }
+            }
+        }
+        record.valid = false;
     }
 
     /// Adds this step's change of layer 0's item weights, `−lr · Σ_j ∂L/∂z0_j ⊗ x_j`, to the
@@ -556,8 +595,9 @@ impl<M: Borrow<Model>> Session<M> {
                 self.block_gram.resize(SCORE_BLOCK * rows, 0.0);
             }
         } else if record.rows != rows || record.x != self.support_x {
-            // A different support subset than the change was recorded over.
-            record.valid = false;
+            // A different support subset than the change was recorded over (support_gradient
+            // has already folded the record into the weights in that case).
+            self.materialize_low_rank();
             return;
         }
         for (c, d) in record.coef.iter_mut().zip(&self.support_delta0) {
@@ -678,15 +718,46 @@ impl<M: Borrow<Model>> Session<M> {
         self.g_next.resize(n * layout.max_width, 0.0);
         self.support_delta0.resize(n * layout.layers.first().map_or(0, |l| l.outputs), 0.0);
         mlp::user_hidden(layout, &self.params, &self.user_input, &mut self.hidden0);
-        mlp::forward_batch(
-            layout,
-            &self.params,
-            model.user_width(),
-            &self.hidden0,
-            &self.support_x,
-            n,
-            &mut self.support_acts,
-        );
+        // While the low-rank record holds the adaptation, layer 0's item weights in `params` stay
+        // at the initialisation: the support rows' item part is the precomputed `W0·x_j` plus
+        // `Σ_k c_k (x_k · x_j)`, and their gradient is not formed (the record takes the step).
+        let record = &self.low_rank;
+        let low_rank = record.valid && (record.rows == 0 || (record.rows == n && record.x == self.support_x));
+        if !low_rank && record.valid {
+            self.materialize_low_rank();
+        }
+        let model: &Model = self.model.borrow();
+        let layout = model.layout();
+        if low_rank {
+            let hidden_width = self.hidden0.len();
+            let record = &self.low_rank;
+            let z0 = &mut self.support_acts[..n * hidden_width];
+            let items = self.support.iter().enumerate().filter(|&(j, _)| included(j)).map(|(_, &(item, _))| item);
+            for (row, item) in z0.chunks_exact_mut(hidden_width.max(1)).zip(items) {
+                let precomputed = model.item_hidden(record.init, item).unwrap_or(&[]);
+                for ((z, u), p) in row.iter_mut().zip(&self.hidden0).zip(precomputed) {
+                    *z = u + p;
+                }
+            }
+            if record.rows == n {
+                self.support_gram.resize(n * n, 0.0);
+                let x = View::rows(&self.support_x, n, item_width);
+                gemm(1.0, x, View::rows(&record.x, n, item_width).t(), 0.0, &mut self.support_gram, n);
+                let coef = View::rows(&record.coef, n, hidden_width);
+                gemm(1.0, View::rows(&self.support_gram, n, n), coef, 1.0, z0, hidden_width);
+            }
+            mlp::forward_upper(layout, &self.params, n, &mut self.support_acts);
+        } else {
+            mlp::forward_batch(
+                layout,
+                &self.params,
+                model.user_width(),
+                &self.hidden0,
+                &self.support_x,
+                n,
+                &mut self.support_acts,
+            );
+        }
         // dL/dy_j from the outputs and the ratings parked in support_dy.
         let outputs = mlp::scores(layout, &self.support_acts, n);
         if model.is_click() {
@@ -712,6 +783,7 @@ impl<M: Borrow<Model>> Session<M> {
             &mut self.g_cur,
             &mut self.g_next,
             &mut self.support_delta0,
+            !low_rank,
         );
     }
 
@@ -887,11 +959,12 @@ mod tests {
         for &(item, rating) in support {
             session.add_rating_by_index(item, rating).unwrap();
         }
+        // The parameters are perturbed directly below: form every gradient and score with the
+        // weights themselves, not the low-rank record.
+        session.materialize_low_rank();
         session.support_gradient(None);
         let analytic = session.grads.clone();
         assert_eq!(analytic.len(), model.layout().param_len);
-        // The parameters are perturbed directly below: score with them, not the low-rank record.
-        session.low_rank.valid = false;
         let h = 1e-3f32;
         let mut nonzero = 0;
         for (k, &a) in analytic.iter().enumerate() {
@@ -950,11 +1023,27 @@ mod tests {
             let items = [0, 1, 2, 3, 3, 1];
             let mut fast = [0.0; 6];
             session.score_indices(&items, &mut fast).unwrap();
-            session.low_rank.valid = false;
+            session.materialize_low_rank();
+            assert!(!session.low_rank.valid);
             let mut full = [0.0; 6];
             session.score_indices(&items, &mut full).unwrap();
             for (a, b) in fast.iter().zip(&full) {
                 assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{fast:?} vs {full:?}");
+            }
+            // A session that never uses the low-rank path adapts to the same scores.
+            let mut reference = Session::new(&model);
+            reference.full_weights_only = true;
+            reference.load_init(0);
+            reference.set_profile("u", "a").unwrap();
+            for (item, rating) in [(0, 4.0), (1, 1.5), (2, 5.0)] {
+                reference.add_rating_by_index(item, rating).unwrap();
+            }
+            reference.adapt_steps(7).unwrap();
+            assert!(!reference.low_rank.valid);
+            let mut expected = [0.0; 6];
+            reference.score_indices(&items, &mut expected).unwrap();
+            for (a, b) in fast.iter().zip(&expected) {
+                assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{fast:?} vs {expected:?}");
             }
             let mut unadapted = [0.0; 6];
             session.reset_adaptation();

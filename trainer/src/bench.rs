@@ -84,21 +84,22 @@ fn median(mut samples: Vec<f64>) -> f64 {
 }
 
 /// FLOPs (2 per multiply-add) the runtime performs for one personalize + score, from the layer
-/// shapes: layer 0's user part once per parameter state; in adaptation its item part per
-/// support row; in scoring, per candidate, the low-rank form of layer 0's item part (inner
-/// products with the support items, then their coefficients: `support × (item_width +
-/// hidden0)`, the user-independent `W0·x` being precomputed per model) and the upper layers.
+/// shapes, for the low-rank form a scalar learning rate allows: layer 0's item part is the
+/// model's precomputed `W0·x` plus a correction over the support items (inner products with them,
+/// `item_width` each, then their coefficients, `hidden0` each), so per support row and step the
+/// adaptation costs `support × (item_width + hidden0)` there plus the upper layers forward and
+/// (weights and inputs) backward; layer 0's user part costs `user_width × hidden0` twice per step.
+/// Each candidate costs `support × (item_width + hidden0)` plus the upper layers.
 fn runtime_flops(widths: &[usize], user_width: usize, support: usize, steps: u32, items: usize) -> f64 {
     let input = widths[0];
     let item_width = input - user_width;
     let layers: Vec<(usize, usize)> = widths.windows(2).map(|w| (w[0], w[1])).collect();
+    let hidden0 = layers[0].1;
     let upper: usize = layers[1..].iter().map(|(i, o)| i * o).sum();
-    let per_row_forward: usize = item_width * layers[0].1 + upper;
-    let user_part = user_width * layers[0].1;
-    let backward_per_row: usize = per_row_forward + upper;
-    let adapt = f64::from(steps) * (support * (per_row_forward + backward_per_row) + 2 * user_part) as f64;
-    let per_candidate = support * (item_width + layers[0].1) + layers[0].1 + upper;
-    let score = (items * per_candidate + user_part) as f64;
+    let low_rank = support * (item_width + hidden0);
+    let user_part = user_width * hidden0;
+    let adapt = f64::from(steps) * (support * (low_rank + 3 * upper) + 2 * user_part) as f64;
+    let score = (items * (low_rank + hidden0 + upper) + user_part) as f64;
     2.0 * (adapt + score)
 }
 
@@ -199,6 +200,27 @@ pub fn device_benchmark(config: &DeviceBench) -> Result<String> {
             .collect::<Result<Vec<_>>>()?,
     );
 
+    // The two halves apart: adaptation alone, and scoring the candidates once adapted.
+    let adapt_ms = median(
+        (0..config.repeat)
+            .map(|_| {
+                let start = Instant::now();
+                session.adapt().map(|()| start.elapsed().as_secs_f64() * 1e3).map_err(|e| anyhow::anyhow!("{e}"))
+            })
+            .collect::<Result<Vec<_>>>()?,
+    );
+    let score_ms = median(
+        (0..config.repeat)
+            .map(|_| {
+                let start = Instant::now();
+                session
+                    .score_indices(&candidates, &mut scores)
+                    .map(|()| start.elapsed().as_secs_f64() * 1e3)
+                    .map_err(|e| anyhow::anyhow!("{e}"))
+            })
+            .collect::<Result<Vec<_>>>()?,
+    );
+
     // libtorch: the trainer's own batched inner loop and scoring for the same user.
     let tasks = [task];
     let mut torch_scores = Vec::new();
@@ -231,6 +253,7 @@ pub fn device_benchmark(config: &DeviceBench) -> Result<String> {
         "  runtime (metarec)      {runtime_ms:8.3} ms per personalize + score (median of {})",
         config.repeat
     )?;
+    writeln!(out, "    of which adapt        {adapt_ms:8.3} ms, score {score_ms:.3} ms (medians, timed apart)")?;
     writeln!(out, "  libtorch (tch)         {tch_ms:8.3} ms (median of {})", config.repeat.min(100))?;
     writeln!(out, "  speed-up               {:8.2}x", tch_ms / runtime_ms)?;
     writeln!(out, "  max |runtime - tch|    {max_difference:8.2e}")?;
