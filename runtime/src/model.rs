@@ -285,11 +285,6 @@ impl Model {
         self.user_fields_by_name.get(position).map(|&i| i as usize)
     }
 
-    /// Replaces `out` with the meta-learned parameters in the flat `[W0, b0, W1, b1, …]` layout.
-    pub(crate) fn write_meta_params(&self, out: &mut Vec<f32>) {
-        self.write_init_params(0, out);
-    }
-
     /// Number of initialisations (1, or HML's K).
     pub fn init_count(&self) -> usize {
         1 + self.body.extra_inits.len()

@@ -103,6 +103,39 @@ struct LowRank {
 }
 
 impl LowRank {
+    /// Layer 0's pre-activations of `rows` items into `z0` (`rows × hidden0`):
+    /// `hidden0 + W0_item(init)·x + Σ_j c_j (x_j · x)`, with `inputs` the items' inputs
+    /// (`rows × item_width`; read only when the record holds support rows) and `gram` scratch of
+    /// at least `rows × self.rows`.
+    #[allow(clippy::too_many_arguments)]
+    fn layer0(
+        &self,
+        model: &Model,
+        hidden0: &[f32],
+        items: impl Iterator<Item = u32>,
+        inputs: &[f32],
+        rows: usize,
+        z0: &mut [f32],
+        gram: &mut [f32],
+    ) {
+        let hidden_width = hidden0.len();
+        for (row, item) in z0.chunks_exact_mut(hidden_width.max(1)).zip(items) {
+            let precomputed = model.item_hidden(self.init, item).unwrap_or(&[]);
+            for ((z, u), p) in row.iter_mut().zip(hidden0).zip(precomputed) {
+                *z = u + p;
+            }
+        }
+        if self.rows == 0 {
+            return;
+        }
+        let item_width = model.input_width() - model.user_width();
+        let Some(gram) = gram.get_mut(..rows * self.rows) else { return };
+        let x = View::rows(inputs, rows, item_width);
+        gemm(1.0, x, View::rows(&self.x, self.rows, item_width).t(), 0.0, gram, self.rows);
+        let coef = View::rows(&self.coef, self.rows, hidden_width);
+        gemm(1.0, View::rows(gram, rows, self.rows), coef, 1.0, z0, hidden_width);
+    }
+
     /// Parameters were just set to initialisation `init`.
     fn restart(&mut self, init: usize, available: bool) {
         self.valid = available;
@@ -167,8 +200,6 @@ impl<M: Borrow<Model>> Session<M> {
                 FieldKind::Categorical | FieldKind::Numeric { .. } => vec![0],
             })
             .collect();
-        let mut params = Vec::new();
-        m.write_meta_params(&mut params);
         let item_width = m.input_width() - m.user_width();
         let first_width = m.layout().layers.first().map_or(0, |l| l.outputs);
         let user_input = vec![0.0; m.user_width()];
@@ -177,7 +208,8 @@ impl<M: Borrow<Model>> Session<M> {
             model,
             profile,
             support: Vec::new(),
-            params,
+            // Filled with the meta-learned weights by `load_init(0)` below.
+            params: Vec::new(),
             adapted: false,
             user_input,
             hidden0: vec![0.0; first_width],
@@ -482,34 +514,21 @@ impl<M: Borrow<Model>> Session<M> {
         for (block, scores) in items.chunks(SCORE_BLOCK).zip(out.chunks_mut(SCORE_BLOCK)) {
             let rows = block.len();
             if use_low_rank {
-                // z0 = user part + W0_item(init)·x (precomputed) + Σ_j c_j (x_j · x).
                 let Some(z0) = self.block_acts.get_mut(..rows * hidden_width) else { return };
-                for (row, &item) in z0.chunks_exact_mut(hidden_width.max(1)).zip(block) {
-                    let precomputed = model.item_hidden(low_rank.init, item).unwrap_or(&[]);
-                    for ((z, u), p) in row.iter_mut().zip(&self.hidden0).zip(precomputed) {
-                        *z = u + p;
-                    }
-                }
-                if low_rank.rows > 0 {
-                    // A run of consecutive items (scoring the catalogue) is read in place.
-                    let consecutive = block.windows(2).all(|w| w[1] == w[0].wrapping_add(1));
-                    let run = block.first().filter(|_| consecutive).and_then(|&f| model.item_input_run(f, rows));
-                    let inputs: &[f32] = match run {
-                        Some(inputs) => inputs,
-                        None => {
-                            for (&item, x) in block.iter().zip(self.block_x.chunks_exact_mut(item_width.max(1))) {
-                                x.copy_from_slice(model.item_input(item));
-                            }
-                            &self.block_x
+                // A run of consecutive items (scoring the catalogue) is read in place.
+                let consecutive = block.windows(2).all(|w| w[1] == w[0].wrapping_add(1));
+                let run = block.first().filter(|_| consecutive).and_then(|&f| model.item_input_run(f, rows));
+                let inputs: &[f32] = match run {
+                    _ if low_rank.rows == 0 => &[],
+                    Some(inputs) => inputs,
+                    None => {
+                        for (&item, x) in block.iter().zip(self.block_x.chunks_exact_mut(item_width.max(1))) {
+                            x.copy_from_slice(model.item_input(item));
                         }
-                    };
-                    let support_rows = low_rank.rows;
-                    let gram = &mut self.block_gram[..rows * support_rows];
-                    let block_x = View::rows(inputs, rows, item_width);
-                    gemm(1.0, block_x, View::rows(&low_rank.x, support_rows, item_width).t(), 0.0, gram, support_rows);
-                    let coef = View::rows(&low_rank.coef, support_rows, hidden_width);
-                    gemm(1.0, View::rows(gram, rows, support_rows), coef, 1.0, z0, hidden_width);
-                }
+                        &self.block_x
+                    }
+                };
+                low_rank.layer0(model, &self.hidden0, block.iter().copied(), inputs, rows, z0, &mut self.block_gram);
                 mlp::forward_upper(layout, &self.params, rows, &mut self.block_acts);
             } else {
                 for (&item, x) in block.iter().zip(self.block_x.chunks_exact_mut(item_width.max(1))) {
@@ -584,6 +603,8 @@ impl<M: Borrow<Model>> Session<M> {
         if rows == 0 {
             return;
         }
+        // support_gradient has checked that the record runs over these rows (or folded it into
+        // the weights and stopped using it).
         if record.rows == 0 {
             record.rows = rows;
             record.x.clear();
@@ -594,11 +615,6 @@ impl<M: Borrow<Model>> Session<M> {
             if self.block_gram.len() < SCORE_BLOCK * rows {
                 self.block_gram.resize(SCORE_BLOCK * rows, 0.0);
             }
-        } else if record.rows != rows || record.x != self.support_x {
-            // A different support subset than the change was recorded over (support_gradient
-            // has already folded the record into the weights in that case).
-            self.materialize_low_rank();
-            return;
         }
         for (c, d) in record.coef.iter_mut().zip(&self.support_delta0) {
             *c -= lr * d;
@@ -729,23 +745,11 @@ impl<M: Borrow<Model>> Session<M> {
         let model: &Model = self.model.borrow();
         let layout = model.layout();
         if low_rank {
-            let hidden_width = self.hidden0.len();
             let record = &self.low_rank;
-            let z0 = &mut self.support_acts[..n * hidden_width];
+            let z0 = &mut self.support_acts[..n * self.hidden0.len()];
             let items = self.support.iter().enumerate().filter(|&(j, _)| included(j)).map(|(_, &(item, _))| item);
-            for (row, item) in z0.chunks_exact_mut(hidden_width.max(1)).zip(items) {
-                let precomputed = model.item_hidden(record.init, item).unwrap_or(&[]);
-                for ((z, u), p) in row.iter_mut().zip(&self.hidden0).zip(precomputed) {
-                    *z = u + p;
-                }
-            }
-            if record.rows == n {
-                self.support_gram.resize(n * n, 0.0);
-                let x = View::rows(&self.support_x, n, item_width);
-                gemm(1.0, x, View::rows(&record.x, n, item_width).t(), 0.0, &mut self.support_gram, n);
-                let coef = View::rows(&record.coef, n, hidden_width);
-                gemm(1.0, View::rows(&self.support_gram, n, n), coef, 1.0, z0, hidden_width);
-            }
+            self.support_gram.resize(n * record.rows, 0.0);
+            record.layer0(model, &self.hidden0, items, &self.support_x, n, z0, &mut self.support_gram);
             mlp::forward_upper(layout, &self.params, n, &mut self.support_acts);
         } else {
             mlp::forward_batch(
