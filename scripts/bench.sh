@@ -25,6 +25,10 @@ taskset -c 0 target/release/trainer data bench-load --dir out/bench/ml-1m --repe
 step "sizes"
 strip -o out/bench/libmetarec.stripped.so target/release/libmetarec.so
 printf 'libmetarec.so (x86_64, release, stripped): %s bytes\n' "$(stat -c %s out/bench/libmetarec.stripped.so)"
+cargo build --quiet --profile minsize --no-default-features -p metarec-ffi
+strip -o out/bench/libmetarec.minimal.stripped.so target/minsize/libmetarec.so
+printf 'libmetarec.so (x86_64, std-free build, package.sh --minimal, stripped): %s bytes\n' \
+  "$(stat -c %s out/bench/libmetarec.minimal.stripped.so)"
 cargo build --quiet --profile embedded -p metarec-runtime --no-default-features \
   --target thumbv7em-none-eabihf --example size_probe
 tools=$(dirname "$(ls ~/.rustup/toolchains/*/lib/rustlib/*/bin/rust-lld | head -n 1)")

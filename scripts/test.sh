@@ -14,6 +14,8 @@ cargo fmt --all -- --check
 
 step "clippy (warnings are errors)"
 cargo clippy --quiet --workspace --all-targets -- -D warnings
+# The std-free C library (scripts/package.sh --minimal) builds only with panic = "abort".
+cargo clippy --quiet -p metarec-ffi --no-default-features --profile minsize --lib -- -D warnings
 
 step "runtime builds without std for thumbv7em-none-eabihf"
 cargo build --quiet -p metarec-runtime --no-default-features --target thumbv7em-none-eabihf

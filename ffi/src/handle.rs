@@ -6,9 +6,11 @@
 //! status code; what it cannot check (that a pointer is live and points to what the header says)
 //! is the caller's contract, stated in the `# Safety` sections of the entry points.
 
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
 use core::ffi::{c_char, CStr};
 use core::mem::size_of;
-use std::sync::Arc;
 
 use metarec_runtime::{Model, Session};
 

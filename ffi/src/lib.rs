@@ -16,9 +16,24 @@
 //!   of the workspace keeps;
 //! - pointers are checked for NULL (and arrays for alignment) before use.
 //!
+//! Two builds: the default one links std and catches panics with `catch_unwind`; the std-free
+//! one (`--no-default-features`, profile `minsize`, see `scripts/package.sh --minimal`) is a
+//! fraction of the size, uses the C heap and aborts on a panic instead (module `bare`).
+//!
 //! Thread safety: a model handle is immutable and may be shared by any number of threads and
 //! sessions; a session must be used by one thread at a time.
 
+#![cfg_attr(not(feature = "std"), no_std)]
+
+extern crate alloc;
+
+/// The std-free build's platform layer (not part of the C API).
+///
+/// cbindgen:ignore
+#[cfg(not(feature = "std"))]
+mod bare;
+#[cfg(feature = "std")]
+mod file;
 mod handle;
 mod limits;
 mod model;
@@ -27,7 +42,6 @@ mod session;
 pub mod status;
 
 use core::ffi::{c_char, CStr};
-use core::panic::AssertUnwindSafe;
 
 pub use handle::{MetarecModel, MetarecSession};
 pub use limits::*;
@@ -45,16 +59,28 @@ const VERSION: &CStr = match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_V
 
 /// Runs an entry point's body behind the panic boundary and turns its result into a status code.
 pub(crate) fn guard(body: impl FnOnce() -> Status<()>) -> i32 {
-    match std::panic::catch_unwind(AssertUnwindSafe(body)) {
-        Ok(Ok(())) => METAREC_OK,
-        Ok(Err(Code(code))) => code,
-        Err(_) => METAREC_ERR_PANIC,
+    match catch_panic(body) {
+        Some(Ok(())) => METAREC_OK,
+        Some(Err(Code(code))) => code,
+        None => METAREC_ERR_PANIC,
     }
 }
 
 /// Runs the body of an entry point that has no status return; a panic gives `fallback`.
 pub(crate) fn guard_or<T>(fallback: T, body: impl FnOnce() -> T) -> T {
-    std::panic::catch_unwind(AssertUnwindSafe(body)).unwrap_or(fallback)
+    catch_panic(body).unwrap_or(fallback)
+}
+
+/// `body`'s result, or None when it panicked.
+#[cfg(feature = "std")]
+fn catch_panic<T>(body: impl FnOnce() -> T) -> Option<T> {
+    std::panic::catch_unwind(core::panic::AssertUnwindSafe(body)).ok()
+}
+
+/// The std-free build cannot unwind: a panic aborts (see `bare`), so this never returns None.
+#[cfg(not(feature = "std"))]
+fn catch_panic<T>(body: impl FnOnce() -> T) -> Option<T> {
+    Some(body())
 }
 
 /// The library version, e.g. `"0.1.0"` (equal to the `METAREC_VERSION_*` macros of the header

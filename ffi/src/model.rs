@@ -1,16 +1,21 @@
 //! Loading, inspecting and freeing models.
 
+use alloc::format;
+use alloc::string::String;
+use alloc::sync::Arc;
 use core::ffi::c_char;
-use std::sync::Arc;
 
 use metarec_runtime::format::{FieldKind, FieldSpec, Task};
 use metarec_runtime::Model;
 
+#[cfg(not(feature = "std"))]
+use crate::bare::read_file;
+#[cfg(feature = "std")]
+use crate::file::read_file;
 use crate::handle::{self, MetarecModel};
 use crate::limits::METAREC_MAX_MODEL_BYTES;
 use crate::status::{
-    Code, Status, METAREC_ERR_BUFFER_TOO_SMALL, METAREC_ERR_INVALID_ARGUMENT, METAREC_ERR_IO,
-    METAREC_ERR_MODEL_TOO_LARGE,
+    Code, Status, METAREC_ERR_BUFFER_TOO_SMALL, METAREC_ERR_INVALID_ARGUMENT, METAREC_ERR_MODEL_TOO_LARGE,
 };
 use crate::{guard, guard_or};
 
@@ -25,37 +30,6 @@ pub const METAREC_FIELD_CATEGORICAL: i32 = 0;
 pub const METAREC_FIELD_MULTI_CATEGORICAL: i32 = 1;
 /// Field kind: a decimal number, mapped to a bucket (e.g. `"28"`).
 pub const METAREC_FIELD_NUMERIC: i32 = 2;
-
-/// Reads a model file's bytes; any failure to open or read it is `METAREC_ERR_IO`, a file
-/// larger than `METAREC_MAX_MODEL_BYTES` is `METAREC_ERR_MODEL_TOO_LARGE` (refused from its
-/// size when it has one, and never read past the limit: an endless stream such as `/dev/zero`
-/// stops one byte after it).
-fn read_file(path: &[u8]) -> Status<Vec<u8>> {
-    use std::io::Read as _;
-    #[cfg(unix)]
-    let path = {
-        use std::os::unix::ffi::OsStrExt;
-        std::path::Path::new(std::ffi::OsStr::from_bytes(path))
-    };
-    #[cfg(not(unix))]
-    let path =
-        std::path::Path::new(core::str::from_utf8(path).map_err(|_| Code(crate::status::METAREC_ERR_INVALID_UTF8))?);
-    let too_large = Code(METAREC_ERR_MODEL_TOO_LARGE);
-    let limit = u64::try_from(METAREC_MAX_MODEL_BYTES).map_err(|_| too_large)?;
-    let file = std::fs::File::open(path).map_err(|_| Code(METAREC_ERR_IO))?;
-    let size = file.metadata().map_err(|_| Code(METAREC_ERR_IO))?.len();
-    if size > limit {
-        return Err(too_large);
-    }
-    let mut bytes = Vec::new();
-    // `size` is a hint only (0 for pipes and devices): read at most one byte past the limit.
-    bytes.try_reserve_exact(usize::try_from(size).map_err(|_| too_large)?).map_err(|_| too_large)?;
-    file.take(limit + 1).read_to_end(&mut bytes).map_err(|_| Code(METAREC_ERR_IO))?;
-    if bytes.len() > METAREC_MAX_MODEL_BYTES {
-        return Err(too_large);
-    }
-    Ok(bytes)
-}
 
 /// Stores a freshly loaded model in `*out_model`, or NULL on failure.
 ///

@@ -1,5 +1,6 @@
 //! Top-k selection over a score vector (the one piece of logic the runtime has no call for).
 
+use alloc::vec::Vec;
 use core::cmp::Ordering;
 
 /// Orders item `a` before item `b` when it scores higher; NaN scores sort last; ties (and NaN

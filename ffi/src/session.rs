@@ -1,5 +1,7 @@
 //! Sessions: one user's profile, support ratings, adaptation and scoring.
 
+use alloc::boxed::Box;
+use alloc::vec::Vec;
 use core::ffi::{c_char, c_int};
 
 use crate::handle::{self, MetarecModel, MetarecSession};

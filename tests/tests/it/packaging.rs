@@ -107,6 +107,54 @@ fn install_layout_and_pkg_config_build_the_c_example() {
     assert_eq!(support::top_block(&String::from_utf8_lossy(&output.stdout)), want);
 }
 
+/// The std-free library (`package.sh --minimal`) serves the same C API: the API suite passes
+/// under ASan/UBSan and the example gives the std library's recommendations, linked
+/// dynamically and statically (its own Libs.private).
+#[test]
+fn minimal_library_passes_the_c_api_suite_and_runs_the_example() {
+    let dir = support::scratch_dir("package-minimal");
+    let prefix = package(&["--minimal".as_ref(), "--prefix".as_ref(), dir.join("prefix").as_os_str()]);
+    let lib_dir = prefix.join("lib");
+    // The symbol table (the package is not stripped): std's panic machinery, the bulk of the
+    // std library's size, must be absent (`3std9panicking` in v0 mangling).
+    let symbols = support::run_ok(Command::new("nm").arg(lib_dir.join("libmetarec.so")));
+    let symbols = String::from_utf8_lossy(&symbols.stdout);
+    assert!(symbols.contains("metarec_session_adapt"), "nm listed no symbols:\n{symbols}");
+    assert!(!symbols.contains("3std9panicking"), "the minimal library links std's panic runtime");
+
+    let (model, user) = fixture_files(&dir);
+    let api_test = support::repo_root().join("tests/c/api_test.c");
+    let exe = support::compile_c_against(&lib_dir, &api_test, &dir, "api_test", Sanitize::AddressUndefined);
+    let output = support::run_sanitized(&exe, &[&model, &dir]);
+    let report = support::describe(&output);
+    assert!(output.status.success() && String::from_utf8_lossy(&output.stdout).contains(", 0 failed"), "{report}");
+
+    let want = host_top_ten(&dir, &model, &user);
+    let example = support::repo_root().join("examples/c/personalize.c");
+    let exe = support::compile_c_against(&lib_dir, &example, &dir, "personalize-minimal", Sanitize::None);
+    let output = support::run_ok(Command::new(&exe).arg(&model).arg(&user));
+    assert_eq!(support::top_block(&String::from_utf8_lossy(&output.stdout)), want);
+
+    if support::have_program("pkg-config") {
+        let static_libs: Vec<String> = pkg_config(&prefix, &["--static", "--libs"])
+            .into_iter()
+            .map(|flag| if flag == "-lmetarec" { "-l:libmetarec.a".to_owned() } else { flag })
+            .collect();
+        let exe = dir.join("personalize-minimal-static");
+        support::run_ok(
+            Command::new(support::c_compiler())
+                .args(C_FLAGS)
+                .args(pkg_config(&prefix, &["--cflags"]))
+                .arg(&example)
+                .args(&static_libs)
+                .arg("-o")
+                .arg(&exe),
+        );
+        let output = support::run_ok(Command::new(&exe).arg(&model).arg(&user));
+        assert_eq!(support::top_block(&String::from_utf8_lossy(&output.stdout)), want);
+    }
+}
+
 /// Whether the arm64 tool chain is present (scripts/setup.sh installs it).
 fn have_arm64_tools() -> bool {
     let target_installed = Command::new("rustup")

@@ -72,7 +72,11 @@ pub enum Sanitize {
 /// Compiles one C file into `out_dir/<name>` against include/ and libmetarec, with every warning
 /// an error and the library directory as rpath. Panics with the compiler's output on failure.
 pub fn compile_c(source: &Path, out_dir: &Path, name: &str, sanitize: Sanitize) -> PathBuf {
-    let lib_dir = library_dir();
+    compile_c_against(&library_dir(), source, out_dir, name, sanitize)
+}
+
+/// [`compile_c`] against the `libmetarec.so` in `lib_dir`.
+pub fn compile_c_against(lib_dir: &Path, source: &Path, out_dir: &Path, name: &str, sanitize: Sanitize) -> PathBuf {
     let exe = out_dir.join(name);
     let cc = c_compiler();
     let mut command = Command::new(&cc);
@@ -98,7 +102,7 @@ pub fn compile_c(source: &Path, out_dir: &Path, name: &str, sanitize: Sanitize) 
     }
     command
         .arg("-L")
-        .arg(&lib_dir)
+        .arg(lib_dir)
         .arg("-lmetarec")
         .arg(format!("-Wl,-rpath,{}", lib_dir.display()))
         .args(["-lm", "-pthread"]);
