@@ -13,6 +13,9 @@ fn main() {
     }
     println!("cargo:rustc-link-lib=dylib=c");
     if os == "linux" && env == "gnu" {
+        // Recorded as needed even where the linker would drop it (--as-needed on aarch64): the
+        // library is linked with BIND_NOW, so an unresolved symbol would stop it loading.
+        println!("cargo:rustc-link-arg-cdylib=-Wl,--push-state,--no-as-needed,-lgcc_s,--pop-state");
         println!("cargo:rustc-link-lib=dylib=gcc_s");
     }
 }

@@ -1,7 +1,8 @@
 //! scripts/package.sh: the install layout and pkg-config file (the C example built from them,
 //! dynamically and statically), and the arm64 build: libmetarec.so cross-compiled with Debian's
 //! aarch64 gcc, its LOAD segments aligned to 16 KB, and the C example cross-compiled and run
-//! under qemu-aarch64, giving the host's recommendations.
+//! under qemu-aarch64, giving the host's recommendations; each for the std library and the
+//! std-free one (`--minimal`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -179,7 +180,20 @@ fn arm64_library_is_16k_aligned_and_runs_the_c_example_under_qemu() {
         return;
     }
     let dir = support::scratch_dir("package-arm64");
-    let prefix = package(&["--target".as_ref(), ARM64.as_ref(), "--prefix".as_ref(), dir.join("prefix").as_os_str()]);
+    let (model, user) = fixture_files(&dir);
+    let want = host_top_ten(&dir, &model, &user);
+    // The std library and the std-free one (`--minimal`).
+    for (name, minimal) in [("std", &[][..]), ("minimal", &["--minimal".as_ref()][..])] {
+        let prefix_dir = dir.join(format!("prefix-{name}"));
+        let args = [&["--target".as_ref(), ARM64.as_ref(), "--prefix".as_ref(), prefix_dir.as_os_str()][..], minimal];
+        let prefix = package(&args.concat());
+        check_arm64_library(&prefix, &dir.join(format!("personalize-arm64-{name}")), &model, &user, &want);
+    }
+}
+
+/// Checks an installed arm64 library: 16 KB-aligned LOAD segments, and the C example built
+/// against it (through pkg-config) gives `want` under qemu.
+fn check_arm64_library(prefix: &Path, exe: &Path, model: &Path, user: &Path, want: &[String]) {
     let library = prefix.join("lib/libmetarec.so");
 
     // An arm64 ELF whose every LOAD segment is aligned to 16 KB.
@@ -197,9 +211,8 @@ fn arm64_library_is_16k_aligned_and_runs_the_c_example_under_qemu() {
     assert!(aligns.iter().all(|align| *align == "0x4000"), "LOAD alignments {aligns:?}, want 0x4000\n{segments}");
 
     // The C example, cross-compiled against the installed layout, run under qemu.
-    let cflags = pkg_config(&prefix, &["--cflags"]);
-    let libs = pkg_config(&prefix, &["--libs"]);
-    let exe = dir.join("personalize-arm64");
+    let cflags = pkg_config(prefix, &["--cflags"]);
+    let libs = pkg_config(prefix, &["--libs"]);
     support::run_ok(
         Command::new("aarch64-linux-gnu-gcc")
             .args(C_FLAGS)
@@ -208,13 +221,12 @@ fn arm64_library_is_16k_aligned_and_runs_the_c_example_under_qemu() {
             .args(&libs)
             .arg(format!("-Wl,-rpath,{}", prefix.join("lib").display()))
             .arg("-o")
-            .arg(&exe),
+            .arg(exe),
     );
-    let (model, user) = fixture_files(&dir);
     let output = support::run_ok(
-        Command::new("qemu-aarch64").args(["-L", "/usr/aarch64-linux-gnu"]).arg(&exe).arg(&model).arg(&user),
+        Command::new("qemu-aarch64").args(["-L", "/usr/aarch64-linux-gnu"]).arg(exe).arg(model).arg(user),
     );
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("query MSE after adaptation:"), "{stdout}");
-    assert_eq!(support::top_block(&stdout), host_top_ten(&dir, &model, &user), "arm64 and the host disagree");
+    assert_eq!(support::top_block(&stdout), want, "arm64 ({}) and the host disagree", prefix.display());
 }
