@@ -178,13 +178,31 @@ pub(crate) fn forward_upper(layout: &Layout, params: &[f32], rows: usize, acts: 
             }
         }
         if l != last {
-            // torch's relu keeps NaN and maps everything below zero to zero.
             for z in out.iter_mut() {
-                if *z < 0.0 {
-                    *z = 0.0;
-                }
+                *z = relu(*z);
             }
         }
+    }
+}
+
+/// torch's relu for every finite input, NaN kept (−∞ gives NaN, where torch gives 0: only a
+/// diverged model gets there), computed without a branch or a select: `z/2 + |z|/2`, exact since
+/// halving is (but for subnormal `z`, off by at most the smallest subnormal). A select between a value and zero stored back in place becomes masked stores
+/// (`vmaskmovps`) on x86, which are slow on some cores: on this machine's Zen they took a third
+/// of the scoring time.
+#[inline(always)]
+pub(crate) fn relu(z: f32) -> f32 {
+    0.5 * z + 0.5 * z.abs()
+}
+
+/// `0.0` where `zero`, else `value` (the ReLU gradient mask; runs over the 20-odd support rows
+/// only, so a masked store is fine there).
+#[inline(always)]
+fn zero_where(zero: bool, value: f32) -> f32 {
+    if zero {
+        0.0
+    } else {
+        value
     }
 }
 
@@ -269,9 +287,7 @@ pub(crate) fn backward_batch(
         let Some(g_in) = next.get_mut(..rows * shape.inputs) else { return };
         gemm(1.0, g, View::rows(weight, shape.outputs, shape.inputs), 0.0, g_in, shape.inputs);
         for (gi, &a) in g_in.iter_mut().zip(input) {
-            if a <= 0.0 {
-                *gi = 0.0;
-            }
+            *gi = zero_where(a <= 0.0, *gi);
         }
         core::mem::swap(&mut current, &mut next);
     }
@@ -280,6 +296,19 @@ pub(crate) fn backward_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn relu_is_torchs_for_finite_values_and_keeps_nan() {
+        for z in [0.0f32, 1.0, 2.5e-3, 3.0e38, f32::MAX, f32::MIN_POSITIVE, f32::INFINITY] {
+            assert_eq!(relu(z).to_bits(), z.to_bits(), "{z}");
+        }
+        for z in [-0.0f32, -1.0, -2.5e-3, -3.0e38, f32::MIN, -f32::MIN_POSITIVE] {
+            assert_eq!(relu(z).to_bits(), 0.0f32.to_bits(), "{z}");
+        }
+        assert!(relu(f32::NAN).is_nan());
+        let tiny = f32::from_bits(1);
+        assert!(relu(tiny) >= 0.0 && relu(tiny) <= tiny);
+    }
 
     fn layer(inputs: u32, outputs: u32) -> DenseLayer {
         let n = (inputs * outputs) as usize;
