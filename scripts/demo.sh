@@ -29,5 +29,5 @@ step "exporting the model file"
 
 step "building and running the C example against libmetarec.so"
 gcc -std=c11 -O2 -Wall -Wextra -Werror -pedantic -Iinclude examples/c/personalize.c \
-  -Ltarget/debug -lmetarec -Wl,-rpath,"$root/target/debug" -o "$out/personalize"
+  -Ltarget/debug -lmetarec -lm -Wl,-rpath,"$root/target/debug" -o "$out/personalize"
 "$out/personalize" "$out/model.mrec" "$out/user.tsv"

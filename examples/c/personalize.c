@@ -11,8 +11,13 @@
  *   support  <item_id>  <rating>    (ratings the session adapts on)
  *   query    <item_id>  <rating>    (held-out ratings, only used to measure the error)
  *
+ * For a click model (metarec_model_task gives "click") the values are click labels, 0 or 1,
+ * as the trainer exports them for a `--task ctr` run; an app holding ratings would pass
+ * `rating >= metarec_model_click_threshold` instead.
+ *
  * The program loads the model, opens a session, sets the profile, adds the support ratings,
- * prints the mean squared error on the query ratings with the meta-learned weights (before
+ * prints the error on the query ratings (mean squared error of the predicted ratings, or the
+ * log loss of the predicted click probabilities) with the meta-learned weights (before
  * adaptation) and after adapting with the model's default step count, then prints the ten
  * highest-scored items the user has not rated. Any failing call prints its status code and
  * message and the program exits with status 1 (2 for usage or user-file errors).
@@ -20,12 +25,13 @@
  * Build (from the repository root, after `cargo build -p metarec-ffi`):
  *
  *   cc -std=c11 -Wall -Wextra -Werror -pedantic -Iinclude examples/c/personalize.c \
- *      -Ltarget/debug -lmetarec -Wl,-rpath,"$PWD/target/debug" -o personalize
+ *      -Ltarget/debug -lmetarec -lm -Wl,-rpath,"$PWD/target/debug" -o personalize
  *
  * or `make -C examples/c` (see examples/c/Makefile).
  */
 
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -236,8 +242,10 @@ static int read_user_file(const char *path, UserFile *user) {
     return ok;
 }
 
-/* Mean squared error of the session's scores on the query ratings; returns 0 on failure. */
-static int query_mse(MetarecSession *session, const EntryList *query, double *out_mse) {
+/* Error of the session's scores on the query entries: mean squared error of ratings, or for a
+ * click model the mean log loss of the click probabilities (clamped away from 0 and 1);
+ * returns 0 on failure. */
+static int query_error(MetarecSession *session, const EntryList *query, int click, double *out_error) {
     const char **ids = malloc(query->len * sizeof *ids);
     float *scores = malloc(query->len * sizeof *scores);
     int ok = ids != NULL && scores != NULL;
@@ -253,15 +261,32 @@ static int query_mse(MetarecSession *session, const EntryList *query, double *ou
         } else {
             double sum = 0.0;
             for (size_t i = 0; i < query->len; i++) {
-                double error = (double)scores[i] - (double)query->items[i].rating;
-                sum += error * error;
+                double score = (double)scores[i];
+                double label = (double)query->items[i].rating;
+                if (click) {
+                    double p = score < 1e-7 ? 1e-7 : score > 1.0 - 1e-7 ? 1.0 - 1e-7 : score;
+                    sum -= label * log(p) + (1.0 - label) * log(1.0 - p);
+                } else {
+                    sum += (score - label) * (score - label);
+                }
             }
-            *out_mse = sum / (double)query->len;
+            *out_error = sum / (double)query->len;
         }
     }
     free(ids);
     free(scores);
     return ok;
+}
+
+/* Whether the model predicts clicks ("click") rather than ratings; -1 on failure. */
+static int is_click_model(const MetarecModel *model) {
+    char task[16];
+    int32_t code = metarec_model_task(model, task, sizeof task, NULL);
+    if (code != METAREC_OK) {
+        report("metarec_model_task", code);
+        return -1;
+    }
+    return strcmp(task, "click") == 0;
 }
 
 /* Prints the TOP_K best unrated items; returns 0 on failure. */
@@ -329,6 +354,12 @@ int main(int argc, char **argv) {
            user.user != NULL ? user.user : "(unnamed)", user.profile.len, user.support.len,
            user.query.len);
 
+    int click = is_click_model(model);
+    if (click < 0) {
+        goto done;
+    }
+    const char *metric = click ? "log loss" : "MSE";
+
     code = metarec_session_new(model, &session);
     if (code != METAREC_OK) {
         report("metarec_session_new", code);
@@ -354,7 +385,7 @@ int main(int argc, char **argv) {
     }
 
     double before = 0.0;
-    if (user.query.len > 0 && !query_mse(session, &user.query, &before)) {
+    if (user.query.len > 0 && !query_error(session, &user.query, click, &before)) {
         goto done;
     }
     code = metarec_session_adapt(session, 0);
@@ -364,13 +395,13 @@ int main(int argc, char **argv) {
     }
     double after = 0.0;
     if (user.query.len > 0) {
-        if (!query_mse(session, &user.query, &after)) {
+        if (!query_error(session, &user.query, click, &after)) {
             goto done;
         }
-        printf("query MSE before adaptation: %.6f\n", before);
-        printf("query MSE after adaptation:  %.6f\n", after);
+        printf("query %s before adaptation: %.6f\n", metric, before);
+        printf("query %s after adaptation:  %.6f\n", metric, after);
     } else {
-        printf("no query ratings: skipping the query MSE\n");
+        printf("no query ratings: skipping the query %s\n", metric);
     }
     if (!print_top(model, session)) {
         goto done;

@@ -82,6 +82,7 @@ fn install_layout_and_pkg_config_build_the_c_example() {
             .args(&cflags)
             .arg(&source)
             .args(&libs)
+            .arg("-lm") // the example's own log()
             .arg(format!("-Wl,-rpath,{}", prefix.join("lib").display()))
             .arg("-o")
             .arg(&exe),
@@ -101,6 +102,7 @@ fn install_layout_and_pkg_config_build_the_c_example() {
             .args(&cflags)
             .arg(&source)
             .args(&static_libs)
+            .arg("-lm")
             .arg("-o")
             .arg(&exe),
     );
@@ -148,6 +150,7 @@ fn minimal_library_passes_the_c_api_suite_and_runs_the_example() {
                 .args(pkg_config(&prefix, &["--cflags"]))
                 .arg(&example)
                 .args(&static_libs)
+                .arg("-lm")
                 .arg("-o")
                 .arg(&exe),
         );
@@ -219,6 +222,7 @@ fn check_arm64_library(prefix: &Path, exe: &Path, model: &Path, user: &Path, wan
             .args(&cflags)
             .arg(support::repo_root().join("examples/c/personalize.c"))
             .args(&libs)
+            .arg("-lm") // the example's own log()
             .arg(format!("-Wl,-rpath,{}", prefix.join("lib").display()))
             .arg("-o")
             .arg(exe),

@@ -25,14 +25,8 @@ fn personalize_adapts_and_prints_a_top_ten() {
     assert!(output.status.success(), "personalize failed\n{report}");
     let stdout = String::from_utf8(output.stdout).expect("UTF-8 output");
 
-    let mse = |label: &str| -> f64 {
-        let line = stdout.lines().find(|line| line.starts_with(label)).unwrap_or_else(|| {
-            panic!("no `{label}` line\n{report}");
-        });
-        line[label.len()..].trim().parse().unwrap_or_else(|_| panic!("bad MSE line `{line}`"))
-    };
-    let before = mse("query MSE before adaptation:");
-    let after = mse("query MSE after adaptation:");
+    let before = figure(&stdout, "query MSE before adaptation:");
+    let after = figure(&stdout, "query MSE after adaptation:");
     assert!(before.is_finite() && after.is_finite() && before >= 0.0 && after >= 0.0);
     assert_ne!(before, after, "adaptation changed nothing\n{report}");
 
@@ -55,6 +49,46 @@ fn personalize_adapts_and_prints_a_top_ten() {
         assert!(!rated.contains(&id.as_str()), "rated item {id} recommended\n{report}");
         let index: usize = id[1..4].parse().expect("fixture ids are mNNN…");
         assert!((1..=ITEM_COUNT).contains(&index), "{id}");
+    }
+}
+
+/// The number after `label` on the line starting with it.
+fn figure(stdout: &str, label: &str) -> f64 {
+    let line = stdout.lines().find(|line| line.starts_with(label)).unwrap_or_else(|| {
+        panic!("no `{label}` line in\n{stdout}");
+    });
+    line[label.len()..].trim().parse().unwrap_or_else(|_| panic!("bad figure in `{line}`"))
+}
+
+/// A click model reads labels and reports the log loss of its click probabilities (the fixture's
+/// weights are not meta-trained, so adaptation changes the loss without promising to lower it).
+#[test]
+fn personalize_reports_log_loss_for_a_click_model() {
+    let dir = support::scratch_dir("personalize-click");
+    let exe = build(&dir);
+    support::write_fixture_model(&dir);
+    let model = dir.join("click.mrec");
+    // The fixture user's ratings as clicks (the click fixture's threshold is 4).
+    let mut user_file = UserFile::fixture();
+    for (_, value) in user_file.support.iter_mut().chain(&mut user_file.query) {
+        *value = if *value >= 4.0 { 1.0 } else { 0.0 };
+    }
+    let user = dir.join("user.tsv");
+    std::fs::write(&user, user_file.to_tsv()).unwrap();
+    let output = support::run_sanitized(&exe, &[&model, &user]);
+    let report = support::describe(&output);
+    assert!(output.status.success(), "{report}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!stdout.contains("MSE"), "{report}");
+    let before = figure(&stdout, "query log loss before adaptation:");
+    let after = figure(&stdout, "query log loss after adaptation:");
+    assert!(before.is_finite() && after.is_finite() && after > 0.0, "{report}");
+    assert_ne!(before, after, "adaptation changed nothing\n{report}");
+    let top = support::top_block(&stdout);
+    assert_eq!(top.len(), 11, "{report}");
+    for line in &top[1..] {
+        let probability: f32 = line.rsplit('\t').next().unwrap().parse().expect("score");
+        assert!(probability > 0.0 && probability < 1.0, "not a probability: `{line}`");
     }
 }
 
