@@ -91,23 +91,28 @@ fn install_layout_and_pkg_config_build_the_c_example() {
     assert_eq!(support::top_block(&String::from_utf8_lossy(&output.stdout)), want);
 
     // Static: libmetarec.a plus Libs.private; no rpath, so it only runs if nothing is missing.
-    let static_libs: Vec<String> = pkg_config(&prefix, &["--static", "--libs"])
+    let exe = static_example(&prefix, &dir.join("personalize-static"));
+    let output = support::run_ok(Command::new(&exe).arg(&model).arg(&user));
+    assert_eq!(support::top_block(&String::from_utf8_lossy(&output.stdout)), want);
+}
+
+/// Builds the C example at `exe` against the prefix's libmetarec.a with `pkg-config --static`.
+fn static_example(prefix: &Path, exe: &Path) -> PathBuf {
+    let static_libs: Vec<String> = pkg_config(prefix, &["--static", "--libs"])
         .into_iter()
         .map(|flag| if flag == "-lmetarec" { "-l:libmetarec.a".to_owned() } else { flag })
         .collect();
-    let exe = dir.join("personalize-static");
     support::run_ok(
         Command::new(support::c_compiler())
             .args(C_FLAGS)
-            .args(&cflags)
-            .arg(&source)
+            .args(pkg_config(prefix, &["--cflags"]))
+            .arg(support::repo_root().join("examples/c/personalize.c"))
             .args(&static_libs)
-            .arg("-lm")
+            .arg("-lm") // the example's own log()
             .arg("-o")
-            .arg(&exe),
+            .arg(exe),
     );
-    let output = support::run_ok(Command::new(&exe).arg(&model).arg(&user));
-    assert_eq!(support::top_block(&String::from_utf8_lossy(&output.stdout)), want);
+    exe.to_path_buf()
 }
 
 /// The std-free library (`package.sh --minimal`) serves the same C API: the API suite passes
@@ -139,21 +144,7 @@ fn minimal_library_passes_the_c_api_suite_and_runs_the_example() {
     assert_eq!(support::top_block(&String::from_utf8_lossy(&output.stdout)), want);
 
     if support::have_program("pkg-config") {
-        let static_libs: Vec<String> = pkg_config(&prefix, &["--static", "--libs"])
-            .into_iter()
-            .map(|flag| if flag == "-lmetarec" { "-l:libmetarec.a".to_owned() } else { flag })
-            .collect();
-        let exe = dir.join("personalize-minimal-static");
-        support::run_ok(
-            Command::new(support::c_compiler())
-                .args(C_FLAGS)
-                .args(pkg_config(&prefix, &["--cflags"]))
-                .arg(&example)
-                .args(&static_libs)
-                .arg("-lm")
-                .arg("-o")
-                .arg(&exe),
-        );
+        let exe = static_example(&prefix, &dir.join("personalize-minimal-static"));
         let output = support::run_ok(Command::new(&exe).arg(&model).arg(&user));
         assert_eq!(support::top_block(&String::from_utf8_lossy(&output.stdout)), want);
     }
