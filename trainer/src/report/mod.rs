@@ -229,6 +229,12 @@ pub fn run(args: &ReportArgs, command_line: &[String]) -> Result<Report> {
     ensure!(args.seeds >= 1, "--seeds must be at least 1");
     ensure!(args.train.split.is_none(), "trainer report makes its own splits; --split is not accepted");
     ensure!(!args.train.resume, "trainer report does not resume runs; --resume is not accepted");
+    // The tables, statistics and figures are the rating papers' (MSE, nDCG, per-user MSE tests).
+    ensure!(
+        args.train.task == crate::objective::TaskKind::Rating,
+        "trainer report covers the rating task; for --task ctr use `trainer compare --task ctr` (AUC, user AUC, \
+         NE, log loss and nDCG@3 of every method beside the click-rate baselines) or `trainer eval`"
+    );
     ensure!(args.gammas.iter().all(|g| g.is_finite() && *g >= 0.0), "--gammas must be finite numbers >= 0");
     if !args.no_figures {
         // Fail before hours of training rather than after.

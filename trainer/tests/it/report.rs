@@ -284,3 +284,14 @@ fn a_failed_method_is_reported_not_fatal() {
     assert_eq!(names, BASELINES);
     assert!(Path::new(&out.join("report.md")).exists());
 }
+
+#[test]
+fn a_click_report_is_refused_before_anything_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("report");
+    let mut args = ReportArgs::new(dir.path().join("data"), &out);
+    args.train.task = metarec_trainer::objective::TaskKind::Ctr;
+    let error = report::run(&args, &[]).unwrap_err().to_string();
+    assert!(error.contains("--task ctr") && error.contains("trainer compare"), "{error}");
+    assert!(!out.exists(), "the refused report created {}", out.display());
+}
