@@ -54,6 +54,9 @@ pub(crate) fn gemm(alpha: f32, a: View<'_>, b: View<'_>, beta: f32, c: &mut [f32
     if m == 0 || n == 0 {
         return true;
     }
+    if small_product(alpha, a, b, beta, c, ldc) {
+        return true;
+    }
     let (Ok(rsa), Ok(csa), Ok(rsb), Ok(csb), Ok(rsc)) = (
         isize::try_from(a.row_stride),
         isize::try_from(a.col_stride),
@@ -88,6 +91,122 @@ pub(crate) fn gemm(alpha: f32, a: View<'_>, b: View<'_>, beta: f32, c: &mut [f32
     true
 }
 
+/// Largest `b` (in elements) [`small_product`] takes: it keeps `b` in L1 rather than blocking it.
+const SMALL_B_MAX: usize = 8 * 1024;
+
+/// The products of scoring and adaptation are small and skinny (a few hundred rows against a
+/// `b` of at most 128 × 64): matrixmultiply packs both operands on every call, which cost a fifth
+/// of the scoring time. Where `a`'s rows and `b`'s rows are contiguous, `b.cols` a multiple of 8,
+/// `alpha` 1 and `beta` 0 or 1, this register-tiled loop (4 rows × 16 columns of accumulators,
+/// written for the compiler to vectorise) reads both in place. Returns false for any other case,
+/// which then goes to matrixmultiply. The caller has checked the shapes and spans.
+fn small_product(alpha: f32, a: View<'_>, b: View<'_>, beta: f32, c: &mut [f32], ldc: usize) -> bool {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    let fits = alpha == 1.0
+        && (beta == 0.0 || beta == 1.0)
+        && a.col_stride == 1
+        && b.col_stride == 1
+        && b.row_stride == n
+        && n % 8 == 0
+        && k > 0
+        && k * n <= SMALL_B_MAX
+        && ldc >= n;
+    if !fits {
+        return false;
+    }
+    let lda = a.row_stride;
+    let (Some(b), Some(a_len)) = (b.data.get(..k * n), span(m, k, lda, 1)) else { return false };
+    let Some(a) = a.data.get(..a_len) else { return false };
+    let accumulate = beta == 1.0;
+    let row = |r: usize| a.get(r * lda..r * lda + k).unwrap_or(&[]);
+    let mut r = 0;
+    while r + 4 <= m {
+        let rows = [row(r), row(r + 1), row(r + 2), row(r + 3)];
+        let mut col = 0;
+        while col + 16 <= n {
+            tile4::<16>(rows, b, n, col, c, r * ldc, ldc, accumulate);
+            col += 16;
+        }
+        if col < n {
+            tile4::<8>(rows, b, n, col, c, r * ldc, ldc, accumulate);
+        }
+        r += 4;
+    }
+    while r < m {
+        let mut col = 0;
+        while col < n {
+            tile1::<8>(row(r), b, n, col, c, r * ldc, accumulate);
+            col += 8;
+        }
+        r += 1;
+    }
+    true
+}
+
+/// The `4 × N` block of `c` at row offset `c_at`, column `col`:
+/// `Σ_k rows[i][k] · b[k][col..col + N]`, added to `c` or stored.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn tile4<const N: usize>(
+    rows: [&[f32]; 4],
+    b: &[f32],
+    ldb: usize,
+    col: usize,
+    c: &mut [f32],
+    c_at: usize,
+    ldc: usize,
+    accumulate: bool,
+) {
+    let mut acc = [[0f32; N]; 4];
+    let [a0, a1, a2, a3] = rows;
+    for ((((x0, x1), x2), x3), b_row) in a0.iter().zip(a1).zip(a2).zip(a3).zip(b.chunks_exact(ldb)) {
+        let Some(b) = b_row.get(col..col + N) else { return };
+        let x = [*x0, *x1, *x2, *x3];
+        for i in 0..4 {
+            for j in 0..N {
+                acc[i][j] += x[i] * b[j];
+            }
+        }
+    }
+    store(&acc, c, c_at, ldc, col, accumulate);
+}
+
+/// [`tile4`] for one row.
+#[inline(always)]
+fn tile1<const N: usize>(row: &[f32], b: &[f32], ldb: usize, col: usize, c: &mut [f32], c_at: usize, accumulate: bool) {
+    let mut acc = [[0f32; N]; 1];
+    for (x, b_row) in row.iter().zip(b.chunks_exact(ldb)) {
+        let Some(b) = b_row.get(col..col + N) else { return };
+        for j in 0..N {
+            acc[0][j] += x * b[j];
+        }
+    }
+    store(&acc, c, c_at, 0, col, accumulate);
+}
+
+/// Adds (or stores) accumulator rows into `c` from row offset `c_at`, column `col`.
+#[inline(always)]
+fn store<const R: usize, const N: usize>(
+    acc: &[[f32; N]; R],
+    c: &mut [f32],
+    c_at: usize,
+    ldc: usize,
+    col: usize,
+    accumulate: bool,
+) {
+    for (i, acc_row) in acc.iter().enumerate() {
+        let at = c_at + i * ldc + col;
+        let Some(out) = c.get_mut(at..at + N) else { return };
+        if accumulate {
+            for (o, s) in out.iter_mut().zip(acc_row) {
+                *o += s;
+            }
+        } else {
+            out.copy_from_slice(acc_row);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,6 +221,44 @@ mod tests {
         let mut c = vec![10.0; 4];
         assert!(gemm(1.0, View::rows(&a, 2, 3), b, 1.0, &mut c, 2));
         assert_eq!(c, [10.0 + 1.0 - 3.0, 10.0 + 2.0 + 2.0, 10.0 + 4.0 - 6.0, 10.0 + 8.0 + 5.0]);
+    }
+
+    /// The register-tiled path against a plain triple loop: row counts around the tile of 4,
+    /// column counts of 8, 16, 24 and 64, strided `a` rows, storing and accumulating.
+    #[test]
+    fn small_products_match_the_plain_definition() {
+        let value = |i: usize| ((i * 7919 % 1009) as f32 / 1009.0 - 0.5) * 2.0;
+        for &(m, k, n) in &[(1, 3, 8), (3, 20, 16), (4, 128, 24), (5, 64, 64), (9, 20, 64), (130, 128, 24)] {
+            let lda = k + 3;
+            let a: alloc::vec::Vec<f32> = (0..m * lda).map(value).collect();
+            let b: alloc::vec::Vec<f32> = (0..k * n).map(|i| value(i + 5)).collect();
+            let a_view = View { data: &a, rows: m, cols: k, row_stride: lda, col_stride: 1 };
+            for beta in [0.0, 1.0] {
+                let start: alloc::vec::Vec<f32> = (0..m * (n + 2)).map(|i| value(i + 11)).collect();
+                let mut c = start.clone();
+                assert!(small_product(1.0, a_view, View::rows(&b, k, n), beta, &mut c, n + 2), "{m}x{k}x{n}");
+                for r in 0..m {
+                    for j in 0..n {
+                        let sum: f32 = (0..k).map(|t| a[r * lda + t] * b[t * n + j]).sum();
+                        let want = beta * start[r * (n + 2) + j] + sum;
+                        let got = c[r * (n + 2) + j];
+                        assert!(
+                            (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                            "{m}x{k}x{n} [{r},{j}]: {got} vs {want}"
+                        );
+                    }
+                    // The padding columns of each row are untouched.
+                    assert_eq!(c[r * (n + 2) + n..r * (n + 2) + n + 2], start[r * (n + 2) + n..r * (n + 2) + n + 2]);
+                }
+            }
+        }
+        // Shapes it does not take: those go to matrixmultiply.
+        let x = [1.0f32; 64];
+        let mut c = [0.0f32; 64];
+        assert!(!small_product(1.0, View::rows(&x, 2, 4), View::rows(&x, 4, 6), 0.0, &mut c, 6));
+        assert!(!small_product(2.0, View::rows(&x, 2, 4), View::rows(&x, 4, 8), 0.0, &mut c, 8));
+        assert!(!small_product(1.0, View::rows(&x, 2, 4), View::rows(&x, 4, 8), 0.5, &mut c, 8));
+        assert!(!small_product(1.0, View::rows(&x, 2, 4), View::rows(&x, 8, 4).t(), 0.0, &mut c, 8));
     }
 
     #[test]

@@ -120,7 +120,9 @@ pub(crate) fn user_hidden(layout: &Layout, params: &[f32], user: &[f32], out: &m
 
 /// Forward pass for `rows` items at once: `items` holds their item inputs (`rows × item_width`,
 /// row-major), `hidden0` the user part of layer 0. Every layer's (post-ReLU) outputs land in
-/// `acts` (`rows × layout.act_width()`, layer after layer); the scores are the last layer's.
+/// `acts` (`rows × layout.act_width()`, layer after layer; see [`Keep`]); the scores are the
+/// last layer's.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_batch(
     layout: &Layout,
     params: &[f32],
@@ -129,6 +131,7 @@ pub(crate) fn forward_batch(
     items: &[f32],
     rows: usize,
     acts: &mut [f32],
+    keep: Keep<'_>,
 ) {
     let Some(shape) = layout.layers.first() else { return };
     let (weight, _) = layer_params(params, shape);
@@ -147,24 +150,65 @@ pub(crate) fn forward_batch(
         col_stride: 1,
     };
     gemm(1.0, View::rows(items, rows, item_width), w.t(), 1.0, out, shape.outputs);
-    forward_upper(layout, params, rows, acts);
+    forward_upper(layout, params, rows, acts, keep);
+}
+
+/// What [`forward_upper`] leaves in `acts`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Keep<'t> {
+    /// Every layer's activations (the backward pass reads them).
+    Activations,
+    /// The scores only (scoring): the last hidden layer's bias, ReLU and the one-output score
+    /// layer then run in one pass over its pre-activations, which are left without them.
+    /// `weights_t` holds the hidden layers after layer 0 transposed (see [`transpose_upper`]),
+    /// the layout the small-product kernel reads in place; empty, the weights are read strided.
+    Scores { weights_t: &'t [f32] },
+}
+
+/// Length of [`transpose_upper`]'s output: every layer after the first with more than one
+/// output.
+pub(crate) fn upper_transposed_len(layout: &Layout) -> usize {
+    layout.layers.iter().skip(1).filter(|l| l.outputs > 1).map(|l| l.inputs * l.outputs).sum()
+}
+
+/// Writes the weights of every layer after the first with more than one output, transposed
+/// (`inputs × outputs` each), one after the other, into `out` (nothing if it is too short).
+pub(crate) fn transpose_upper(layout: &Layout, params: &[f32], out: &mut [f32]) {
+    let mut at = 0;
+    for shape in layout.layers.iter().skip(1).filter(|l| l.outputs > 1) {
+        let (weight, _) = layer_params(params, shape);
+        let Some(dst) = out.get_mut(at..at + shape.inputs * shape.outputs) else { return };
+        for (o, row) in weight.chunks_exact(shape.inputs).enumerate() {
+            for (i, w) in row.iter().enumerate() {
+                dst[i * shape.outputs + o] = *w;
+            }
+        }
+        at += shape.inputs * shape.outputs;
+    }
 }
 
 /// The rest of a forward pass once layer 0's pre-activations of `rows` rows sit at the start of
 /// `acts`: its ReLU, then every further layer (see [`forward_batch`]).
-pub(crate) fn forward_upper(layout: &Layout, params: &[f32], rows: usize, acts: &mut [f32]) {
+pub(crate) fn forward_upper(layout: &Layout, params: &[f32], rows: usize, acts: &mut [f32], keep: Keep<'_>) {
     let last = layout.layers.len().saturating_sub(1);
+    let (scores_only, mut weights_t) = match keep {
+        Keep::Activations => (false, &[][..]),
+        Keep::Scores { weights_t } => (true, weights_t),
+    };
+    let fused_score = scores_only && last > 0 && layout.layers[last].outputs == 1;
     for (l, shape) in layout.layers.iter().enumerate() {
         let at = layout.act_at(l, rows);
         let (before, rest) = acts.split_at_mut(at.min(acts.len()));
         let Some(out) = rest.get_mut(..rows * shape.outputs) else { return };
+        let fuse_here = fused_score && l + 1 == last;
+        let (weight, bias) = layer_params(params, shape);
         if l > 0 {
-            let (weight, bias) = layer_params(params, shape);
-            for row in out.chunks_exact_mut(shape.outputs) {
-                for (r, v) in row.iter_mut().zip(bias) {
-                    *r = *v;
+            if !fuse_here {
+                for row in out.chunks_exact_mut(shape.outputs) {
+                    row.copy_from_slice(bias);
                 }
             }
+            let beta = if fuse_here { 0.0 } else { 1.0 };
             let input_at = layout.act_at(l - 1, rows);
             let input = before.get(input_at..).unwrap_or(&[]);
             if shape.outputs == 1 {
@@ -173,9 +217,28 @@ pub(crate) fn forward_upper(layout: &Layout, params: &[f32], rows: usize, acts: 
                     *o += dot(x, weight);
                 }
             } else {
-                let w = View::rows(weight, shape.outputs, shape.inputs).t();
-                gemm(1.0, View::rows(input, rows, shape.inputs), w, 1.0, out, shape.outputs);
+                let len = shape.inputs * shape.outputs;
+                let w = match weights_t.split_at_checked(len) {
+                    Some((w_t, rest)) => {
+                        weights_t = rest;
+                        View::rows(w_t, shape.inputs, shape.outputs)
+                    }
+                    None => View::rows(weight, shape.outputs, shape.inputs).t(),
+                };
+                gemm(1.0, View::rows(input, rows, shape.inputs), w, beta, out, shape.outputs);
             }
+        }
+        if fuse_here {
+            // Layer 0's bias is in its pre-activations already (the user part).
+            let bias = if l > 0 { bias } else { &[] };
+            let score_layer = &layout.layers[last];
+            let (score_weight, score_bias) = layer_params(params, score_layer);
+            let (pre, after) = rest.split_at_mut((layout.act_at(last, rows) - at).min(rest.len()));
+            let (Some(pre), Some(scores)) = (pre.get(..rows * shape.outputs), after.get_mut(..rows)) else { return };
+            for (y, z) in scores.iter_mut().zip(pre.chunks_exact(shape.outputs)) {
+                *y = score_bias.first().copied().unwrap_or(0.0) + relu_dot(z, bias, score_weight);
+            }
+            return;
         }
         if l != last {
             for z in out.iter_mut() {
@@ -187,9 +250,9 @@ pub(crate) fn forward_upper(layout: &Layout, params: &[f32], rows: usize, acts: 
 
 /// torch's relu for every finite input, NaN kept (−∞ gives NaN, where torch gives 0: only a
 /// diverged model gets there), computed without a branch or a select: `z/2 + |z|/2`, exact since
-/// halving is (but for subnormal `z`, off by at most the smallest subnormal). A select between a value and zero stored back in place becomes masked stores
-/// (`vmaskmovps`) on x86, which are slow on some cores: on this machine's Zen they took a third
-/// of the scoring time.
+/// halving is (but for subnormal `z`, off by at most the smallest subnormal). A select between a
+/// value and zero stored back in place becomes masked stores (`vmaskmovps`) on x86, which are
+/// slow on some cores: on this machine's Zen they took a third of the scoring time.
 #[inline(always)]
 pub(crate) fn relu(z: f32) -> f32 {
     0.5 * z + 0.5 * z.abs()
@@ -203,6 +266,33 @@ fn zero_where(zero: bool, value: f32) -> f32 {
         0.0
     } else {
         value
+    }
+}
+
+/// `Σ_j relu(z_j + bias_j) · w_j` (an empty `bias` adds nothing), in eight independent lanes.
+fn relu_dot(z: &[f32], bias: &[f32], w: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let n = z.len().min(w.len());
+    let (z, w) = (&z[..n], &w[..n]);
+    if bias.len() >= n {
+        let (z8, b8, w8) = (z.chunks_exact(8), bias[..n].chunks_exact(8), w.chunks_exact(8));
+        let tail: f32 =
+            (z8.remainder().iter().zip(b8.remainder()).zip(w8.remainder())).map(|((z, b), w)| relu(z + b) * w).sum();
+        for ((z, b), w) in z8.zip(b8).zip(w8) {
+            for k in 0..8 {
+                lanes[k] += relu(z[k] + b[k]) * w[k];
+            }
+        }
+        lanes.iter().sum::<f32>() + tail
+    } else {
+        let (z8, w8) = (z.chunks_exact(8), w.chunks_exact(8));
+        let tail: f32 = z8.remainder().iter().zip(w8.remainder()).map(|(z, w)| relu(*z) * w).sum();
+        for (z, w) in z8.zip(w8) {
+            for k in 0..8 {
+                lanes[k] += relu(z[k]) * w[k];
+            }
+        }
+        lanes.iter().sum::<f32>() + tail
     }
 }
 

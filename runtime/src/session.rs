@@ -8,7 +8,7 @@ use core::fmt;
 use crate::error::{Error, Result};
 use crate::format::{FieldKind, LearningRate, NeighbourTable, MAX_NEIGHBOURS};
 use crate::gemm::{gemm, View};
-use crate::mlp;
+use crate::mlp::{self, Keep};
 use crate::model::{field_vector, Model};
 
 use crate::limits::{MAX_CANDIDATES, MAX_STEPS, MAX_STRING_LEN, MAX_SUPPORT_RATINGS};
@@ -71,6 +71,8 @@ pub struct Session<M: Borrow<Model>> {
     low_rank: LowRank,
     /// Scoring scratch of the low-rank path: `block rows × support rows` inner products.
     block_gram: Vec<f32>,
+    /// Scoring: the hidden layers after layer 0, transposed (`mlp::transpose_upper`).
+    upper_t: Vec<f32>,
     /// Adaptation scratch of the low-rank path: `support rows × support rows` inner products.
     support_gram: Vec<f32>,
     /// Tests: adapt and score with the full weights only, as a reference for the low-rank path.
@@ -98,6 +100,9 @@ struct LowRank {
     rows: usize,
     /// Their item inputs, `rows × item_width`.
     x: Vec<f32>,
+    /// The same transposed and zero-padded to [`LowRank::gram_width`] columns
+    /// (`item_width × gram_width`), the layout the small-product kernel reads in place.
+    x_t: Vec<f32>,
     /// Their coefficients `c_j`, `rows × hidden0`.
     coef: Vec<f32>,
 }
@@ -129,11 +134,35 @@ impl LowRank {
             return;
         }
         let item_width = model.input_width() - model.user_width();
-        let Some(gram) = gram.get_mut(..rows * self.rows) else { return };
+        let width = self.gram_width();
+        let Some(gram) = gram.get_mut(..rows * width) else { return };
         let x = View::rows(inputs, rows, item_width);
-        gemm(1.0, x, View::rows(&self.x, self.rows, item_width).t(), 0.0, gram, self.rows);
-        let coef = View::rows(&self.coef, self.rows, hidden_width);
-        gemm(1.0, View::rows(gram, rows, self.rows), coef, 1.0, z0, hidden_width);
+        gemm(1.0, x, View::rows(&self.x_t, item_width, width), 0.0, gram, width);
+        // The padding columns are zero; the product reads the real ones.
+        let gram = View { data: gram, rows, cols: self.rows, row_stride: width, col_stride: 1 };
+        gemm(1.0, gram, View::rows(&self.coef, self.rows, hidden_width), 1.0, z0, hidden_width);
+    }
+
+    /// Columns of the inner-product scratch: the support rows rounded up to 8.
+    fn gram_width(&self) -> usize {
+        self.rows.div_ceil(8) * 8
+    }
+
+    /// Records the support rows the change runs over (`x`: `rows × item_width`).
+    fn start(&mut self, x: &[f32], rows: usize, item_width: usize, hidden_width: usize) {
+        self.rows = rows;
+        self.x.clear();
+        self.x.extend_from_slice(x);
+        let width = self.gram_width();
+        self.x_t.clear();
+        self.x_t.resize(item_width * width, 0.0);
+        for (j, row) in x.chunks_exact(item_width.max(1)).enumerate() {
+            for (k, v) in row.iter().enumerate() {
+                self.x_t[k * width + j] = *v;
+            }
+        }
+        self.coef.clear();
+        self.coef.resize(rows * hidden_width, 0.0);
     }
 
     /// Parameters were just set to initialisation `init`.
@@ -142,6 +171,7 @@ impl LowRank {
         self.init = init;
         self.rows = 0;
         self.x.clear();
+        self.x_t.clear();
         self.coef.clear();
     }
 }
@@ -204,6 +234,7 @@ impl<M: Borrow<Model>> Session<M> {
         let first_width = m.layout().layers.first().map_or(0, |l| l.outputs);
         let user_input = vec![0.0; m.user_width()];
         let block_acts = vec![0.0; SCORE_BLOCK * m.layout().act_width()];
+        let upper_t = vec![0.0; mlp::upper_transposed_len(m.layout())];
         let mut session = Session {
             model,
             profile,
@@ -224,6 +255,7 @@ impl<M: Borrow<Model>> Session<M> {
             support_delta0: Vec::new(),
             low_rank: LowRank::default(),
             block_gram: Vec::new(),
+            upper_t,
             support_gram: Vec::new(),
             #[cfg(test)]
             full_weights_only: false,
@@ -384,8 +416,10 @@ impl<M: Borrow<Model>> Session<M> {
             &self.g_next,
             &self.support_delta0,
             &self.low_rank.x,
+            &self.low_rank.x_t,
             &self.low_rank.coef,
             &self.block_gram,
+            &self.upper_t,
             &self.support_gram,
             &self.embedding,
         ]
@@ -507,10 +541,12 @@ impl<M: Borrow<Model>> Session<M> {
         let model: &Model = self.model.borrow();
         let layout = model.layout();
         mlp::user_hidden(layout, &self.params, &self.user_input, &mut self.hidden0);
+        mlp::transpose_upper(layout, &self.params, &mut self.upper_t);
+        let keep = Keep::Scores { weights_t: &self.upper_t };
         let item_width = model.input_width() - model.user_width();
         let hidden_width = self.hidden0.len();
         let low_rank = &self.low_rank;
-        let use_low_rank = low_rank.valid && self.block_gram.len() >= SCORE_BLOCK * low_rank.rows;
+        let use_low_rank = low_rank.valid && self.block_gram.len() >= SCORE_BLOCK * low_rank.gram_width();
         for (block, scores) in items.chunks(SCORE_BLOCK).zip(out.chunks_mut(SCORE_BLOCK)) {
             let rows = block.len();
             if use_low_rank {
@@ -529,7 +565,7 @@ impl<M: Borrow<Model>> Session<M> {
                     }
                 };
                 low_rank.layer0(model, &self.hidden0, block.iter().copied(), inputs, rows, z0, &mut self.block_gram);
-                mlp::forward_upper(layout, &self.params, rows, &mut self.block_acts);
+                mlp::forward_upper(layout, &self.params, rows, &mut self.block_acts, keep);
             } else {
                 for (&item, x) in block.iter().zip(self.block_x.chunks_exact_mut(item_width.max(1))) {
                     for (xv, v) in x.iter_mut().zip(model.item_input(item)) {
@@ -544,6 +580,7 @@ impl<M: Borrow<Model>> Session<M> {
                     &self.block_x,
                     rows,
                     &mut self.block_acts,
+                    keep,
                 );
             }
             for (o, y) in scores.iter_mut().zip(mlp::scores(layout, &self.block_acts, rows)) {
@@ -606,14 +643,12 @@ impl<M: Borrow<Model>> Session<M> {
         // support_gradient has checked that the record runs over these rows (or folded it into
         // the weights and stopped using it).
         if record.rows == 0 {
-            record.rows = rows;
-            record.x.clear();
-            record.x.extend_from_slice(&self.support_x);
-            record.coef.clear();
-            record.coef.resize(self.support_delta0.len(), 0.0);
+            let item_width = self.support_x.len() / rows;
+            record.start(&self.support_x[..rows * item_width], rows, item_width, self.support_delta0.len() / rows);
             // Scoring must not allocate: size its scratch now.
-            if self.block_gram.len() < SCORE_BLOCK * rows {
-                self.block_gram.resize(SCORE_BLOCK * rows, 0.0);
+            let gram = SCORE_BLOCK * record.gram_width();
+            if self.block_gram.len() < gram {
+                self.block_gram.resize(gram, 0.0);
             }
         }
         for (c, d) in record.coef.iter_mut().zip(&self.support_delta0) {
@@ -748,9 +783,9 @@ impl<M: Borrow<Model>> Session<M> {
             let record = &self.low_rank;
             let z0 = &mut self.support_acts[..n * self.hidden0.len()];
             let items = self.support.iter().enumerate().filter(|&(j, _)| included(j)).map(|(_, &(item, _))| item);
-            self.support_gram.resize(n * record.rows, 0.0);
+            self.support_gram.resize(n * record.gram_width(), 0.0);
             record.layer0(model, &self.hidden0, items, &self.support_x, n, z0, &mut self.support_gram);
-            mlp::forward_upper(layout, &self.params, n, &mut self.support_acts);
+            mlp::forward_upper(layout, &self.params, n, &mut self.support_acts, Keep::Activations);
         } else {
             mlp::forward_batch(
                 layout,
@@ -760,6 +795,7 @@ impl<M: Borrow<Model>> Session<M> {
                 &self.support_x,
                 n,
                 &mut self.support_acts,
+                Keep::Activations,
             );
         }
         // dL/dy_j from the outputs and the ratings parked in support_dy.
