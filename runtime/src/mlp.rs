@@ -113,8 +113,10 @@ impl Layout {
 pub(crate) fn user_hidden(layout: &Layout, params: &[f32], user: &[f32], out: &mut [f32]) {
     let Some(shape) = layout.layers.first() else { return };
     let (weight, bias) = layer_params(params, shape);
+    let n = user.len().min(shape.inputs);
     for ((o, row), b) in out.iter_mut().zip(weight.chunks_exact(shape.inputs)).zip(bias) {
-        *o = b + row.iter().zip(user).fold(0.0f32, |acc, (w, u)| acc + w * u);
+        // Eight lanes: a single running sum does not vectorise, and this runs on every step.
+        *o = b + dot(&row[..n], &user[..n]);
     }
 }
 
@@ -125,16 +127,16 @@ pub(crate) fn user_hidden(layout: &Layout, params: &[f32], user: &[f32], out: &m
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn forward_batch(
     layout: &Layout,
-    params: &[f32],
+    weights: Weights<'_>,
     user_width: usize,
     hidden0: &[f32],
     items: &[f32],
     rows: usize,
     acts: &mut [f32],
-    keep: Keep<'_>,
+    keep: Keep,
 ) {
     let Some(shape) = layout.layers.first() else { return };
-    let (weight, _) = layer_params(params, shape);
+    let (weight, _) = layer_params(weights.params, shape);
     let Some(out) = acts.get_mut(..rows * shape.outputs) else { return };
     for row in out.chunks_exact_mut(shape.outputs) {
         for (r, v) in row.iter_mut().zip(hidden0) {
@@ -150,19 +152,26 @@ pub(crate) fn forward_batch(
         col_stride: 1,
     };
     gemm(1.0, View::rows(items, rows, item_width), w.t(), 1.0, out, shape.outputs);
-    forward_upper(layout, params, rows, acts, keep);
+    forward_upper(layout, weights, rows, acts, keep);
 }
 
 /// What [`forward_upper`] leaves in `acts`.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Keep<'t> {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Keep {
     /// Every layer's activations (the backward pass reads them).
     Activations,
     /// The scores only (scoring): the last hidden layer's bias, ReLU and the one-output score
     /// layer then run in one pass over its pre-activations, which are left without them.
-    /// `weights_t` holds the hidden layers after layer 0 transposed (see [`transpose_upper`]),
-    /// the layout the small-product kernel reads in place; empty, the weights are read strided.
-    Scores { weights_t: &'t [f32] },
+    Scores,
+}
+
+/// The parameters a forward pass reads: the flat vector, and the hidden layers after layer 0
+/// transposed (see [`transpose_upper`]; the layout the small-product kernel reads in place).
+/// With `upper_t` empty the weights are read strided from `params`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Weights<'p> {
+    pub params: &'p [f32],
+    pub upper_t: &'p [f32],
 }
 
 /// Length of [`transpose_upper`]'s output: every layer after the first with more than one
@@ -178,24 +187,17 @@ pub(crate) fn transpose_upper(layout: &Layout, params: &[f32], out: &mut [f32]) 
     for shape in layout.layers.iter().skip(1).filter(|l| l.outputs > 1) {
         let (weight, _) = layer_params(params, shape);
         let Some(dst) = out.get_mut(at..at + shape.inputs * shape.outputs) else { return };
-        for (o, row) in weight.chunks_exact(shape.inputs).enumerate() {
-            for (i, w) in row.iter().enumerate() {
-                dst[i * shape.outputs + o] = *w;
-            }
-        }
+        transpose(weight, shape.outputs, shape.inputs, dst);
         at += shape.inputs * shape.outputs;
     }
 }
 
 /// The rest of a forward pass once layer 0's pre-activations of `rows` rows sit at the start of
 /// `acts`: its ReLU, then every further layer (see [`forward_batch`]).
-pub(crate) fn forward_upper(layout: &Layout, params: &[f32], rows: usize, acts: &mut [f32], keep: Keep<'_>) {
+pub(crate) fn forward_upper(layout: &Layout, weights: Weights<'_>, rows: usize, acts: &mut [f32], keep: Keep) {
     let last = layout.layers.len().saturating_sub(1);
-    let (scores_only, mut weights_t) = match keep {
-        Keep::Activations => (false, &[][..]),
-        Keep::Scores { weights_t } => (true, weights_t),
-    };
-    let fused_score = scores_only && last > 0 && layout.layers[last].outputs == 1;
+    let Weights { params, upper_t: mut weights_t } = weights;
+    let fused_score = keep == Keep::Scores && last > 0 && layout.layers[last].outputs == 1;
     for (l, shape) in layout.layers.iter().enumerate() {
         let at = layout.act_at(l, rows);
         let (before, rest) = acts.split_at_mut(at.min(acts.len()));
@@ -367,13 +369,14 @@ pub(crate) fn backward_batch(
                 }
             }
             if let Some(item_grads) = grad_weight.get_mut(user_width..).filter(|_| item_weights) {
-                gemm(1.0, g.t(), View::rows(items, rows, item_width), 1.0, item_grads, shape.inputs);
+                let g_t = transposed(g, next);
+                gemm(1.0, g_t, View::rows(items, rows, item_width), 1.0, item_grads, shape.inputs);
             }
             break;
         }
         let input_at = layout.act_at(l - 1, rows);
         let input = acts.get(input_at..input_at + rows * shape.inputs).unwrap_or(&[]);
-        gemm(1.0, g.t(), View::rows(input, rows, shape.inputs), 1.0, grad_weight, shape.inputs);
+        gemm(1.0, transposed(g, next), View::rows(input, rows, shape.inputs), 1.0, grad_weight, shape.inputs);
         let Some(g_in) = next.get_mut(..rows * shape.inputs) else { return };
         gemm(1.0, g, View::rows(weight, shape.outputs, shape.inputs), 0.0, g_in, shape.inputs);
         for (gi, &a) in g_in.iter_mut().zip(input) {
@@ -383,9 +386,60 @@ pub(crate) fn backward_batch(
     }
 }
 
+/// `m` transposed into `scratch` (as a dense view), so the weight gradients `gᵀ · input` read
+/// both operands row by row, the small-product kernel's layout; `m.t()` itself when `scratch`
+/// is too short.
+fn transposed<'s>(m: View<'s>, scratch: &'s mut [f32]) -> View<'s> {
+    if m.row_stride != m.cols || m.col_stride != 1 {
+        return m.t();
+    }
+    let Some(dst) = scratch.get_mut(..m.rows * m.cols) else { return m.t() };
+    transpose(m.data, m.rows, m.cols, dst);
+    View::rows(dst, m.cols, m.rows)
+}
+
+/// `dst` (`cols × rows`) = `src` (`rows × cols`, row-major) transposed, in 8 × 8 tiles so both
+/// sides move whole cache lines (element by element with a bounds check each, the 64 × 64
+/// transposition cost 4 µs). Writes nothing if a slice is short.
+fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    if src.len() < rows * cols || dst.len() < rows * cols {
+        return;
+    }
+    for r0 in (0..rows).step_by(8) {
+        for c0 in (0..cols).step_by(8) {
+            let (r1, c1) = ((r0 + 8).min(rows), (c0 + 8).min(cols));
+            for r in r0..r1 {
+                let src_row = &src[r * cols + c0..r * cols + c1];
+                for (c, v) in (c0..c1).zip(src_row) {
+                    dst[c * rows + r] = *v;
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::vec;
+
+    #[test]
+    fn transposes_in_tiles_at_any_shape() {
+        for (rows, cols) in [(1, 1), (5, 11), (8, 8), (20, 64), (64, 64), (13, 9)] {
+            let src: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
+            let mut dst = vec![-1.0; rows * cols];
+            transpose(&src, rows, cols, &mut dst);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(dst[c * rows + r], src[r * cols + c], "{rows}x{cols} at ({r}, {c})");
+                }
+            }
+        }
+        // A short destination is left alone.
+        let mut short = vec![-1.0; 3];
+        transpose(&[1.0; 4], 2, 2, &mut short);
+        assert_eq!(short, [-1.0; 3]);
+    }
 
     #[test]
     fn relu_is_torchs_for_finite_values_and_keeps_nan() {

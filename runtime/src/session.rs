@@ -8,7 +8,7 @@ use core::fmt;
 use crate::error::{Error, Result};
 use crate::format::{FieldKind, LearningRate, NeighbourTable, MAX_NEIGHBOURS};
 use crate::gemm::{gemm, View};
-use crate::mlp::{self, Keep};
+use crate::mlp::{self, Keep, Weights};
 use crate::model::{field_vector, Model};
 
 use crate::limits::{MAX_CANDIDATES, MAX_STEPS, MAX_STRING_LEN, MAX_SUPPORT_RATINGS};
@@ -542,7 +542,7 @@ impl<M: Borrow<Model>> Session<M> {
         let layout = model.layout();
         mlp::user_hidden(layout, &self.params, &self.user_input, &mut self.hidden0);
         mlp::transpose_upper(layout, &self.params, &mut self.upper_t);
-        let keep = Keep::Scores { weights_t: &self.upper_t };
+        let weights = Weights { params: &self.params, upper_t: &self.upper_t };
         let item_width = model.input_width() - model.user_width();
         let hidden_width = self.hidden0.len();
         let low_rank = &self.low_rank;
@@ -565,7 +565,7 @@ impl<M: Borrow<Model>> Session<M> {
                     }
                 };
                 low_rank.layer0(model, &self.hidden0, block.iter().copied(), inputs, rows, z0, &mut self.block_gram);
-                mlp::forward_upper(layout, &self.params, rows, &mut self.block_acts, keep);
+                mlp::forward_upper(layout, weights, rows, &mut self.block_acts, Keep::Scores);
             } else {
                 for (&item, x) in block.iter().zip(self.block_x.chunks_exact_mut(item_width.max(1))) {
                     for (xv, v) in x.iter_mut().zip(model.item_input(item)) {
@@ -574,13 +574,13 @@ impl<M: Borrow<Model>> Session<M> {
                 }
                 mlp::forward_batch(
                     layout,
-                    &self.params,
+                    weights,
                     model.user_width(),
                     &self.hidden0,
                     &self.block_x,
                     rows,
                     &mut self.block_acts,
-                    keep,
+                    Keep::Scores,
                 );
             }
             for (o, y) in scores.iter_mut().zip(mlp::scores(layout, &self.block_acts, rows)) {
@@ -779,17 +779,19 @@ impl<M: Borrow<Model>> Session<M> {
         }
         let model: &Model = self.model.borrow();
         let layout = model.layout();
+        // The weights change every step: transposing them for the kernel costs what it saves.
+        let weights = Weights { params: &self.params, upper_t: &[] };
         if low_rank {
             let record = &self.low_rank;
             let z0 = &mut self.support_acts[..n * self.hidden0.len()];
             let items = self.support.iter().enumerate().filter(|&(j, _)| included(j)).map(|(_, &(item, _))| item);
             self.support_gram.resize(n * record.gram_width(), 0.0);
             record.layer0(model, &self.hidden0, items, &self.support_x, n, z0, &mut self.support_gram);
-            mlp::forward_upper(layout, &self.params, n, &mut self.support_acts, Keep::Activations);
+            mlp::forward_upper(layout, weights, n, &mut self.support_acts, Keep::Activations);
         } else {
             mlp::forward_batch(
                 layout,
-                &self.params,
+                weights,
                 model.user_width(),
                 &self.hidden0,
                 &self.support_x,
