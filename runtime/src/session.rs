@@ -594,8 +594,15 @@ impl<M: Borrow<Model>> Session<M> {
     fn step(&mut self, scalar: Option<f32>) {
         match scalar {
             Some(lr) => {
-                for (p, g) in self.params.iter_mut().zip(&self.grads) {
-                    *p -= lr * g;
+                let model: &Model = self.model.borrow();
+                for range in adapted_ranges(model, self.low_rank.valid) {
+                    let (Some(params), Some(grads)) = (self.params.get_mut(range.clone()), self.grads.get(range))
+                    else {
+                        continue;
+                    };
+                    for (p, g) in params.iter_mut().zip(grads) {
+                        *p -= lr * g;
+                    }
                 }
                 self.track_low_rank(lr);
             }
@@ -746,7 +753,6 @@ impl<M: Borrow<Model>> Session<M> {
     fn support_gradient(&mut self, mask: Option<&[bool]>) {
         let model: &Model = self.model.borrow();
         let layout = model.layout();
-        self.grads.clear();
         self.grads.resize(layout.param_len, 0.0);
         let included = |j: usize| mask.is_none_or(|m| m.get(j).copied().unwrap_or(false));
         let n = (0..self.support.len()).filter(|&j| included(j)).count();
@@ -779,6 +785,11 @@ impl<M: Borrow<Model>> Session<M> {
         }
         let model: &Model = self.model.borrow();
         let layout = model.layout();
+        for range in adapted_ranges(model, low_rank) {
+            if let Some(grads) = self.grads.get_mut(range) {
+                grads.fill(0.0);
+            }
+        }
         // The weights change every step: transposing them for the kernel costs what it saves.
         let weights = Weights { params: &self.params, upper_t: &[] };
         if low_rank {
@@ -854,6 +865,28 @@ impl<M: Borrow<Model>> Session<M> {
 /// AT-PAML: key = normalise(h · projection); the K nearest stored keys by squared distance
 /// (an exact scan, first entry on ties); returns Σ_k s_k / (Σ_j s_j + σ) · rate_k with
 /// s_k = exp(−δ d_k²), and the neighbours nearest first.
+/// The ranges of the flat parameters a gradient step changes: all of them, or while the low-rank
+/// record holds the adaptation everything but layer 0's item columns (64 × 128 of the ~20k
+/// parameters of a MovieLens-sized model: their gradient is never formed, so neither zeroing
+/// nor stepping over them does anything).
+fn adapted_ranges(model: &Model, low_rank: bool) -> impl Iterator<Item = core::ops::Range<usize>> + '_ {
+    let layout = model.layout();
+    let user_width = model.user_width();
+    let first = layout.layers.first().filter(|_| low_rank);
+    // Layer 0's rows: their user columns only.
+    let rows = first.into_iter().flat_map(move |shape| {
+        (0..shape.outputs).map(move |o| {
+            let at = shape.weight_at + o * shape.inputs;
+            at..at + user_width
+        })
+    });
+    // What precedes layer 0's weights (nothing in today's layout), and everything after them
+    // (or everything).
+    let before = first.map_or(0..0, |shape| 0..shape.weight_at);
+    let rest_at = first.map_or(0, |shape| shape.weight_at + shape.outputs * shape.inputs);
+    core::iter::once(before).chain(rows).chain(core::iter::once(rest_at..layout.param_len))
+}
+
 /// The logistic function, saturating cleanly for large |z|.
 fn sigmoid(z: f32) -> f32 {
     if z >= 0.0 {
