@@ -260,14 +260,16 @@ pub(crate) fn relu(z: f32) -> f32 {
     0.5 * z + 0.5 * z.abs()
 }
 
-/// `0.0` where `zero`, else `value` (the ReLU gradient mask; runs over the 20-odd support rows
-/// only, so a masked store is fine there).
+/// The ReLU derivative at output `a`: 0 where `a <= 0`, else 1 (NaN included). The backward
+/// pass multiplies by it: a select against the gradient's own memory compiled to masked stores
+/// (see [`relu`]), 20% of the backward pass. It differs from zeroing only for a non-finite
+/// gradient, which a diverged model alone produces.
 #[inline(always)]
-fn zero_where(zero: bool, value: f32) -> f32 {
-    if zero {
+fn relu_slope(a: f32) -> f32 {
+    if a <= 0.0 {
         0.0
     } else {
-        value
+        1.0
     }
 }
 
@@ -380,7 +382,7 @@ pub(crate) fn backward_batch(
         let Some(g_in) = next.get_mut(..rows * shape.inputs) else { return };
         gemm(1.0, g, View::rows(weight, shape.outputs, shape.inputs), 0.0, g_in, shape.inputs);
         for (gi, &a) in g_in.iter_mut().zip(input) {
-            *gi = zero_where(a <= 0.0, *gi);
+            *gi *= relu_slope(a);
         }
         core::mem::swap(&mut current, &mut next);
     }

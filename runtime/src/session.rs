@@ -779,7 +779,8 @@ impl<M: Borrow<Model>> Session<M> {
         // at the initialisation: the support rows' item part is the precomputed `W0·x_j` plus
         // `Σ_k c_k (x_k · x_j)`, and their gradient is not formed (the record takes the step).
         let record = &self.low_rank;
-        let low_rank = record.valid && (record.rows == 0 || (record.rows == n && record.x == self.support_x));
+        let low_rank =
+            record.valid && (record.rows == 0 || (record.rows == n && same_bits(&record.x, &self.support_x)));
         if !low_rank && record.valid {
             self.materialize_low_rank();
         }
@@ -865,6 +866,13 @@ impl<M: Borrow<Model>> Session<M> {
 /// AT-PAML: key = normalise(h · projection); the K nearest stored keys by squared distance
 /// (an exact scan, first entry on ties); returns Σ_k s_k / (Σ_j s_j + σ) · rate_k with
 /// s_k = exp(−δ d_k²), and the neighbours nearest first.
+/// Whether two vectors hold the same bit patterns (stricter than `==`, which a NaN fails and
+/// `-0.0 == 0.0` passes; a false "different" only costs the low-rank shortcut). An OR over
+/// XORs vectorises, where `==` on floats compared one pair per branch: 8% of an adaptation.
+fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u32, |acc, (x, y)| acc | (x.to_bits() ^ y.to_bits())) == 0
+}
+
 /// The ranges of the flat parameters a gradient step changes: all of them, or while the low-rank
 /// record holds the adaptation everything but layer 0's item columns (64 × 128 of the ~20k
 /// parameters of a MovieLens-sized model: their gradient is never formed, so neither zeroing
