@@ -117,58 +117,61 @@ fn small_product(alpha: f32, a: View<'_>, b: View<'_>, beta: f32, c: &mut [f32],
     let lda = a.row_stride;
     let (Some(b), Some(a_len)) = (b.data.get(..k * n), span(m, k, lda, 1)) else { return false };
     let Some(a) = a.data.get(..a_len) else { return false };
-    let accumulate = beta == 1.0;
     let row = |r: usize| a.get(r * lda..r * lda + k).unwrap_or(&[]);
+    let mut at = Tile { b, ldb: n, col: 0, c_at: 0, ldc, accumulate: beta == 1.0 };
     let mut r = 0;
     while r + 4 <= m {
         let rows = [row(r), row(r + 1), row(r + 2), row(r + 3)];
-        let mut col = 0;
-        while col + 16 <= n {
+        at.c_at = r * ldc;
+        at.col = 0;
+        while at.col + 16 <= n {
             #[cfg(all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma"))]
-            tile4_fma::<2>(rows, b, n, col, c, r * ldc, ldc, accumulate);
+            tile4_fma::<2>(rows, at, c);
             #[cfg(not(all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma")))]
-            tile4::<16>(rows, b, n, col, c, r * ldc, ldc, accumulate);
-            col += 16;
+            tile4::<16>(rows, at, c);
+            at.col += 16;
         }
-        if col < n {
+        if at.col < n {
             #[cfg(all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma"))]
-            tile4_fma::<1>(rows, b, n, col, c, r * ldc, ldc, accumulate);
+            tile4_fma::<1>(rows, at, c);
             #[cfg(not(all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma")))]
-            tile4::<8>(rows, b, n, col, c, r * ldc, ldc, accumulate);
+            tile4::<8>(rows, at, c);
         }
         r += 4;
     }
     while r < m {
-        let mut col = 0;
-        while col < n {
-            tile1::<8>(row(r), b, n, col, c, r * ldc, accumulate);
-            col += 8;
+        at.c_at = r * ldc;
+        at.col = 0;
+        while at.col < n {
+            tile1::<8>(row(r), at, c);
+            at.col += 8;
         }
         r += 1;
     }
     true
 }
 
-/// The `4 × N` block of `c` at row offset `c_at`, column `col`:
-/// `Σ_k rows[i][k] · b[k][col..col + N]`, added to `c` or stored.
-#[inline(always)]
-#[allow(clippy::too_many_arguments)]
-// Builds with FMA use `tile4_fma`; the tests still run this one.
-#[cfg_attr(all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma"), allow(dead_code))]
-fn tile4<const N: usize>(
-    rows: [&[f32]; 4],
-    b: &[f32],
+/// Where a tile reads `b` (`ldb` wide) and writes `c`: columns from `col`, `c`'s rows from
+/// offset `c_at`, `ldc` apart; added to `c` or stored.
+#[derive(Debug, Clone, Copy)]
+struct Tile<'b> {
+    b: &'b [f32],
     ldb: usize,
     col: usize,
-    c: &mut [f32],
     c_at: usize,
     ldc: usize,
     accumulate: bool,
-) {
+}
+
+/// The `4 × N` block of `c` at `at`: `Σ_k rows[i][k] · b[k][col..col + N]`.
+#[inline(always)]
+// Builds with FMA use `tile4_fma`; the tests still run this one.
+#[cfg_attr(all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma"), allow(dead_code))]
+fn tile4<const N: usize>(rows: [&[f32]; 4], at: Tile<'_>, c: &mut [f32]) {
     let mut acc = [[0f32; N]; 4];
     let [a0, a1, a2, a3] = rows;
-    for ((((x0, x1), x2), x3), b_row) in a0.iter().zip(a1).zip(a2).zip(a3).zip(b.chunks_exact(ldb)) {
-        let Some(b) = b_row.get(col..col + N) else { return };
+    for ((((x0, x1), x2), x3), b_row) in a0.iter().zip(a1).zip(a2).zip(a3).zip(at.b.chunks_exact(at.ldb)) {
+        let Some(b) = b_row.get(at.col..at.col + N) else { return };
         let x = [*x0, *x1, *x2, *x3];
         for i in 0..4 {
             for j in 0..N {
@@ -176,7 +179,7 @@ fn tile4<const N: usize>(
             }
         }
     }
-    store(&acc, c, c_at, ldc, col, accumulate);
+    store(&acc, at, c);
 }
 
 /// [`tile4`] with fused multiply-adds, where the build targets them (x86-64-v3, the default of
@@ -185,17 +188,7 @@ fn tile4<const N: usize>(
 /// which Rust never contracts into FMAs itself. `V` vectors of 8 columns per row.
 #[cfg(all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma"))]
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn tile4_fma<const V: usize>(
-    rows: [&[f32]; 4],
-    b: &[f32],
-    ldb: usize,
-    col: usize,
-    c: &mut [f32],
-    c_at: usize,
-    ldc: usize,
-    accumulate: bool,
-) {
+fn tile4_fma<const V: usize>(rows: [&[f32]; 4], at: Tile<'_>, c: &mut [f32]) {
     use core::arch::x86_64::{
         __m256, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps,
     };
@@ -204,8 +197,8 @@ fn tile4_fma<const V: usize>(
     // SAFETY: see above.
     let mut acc: [[__m256; V]; 4] = unsafe { [[_mm256_setzero_ps(); V]; 4] };
     let [a0, a1, a2, a3] = rows;
-    for ((((x0, x1), x2), x3), b_row) in a0.iter().zip(a1).zip(a2).zip(a3).zip(b.chunks_exact(ldb)) {
-        let Some(b) = b_row.get(col..col + 8 * V) else { return };
+    for ((((x0, x1), x2), x3), b_row) in a0.iter().zip(a1).zip(a2).zip(a3).zip(at.b.chunks_exact(at.ldb)) {
+        let Some(b) = b_row.get(at.col..at.col + 8 * V) else { return };
         // SAFETY: see above.
         let mut bv: [__m256; V] = unsafe { [_mm256_setzero_ps(); V] };
         for (v, chunk) in bv.iter_mut().zip(b.chunks_exact(8)) {
@@ -223,45 +216,38 @@ fn tile4_fma<const V: usize>(
     }
     let mut out = [[0f32; 8]; V];
     for (i, acc_row) in acc.iter().enumerate() {
-        for (lane, v) in out.iter_mut().zip(acc_row) {
+        for (lane, sum) in out.iter_mut().zip(acc_row) {
             // SAFETY: see above; `lane` holds 8 floats.
-            unsafe { _mm256_storeu_ps(lane.as_mut_ptr(), *v) };
+            unsafe { _mm256_storeu_ps(lane.as_mut_ptr(), *sum) };
         }
-        let at = c_at + i * ldc + col;
-        let Some(dst) = c.get_mut(at..at + 8 * V) else { return };
+        let from = at.c_at + i * at.ldc + at.col;
+        let Some(dst) = c.get_mut(from..from + 8 * V) else { return };
         for (d, s) in dst.iter_mut().zip(out.iter().flatten()) {
-            *d = if accumulate { *d + s } else { *s };
+            *d = if at.accumulate { *d + s } else { *s };
         }
     }
 }
 
 /// [`tile4`] for one row.
 #[inline(always)]
-fn tile1<const N: usize>(row: &[f32], b: &[f32], ldb: usize, col: usize, c: &mut [f32], c_at: usize, accumulate: bool) {
+fn tile1<const N: usize>(row: &[f32], at: Tile<'_>, c: &mut [f32]) {
     let mut acc = [[0f32; N]; 1];
-    for (x, b_row) in row.iter().zip(b.chunks_exact(ldb)) {
-        let Some(b) = b_row.get(col..col + N) else { return };
+    for (x, b_row) in row.iter().zip(at.b.chunks_exact(at.ldb)) {
+        let Some(b) = b_row.get(at.col..at.col + N) else { return };
         for j in 0..N {
             acc[0][j] += x * b[j];
         }
     }
-    store(&acc, c, c_at, 0, col, accumulate);
+    store(&acc, at, c);
 }
 
-/// Adds (or stores) accumulator rows into `c` from row offset `c_at`, column `col`.
+/// Adds (or stores) accumulator rows into `c` at `at`.
 #[inline(always)]
-fn store<const R: usize, const N: usize>(
-    acc: &[[f32; N]; R],
-    c: &mut [f32],
-    c_at: usize,
-    ldc: usize,
-    col: usize,
-    accumulate: bool,
-) {
+fn store<const R: usize, const N: usize>(acc: &[[f32; N]; R], at: Tile<'_>, c: &mut [f32]) {
     for (i, acc_row) in acc.iter().enumerate() {
-        let at = c_at + i * ldc + col;
-        let Some(out) = c.get_mut(at..at + N) else { return };
-        if accumulate {
+        let from = at.c_at + i * at.ldc + at.col;
+        let Some(out) = c.get_mut(from..from + N) else { return };
+        if at.accumulate {
             for (o, s) in out.iter_mut().zip(acc_row) {
                 *o += s;
             }
@@ -322,8 +308,9 @@ mod tests {
         let b: alloc::vec::Vec<f32> = (0..k * n).map(|i| value(i + 3)).collect();
         let rows = [&a[..k], &a[k..2 * k], &a[2 * k..3 * k], &a[3 * k..]];
         let mut c = vec![1.0f32; 4 * n];
-        tile4::<16>(rows, &b, n, 0, &mut c, 0, n, true);
-        tile4::<8>(rows, &b, n, 16, &mut c, 0, n, false);
+        let at = Tile { b: &b, ldb: n, col: 0, c_at: 0, ldc: n, accumulate: true };
+        tile4::<16>(rows, at, &mut c);
+        tile4::<8>(rows, Tile { col: 16, accumulate: false, ..at }, &mut c);
         for r in 0..4 {
             for j in 0..n {
                 let sum: f32 = (0..k).map(|t| a[r * k + t] * b[t * n + j]).sum();
