@@ -13,9 +13,10 @@ use crate::model::{field_vector, Model};
 
 use crate::limits::{MAX_CANDIDATES, MAX_STEPS, MAX_STRING_LEN, MAX_SUPPORT_RATINGS};
 
-/// Items scored per matrix product (large enough for the kernel to reach its speed, small
-/// enough to stay in cache).
-const SCORE_BLOCK: usize = 512;
+/// Items scored per block. The small-product kernel reads its operands in place, so a block only
+/// amortises per-block work: 128, 256 and 512 scored 1,000 items equally fast (`trainer bench
+/// device`), and 128 keeps the session's scratch a quarter of 512's.
+const SCORE_BLOCK: usize = 128;
 
 /// One user's state against a [`Model`]: profile fields, support ratings (the user's own
 /// ratings), and the decision-MLP weights adapted to them.
