@@ -8,8 +8,8 @@
 #
 # usage: scripts/package.sh [--minimal] [--target TRIPLE] [--prefix DIR] [--lib-dir DIR]
 #   --minimal        the std-free library (cargo profile minsize, no default features): about
-#                    240 KB stripped instead of 550 KB; a panic aborts instead of returning
-#                    METAREC_ERR_PANIC (see ffi/src/bare.rs); same header and API
+#                    260 KB stripped instead of 560 KB (x86-64); a panic aborts instead of
+#                    returning METAREC_ERR_PANIC (see ffi/src/bare.rs); same header and API
 #   --target TRIPLE  cross-compile, e.g. aarch64-unknown-linux-gnu (linker and 16 KB page
 #                    alignment come from .cargo/config.toml); cross builds use the target
 #                    directory target/cross unless CARGO_TARGET_DIR is set
