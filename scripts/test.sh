@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every test: Rust unit and integration tests of all crates (the trainer/runtime parity test,
 # the stale-header check, the C example and the C API suite under sanitizers among them),
-# lints, the no_std build of the runtime for a Cortex-M4F, and a short run of every fuzz target.
+# lints, the no_std build of the runtime for a Cortex-M4F, the runtime's tests on aarch64 under
+# qemu, and a short run of every fuzz target.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
@@ -24,6 +25,12 @@ step "tests"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace 2>&1 | tee "$log"
+
+step "runtime tests on aarch64 under qemu (its NEON kernels), and its lints for that target"
+CARGO_TARGET_DIR=target/cross cargo clippy --quiet -p metarec-runtime --target aarch64-unknown-linux-gnu \
+  --all-targets -- -D warnings
+CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu" CARGO_TARGET_DIR=target/cross \
+  cargo test -p metarec-runtime --target aarch64-unknown-linux-gnu 2>&1 | tee -a "$log"
 
 step "fuzz targets, ${METAREC_FUZZ_SECONDS:-20} s each (scripts/fuzz.sh)"
 ./scripts/fuzz.sh "${METAREC_FUZZ_SECONDS:-20}"

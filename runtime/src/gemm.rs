@@ -125,17 +125,11 @@ fn small_product(alpha: f32, a: View<'_>, b: View<'_>, beta: f32, c: &mut [f32],
         at.c_at = r * ldc;
         at.col = 0;
         while at.col + 16 <= n {
-            #[cfg(all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma"))]
-            tile4_fma::<2>(rows, at, c);
-            #[cfg(not(all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma")))]
-            tile4::<16>(rows, at, c);
+            tile4_16(rows, at, c);
             at.col += 16;
         }
         if at.col < n {
-            #[cfg(all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma"))]
-            tile4_fma::<1>(rows, at, c);
-            #[cfg(not(all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma")))]
-            tile4::<8>(rows, at, c);
+            tile4_8(rows, at, c);
         }
         r += 4;
     }
@@ -163,10 +157,45 @@ struct Tile<'b> {
     accumulate: bool,
 }
 
+/// The `4 × 16` tile with the best instructions the build targets: FMA on x86-64 (v3, this
+/// repository's default) and on aarch64 (NEON, always there), the portable loop elsewhere.
+#[inline(always)]
+fn tile4_16(rows: [&[f32]; 4], at: Tile<'_>, c: &mut [f32]) {
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma"))]
+    tile4_fma::<2>(rows, at, c);
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    tile4_neon::<4>(rows, at, c);
+    #[cfg(not(any(
+        all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma"),
+        all(target_arch = "aarch64", target_feature = "neon")
+    )))]
+    tile4::<16>(rows, at, c);
+}
+
+/// [`tile4_16`] for 8 columns.
+#[inline(always)]
+fn tile4_8(rows: [&[f32]; 4], at: Tile<'_>, c: &mut [f32]) {
+    #[cfg(all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma"))]
+    tile4_fma::<1>(rows, at, c);
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    tile4_neon::<2>(rows, at, c);
+    #[cfg(not(any(
+        all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma"),
+        all(target_arch = "aarch64", target_feature = "neon")
+    )))]
+    tile4::<8>(rows, at, c);
+}
+
 /// The `4 × N` block of `c` at `at`: `Σ_k rows[i][k] · b[k][col..col + N]`.
 #[inline(always)]
-// Builds with FMA use `tile4_fma`; the tests still run this one.
-#[cfg_attr(all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma"), allow(dead_code))]
+// Builds with FMA use `tile4_fma` or `tile4_neon`; the tests still run this one.
+#[cfg_attr(
+    any(
+        all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma"),
+        all(target_arch = "aarch64", target_feature = "neon")
+    ),
+    allow(dead_code)
+)]
 fn tile4<const N: usize>(rows: [&[f32]; 4], at: Tile<'_>, c: &mut [f32]) {
     let mut acc = [[0f32; N]; 4];
     let [a0, a1, a2, a3] = rows;
@@ -222,6 +251,48 @@ fn tile4_fma<const V: usize>(rows: [&[f32]; 4], at: Tile<'_>, c: &mut [f32]) {
         }
         let from = at.c_at + i * at.ldc + at.col;
         let Some(dst) = c.get_mut(from..from + 8 * V) else { return };
+        for (d, s) in dst.iter_mut().zip(out.iter().flatten()) {
+            *d = if at.accumulate { *d + s } else { *s };
+        }
+    }
+}
+
+/// [`tile4`] with NEON fused multiply-adds (aarch64: phones and most edge boards), `V` vectors of
+/// 4 columns per row; Rust never contracts the portable loop's multiply and add into `fmla`.
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+#[inline(always)]
+fn tile4_neon<const V: usize>(rows: [&[f32]; 4], at: Tile<'_>, c: &mut [f32]) {
+    use core::arch::aarch64::{float32x4_t, vdupq_n_f32, vfmaq_f32, vld1q_f32, vst1q_f32};
+    // Every intrinsic below needs the neon target feature, which the cfg above guarantees for
+    // the whole build; every load or store goes through a slice of 4 floats.
+    // SAFETY: see above.
+    let mut acc: [[float32x4_t; V]; 4] = unsafe { [[vdupq_n_f32(0.0); V]; 4] };
+    let [a0, a1, a2, a3] = rows;
+    for ((((x0, x1), x2), x3), b_row) in a0.iter().zip(a1).zip(a2).zip(a3).zip(at.b.chunks_exact(at.ldb)) {
+        let Some(b) = b_row.get(at.col..at.col + 4 * V) else { return };
+        // SAFETY: see above.
+        let mut bv: [float32x4_t; V] = unsafe { [vdupq_n_f32(0.0); V] };
+        for (v, chunk) in bv.iter_mut().zip(b.chunks_exact(4)) {
+            // SAFETY: see above; `chunk` holds 4 floats.
+            *v = unsafe { vld1q_f32(chunk.as_ptr()) };
+        }
+        for (acc_row, x) in acc.iter_mut().zip([*x0, *x1, *x2, *x3]) {
+            // SAFETY: see above.
+            let x = unsafe { vdupq_n_f32(x) };
+            for (s, w) in acc_row.iter_mut().zip(&bv) {
+                // SAFETY: see above.
+                *s = unsafe { vfmaq_f32(*s, x, *w) };
+            }
+        }
+    }
+    let mut out = [[0f32; 4]; V];
+    for (i, acc_row) in acc.iter().enumerate() {
+        for (lane, sum) in out.iter_mut().zip(acc_row) {
+            // SAFETY: see above; `lane` holds 4 floats.
+            unsafe { vst1q_f32(lane.as_mut_ptr(), *sum) };
+        }
+        let from = at.c_at + i * at.ldc + at.col;
+        let Some(dst) = c.get_mut(from..from + 4 * V) else { return };
         for (d, s) in dst.iter_mut().zip(out.iter().flatten()) {
             *d = if at.accumulate { *d + s } else { *s };
         }
