@@ -162,9 +162,9 @@ struct Tile<'b> {
 #[inline(always)]
 fn tile4_16(rows: [&[f32]; 4], at: Tile<'_>, c: &mut [f32]) {
     #[cfg(all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma"))]
-    tile4_fma::<2>(rows, at, c);
+    tile4_fma::<Avx, 2>(rows, at, c);
     #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
-    tile4_neon::<4>(rows, at, c);
+    tile4_fma::<Neon, 4>(rows, at, c);
     #[cfg(not(any(
         all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma"),
         all(target_arch = "aarch64", target_feature = "neon")
@@ -176,9 +176,9 @@ fn tile4_16(rows: [&[f32]; 4], at: Tile<'_>, c: &mut [f32]) {
 #[inline(always)]
 fn tile4_8(rows: [&[f32]; 4], at: Tile<'_>, c: &mut [f32]) {
     #[cfg(all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma"))]
-    tile4_fma::<1>(rows, at, c);
+    tile4_fma::<Avx, 1>(rows, at, c);
     #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
-    tile4_neon::<2>(rows, at, c);
+    tile4_fma::<Neon, 2>(rows, at, c);
     #[cfg(not(any(
         all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma"),
         all(target_arch = "aarch64", target_feature = "neon")
@@ -188,7 +188,7 @@ fn tile4_8(rows: [&[f32]; 4], at: Tile<'_>, c: &mut [f32]) {
 
 /// The `4 × N` block of `c` at `at`: `Σ_k rows[i][k] · b[k][col..col + N]`.
 #[inline(always)]
-// Builds with FMA use `tile4_fma` or `tile4_neon`; the tests still run this one.
+// Builds with FMA use `tile4_fma`; the tests still run this one.
 #[cfg_attr(
     any(
         all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma"),
@@ -211,90 +211,143 @@ fn tile4<const N: usize>(rows: [&[f32]; 4], at: Tile<'_>, c: &mut [f32]) {
     store(&acc, at, c);
 }
 
-/// [`tile4`] with fused multiply-adds, where the build targets them (x86-64-v3, the default of
-/// this repository's x86-64 builds): one rounding per product instead of two, and one
-/// instruction: the 4 × 64 × 64 product of scoring ran ~20% faster than the portable loop,
-/// which Rust never contracts into FMAs itself. `V` vectors of 8 columns per row.
-#[cfg(all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma"))]
+/// [`tile4`] with fused multiply-adds in `V` vectors of `L::WIDTH` columns per row. Rust never
+/// contracts the portable loop's multiply and add into one instruction; with them the 4 × 64 ×
+/// 64 product of scoring ran ~20% faster on this machine (x86-64-v3).
+#[cfg(any(
+    all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma"),
+    all(target_arch = "aarch64", target_feature = "neon")
+))]
 #[inline(always)]
-fn tile4_fma<const V: usize>(rows: [&[f32]; 4], at: Tile<'_>, c: &mut [f32]) {
-    use core::arch::x86_64::{
-        __m256, _mm256_fmadd_ps, _mm256_loadu_ps, _mm256_set1_ps, _mm256_setzero_ps, _mm256_storeu_ps,
-    };
-    // Every intrinsic below needs the avx and fma target features, which the cfg above
-    // guarantees for the whole build; every load or store goes through a slice of 8 floats.
-    // SAFETY: see above.
-    let mut acc: [[__m256; V]; 4] = unsafe { [[_mm256_setzero_ps(); V]; 4] };
+fn tile4_fma<L: Lanes, const V: usize>(rows: [&[f32]; 4], at: Tile<'_>, c: &mut [f32]) {
+    let mut acc = [[L::zero(); V]; 4];
     let [a0, a1, a2, a3] = rows;
     for ((((x0, x1), x2), x3), b_row) in a0.iter().zip(a1).zip(a2).zip(a3).zip(at.b.chunks_exact(at.ldb)) {
-        let Some(b) = b_row.get(at.col..at.col + 8 * V) else { return };
-        // SAFETY: see above.
-        let mut bv: [__m256; V] = unsafe { [_mm256_setzero_ps(); V] };
-        for (v, chunk) in bv.iter_mut().zip(b.chunks_exact(8)) {
-            // SAFETY: see above; `chunk` holds 8 floats.
-            *v = unsafe { _mm256_loadu_ps(chunk.as_ptr()) };
+        let Some(b) = b_row.get(at.col..at.col + L::WIDTH * V) else { return };
+        let mut bv = [L::zero(); V];
+        for (v, chunk) in bv.iter_mut().zip(b.chunks_exact(L::WIDTH)) {
+            *v = L::load(chunk);
         }
         for (acc_row, x) in acc.iter_mut().zip([*x0, *x1, *x2, *x3]) {
-            // SAFETY: see above.
-            let x = unsafe { _mm256_set1_ps(x) };
+            let x = L::splat(x);
             for (s, w) in acc_row.iter_mut().zip(&bv) {
-                // SAFETY: see above.
-                *s = unsafe { _mm256_fmadd_ps(x, *w, *s) };
+                *s = s.mul_add(x, *w);
             }
         }
     }
-    let mut out = [[0f32; 8]; V];
+    let mut lanes = [0f32; 8];
     for (i, acc_row) in acc.iter().enumerate() {
-        for (lane, sum) in out.iter_mut().zip(acc_row) {
-            // SAFETY: see above; `lane` holds 8 floats.
-            unsafe { _mm256_storeu_ps(lane.as_mut_ptr(), *sum) };
-        }
-        let from = at.c_at + i * at.ldc + at.col;
-        let Some(dst) = c.get_mut(from..from + 8 * V) else { return };
-        for (d, s) in dst.iter_mut().zip(out.iter().flatten()) {
-            *d = if at.accumulate { *d + s } else { *s };
+        for (v, sum) in acc_row.iter().enumerate() {
+            let Some(lane) = lanes.get_mut(..L::WIDTH) else { return };
+            sum.store(lane);
+            let from = at.c_at + i * at.ldc + at.col + v * L::WIDTH;
+            let Some(dst) = c.get_mut(from..from + L::WIDTH) else { return };
+            for (d, s) in dst.iter_mut().zip(lane.iter()) {
+                *d = if at.accumulate { *d + s } else { *s };
+            }
         }
     }
 }
 
-/// [`tile4`] with NEON fused multiply-adds (aarch64: phones and most edge boards), `V` vectors of
-/// 4 columns per row; Rust never contracts the portable loop's multiply and add into `fmla`.
-#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
-#[inline(always)]
-fn tile4_neon<const V: usize>(rows: [&[f32]; 4], at: Tile<'_>, c: &mut [f32]) {
-    use core::arch::aarch64::{float32x4_t, vdupq_n_f32, vfmaq_f32, vld1q_f32, vst1q_f32};
-    // Every intrinsic below needs the neon target feature, which the cfg above guarantees for
-    // the whole build; every load or store goes through a slice of 4 floats.
-    // SAFETY: see above.
-    let mut acc: [[float32x4_t; V]; 4] = unsafe { [[vdupq_n_f32(0.0); V]; 4] };
-    let [a0, a1, a2, a3] = rows;
-    for ((((x0, x1), x2), x3), b_row) in a0.iter().zip(a1).zip(a2).zip(a3).zip(at.b.chunks_exact(at.ldb)) {
-        let Some(b) = b_row.get(at.col..at.col + 4 * V) else { return };
+/// One SIMD register of floats, for [`tile4_fma`]: one implementation per instruction set the
+/// build targets.
+#[cfg(any(
+    all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma"),
+    all(target_arch = "aarch64", target_feature = "neon")
+))]
+trait Lanes: Copy {
+    /// Floats per register (at most 8).
+    const WIDTH: usize;
+    fn zero() -> Self;
+    fn splat(x: f32) -> Self;
+    /// The first `WIDTH` floats of `from` (zeros if it is shorter).
+    fn load(from: &[f32]) -> Self;
+    /// `self + x · w`, rounded once.
+    fn mul_add(self, x: Self, w: Self) -> Self;
+    /// Writes `WIDTH` floats to the start of `to` (nothing if it is shorter).
+    fn store(self, to: &mut [f32]);
+}
+
+/// AVX registers with FMA (x86-64-v3, this repository's default for x86-64 builds).
+#[cfg(all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma"))]
+#[derive(Clone, Copy)]
+struct Avx(core::arch::x86_64::__m256);
+
+// Every intrinsic below needs the avx and fma target features, which the cfg guarantees for the
+// whole build; loads and stores check the slice holds the 8 floats they touch.
+#[cfg(all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma"))]
+impl Lanes for Avx {
+    const WIDTH: usize = 8;
+    #[inline(always)]
+    fn zero() -> Self {
         // SAFETY: see above.
-        let mut bv: [float32x4_t; V] = unsafe { [vdupq_n_f32(0.0); V] };
-        for (v, chunk) in bv.iter_mut().zip(b.chunks_exact(4)) {
-            // SAFETY: see above; `chunk` holds 4 floats.
-            *v = unsafe { vld1q_f32(chunk.as_ptr()) };
-        }
-        for (acc_row, x) in acc.iter_mut().zip([*x0, *x1, *x2, *x3]) {
-            // SAFETY: see above.
-            let x = unsafe { vdupq_n_f32(x) };
-            for (s, w) in acc_row.iter_mut().zip(&bv) {
-                // SAFETY: see above.
-                *s = unsafe { vfmaq_f32(*s, x, *w) };
-            }
+        Avx(unsafe { core::arch::x86_64::_mm256_setzero_ps() })
+    }
+    #[inline(always)]
+    fn splat(x: f32) -> Self {
+        // SAFETY: see above.
+        Avx(unsafe { core::arch::x86_64::_mm256_set1_ps(x) })
+    }
+    #[inline(always)]
+    fn load(from: &[f32]) -> Self {
+        match from.get(..8) {
+            // SAFETY: see above; `from` holds the 8 floats read.
+            Some(from) => Avx(unsafe { core::arch::x86_64::_mm256_loadu_ps(from.as_ptr()) }),
+            None => Self::zero(),
         }
     }
-    let mut out = [[0f32; 4]; V];
-    for (i, acc_row) in acc.iter().enumerate() {
-        for (lane, sum) in out.iter_mut().zip(acc_row) {
-            // SAFETY: see above; `lane` holds 4 floats.
-            unsafe { vst1q_f32(lane.as_mut_ptr(), *sum) };
+    #[inline(always)]
+    fn mul_add(self, x: Self, w: Self) -> Self {
+        // SAFETY: see above.
+        Avx(unsafe { core::arch::x86_64::_mm256_fmadd_ps(x.0, w.0, self.0) })
+    }
+    #[inline(always)]
+    fn store(self, to: &mut [f32]) {
+        if let Some(to) = to.get_mut(..8) {
+            // SAFETY: see above; `to` holds the 8 floats written.
+            unsafe { core::arch::x86_64::_mm256_storeu_ps(to.as_mut_ptr(), self.0) }
         }
-        let from = at.c_at + i * at.ldc + at.col;
-        let Some(dst) = c.get_mut(from..from + 4 * V) else { return };
-        for (d, s) in dst.iter_mut().zip(out.iter().flatten()) {
-            *d = if at.accumulate { *d + s } else { *s };
+    }
+}
+
+/// NEON registers (aarch64: phones and most edge boards; NEON is part of the baseline).
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+#[derive(Clone, Copy)]
+struct Neon(core::arch::aarch64::float32x4_t);
+
+// Every intrinsic below needs the neon target feature, which the cfg guarantees for the whole
+// build; loads and stores check the slice holds the 4 floats they touch.
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+impl Lanes for Neon {
+    const WIDTH: usize = 4;
+    #[inline(always)]
+    fn zero() -> Self {
+        // SAFETY: see above.
+        Neon(unsafe { core::arch::aarch64::vdupq_n_f32(0.0) })
+    }
+    #[inline(always)]
+    fn splat(x: f32) -> Self {
+        // SAFETY: see above.
+        Neon(unsafe { core::arch::aarch64::vdupq_n_f32(x) })
+    }
+    #[inline(always)]
+    fn load(from: &[f32]) -> Self {
+        match from.get(..4) {
+            // SAFETY: see above; `from` holds the 4 floats read.
+            Some(from) => Neon(unsafe { core::arch::aarch64::vld1q_f32(from.as_ptr()) }),
+            None => Self::zero(),
+        }
+    }
+    #[inline(always)]
+    fn mul_add(self, x: Self, w: Self) -> Self {
+        // SAFETY: see above.
+        Neon(unsafe { core::arch::aarch64::vfmaq_f32(self.0, x.0, w.0) })
+    }
+    #[inline(always)]
+    fn store(self, to: &mut [f32]) {
+        if let Some(to) = to.get_mut(..4) {
+            // SAFETY: see above; `to` holds the 4 floats written.
+            unsafe { core::arch::aarch64::vst1q_f32(to.as_mut_ptr(), self.0) }
         }
     }
 }
