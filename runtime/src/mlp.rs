@@ -187,7 +187,7 @@ pub(crate) fn transpose_upper(layout: &Layout, params: &[f32], out: &mut [f32]) 
     for shape in layout.layers.iter().skip(1).filter(|l| l.outputs > 1) {
         let (weight, _) = layer_params(params, shape);
         let Some(dst) = out.get_mut(at..at + shape.inputs * shape.outputs) else { return };
-        transpose(weight, shape.outputs, shape.inputs, dst);
+        transpose(weight, shape.outputs, shape.inputs, dst, shape.outputs);
         at += shape.inputs * shape.outputs;
     }
 }
@@ -396,15 +396,17 @@ fn transposed<'s>(m: View<'s>, scratch: &'s mut [f32]) -> View<'s> {
         return m.t();
     }
     let Some(dst) = scratch.get_mut(..m.rows * m.cols) else { return m.t() };
-    transpose(m.data, m.rows, m.cols, dst);
+    transpose(m.data, m.rows, m.cols, dst, m.rows);
     View::rows(dst, m.cols, m.rows)
 }
 
-/// `dst` (`cols × rows`) = `src` (`rows × cols`, row-major) transposed, in 8 × 8 tiles so both
-/// sides move whole cache lines (element by element with a bounds check each, the 64 × 64
-/// transposition cost 4 µs). Writes nothing if a slice is short.
-fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
-    if src.len() < rows * cols || dst.len() < rows * cols {
+/// `dst` (`cols` rows, `ld_dst >= rows` apart) = `src` (`rows × cols`, row-major) transposed,
+/// in 8 × 8 tiles so both sides move whole cache lines (element by element with a bounds check
+/// each, the 64 × 64 transposition cost 4 µs). Columns `rows..ld_dst` of `dst` are left as they
+/// are. Writes nothing if a slice is short.
+pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32], ld_dst: usize) {
+    let dst_len = if cols == 0 { 0 } else { (cols - 1) * ld_dst + rows };
+    if ld_dst < rows || src.len() < rows * cols || dst.len() < dst_len {
         return;
     }
     for r0 in (0..rows).step_by(8) {
@@ -413,7 +415,7 @@ fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
             for r in r0..r1 {
                 let src_row = &src[r * cols + c0..r * cols + c1];
                 for (c, v) in (c0..c1).zip(src_row) {
-                    dst[c * rows + r] = *v;
+                    dst[c * ld_dst + r] = *v;
                 }
             }
         }
@@ -429,18 +431,25 @@ mod tests {
     fn transposes_in_tiles_at_any_shape() {
         for (rows, cols) in [(1, 1), (5, 11), (8, 8), (20, 64), (64, 64), (13, 9)] {
             let src: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
-            let mut dst = vec![-1.0; rows * cols];
-            transpose(&src, rows, cols, &mut dst);
-            for r in 0..rows {
+            for ld in [rows, rows + 3] {
+                let mut dst = vec![-1.0; cols * ld];
+                transpose(&src, rows, cols, &mut dst, ld);
                 for c in 0..cols {
-                    assert_eq!(dst[c * rows + r], src[r * cols + c], "{rows}x{cols} at ({r}, {c})");
+                    for r in 0..rows {
+                        assert_eq!(dst[c * ld + r], src[r * cols + c], "{rows}x{cols} (ld {ld}) at ({r}, {c})");
+                    }
+                    // The padding columns are left as they were.
+                    assert!(dst[c * ld + rows..c * ld + ld].iter().all(|v| *v == -1.0));
                 }
             }
         }
-        // A short destination is left alone.
+        // A short destination, or a stride below the row count, is left alone.
         let mut short = vec![-1.0; 3];
-        transpose(&[1.0; 4], 2, 2, &mut short);
+        transpose(&[1.0; 4], 2, 2, &mut short, 2);
         assert_eq!(short, [-1.0; 3]);
+        let mut dst = vec![-1.0; 4];
+        transpose(&[1.0; 4], 2, 2, &mut dst, 1);
+        assert_eq!(dst, [-1.0; 4]);
     }
 
     #[test]

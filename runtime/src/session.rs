@@ -157,11 +157,7 @@ impl LowRank {
         let width = self.gram_width();
         self.x_t.clear();
         self.x_t.resize(item_width * width, 0.0);
-        for (j, row) in x.chunks_exact(item_width.max(1)).enumerate() {
-            for (k, v) in row.iter().enumerate() {
-                self.x_t[k * width + j] = *v;
-            }
-        }
+        mlp::transpose(x, rows, item_width, &mut self.x_t, width);
         self.coef.clear();
         self.coef.resize(rows * hidden_width, 0.0);
     }
@@ -864,9 +860,6 @@ impl<M: Borrow<Model>> Session<M> {
     }
 }
 
-/// AT-PAML: key = normalise(h · projection); the K nearest stored keys by squared distance
-/// (an exact scan, first entry on ties); returns Σ_k s_k / (Σ_j s_j + σ) · rate_k with
-/// s_k = exp(−δ d_k²), and the neighbours nearest first.
 /// Whether two vectors hold the same bit patterns (stricter than `==`, which a NaN fails and
 /// `-0.0 == 0.0` passes; a false "different" only costs the low-rank shortcut). An OR over
 /// XORs vectorises, where `==` on floats compared one pair per branch: 8% of an adaptation.
@@ -917,6 +910,9 @@ fn loss(click: bool, z: f32, r: f32) -> f32 {
     }
 }
 
+/// AT-PAML: key = normalise(h · projection); the K nearest stored keys by squared distance
+/// (an exact scan, first entry on ties); returns Σ_k s_k / (Σ_j s_j + σ) · rate_k with
+/// s_k = exp(−δ d_k²), and the neighbours nearest first.
 fn neighbour_term(table: &NeighbourTable, h: &[f32]) -> (f32, heapless::Vec<Neighbour, MAX_NEIGHBOURS>) {
     let key_dim = table.key_dim as usize;
     let mut key: heapless::Vec<f32, 64> = heapless::Vec::new();
