@@ -197,7 +197,9 @@ pub(crate) fn transpose_upper(layout: &Layout, params: &[f32], out: &mut [f32]) 
 pub(crate) fn forward_upper(layout: &Layout, weights: Weights<'_>, rows: usize, acts: &mut [f32], keep: Keep) {
     let last = layout.layers.len().saturating_sub(1);
     let Weights { params, upper_t: mut weights_t } = weights;
-    let fused_score = keep == Keep::Scores && last > 0 && layout.layers[last].outputs == 1;
+    // Fused where the last hidden layer has a bias of its own to add (not layer 0, whose bias is
+    // in the user part already); a one-hidden-layer model scores unfused.
+    let fused_score = keep == Keep::Scores && last > 1 && layout.layers[last].outputs == 1;
     for (l, shape) in layout.layers.iter().enumerate() {
         let at = layout.act_at(l, rows);
         let (before, rest) = acts.split_at_mut(at.min(acts.len()));
@@ -231,8 +233,6 @@ pub(crate) fn forward_upper(layout: &Layout, weights: Weights<'_>, rows: usize, 
             }
         }
         if fuse_here {
-            // Layer 0's bias is in its pre-activations already (the user part).
-            let bias = if l > 0 { bias } else { &[] };
             let score_layer = &layout.layers[last];
             let (score_weight, score_bias) = layer_params(params, score_layer);
             let (pre, after) = rest.split_at_mut((layout.act_at(last, rows) - at).min(rest.len()));
@@ -273,31 +273,19 @@ fn relu_slope(a: f32) -> f32 {
     }
 }
 
-/// `Σ_j relu(z_j + bias_j) · w_j` (an empty `bias` adds nothing), in eight independent lanes.
+/// `Σ_j relu(z_j + bias_j) · w_j` over the shortest of the three, in eight independent lanes.
 fn relu_dot(z: &[f32], bias: &[f32], w: &[f32]) -> f32 {
     let mut lanes = [0f32; 8];
-    let n = z.len().min(w.len());
-    let (z, w) = (&z[..n], &w[..n]);
-    if bias.len() >= n {
-        let (z8, b8, w8) = (z.chunks_exact(8), bias[..n].chunks_exact(8), w.chunks_exact(8));
-        let tail: f32 =
-            (z8.remainder().iter().zip(b8.remainder()).zip(w8.remainder())).map(|((z, b), w)| relu(z + b) * w).sum();
-        for ((z, b), w) in z8.zip(b8).zip(w8) {
-            for k in 0..8 {
-                lanes[k] += relu(z[k] + b[k]) * w[k];
-            }
+    let n = z.len().min(bias.len()).min(w.len());
+    let (z8, b8, w8) = (z[..n].chunks_exact(8), bias[..n].chunks_exact(8), w[..n].chunks_exact(8));
+    let tail: f32 =
+        (z8.remainder().iter().zip(b8.remainder()).zip(w8.remainder())).map(|((z, b), w)| relu(z + b) * w).sum();
+    for ((z, b), w) in z8.zip(b8).zip(w8) {
+        for k in 0..8 {
+            lanes[k] += relu(z[k] + b[k]) * w[k];
         }
-        lanes.iter().sum::<f32>() + tail
-    } else {
-        let (z8, w8) = (z.chunks_exact(8), w.chunks_exact(8));
-        let tail: f32 = z8.remainder().iter().zip(w8.remainder()).map(|(z, w)| relu(*z) * w).sum();
-        for (z, w) in z8.zip(w8) {
-            for k in 0..8 {
-                lanes[k] += relu(z[k]) * w[k];
-            }
-        }
-        lanes.iter().sum::<f32>() + tail
     }
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// Dot product in eight independent lanes, so the compiler can vectorise it.
