@@ -111,16 +111,28 @@ fn runtime_flops(widths: &[usize], user_width: usize, support: usize, steps: u32
 /// Timed runs of each peak measurement (the best counts: a shared host slows some of them).
 const PEAK_TRIES: usize = 10;
 
-/// Single-threaded GFLOP/s of a 1024³ f32 matrix product with the runtime's kernel
-/// (matrixmultiply).
-fn peak_gflops() -> f64 {
-    let n = 1024;
-    let a = vec![1.0f32; n * n];
-    let b = vec![0.5f32; n * n];
-    let mut c = vec![0.0f32; n * n];
+/// Side of the square products the peaks are measured with.
+const PEAK_N: usize = 1024;
+
+/// GFLOP/s of `product`, one `PEAK_N`³ f32 matrix product, from the best of `PEAK_TRIES` runs.
+fn peak_of(mut product: impl FnMut()) -> f64 {
     let mut best = f64::INFINITY;
     for _ in 0..PEAK_TRIES {
         let start = Instant::now();
+        product();
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    2.0 * (PEAK_N * PEAK_N * PEAK_N) as f64 / best / 1e9
+}
+
+/// Single-threaded GFLOP/s of a 1024³ f32 matrix product with the runtime's kernel
+/// (matrixmultiply).
+fn peak_gflops() -> f64 {
+    let n = PEAK_N;
+    let a = vec![1.0f32; n * n];
+    let b = vec![0.5f32; n * n];
+    let mut c = vec![0.0f32; n * n];
+    peak_of(|| {
         // SAFETY: a, b and c are n×n dense row-major buffers of n² elements each, c does not
         // alias a or b, and the strides describe exactly those buffers.
         unsafe {
@@ -141,25 +153,19 @@ fn peak_gflops() -> f64 {
                 1,
             );
         }
-        best = best.min(start.elapsed().as_secs_f64());
-    }
-    2.0 * (n * n * n) as f64 / best / 1e9
+    })
 }
 
 /// Single-threaded GFLOP/s of a 1024³ f32 matrix product in libtorch (its BLAS: MKL here), the
 /// best kernel at hand, so the floor it gives is the core's rather than matrixmultiply's.
 fn torch_peak_gflops() -> f64 {
-    let n = 1024;
+    let n = PEAK_N as i64;
     let a = tch::Tensor::ones([n, n], (tch::Kind::Float, Device::Cpu));
     let b = tch::Tensor::ones([n, n], (tch::Kind::Float, Device::Cpu)) * 0.5;
-    let mut best = f64::INFINITY;
-    for _ in 0..PEAK_TRIES {
-        let start = Instant::now();
+    peak_of(|| {
         let c = a.matmul(&b);
         let _ = c.double_value(&[0, 0]);
-        best = best.min(start.elapsed().as_secs_f64());
-    }
-    2.0 * (n * n * n) as f64 / best / 1e9
+    })
 }
 
 /// Runs the benchmark and returns its report.
