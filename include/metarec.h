@@ -303,6 +303,33 @@ typedef struct {
     float rate;
 } MetarecNeighbour;
 
+/**
+ * How a matrix-factorisation model's last adaptation (its fold-in) solved the user's bias and
+ * factors (`metarec_model_method` says `"mf"`).
+ */
+typedef struct {
+    /**
+     * 1 if a fold-in ran (ratings present, steps > 0), else 0: scores are then `mu + b_item`.
+     */
+    int32_t adapted;
+    /**
+     * Support ratings the ridge regression ran over (0 when none ran).
+     */
+    uint32_t support_count;
+    /**
+     * Ridge weight on the user's factors.
+     */
+    float regularisation;
+    /**
+     * Ridge weight on the user's bias.
+     */
+    float bias_regularisation;
+    /**
+     * The solved user bias (0 when no fold-in ran).
+     */
+    float user_bias;
+} MetarecFoldIn;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -677,6 +704,21 @@ int32_t metarec_session_explain(MetarecSession *session,
                                 MetarecExplanation *out,
                                 MetarecNeighbour *out_neighbours,
                                 size_t capacity);
+
+/**
+ * Explains the last adaptation of a session on a matrix-factorisation model: whether the
+ * fold-in ran, over how many ratings, its ridge weights and the user bias it found.
+ * `metarec_session_explain` works on such a session too (no learning rate: NaN).
+ *
+ * Returns `METAREC_ERR_NULL_POINTER` or `METAREC_ERR_INVALID_ARGUMENT` (a model of another
+ * method, which has no fold-in).
+ *
+ * # Safety
+ * `session` is NULL or a live session handle not in use by another thread; `out` is NULL or
+ * writable.
+ */
+int32_t metarec_session_explain_fold_in(MetarecSession *session,
+                                        MetarecFoldIn *out);
 
 /**
  * Bytes the session holds (its adapted weights and scratch; the shared model is not counted),

@@ -366,6 +366,57 @@ pub unsafe extern "C" fn metarec_session_explain(
     unsafe { with_session(session, body) }
 }
 
+/// How a matrix-factorisation model's last adaptation (its fold-in) solved the user's bias and
+/// factors (`metarec_model_method` says `"mf"`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MetarecFoldIn {
+    /// 1 if a fold-in ran (ratings present, steps > 0), else 0: scores are then `mu + b_item`.
+    pub adapted: i32,
+    /// Support ratings the ridge regression ran over (0 when none ran).
+    pub support_count: u32,
+    /// Ridge weight on the user's factors.
+    pub regularisation: f32,
+    /// Ridge weight on the user's bias.
+    pub bias_regularisation: f32,
+    /// The solved user bias (0 when no fold-in ran).
+    pub user_bias: f32,
+}
+
+/// Explains the last adaptation of a session on a matrix-factorisation model: whether the
+/// fold-in ran, over how many ratings, its ridge weights and the user bias it found.
+/// `metarec_session_explain` works on such a session too (no learning rate: NaN).
+///
+/// Returns `METAREC_ERR_NULL_POINTER` or `METAREC_ERR_INVALID_ARGUMENT` (a model of another
+/// method, which has no fold-in).
+///
+/// # Safety
+/// `session` is NULL or a live session handle not in use by another thread; `out` is NULL or
+/// writable.
+#[no_mangle]
+pub unsafe extern "C" fn metarec_session_explain_fold_in(session: *mut MetarecSession, out: *mut MetarecFoldIn) -> i32 {
+    let body = |s: &mut MetarecSession| -> Status<()> {
+        crate::handle::check_out(out)?;
+        let Some(factors) = s.session.model().factors() else {
+            return Err(Code(METAREC_ERR_INVALID_ARGUMENT));
+        };
+        let mut value = MetarecFoldIn {
+            regularisation: factors.regularisation,
+            bias_regularisation: factors.bias_regularisation,
+            ..MetarecFoldIn::default()
+        };
+        if let Some(fold_in) = s.session.explain().fold_in {
+            value.adapted = 1;
+            value.support_count = fold_in.support;
+            value.user_bias = fold_in.user_bias;
+        }
+        // SAFETY: `out` was checked non-NULL and aligned above; writable by the caller's contract.
+        unsafe { crate::handle::write_out(out, value) }
+    };
+    // SAFETY: NULL or a live session used by this thread only (caller's contract).
+    unsafe { with_session(session, body) }
+}
+
 /// Bytes the session holds (its adapted weights and scratch; the shared model is not counted),
 /// or 0 for NULL.
 ///

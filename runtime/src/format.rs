@@ -25,7 +25,12 @@
 //! [`required::CLICK_TASK`]) and compact embedding tables (flag
 //! [`required::COMPACT_EMBEDDINGS`]: the body's tables are empty and a [`CompactEmbeddings`]
 //! follows the body inside the checksummed body bytes, half-precision or 8-bit; a reader
-//! widens them back to f32 when it loads the file).
+//! widens them back to f32 when it loads the file). 2.2 adds matrix factorisation with fold-in
+//! ([`Method::Mf`], flag [`required::FACTORS`]: a [`StoredFactors`] follows the body and any
+//! compact tables inside the checksummed body bytes, and the body has no decision MLP).
+//!
+//! A writer stamps the lowest minor that describes the file: one without the 2.2 features says
+//! 2.1, so every file an older writer produced is still written byte for byte the same.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -37,8 +42,9 @@ use crate::error::{Error, Result};
 pub const MAGIC: [u8; 8] = *b"METAREC\x1a";
 /// Format major version written and read by this runtime.
 pub const FORMAT_MAJOR: u16 = 2;
-/// Format minor version written by this runtime.
-pub const FORMAT_MINOR: u16 = 1;
+/// Newest format minor version this runtime writes (files that need none of its additions
+/// are stamped with the minor that introduced the newest feature they use: see [`encode_with`]).
+pub const FORMAT_MINOR: u16 = 2;
 /// Size of the header this runtime writes (and the least it reads).
 pub const HEADER_LEN: usize = 48;
 
@@ -56,9 +62,11 @@ pub mod required {
     pub const CLICK_TASK: u32 = 1 << 4;
     /// Embedding tables stored in 16 or 8 bits after the body (2.1).
     pub const COMPACT_EMBEDDINGS: u32 = 1 << 5;
+    /// Matrix factorisation with fold-in: item biases and factors follow the body (2.2).
+    pub const FACTORS: u32 = 1 << 6;
     /// Every flag this runtime implements.
     pub const KNOWN: u32 =
-        PER_PARAMETER_LR | LR_NETWORK | NEIGHBOUR_TABLE | MULTIPLE_INITS | CLICK_TASK | COMPACT_EMBEDDINGS;
+        PER_PARAMETER_LR | LR_NETWORK | NEIGHBOUR_TABLE | MULTIPLE_INITS | CLICK_TASK | COMPACT_EMBEDDINGS | FACTORS;
 }
 
 /// The parsed header.
@@ -101,6 +109,9 @@ pub enum Method {
     Hml,
     /// Supervised pre-training, plain SGD fine-tuning.
     Transfer,
+    /// Biased matrix factorisation; a user's bias and factors are solved from their ratings by
+    /// ridge regression (fold-in) instead of gradient steps ([`ModelBody::factors`]).
+    Mf,
 }
 
 /// Where the inner learning rate comes from.
@@ -298,6 +309,97 @@ pub struct ModelBody {
     pub neighbours: Option<NeighbourTable>,
     /// Rating scale.
     pub rating: RatingScale,
+    /// Matrix factorisation ([`Method::Mf`]): μ is `rating.global_mean`, and the body has no
+    /// decision MLP, no embedding tables (`embedding_dim` 0; the fields keep their vocabularies,
+    /// so the schema hash and the profile calls stay those of the dataset). Encoded after the
+    /// body as a [`StoredFactors`] (flag [`required::FACTORS`]), not inside it, so the body's
+    /// own encoding is that of 2.0 and 2.1.
+    #[serde(skip)]
+    pub factors: Option<Factors>,
+}
+
+/// A biased matrix factorisation `r̂ = μ + b_u + b_i + p_u · q_i` with fold-in: the user's
+/// `(b_u, p_u)` minimise `Σ_j (r_j − μ − b_i − b_u − p_u · q_i)² + λ_b b_u² + λ |p_u|²` over
+/// their own ratings, solved exactly on the device ([`crate::factors`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Factors {
+    /// Latent factors per item and per user (k; 0 is the bias-only model).
+    pub factors: u32,
+    /// λ: ridge weight on the user's factors.
+    pub regularisation: f32,
+    /// λ_b: ridge weight on the user's bias.
+    pub bias_regularisation: f32,
+    /// b_i, one per catalogue item (0 for items no training user rated).
+    pub item_bias: Vec<f32>,
+    /// q_i, `items × factors`, row-major (zeros for items no training user rated).
+    pub item_factors: Vec<f32>,
+}
+
+/// [`Factors`] as the file stores them: the item factors in f32, f16 or 8 bits (the biases
+/// stay f32: 4 bytes an item, and the largest term of a score).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredFactors {
+    /// Latent factors per item and per user.
+    pub factors: u32,
+    /// λ.
+    pub regularisation: f32,
+    /// λ_b.
+    pub bias_regularisation: f32,
+    /// b_i.
+    pub item_bias: Vec<f32>,
+    /// q_i.
+    pub item_factors: FactorValues,
+}
+
+/// How the item factors are stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum FactorValues {
+    /// 32-bit floats.
+    F32(Vec<f32>),
+    /// Half precision, or 8 bits with one scale per item, as the embedding tables.
+    Compact(CompactTable),
+}
+
+impl StoredFactors {
+    fn encode(factors: &Factors, precision: EmbeddingPrecision) -> StoredFactors {
+        let k = factors.factors as usize;
+        let item_factors = if precision == EmbeddingPrecision::F32 || k == 0 {
+            FactorValues::F32(factors.item_factors.clone())
+        } else {
+            FactorValues::Compact(CompactTable::encode(&factors.item_factors, k, precision))
+        };
+        StoredFactors {
+            factors: factors.factors,
+            regularisation: factors.regularisation,
+            bias_regularisation: factors.bias_regularisation,
+            item_bias: factors.item_bias.clone(),
+            item_factors,
+        }
+    }
+
+    /// The factors widened to f32. Sizes are checked by [`crate::Model::from_body`]; a compact
+    /// table whose size disagrees with `item_bias.len() × factors` is refused here.
+    fn decode(self) -> Result<Factors> {
+        let item_factors = match self.item_factors {
+            FactorValues::F32(values) => values,
+            FactorValues::Compact(table) => {
+                let k = self.factors as usize;
+                let len = self.item_bias.len().checked_mul(k).ok_or(Error::InconsistentDimensions)?;
+                let mut out = Vec::new();
+                if !table.decode(k, len, &mut out) {
+                    return Err(Error::InconsistentDimensions);
+                }
+                out
+            }
+        };
+        Ok(Factors {
+            factors: self.factors,
+            regularisation: self.regularisation,
+            bias_regularisation: self.bias_regularisation,
+            item_bias: self.item_bias,
+            item_factors,
+        })
+    }
 }
 
 impl ModelBody {
@@ -317,6 +419,9 @@ impl ModelBody {
         }
         if matches!(self.task, Task::Click { .. }) {
             flags |= required::CLICK_TASK;
+        }
+        if self.factors.is_some() {
+            flags |= required::FACTORS;
         }
         flags
     }
@@ -447,7 +552,8 @@ pub fn encode(body: &ModelBody) -> Result<Vec<u8>> {
 /// A reader gets back the tables rounded to that precision (and widened to f32).
 pub fn encode_with(body: &ModelBody, precision: EmbeddingPrecision) -> Result<Vec<u8>> {
     let mut required_features = body.required_features();
-    let payload = if precision == EmbeddingPrecision::F32 {
+    // A factor model has no embedding tables to store compactly.
+    let mut payload = if precision == EmbeddingPrecision::F32 || body.embedding_dim == 0 {
         postcard::to_allocvec(body).map_err(|_| Error::MalformedBody)?
     } else {
         let dim = body.embedding_dim as usize;
@@ -462,10 +568,16 @@ pub fn encode_with(body: &ModelBody, precision: EmbeddingPrecision) -> Result<Ve
         payload.extend(postcard::to_allocvec(&CompactEmbeddings { tables }).map_err(|_| Error::MalformedBody)?);
         payload
     };
+    if let Some(factors) = &body.factors {
+        let stored = StoredFactors::encode(factors, precision);
+        payload.extend(postcard::to_allocvec(&stored).map_err(|_| Error::MalformedBody)?);
+    }
+    // The lowest minor that describes the file (see the module docs).
+    let minor: u16 = if required_features & required::FACTORS != 0 { 2 } else { 1 };
     let mut file = Vec::with_capacity(HEADER_LEN + payload.len());
     file.extend_from_slice(&MAGIC);
     file.extend_from_slice(&FORMAT_MAJOR.to_le_bytes());
-    file.extend_from_slice(&FORMAT_MINOR.to_le_bytes());
+    file.extend_from_slice(&minor.to_le_bytes());
     file.extend_from_slice(&(HEADER_LEN as u32).to_le_bytes());
     file.extend_from_slice(&required_features.to_le_bytes());
     file.extend_from_slice(&0u32.to_le_bytes());
@@ -555,6 +667,11 @@ pub fn decode(bytes: &[u8]) -> Result<ModelBody> {
         let (compact, after) =
             postcard::take_from_bytes::<CompactEmbeddings>(unread).map_err(|_| Error::MalformedBody)?;
         widen_embeddings(&mut body, &compact)?;
+        unread = after;
+    }
+    if header.required_features & required::FACTORS != 0 {
+        let (stored, after) = postcard::take_from_bytes::<StoredFactors>(unread).map_err(|_| Error::MalformedBody)?;
+        body.factors = Some(stored.decode()?);
         unread = after;
     }
     if !unread.is_empty() {

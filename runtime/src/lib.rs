@@ -13,6 +13,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod error;
+pub mod factors;
 pub mod format;
 mod gemm;
 pub mod limits;
@@ -28,4 +29,4 @@ pub use limits::{MAX_CANDIDATES, MAX_MODEL_BYTES, MAX_STEPS, MAX_STRING_LEN, MAX
 #[cfg(feature = "std")]
 pub use model::LoadFileError;
 pub use model::Model;
-pub use session::{Explanation, Neighbour, Session};
+pub use session::{Explanation, FoldIn, Neighbour, Session, CLICK_FACTOR_FLOOR};

@@ -32,9 +32,9 @@ impl LayerShape {
 }
 
 /// Shapes of all layers and the buffer sizes a forward/backward pass needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Layout {
-    /// One entry per layer, input to output. Never empty.
+    /// One entry per layer, input to output. Never empty, but for a factor model's (no MLP).
     pub layers: Vec<LayerShape>,
     /// Length of the flat parameter vector.
     pub param_len: usize,

@@ -77,8 +77,14 @@ impl Model {
     /// goes past a limit of [`crate::limits`] (more than [`MAX_CANDIDATES`] items, more than
     /// [`MAX_STEPS`] inner steps, an id, field name or vocabulary value longer than
     /// [`MAX_STRING_LEN`] bytes).
+    ///
+    /// A factor model ([`format::Method::Mf`]) instead has no layers, no embedding tables
+    /// (`embedding_dim` 0) and factors that pass [`crate::factors::check`].
     pub fn from_body(body: ModelBody) -> Result<Model> {
         check_limits(&body)?;
+        if body.factors.is_some() || body.method == format::Method::Mf {
+            return Model::from_factor_body(body);
+        }
         let bad = Error::InconsistentDimensions;
         let dim = usize::try_from(body.embedding_dim).map_err(|_| bad)?;
         if dim == 0 {
@@ -110,27 +116,7 @@ impl Model {
 
         let items_by_id = validate_items(&body)?;
         let user_fields_by_name = sorted_unique_names(&body.user_fields)?;
-
-        let adaptation = body.adaptation;
-        if !adaptation.inner_lr.is_finite() || adaptation.inner_lr < 0.0 {
-            return Err(Error::NonFiniteParameter);
-        }
-        let rating = body.rating;
-        if !rating.min.is_finite() || !rating.max.is_finite() || !rating.global_mean.is_finite() {
-            return Err(Error::NonFiniteParameter);
-        }
-        if rating.min >= rating.max {
-            return Err(bad);
-        }
-        if let crate::format::Task::Click { threshold } = body.task {
-            if !threshold.is_finite() {
-                return Err(Error::NonFiniteParameter);
-            }
-            // Labels are probabilities: the scale must be exactly 0..1.
-            if rating.min != 0.0 || rating.max != 1.0 {
-                return Err(bad);
-            }
-        }
+        validate_settings(&body)?;
 
         let mut parameter_rates = Vec::new();
         if let crate::format::LearningRate::PerParameter(rates) = &body.learning_rate {
@@ -164,6 +150,46 @@ impl Model {
             }
         }
         Ok(model)
+    }
+
+    /// [`Model::from_body`] for a factor model: the fields keep their vocabularies (profile
+    /// calls and the schema hash work as for any model) but carry no tables, and there is no MLP.
+    fn from_factor_body(body: ModelBody) -> Result<Model> {
+        let bad = Error::InconsistentDimensions;
+        let Some(factors) = &body.factors else { return Err(bad) };
+        if body.method != format::Method::Mf
+            || body.embedding_dim != 0
+            || !body.layers.is_empty()
+            || !body.extra_inits.is_empty()
+            || body.learning_rate != format::LearningRate::Fixed
+            || body.neighbours.is_some()
+        {
+            return Err(bad);
+        }
+        for field in body.user_fields.iter().chain(&body.item_fields) {
+            validate_field(field, 0)?;
+        }
+        crate::factors::check(factors, body.items.len())?;
+        let items_by_id = validate_items(&body)?;
+        let user_fields_by_name = sorted_unique_names(&body.user_fields)?;
+        validate_settings(&body)?;
+        Ok(Model {
+            body,
+            items_by_id,
+            user_fields_by_name,
+            user_width: 0,
+            input_width: 0,
+            layout: Layout::default(),
+            parameter_rates: Vec::new(),
+            item_inputs: Vec::new(),
+            item_hidden: Vec::new(),
+        })
+    }
+
+    /// The matrix factorisation of a factor model ([`format::Method::Mf`]); None for the MLP
+    /// methods.
+    pub fn factors(&self) -> Option<&format::Factors> {
+        self.body.factors.as_ref()
     }
 
     /// `x_item · W0[:, item]ᵀ` for every item (`items × hidden0`), or None if it cannot be
@@ -334,6 +360,31 @@ fn check_limits(body: &ModelBody) -> Result<()> {
         || body.user_fields.iter().chain(&body.item_fields).any(field_too_long)
     {
         return Err(Error::ModelTooLarge);
+    }
+    Ok(())
+}
+
+/// The inner learning rate, the rating scale and the click task's threshold and 0..1 scale.
+fn validate_settings(body: &ModelBody) -> Result<()> {
+    let adaptation = body.adaptation;
+    if !adaptation.inner_lr.is_finite() || adaptation.inner_lr < 0.0 {
+        return Err(Error::NonFiniteParameter);
+    }
+    let rating = body.rating;
+    if !rating.min.is_finite() || !rating.max.is_finite() || !rating.global_mean.is_finite() {
+        return Err(Error::NonFiniteParameter);
+    }
+    if rating.min >= rating.max {
+        return Err(Error::InconsistentDimensions);
+    }
+    if let crate::format::Task::Click { threshold } = body.task {
+        if !threshold.is_finite() {
+            return Err(Error::NonFiniteParameter);
+        }
+        // Labels are probabilities: the scale must be exactly 0..1.
+        if rating.min != 0.0 || rating.max != 1.0 {
+            return Err(Error::InconsistentDimensions);
+        }
     }
     Ok(())
 }

@@ -18,6 +18,11 @@ use crate::limits::{MAX_CANDIDATES, MAX_STEPS, MAX_STRING_LEN, MAX_SUPPORT_RATIN
 /// device`), and 128 keeps the session's scratch a quarter of 512's.
 const SCORE_BLOCK: usize = 128;
 
+/// A click factor model's scores are its least-squares fit to the 0/1 labels, kept inside
+/// `[CLICK_FACTOR_FLOOR, 1 − CLICK_FACTOR_FLOOR]` so that they are probabilities with a finite
+/// log loss (the trainer's bias baseline keeps the same range).
+pub const CLICK_FACTOR_FLOOR: f32 = 1e-3;
+
 /// One user's state against a [`Model`]: profile fields, support ratings (the user's own
 /// ratings), and the decision-MLP weights adapted to them.
 ///
@@ -81,6 +86,10 @@ pub struct Session<M: Borrow<Model>> {
     full_weights_only: bool,
     /// The user embedding h (PAML family; allocated by the first adaptation that needs it).
     embedding: Vec<f32>,
+    /// A factor model's user vector `[b_u, p_u]` (zeros until a fold-in; empty for MLP models).
+    user_factors: Vec<f32>,
+    /// A factor model's fold-in system (sized by the first fold-in).
+    ridge: crate::factors::Ridge,
     /// How the last adaptation was set up.
     explanation: Explanation,
 }
@@ -200,6 +209,21 @@ pub struct Explanation {
     pub network_rate: Option<f32>,
     /// The stored users whose rates were added (AT-PAML), nearest first.
     pub neighbours: heapless::Vec<Neighbour, MAX_NEIGHBOURS>,
+    /// A factor model's fold-in (matrix factorisation): what the ridge solve used.
+    pub fold_in: Option<FoldIn>,
+}
+
+/// How a factor model's fold-in solved the user's bias and factors.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FoldIn {
+    /// Support ratings the solve ran over.
+    pub support: u32,
+    /// λ on the user's factors.
+    pub regularisation: f32,
+    /// λ_b on the user's bias.
+    pub bias_regularisation: f32,
+    /// The solved user bias b_u.
+    pub user_bias: f32,
 }
 
 impl<M: Borrow<Model>> fmt::Debug for Session<M> {
@@ -232,6 +256,7 @@ impl<M: Borrow<Model>> Session<M> {
         let user_input = vec![0.0; m.user_width()];
         let block_acts = vec![0.0; SCORE_BLOCK * m.layout().act_width()];
         let upper_t = vec![0.0; mlp::upper_transposed_len(m.layout())];
+        let user_factors = m.factors().map_or_else(Vec::new, |f| vec![0.0; f.factors as usize + 1]);
         let mut session = Session {
             model,
             profile,
@@ -257,6 +282,8 @@ impl<M: Borrow<Model>> Session<M> {
             #[cfg(test)]
             full_weights_only: false,
             embedding: Vec::new(),
+            user_factors,
+            ridge: crate::factors::Ridge::default(),
             explanation: Explanation::default(),
         };
         for i in 0..session.profile.len() {
@@ -359,6 +386,10 @@ impl<M: Borrow<Model>> Session<M> {
     /// With no ratings (or zero steps) the weights stay meta-learned and the session is not
     /// adapted. Calling it twice gives the same weights. [`Session::explain`] tells what was used.
     ///
+    /// A factor model ([`Model::factors`]) has no gradient steps: any `steps > 0` solves the
+    /// user's bias and factors from the support ratings exactly (ridge regression, see
+    /// [`crate::factors`]); until then, and with no ratings, it scores `μ + b_i`.
+    ///
     /// Errors: [`Error::TooManySteps`] when `steps` exceeds [`MAX_STEPS`] (the session is left
     /// as it was).
     pub fn adapt_steps(&mut self, steps: u32) -> Result<()> {
@@ -369,6 +400,9 @@ impl<M: Borrow<Model>> Session<M> {
         self.explanation = Explanation::default();
         if self.support.is_empty() || steps == 0 {
             return Ok(());
+        }
+        if self.model().factors().is_some() {
+            return self.fold_in();
         }
         let init = self.choose_init(steps);
         if init != 0 {
@@ -389,6 +423,31 @@ impl<M: Borrow<Model>> Session<M> {
         self.explanation.adapted = true;
         self.explanation.init = init as u32;
         self.explanation.learning_rate = scalar;
+        Ok(())
+    }
+
+    /// A factor model's adaptation: the user's `[b_u, p_u]` by the exact ridge solve.
+    fn fold_in(&mut self) -> Result<()> {
+        let model: &Model = self.model.borrow();
+        let Some(factors) = model.factors() else {
+            debug_assert!(false, "fold-in on a model without factors");
+            return Err(Error::InconsistentDimensions);
+        };
+        let mean = model.body().rating.global_mean;
+        if let Err(error) =
+            crate::factors::fold_in(factors, mean, &self.support, &mut self.ridge, &mut self.user_factors)
+        {
+            self.user_factors.fill(0.0);
+            return Err(error);
+        }
+        self.adapted = true;
+        self.explanation.adapted = true;
+        self.explanation.fold_in = Some(FoldIn {
+            support: u32::try_from(self.support.len()).unwrap_or(u32::MAX),
+            regularisation: factors.regularisation,
+            bias_regularisation: factors.bias_regularisation,
+            user_bias: self.user_factors.first().copied().unwrap_or(0.0),
+        });
         Ok(())
     }
 
@@ -419,6 +478,7 @@ impl<M: Borrow<Model>> Session<M> {
             &self.upper_t,
             &self.support_gram,
             &self.embedding,
+            &self.user_factors,
         ]
         .iter()
         .map(|v| v.capacity())
@@ -430,6 +490,7 @@ impl<M: Borrow<Model>> Session<M> {
             .sum();
         core::mem::size_of::<Self>()
             + floats * core::mem::size_of::<f32>()
+            + self.ridge.heap_bytes()
             + profile
             + self.support.capacity() * core::mem::size_of::<(u32, f32)>()
     }
@@ -438,6 +499,7 @@ impl<M: Borrow<Model>> Session<M> {
     pub fn reset_adaptation(&mut self) {
         if self.adapted {
             self.load_init(0);
+            self.user_factors.fill(0.0);
             self.adapted = false;
         }
     }
@@ -523,6 +585,20 @@ impl<M: Borrow<Model>> Session<M> {
     /// Scores items whose indices were checked: [`Session::raw_scores`], then σ for a click
     /// model.
     fn score_checked(&mut self, items: &[u32], out: &mut [f32]) {
+        let model: &Model = self.model.borrow();
+        if let Some(factors) = model.factors() {
+            let mean = model.body().rating.global_mean;
+            for (o, &item) in out.iter_mut().zip(items) {
+                *o = crate::factors::predict(factors, mean, &self.user_factors, item);
+            }
+            // A click factor model regresses on the labels: keep its scores probabilities.
+            if model.is_click() {
+                for y in out.iter_mut() {
+                    *y = y.clamp(CLICK_FACTOR_FLOOR, 1.0 - CLICK_FACTOR_FLOOR);
+                }
+            }
+            return;
+        }
         self.raw_scores(items, out);
         if self.model().is_click() {
             for y in out.iter_mut() {
@@ -1009,6 +1085,7 @@ mod tests {
             learning_rate: LearningRate::Fixed,
             neighbours: None,
             rating: RatingScale { min: 1.0, max: 5.0, global_mean: 3.0 },
+            factors: None,
         }
     }
 

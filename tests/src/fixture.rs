@@ -107,6 +107,7 @@ pub fn model_body(flat: bool) -> ModelBody {
         learning_rate: LearningRate::Fixed,
         neighbours: None,
         rating: RatingScale { min: 1.0, max: 5.0, global_mean: 3.5 },
+        factors: None,
     }
 }
 

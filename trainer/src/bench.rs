@@ -192,7 +192,7 @@ pub fn device_benchmark(config: &DeviceBench) -> Result<String> {
         train_seconds: 0.0,
         device: "Cpu".into(),
     };
-    let body = crate::export::model_body(&info, &data, &model)?;
+    let body = crate::export::meta_body(&info, &data, &model)?;
     let bytes = metarec_runtime::format::encode(&body).map_err(|e| anyhow::anyhow!("{e}"))?;
     let device_model = Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
 

@@ -12,16 +12,60 @@ use metarec_runtime::format::{
 use crate::data::Dataset;
 use crate::model::MetaModel;
 use crate::objective::Objective;
-use crate::run::RunInfo;
+use crate::mf::FactorModel;
+use crate::run::{RunInfo, Trained};
 use crate::split;
 
 fn dense((inputs, outputs, weight, bias): crate::model::LayerValues) -> DenseLayer {
     DenseLayer { inputs: inputs as u32, outputs: outputs as u32, weight, bias }
 }
 
-/// The model body for a trained model: whatever its method needs on the device (per-parameter
-/// rates, the learning-rate network, the neighbour table, the extra initialisations).
-pub fn model_body(info: &RunInfo, data: &Dataset, model: &MetaModel) -> Result<ModelBody> {
+/// The model body of a run, whatever it trained.
+pub fn model_body(info: &RunInfo, data: &Dataset, trained: &Trained) -> Result<ModelBody> {
+    match trained {
+        Trained::Meta(model) => meta_body(info, data, model),
+        Trained::Factors(model) => Ok(factor_body(info, data, model)),
+    }
+}
+
+/// The task and rating scale of a run as the file states them: a click model's support values
+/// are labels, its scale 0..1 and its mean the click rate.
+fn task_and_scale(info: &RunInfo, data: &Dataset, mean: f32) -> (Task, RatingScale) {
+    match info.spec.objective {
+        Objective::Rating => (Task::Rating, RatingScale { min: data.rating_min, max: data.rating_max, global_mean: mean }),
+        Objective::Click { threshold } => (Task::Click { threshold }, RatingScale { min: 0.0, max: 1.0, global_mean: mean }),
+    }
+}
+
+/// A matrix factorisation's body: the dataset's fields (vocabularies only, no tables), the
+/// catalogue, μ, and the item biases and factors with the fold-in's ridge weights.
+fn factor_body(info: &RunInfo, data: &Dataset, model: &FactorModel) -> ModelBody {
+    let (task, rating) = task_and_scale(info, data, model.mean);
+    let bare = |fields: &[format::FieldSpec]| {
+        fields.iter().map(|field| format::FieldSpec { embedding: Vec::new(), ..field.clone() }).collect()
+    };
+    ModelBody {
+        method: Method::Mf,
+        task,
+        embedding_dim: 0,
+        user_fields: bare(&data.user_fields),
+        item_fields: bare(&data.item_fields),
+        items: data.items.iter().map(|i| ItemRecord { id: i.id.clone(), rows: i.rows.clone() }).collect(),
+        layers: Vec::new(),
+        extra_inits: Vec::new(),
+        // The fold-in is one exact solve: `adapt` with the model's own count runs it once.
+        adaptation: Adaptation { inner_lr: 0.0, inner_steps: 1 },
+        learning_rate: LearningRate::Fixed,
+        neighbours: None,
+        rating,
+        factors: Some(model.factors.clone()),
+    }
+}
+
+/// The model body for a meta-learned model: whatever its method needs on the device
+/// (per-parameter rates, the learning-rate network, the neighbour table, the extra
+/// initialisations).
+pub fn meta_body(info: &RunInfo, data: &Dataset, model: &MetaModel) -> Result<ModelBody> {
     let spec = &info.spec;
     let method = match spec.method {
         crate::method::Method::Melu => Method::Melu,
@@ -31,6 +75,7 @@ pub fn model_body(info: &RunInfo, data: &Dataset, model: &MetaModel) -> Result<M
         crate::method::Method::AtPaml => Method::AtPaml,
         crate::method::Method::Hml => Method::Hml,
         crate::method::Method::Transfer => Method::Transfer,
+        crate::method::Method::Mf => anyhow::bail!("a matrix factorisation is exported by model_body"),
         other => anyhow::bail!(
             "{} is a supervised baseline without on-device adaptation; it is evaluated, not exported",
             other.name()
@@ -82,12 +127,10 @@ pub fn model_body(info: &RunInfo, data: &Dataset, model: &MetaModel) -> Result<M
     } else {
         LearningRate::Fixed
     };
+    let (task, rating) = task_and_scale(info, data, info.global_mean);
     Ok(ModelBody {
         method,
-        task: match spec.objective {
-            Objective::Rating => Task::Rating,
-            Objective::Click { threshold } => Task::Click { threshold },
-        },
+        task,
         embedding_dim: spec.shape.embedding_dim as u32,
         user_fields: with_embeddings(true, &data.user_fields),
         item_fields: with_embeddings(false, &data.item_fields),
@@ -97,13 +140,8 @@ pub fn model_body(info: &RunInfo, data: &Dataset, model: &MetaModel) -> Result<M
         adaptation: Adaptation { inner_lr: spec.inner_lr as f32, inner_steps: spec.inner_steps },
         learning_rate,
         neighbours,
-        // A click model's support values are labels: its scale is 0..1, its mean the click rate.
-        rating: match spec.objective {
-            Objective::Rating => {
-                RatingScale { min: data.rating_min, max: data.rating_max, global_mean: info.global_mean }
-            }
-            Objective::Click { .. } => RatingScale { min: 0.0, max: 1.0, global_mean: info.global_mean },
-        },
+        rating,
+        factors: None,
     })
 }
 

@@ -25,6 +25,8 @@ pub mod memory;
 #[cfg(feature = "torch")]
 pub mod method;
 #[cfg(feature = "torch")]
+pub mod mf;
+#[cfg(feature = "torch")]
 pub mod model;
 #[cfg(feature = "torch")]
 pub mod objective;

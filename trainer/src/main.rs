@@ -15,7 +15,8 @@ use metarec_trainer::export;
 use metarec_trainer::method::Method;
 use metarec_trainer::objective::Objective;
 use metarec_trainer::report::{self, ReportArgs};
-use metarec_trainer::run::RunDir;
+use metarec_trainer::mf;
+use metarec_trainer::run::{RunDir, Trained};
 use metarec_trainer::split::Task;
 use metarec_trainer::split::{self, MeluConfig, PamlConfig, Split};
 use metarec_trainer::train::{self, parse_device, TrainConfig};
@@ -249,8 +250,8 @@ fn run(cli: Cli) -> Result<()> {
             );
         }
         Command::Export(args) => {
-            let (info, data, split, model) = RunDir(args.run.clone()).load(tch::Device::Cpu)?;
-            let body = export::model_body(&info, &data, &model)?;
+            let (info, data, split, trained) = RunDir(args.run.clone()).load_trained(tch::Device::Cpu)?;
+            let body = export::model_body(&info, &data, &trained)?;
             let bytes = export::write_model_with(&body, &args.out, args.embeddings)?;
             println!("wrote {} ({bytes} bytes, {} items)", args.out.display(), body.items.len());
             if let Some(path) = &args.example_user {
@@ -276,9 +277,9 @@ fn run(cli: Cli) -> Result<()> {
 
 fn evaluate(args: &EvalArgs) -> Result<()> {
     let device = parse_device(&args.device)?;
-    let (info, data, split, model) = RunDir(args.run.clone()).load(device)?;
+    let (info, data, split, trained) = RunDir(args.run.clone()).load_trained(device)?;
     let objective = info.spec.objective;
-    let mut rows = eval::method_rows(&model, &split.test);
+    let mut rows = trained.rows(&split.test);
     for path in &args.model {
         let device_model = metarec_runtime::Model::from_path(path)
             .map_err(|e| anyhow::anyhow!("loading model file {}: {e}", path.display()))?;
@@ -289,6 +290,9 @@ fn evaluate(args: &EvalArgs) -> Result<()> {
     }
     let baselines = Baselines::fit(data.items.len(), &split.train, &split.valid).for_objective(objective);
     rows.extend(baselines.predict_all(&split.test));
+    if !matches!(trained, Trained::Factors(_)) {
+        rows.push(mf::baseline_row(data.items.len(), &split, objective, &info.spec.config, info.seed, &split.test));
+    }
     print_table(&data, objective, &split.test, &rows);
     Ok(())
 }
@@ -301,23 +305,28 @@ fn print_table(data: &Dataset, objective: Objective, tasks: &[Task], rows: &[(St
 
 fn compare(args: &CompareArgs) -> Result<()> {
     let methods = if args.methods.is_empty() { Method::ALL.to_vec() } else { args.methods.clone() };
+    metarec_trainer::train::check_factors(&args.train.method_config)?;
     let mut rows = Vec::new();
     let mut timings = Vec::new();
     let mut last = None;
-    for method in methods {
+    for &method in &methods {
         let mut config = args.train.clone();
         config.method = method;
         config.out = args.train.out.join(format!("{method:?}").to_lowercase());
         let info = train::train(&config)?;
         timings.push((method, info.train_seconds, info.best_epoch));
-        let (_, data, split, model) = RunDir(config.out.clone()).load(parse_device(&config.device)?)?;
-        rows.extend(eval::method_rows(&model, &split.test));
+        let (_, data, split, trained) = RunDir(config.out.clone()).load_trained(parse_device(&config.device)?)?;
+        rows.extend(trained.rows(&split.test));
         last = Some((data, split));
     }
     let (data, split) = last.context("no methods to compare")?;
     let objective = Objective::from_cli(args.train.task, args.train.click_threshold);
     let baselines = Baselines::fit(data.items.len(), &split.train, &split.valid).for_objective(objective);
     rows.extend(baselines.predict_all(&split.test));
+    if !methods.contains(&Method::Mf) {
+        let config = &args.train.method_config;
+        rows.push(mf::baseline_row(data.items.len(), &split, objective, config, args.train.seed, &split.test));
+    }
     print_table(&data, objective, &split.test, &rows);
     for (method, seconds, epoch) in timings {
         println!("{}: trained in {seconds:.1} s, kept epoch {epoch}", method.name());

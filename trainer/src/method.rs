@@ -26,10 +26,14 @@ pub enum Method {
     WideDeep,
     /// DeepFM (Guo et al. 2017): linear + factorization-machine interactions + the MLP; no adaptation.
     DeepFm,
+    /// Biased matrix factorisation (ALS), new users folded in by ridge regression: no
+    /// meta-learning, the baseline every table carries (see `mf`).
+    Mf,
 }
 
 impl Method {
-    /// Every method, in report order.
+    /// Every method `compare` and `report` train, in report order. Matrix factorisation is not
+    /// among them: it is fitted in seconds, so every table carries it as a baseline row.
     pub const ALL: [Method; 9] = [
         Method::Melu,
         Method::MetaSgd,
@@ -54,6 +58,7 @@ impl Method {
             Method::Transfer => "transfer learning",
             Method::WideDeep => "Wide&Deep",
             Method::DeepFm => "DeepFM",
+            Method::Mf => crate::mf::NAME,
         }
     }
 
@@ -62,7 +67,8 @@ impl Method {
         !matches!(self, Method::WideDeep | Method::DeepFm)
     }
 
-    /// Whether training is supervised on pooled ratings rather than episodic.
+    /// Whether training is supervised on pooled ratings rather than episodic (matrix
+    /// factorisation trains by its own alternating least squares, not by these batches).
     pub fn pooled_training(self) -> bool {
         matches!(self, Method::Transfer | Method::WideDeep | Method::DeepFm)
     }
@@ -97,10 +103,51 @@ pub struct MethodConfig {
     /// HML: number of initialisations.
     #[arg(long, default_value_t = 3)]
     pub inits: usize,
+    /// Matrix factorisation (the `mf` method and every table's MF fold-in row): factors per
+    /// user and item.
+    #[arg(long, default_value_t = 8)]
+    #[serde(default = "default_mf_factors")]
+    pub mf_factors: usize,
+    /// Matrix factorisation: ridge weight λ on the factors (users and items, training and fold-in).
+    #[arg(long, default_value_t = 10.0)]
+    #[serde(default = "default_mf_lambda")]
+    pub mf_lambda: f64,
+    /// Matrix factorisation: ridge weight on the user and item biases.
+    #[arg(long, default_value_t = 10.0)]
+    #[serde(default = "default_mf_lambda")]
+    pub mf_bias_lambda: f64,
+    /// Matrix factorisation: alternating-least-squares sweeps (the best on validation users is kept).
+    #[arg(long, default_value_t = 12)]
+    #[serde(default = "default_mf_sweeps")]
+    pub mf_sweeps: usize,
+}
+
+fn default_mf_factors() -> usize {
+    8
+}
+
+fn default_mf_lambda() -> f64 {
+    10.0
+}
+
+fn default_mf_sweeps() -> usize {
+    12
 }
 
 impl Default for MethodConfig {
     fn default() -> Self {
-        MethodConfig { gamma: 1e-3, lr_hidden: 32, memory_size: 4096, neighbours: 4, delta: 1.0, warmup: 32, inits: 3 }
+        MethodConfig {
+            gamma: 1e-3,
+            lr_hidden: 32,
+            memory_size: 4096,
+            neighbours: 4,
+            delta: 1.0,
+            warmup: 32,
+            inits: 3,
+            mf_factors: default_mf_factors(),
+            mf_lambda: default_mf_lambda(),
+            mf_bias_lambda: default_mf_lambda(),
+            mf_sweeps: default_mf_sweeps(),
+        }
     }
 }

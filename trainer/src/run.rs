@@ -8,8 +8,30 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use crate::data::{Dataset, Format, LoadOptions};
+use crate::eval::UserPredictions;
+use crate::method::Method;
+use crate::mf::FactorModel;
 use crate::model::{MetaModel, ModelSpec};
-use crate::split::Split;
+use crate::split::{Split, Task};
+
+/// What a run trained: a meta-learned model on libtorch, or a matrix factorisation.
+#[derive(Debug)]
+pub enum Trained {
+    /// Every method but `mf`.
+    Meta(MetaModel),
+    /// `--method mf`.
+    Factors(FactorModel),
+}
+
+impl Trained {
+    /// The method's rows on `tasks`: adapted, and (for adapting methods) without adaptation.
+    pub fn rows(&self, tasks: &[Task]) -> Vec<(String, Vec<UserPredictions>)> {
+        match self {
+            Trained::Meta(model) => crate::eval::method_rows(model, tasks),
+            Trained::Factors(model) => model.rows(tasks),
+        }
+    }
+}
 
 /// Settings and results of a run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -76,6 +98,16 @@ impl RunDir {
         self.0.join("weights.safetensors")
     }
 
+    /// `factors.json` (`--method mf`: μ, item biases and factors of the best sweep).
+    pub fn factors_path(&self) -> PathBuf {
+        self.0.join("factors.json")
+    }
+
+    /// Writes a matrix factorisation atomically.
+    pub fn save_factors(&self, model: &FactorModel) -> Result<()> {
+        crate::fsutil::write_atomic(&self.factors_path(), serde_json::to_string(model)?.as_bytes())
+    }
+
     /// `memory.ot` (AT-PAML's memory at the best epoch).
     pub fn memory_path(&self) -> PathBuf {
         self.0.join("memory.ot")
@@ -109,8 +141,20 @@ impl RunDir {
         crate::fsutil::write_atomic(&self.info_path(), serde_json::to_string_pretty(info)?.as_bytes())
     }
 
-    /// Loads the run: settings, dataset (checked against the fingerprint), split and model.
+    /// Loads a meta-learned run: settings, dataset (checked against the fingerprint), split and
+    /// model. A matrix factorisation run is an error here: see [`RunDir::load_trained`].
     pub fn load(&self, device: Device) -> Result<(RunInfo, Dataset, Split, MetaModel)> {
+        match self.load_trained(device)? {
+            (info, data, split, Trained::Meta(model)) => Ok((info, data, split, model)),
+            (_, _, _, Trained::Factors(_)) => {
+                bail!("{} holds a matrix factorisation (--method mf), not a meta-learned model", self.0.display())
+            }
+        }
+    }
+
+    /// Loads the run whatever it trained: settings, dataset (checked against the fingerprint),
+    /// split and model.
+    pub fn load_trained(&self, device: Device) -> Result<(RunInfo, Dataset, Split, Trained)> {
         let path = self.info_path();
         let text = std::fs::read_to_string(&path).with_context(|| {
             format!("reading {} (is this a run directory written by `trainer train`?)", path.display())
@@ -131,6 +175,15 @@ impl RunDir {
         }
         let mut split = Split::read(&data, &self.split_path())?;
         info.spec.objective.apply(&mut split);
+        if info.spec.method == Method::Mf {
+            let path = self.factors_path();
+            let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+            let model: FactorModel =
+                serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+            metarec_runtime::factors::check(&model.factors, data.items.len())
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            return Ok((info, data, split, Trained::Factors(model)));
+        }
         let mut model = MetaModel::new(&data, &info.spec, info.global_mean, device);
         model.vs.load(self.weights_path()).with_context(|| format!("loading {}", self.weights_path().display()))?;
         if let Some(memory) = &model.memory {
@@ -140,7 +193,7 @@ impl RunDir {
                 .collect();
             memory.borrow_mut().load_state(&named)?;
         }
-        Ok((info, data, split, model))
+        Ok((info, data, split, Trained::Meta(model)))
     }
 }
 

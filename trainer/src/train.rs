@@ -175,15 +175,23 @@ fn check(config: &TrainConfig) -> Result<()> {
     if config.method == Method::Hml && m.inits == 0 {
         bail!("HML needs --inits >= 1");
     }
+    check_factors(m)?;
     Ok(())
 }
 
-/// Trains and writes the run directory; returns its info.
-pub fn train(config: &TrainConfig) -> Result<RunInfo> {
-    check(config)?;
-    tch::set_num_threads(config.threads.max(1));
-    let started = Instant::now();
-    let device = parse_device(&config.device)?;
+/// What every method trains on: the dataset, the run directory, the split (labels for clicks)
+/// and the mean training value.
+struct Prepared {
+    data: Dataset,
+    run: RunDir,
+    split: Split,
+    objective: Objective,
+    global_mean: f32,
+}
+
+/// Loads the dataset, creates the run directory and reads or makes the split (the run's own on
+/// `--resume`), turned into click labels for the click task.
+fn prepare(config: &TrainConfig) -> Result<Prepared> {
     let load_options = LoadOptions { format: config.format, skip_invalid: config.skip_invalid };
     let mut data = Dataset::load_with(&config.data, &load_options)?;
     if config.item_id {
@@ -223,14 +231,95 @@ pub fn train(config: &TrainConfig) -> Result<RunInfo> {
     let train_ratings: Vec<f32> =
         split.train.iter().flat_map(|t| t.support.iter().chain(&t.query)).map(|r| r.value).collect();
     let global_mean = train_ratings.iter().sum::<f32>() / train_ratings.len().max(1) as f32;
-    let spec = ModelSpec {
+    Ok(Prepared { data, run, split, objective, global_mean })
+}
+
+/// The run's settings as a model spec.
+fn spec_of(config: &TrainConfig, objective: Objective) -> ModelSpec {
+    ModelSpec {
         shape: ModelShape { embedding_dim: config.embedding_dim, hidden: config.hidden.clone() },
         method: config.method,
         config: config.method_config.clone(),
         inner_lr: config.inner_lr,
         inner_steps: config.inner_steps,
         objective,
+    }
+}
+
+/// `--method mf`: alternating least squares, the sweep kept by the validation users (see
+/// [`crate::mf`]). Deterministic and fast, so there is no checkpoint: `--resume` retrains on the
+/// run's split.
+fn train_factors(config: &TrainConfig, prepared: Prepared, started: Instant) -> Result<RunInfo> {
+    let Prepared { data, run, split, objective, .. } = prepared;
+    eprintln!(
+        "training {} on {} users ({} validation, {} test), {} items",
+        Method::Mf.name(),
+        split.train.len(),
+        split.valid.len(),
+        split.test.len(),
+        data.items.len()
+    );
+    let fitted = crate::mf::fit(data.items.len(), &split.train, &split.valid, objective, &config.method_config, config.seed);
+    let loss_name = objective.loss_name();
+    for r in &fitted.history {
+        eprintln!("sweep {}: train {loss_name} {:.4}, validation {loss_name} {:.4}", r.epoch, r.train_mse, r.valid_mse);
+    }
+    let info = RunInfo {
+        data: config.data.canonicalize().unwrap_or_else(|_| config.data.clone()),
+        fingerprint: run::fingerprint(&data),
+        format: config.format,
+        skip_invalid: config.skip_invalid,
+        item_id: config.item_id,
+        seed: config.seed,
+        spec: spec_of(config, objective),
+        first_order: config.first_order,
+        global_mean: fitted.model.mean,
+        best_epoch: fitted.best_sweep,
+        best_valid_mse: fitted.best_valid,
+        history: fitted.history,
+        train_seconds: started.elapsed().as_secs_f64(),
+        device: "Cpu".into(),
     };
+    run.save_factors(&fitted.model)?;
+    run.save_info(&info)?;
+    eprintln!(
+        "kept sweep {} (validation {loss_name} {:.4}) in {} after {:.1} s",
+        info.best_epoch,
+        info.best_valid_mse,
+        config.out.display(),
+        info.train_seconds
+    );
+    Ok(info)
+}
+
+/// The matrix factorisation knobs (checked for every method: every table fits MF beside it).
+pub fn check_factors(m: &MethodConfig) -> Result<()> {
+    if m.mf_factors > metarec_runtime::factors::MAX_FACTORS {
+        bail!("--mf-factors {} is above the runtime's limit of {}", m.mf_factors, metarec_runtime::factors::MAX_FACTORS);
+    }
+    for (flag, value) in [("--mf-lambda", m.mf_lambda), ("--mf-bias-lambda", m.mf_bias_lambda)] {
+        if !(value.is_finite() && value > 0.0 && value < 1e30) {
+            bail!("{flag} must be a finite number > 0 (the fold-in's ridge weight), got {value}");
+        }
+    }
+    if m.mf_sweeps == 0 {
+        bail!("--mf-sweeps must be >= 1");
+    }
+    Ok(())
+}
+
+/// Trains and writes the run directory; returns its info.
+pub fn train(config: &TrainConfig) -> Result<RunInfo> {
+    check(config)?;
+    tch::set_num_threads(config.threads.max(1));
+    let started = Instant::now();
+    let device = parse_device(&config.device)?;
+    let prepared = prepare(config)?;
+    if config.method == Method::Mf {
+        return train_factors(config, prepared, started);
+    }
+    let Prepared { data, run, split, objective, global_mean } = prepared;
+    let spec = spec_of(config, objective);
     let model = MetaModel::new_seeded(&data, &spec, global_mean, device, config.seed);
     let mut optimizer = Adam::new(&model.vs, config.outer_lr);
     let order = if config.first_order { Order::First } else { Order::Second };

@@ -85,6 +85,7 @@ pub fn tiny_body() -> ModelBody {
         learning_rate: LearningRate::Fixed,
         neighbours: None,
         rating: RatingScale { min: 1.0, max: 5.0, global_mean: 3.5 },
+        factors: None,
     }
 }
 

@@ -242,6 +242,12 @@ pub fn run(args: &ReportArgs, command_line: &[String]) -> Result<Report> {
     }
     let device = parse_device(&args.train.device)?;
     let methods: Vec<Method> = if args.methods.is_empty() { Method::ALL.to_vec() } else { dedup(&args.methods) };
+    ensure!(
+        !methods.contains(&Method::Mf),
+        "--methods mf: matrix factorisation with fold-in is a baseline row of every report table already; leave it \
+         out of --methods (its knobs are --mf-factors, --mf-lambda, --mf-bias-lambda, --mf-sweeps)"
+    );
+    train::check_factors(&args.train.method_config)?;
     let out = &args.train.out;
     for sub in ["splits", "runs", "figures"] {
         std::fs::create_dir_all(out.join(sub)).with_context(|| format!("creating {}", out.join(sub).display()))?;
@@ -267,6 +273,17 @@ pub fn run(args: &ReportArgs, command_line: &[String]) -> Result<Report> {
             let sets = per_set.iter().map(|rows| rows[b].1.clone()).collect();
             collected.push(name, RowKind::Baseline, seed, sets);
         }
+        let objective = crate::objective::Objective::Rating;
+        let factors = crate::mf::fit(
+            data.items.len(),
+            &seed_split.split.train,
+            &seed_split.split.valid,
+            objective,
+            &args.train.method_config,
+            seed,
+        );
+        let sets = seed_split.sets.iter().map(|tasks| factors.model.predict_tasks(tasks, true)).collect();
+        collected.push(crate::mf::NAME, RowKind::Baseline, seed, sets);
         let mut jobs: Vec<(Method, Option<f64>)> = methods.iter().map(|&m| (m, None)).collect();
         for &gamma in &ablation_gammas {
             if gamma != args.train.method_config.gamma {

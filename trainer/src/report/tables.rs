@@ -186,6 +186,8 @@ fn table2(context: &Context<'_>, rows: &[Row]) -> String {
         Some(b) => format!("p vs {}", b.name),
         None => "p vs best baseline".into(),
     };
+    let factors = rows.iter().find(|r| r.kind == RowKind::Baseline && r.name == crate::mf::NAME);
+    let p_factors_title = format!("p vs {}", crate::mf::NAME);
     let mut table = Table::new(&[
         ("method", Better::Neither),
         ("MSE", Better::Lower),
@@ -193,12 +195,14 @@ fn table2(context: &Context<'_>, rows: &[Row]) -> String {
         ("nDCG@5", Better::Higher),
         ("MSE without adaptation", Better::Neither),
         (p_title.as_str(), Better::Neither),
+        (p_factors_title.as_str(), Better::Neither),
     ]);
     let listed = ordered(rows, |k| matches!(k, RowKind::Method(_) | RowKind::Baseline));
     for row in listed {
         let mse_values = row.per_seed(set, |m| m.mse);
         let mut mse = mean_std(&mse_values, 4);
         let test = best.filter(|b| b.name != row.name).and_then(|b| paired_vs(row, b, set));
+        let versus_factors = factors.filter(|f| f.name != row.name).and_then(|f| paired_vs(row, f, set));
         if let (Some(t), Some(b)) = (test, best) {
             if t.p < 0.05 && mean(&mse_values) < mean(&b.per_seed(set, |m| m.mse)) {
                 mse.text += " †";
@@ -218,6 +222,7 @@ fn table2(context: &Context<'_>, rows: &[Row]) -> String {
             mean_std(&row.per_seed(set, |m| m.ndcg5), 4),
             no_adaptation,
             Cell::text(test.map_or_else(|| "—".into(), |t| p_text(t.p))),
+            Cell::text(versus_factors.map_or_else(|| "—".into(), |t| p_text(t.p))),
         ]);
     }
     table.render()
@@ -399,8 +404,10 @@ pub(super) fn markdown(
         out,
         "\n† the per-user MSE is lower than the best trivial baseline's ({best}) with p < 0.05. p: paired \
          two-tailed t-test between a row's per-user MSEs and the best baseline's (same test users), in either \
-         direction. \"Without adaptation\": the meta-learned initialisation with the inner loop switched off; the \
-         difference to MSE is the adaptation gain.\n"
+         direction; p vs {mf}: the same test against matrix factorisation with fold-in. \"Without adaptation\": \
+         the meta-learned initialisation with the inner loop switched off; the difference to MSE is the adaptation \
+         gain.\n",
+        mf = crate::mf::NAME
     );
 
     let _ = writeln!(out, "## Table 3: major and minor users ({set_title})\n");

@@ -77,7 +77,7 @@ fn click_run_trains_evaluates_and_exports() {
     assert!(adapted.normalized_entropy < 0.9, "{adapted:?}");
     assert!(rows[0].1.iter().flat_map(|u| &u.predicted).all(|p| *p > 0.0 && *p < 1.0));
 
-    let body = metarec_trainer::export::model_body(&info, &data, &model).unwrap();
+    let body = metarec_trainer::export::meta_body(&info, &data, &model).unwrap();
     assert_eq!(body.task, metarec_runtime::format::Task::Click { threshold: 4.0 });
     assert_eq!((body.rating.min, body.rating.max), (0.0, 1.0));
     let bytes = metarec_runtime::format::encode(&body).unwrap();

@@ -5,7 +5,7 @@ use metarec_runtime::Model;
 use metarec_trainer::data::synth::{self, SynthConfig};
 use metarec_trainer::data::Dataset;
 use metarec_trainer::eval::{device_predictions, predict_tasks};
-use metarec_trainer::export::model_body;
+use metarec_trainer::export::meta_body as model_body;
 use metarec_trainer::model::{MetaModel, ModelShape, ModelSpec};
 use metarec_trainer::run::RunInfo;
 use metarec_trainer::split::{Split, Task};

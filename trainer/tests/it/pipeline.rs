@@ -30,7 +30,7 @@ fn train_export_and_reload() {
         let info = train(&config(&data, &out, first_order)).unwrap();
         assert!(info.best_epoch >= 1 && info.best_valid_mse.is_finite());
         let (info, data_back, split, model) = RunDir(out.clone()).load(tch::Device::Cpu).unwrap();
-        let body = export::model_body(&info, &data_back, &model).unwrap();
+        let body = export::meta_body(&info, &data_back, &model).unwrap();
         let path = out.join("model.mrec");
         let size = export::write_model(&body, &path).unwrap();
         assert_eq!(std::fs::metadata(&path).unwrap().len() as usize, size);
@@ -61,7 +61,7 @@ fn compact_exports_replay_close_to_libtorch() {
     train_config.embedding_dim = 16;
     train(&train_config).unwrap();
     let (info, data, split, model) = RunDir(out.clone()).load(tch::Device::Cpu).unwrap();
-    let body = export::model_body(&info, &data, &model).unwrap();
+    let body = export::meta_body(&info, &data, &model).unwrap();
     let libtorch = predict_tasks(&model, &split.test, info.spec.inner_steps, 16);
     let mut sizes = Vec::new();
     for (embeddings, tolerance) in
