@@ -76,14 +76,17 @@ impl Ridge {
 
     /// Solves the system into `out` (`[w_0, w_1, …]`, as many as the unknowns).
     ///
-    /// Errors: [`Error::LengthMismatch`] when `out` has the wrong length;
+    /// Errors: [`Error::LengthMismatch`] when `out` has the wrong length (not `1 + factors`);
     /// [`Error::NonFiniteParameter`] when a pivot is not positive, which validated factors rule
     /// out (a debug build asserts).
     pub fn solve(&mut self, out: &mut [f32]) -> Result<()> {
         let n = self.n;
-        if out.len() != n || self.a.len() != n * n || self.b.len() != n {
-            debug_assert!(false, "ridge solve: output or system of the wrong size");
+        if out.len() != n {
             return Err(Error::LengthMismatch);
+        }
+        if self.a.len() != n * n || self.b.len() != n {
+            debug_assert!(false, "ridge solve: a system of the wrong size (reset keeps them sized)");
+            return Err(Error::InconsistentDimensions);
         }
         // Cholesky A = L Lᵀ in place over the lower triangle (every index below n², checked above).
         let a = &mut self.a;

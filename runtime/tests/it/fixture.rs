@@ -204,3 +204,75 @@ pub fn fd_adapt(params: &Params, xs: &[Vec<f64>], ratings: &[f64], lr: f64, step
     }
     p
 }
+
+/// [`tiny_body`]'s fields and catalogue as a matrix factorisation: 3 factors, λ = 2, λ_b = 1,
+/// item biases in ±0.5 and factors in ±0.75; the last item has no factors (as an item no
+/// training user rated).
+pub fn tiny_factor_body() -> ModelBody {
+    let mut body = tiny_body();
+    let mut rng = Lcg::new(0x6d66_6f6c_6469_6e21);
+    let items = body.items.len();
+    let k = 3;
+    let mut item_bias = rng.vec(items, 1.0);
+    let mut item_factors = rng.vec(items * k, 1.5);
+    item_bias[items - 1] = 0.0;
+    item_factors[(items - 1) * k..].fill(0.0);
+    body.method = Method::Mf;
+    body.embedding_dim = 0;
+    for field in body.user_fields.iter_mut().chain(body.item_fields.iter_mut()) {
+        field.embedding.clear();
+    }
+    body.layers.clear();
+    body.adaptation = Adaptation { inner_lr: 0.0, inner_steps: 1 };
+    body.factors = Some(metarec_runtime::format::Factors {
+        factors: k as u32,
+        regularisation: 2.0,
+        bias_regularisation: 1.0,
+        item_bias,
+        item_factors,
+    });
+    body
+}
+
+/// The fold-in's `[b_u, p_u]` by Gaussian elimination with partial pivoting on the normal
+/// equations, in f64.
+pub fn reference_fold_in(f: &metarec_runtime::format::Factors, mean: f32, support: &[(u32, f32)]) -> Vec<f64> {
+    let k = f.factors as usize;
+    let n = k + 1;
+    let mut a = vec![vec![0.0f64; n + 1]; n];
+    for (d, row) in a.iter_mut().enumerate() {
+        row[d] = f64::from(if d == 0 { f.bias_regularisation } else { f.regularisation });
+    }
+    for &(item, r) in support {
+        let i = item as usize;
+        let x: Vec<f64> = std::iter::once(1.0).chain(f.item_factors[i * k..][..k].iter().map(|&v| f64::from(v))).collect();
+        let t = f64::from(r) - f64::from(mean) - f64::from(f.item_bias[i]);
+        for p in 0..n {
+            for q in 0..n {
+                a[p][q] += x[p] * x[q];
+            }
+            a[p][n] += x[p] * t;
+        }
+    }
+    for c in 0..n {
+        let pivot = (c..n).max_by(|&p, &q| a[p][c].abs().total_cmp(&a[q][c].abs())).unwrap();
+        a.swap(c, pivot);
+        for r in 0..n {
+            if r != c {
+                let factor = a[r][c] / a[c][c];
+                for q in c..=n {
+                    a[r][q] -= factor * a[c][q];
+                }
+            }
+        }
+    }
+    (0..n).map(|d| a[d][n] / a[d][d]).collect()
+}
+
+/// `μ + b_u + b_i + p_u · q_i` in f64.
+pub fn reference_score(f: &metarec_runtime::format::Factors, mean: f32, user: &[f64], item: u32) -> f64 {
+    let k = f.factors as usize;
+    let i = item as usize;
+    let q = &f.item_factors[i * k..][..k];
+    f64::from(mean) + user[0] + f64::from(f.item_bias[i]) + user[1..].iter().zip(q).map(|(p, &q)| p * f64::from(q)).sum::<f64>()
+}

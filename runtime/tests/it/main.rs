@@ -3,6 +3,7 @@
 mod adaptation;
 mod compact;
 mod corruption;
+mod factors;
 mod fixture;
 mod golden;
 mod limits;
