@@ -3,6 +3,7 @@
 mod crash;
 mod ctr;
 mod data;
+mod factors;
 mod formats;
 mod methods;
 mod metrics;
