@@ -177,7 +177,12 @@ pub fn check(factors: &Factors, items: usize) -> Result<()> {
         return Err(Error::NonFiniteParameter);
     }
     let smallest = factors.regularisation.min(factors.bias_regularisation);
-    if !(smallest > 0.0) || !factors.regularisation.is_finite() || !factors.bias_regularisation.is_finite() {
+    // NaN fails every comparison: `smallest` is checked for it apart.
+    if smallest.is_nan()
+        || smallest <= 0.0
+        || !factors.regularisation.is_finite()
+        || !factors.bias_regularisation.is_finite()
+    {
         return Err(Error::NonFiniteParameter);
     }
     let largest_norm = factors

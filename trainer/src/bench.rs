@@ -3,6 +3,9 @@
 //! 32, layers 64-64-1) with `steps` inner steps on `support` ratings, then score `items`
 //! candidates. Also counts the FLOPs the runtime performs and measures this core's peak with a
 //! large single-threaded matrix product, to say how far from the arithmetic floor it runs.
+//! Then the same user on a matrix factorisation of the same catalogue (`--method mf`, k = 8):
+//! the exact ridge fold-in of the same support ratings and the scoring of every item, beside
+//! MeLU's personalize + score.
 
 use std::fmt::Write as _;
 use std::time::Instant;
@@ -12,12 +15,16 @@ use metarec_runtime::format::FieldKind;
 use metarec_runtime::{Model, Session};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Normal};
 use tch::Device;
 
 use crate::data::{Dataset, Entity, Rating};
 use crate::eval::predict_tasks;
+use crate::method::MethodConfig;
+use crate::mf::FactorModel;
 use crate::model::{MetaModel, ModelShape, ModelSpec};
-use crate::run::RunInfo;
+use crate::objective::Objective;
+use crate::run::{RunInfo, Trained};
 use crate::split::Task;
 
 /// Benchmark settings.
@@ -168,6 +175,140 @@ fn torch_peak_gflops() -> f64 {
     })
 }
 
+/// Users a planted factorisation generates to train the bench's factor model, and the ratings
+/// each gives (as many again validate: the sweep kept is chosen on them).
+const FACTOR_USERS: usize = 300;
+const FACTOR_RATINGS: usize = 40;
+
+/// The bench's factor model, fitted with the trainer's own ALS ([`crate::mf::fit`], the default
+/// k = 8, λ = 10) on ratings generated from a planted one: item and user biases and factors
+/// N(0, 0.3), the ratings `3.5 + b_u + b_i + p_u · q_i + N(0, 0.5)` rounded into 1..=5. The
+/// timings do not depend on the values; fitting makes the model the one `--method mf` would give.
+fn factor_model(items: usize) -> FactorModel {
+    let config = MethodConfig::default();
+    let k = config.mf_factors;
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let planted = Normal::new(0.0, 0.3).expect("a positive standard deviation");
+    let noise = Normal::new(0.0, 0.5).expect("a positive standard deviation");
+    // Per item and per user [b, q] (k + 1 values).
+    let item_rows: Vec<f32> = (0..items * (k + 1)).map(|_| planted.sample(&mut rng) as f32).collect();
+    let task = |user: usize, rng: &mut ChaCha8Rng| {
+        let user_row: Vec<f32> = (0..=k).map(|_| planted.sample(rng) as f32).collect();
+        let ratings: Vec<Rating> = (0..FACTOR_RATINGS)
+            .map(|_| {
+                let item = rng.gen_range(0..items);
+                let q = &item_rows[item * (k + 1)..(item + 1) * (k + 1)];
+                let dot: f32 = user_row[1..].iter().zip(&q[1..]).map(|(a, b)| a * b).sum();
+                let value = 3.5 + user_row[0] + q[0] + dot + noise.sample(rng) as f32;
+                Rating { user: user as u32, item: item as u32, value: value.round().clamp(1.0, 5.0) }
+            })
+            .collect();
+        let (support, query) = ratings.split_at(FACTOR_RATINGS / 2);
+        Task { user: user as u32, support: support.to_vec(), query: query.to_vec() }
+    };
+    let train: Vec<Task> = (0..FACTOR_USERS).map(|u| task(u, &mut rng)).collect();
+    let valid: Vec<Task> = (FACTOR_USERS..2 * FACTOR_USERS).map(|u| task(u, &mut rng)).collect();
+    crate::mf::fit(items, &train, &valid, Objective::Rating, &config, 5).model
+}
+
+/// Medians and 10th percentiles (ms) of a factor model's personalization, and its footprint.
+#[derive(Debug)]
+struct FactorTimings {
+    /// Factors per user and item.
+    factors: u32,
+    /// `adapt()`: the ridge fold-in alone (median, 10th percentile).
+    fold_in_ms: (f64, f64),
+    /// `score_indices` over every item.
+    score_ms: (f64, f64),
+    /// Clear, add the support ratings, fold in, score.
+    total_ms: (f64, f64),
+    /// The encoded model file.
+    file_bytes: usize,
+    /// [`Session::memory_bytes`] after the runs.
+    session_bytes: usize,
+}
+
+/// Times MF fold-in + scoring of `candidates` on `support` for the bench catalogue `data`: the
+/// model from [`factor_model`] exported the normal way (model body, encode, `Model::from_bytes`),
+/// one session reused; each timed run clears the ratings, adds the support, folds in and scores.
+/// (No profile is set: a factor model does not read it.)
+fn factor_timings(
+    config: &DeviceBench,
+    info: &RunInfo,
+    data: &Dataset,
+    support: &[Rating],
+    candidates: &[u32],
+) -> Result<FactorTimings> {
+    let trained = Trained::Factors(factor_model(data.items.len()));
+    let body = crate::export::model_body(info, data, &trained)?;
+    let bytes = metarec_runtime::format::encode(&body).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let device_model = Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let factors = device_model.factors().map_or(0, |f| f.factors);
+    let mut session = Session::new(&device_model);
+    let mut scores = vec![0f32; candidates.len()];
+    // One run: (fold-in, score, total) in ms.
+    let mut run = || -> Result<(f64, f64, f64)> {
+        let start = Instant::now();
+        session.clear_ratings();
+        for r in support {
+            session.add_rating_by_index(r.item, r.value).map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        let adapt_start = Instant::now();
+        session.adapt().map_err(|e| anyhow::anyhow!("{e}"))?;
+        let score_start = Instant::now();
+        session.score_indices(candidates, &mut scores).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let end = Instant::now();
+        let ms = |from: Instant, to: Instant| (to - from).as_secs_f64() * 1e3;
+        Ok((ms(adapt_start, score_start), ms(score_start, end), ms(start, end)))
+    };
+    for _ in 0..10 {
+        run()?;
+    }
+    let samples = (0..config.repeat).map(|_| run()).collect::<Result<Vec<_>>>()?;
+    let summary = |pick: fn(&(f64, f64, f64)) -> f64| {
+        let values: Vec<f64> = samples.iter().map(pick).collect();
+        (median(values.clone()), percentile(values, 10))
+    };
+    let (fold_in_ms, score_ms, total_ms) = (summary(|s| s.0), summary(|s| s.1), summary(|s| s.2));
+    ensure!(session.is_adapted(), "the factor model's session did not fold in");
+    Ok(FactorTimings {
+        factors,
+        fold_in_ms,
+        score_ms,
+        total_ms,
+        file_bytes: bytes.len(),
+        session_bytes: session.memory_bytes(),
+    })
+}
+
+/// The report's MF lines, beside MeLU's median personalize + score `melu_ms`.
+fn write_factor_lines(out: &mut String, config: &DeviceBench, mf: &FactorTimings, melu_ms: f64) -> Result<()> {
+    writeln!(
+        out,
+        "MF fold-in: k = {} factors, {} support ratings, {} candidates (every item), 1 thread",
+        mf.factors, config.support, config.items
+    )?;
+    writeln!(
+        out,
+        "  runtime (metarec)      {:8.4} ms per clear + ratings + fold-in + score (median of {}); 10th percentile {:.4} ms",
+        mf.total_ms.0, config.repeat, mf.total_ms.1
+    )?;
+    writeln!(
+        out,
+        "    of which fold-in      {:8.4} ms (adapt; 10th percentile {:.4} ms)",
+        mf.fold_in_ms.0, mf.fold_in_ms.1
+    )?;
+    writeln!(out, "    of which score        {:8.4} ms (10th percentile {:.4} ms)", mf.score_ms.0, mf.score_ms.1)?;
+    writeln!(
+        out,
+        "  vs MeLU                {:8.1}x faster: MeLU personalize + score {melu_ms:.3} ms, MF {:.4} ms (medians)",
+        melu_ms / mf.total_ms.0,
+        mf.total_ms.0
+    )?;
+    writeln!(out, "  model file             {:8} bytes; session {} bytes", mf.file_bytes, mf.session_bytes)?;
+    Ok(())
+}
+
 /// Runs the benchmark and returns its report.
 pub fn device_benchmark(config: &DeviceBench) -> Result<String> {
     ensure!(config.items > 0 && config.support > 0 && config.repeat > 0, "--items, --support and --repeat must be > 0");
@@ -282,6 +423,7 @@ pub fn device_benchmark(config: &DeviceBench) -> Result<String> {
     let floor_ms = flops / (peak * 1e9) * 1e3;
     let torch_peak = torch_peak_gflops().max(peaks_before.1);
     let torch_floor_ms = flops / (torch_peak * 1e9) * 1e3;
+    let factor = factor_timings(config, &info, &data, &support, &candidates)?;
 
     let mut out = String::new();
     writeln!(out, "device benchmark: MeLU input {} ({} fields x 32), layers {:?}, {} support ratings, {} steps, {} candidates, 1 thread",
@@ -315,5 +457,6 @@ pub fn device_benchmark(config: &DeviceBench) -> Result<String> {
         runtime_ms / best_floor_ms
     )?;
     writeln!(out, "  model file             {:8} bytes; session {} bytes", bytes.len(), session.memory_bytes())?;
+    write_factor_lines(&mut out, config, &factor, runtime_ms)?;
     Ok(out)
 }

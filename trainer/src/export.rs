@@ -10,9 +10,9 @@ use metarec_runtime::format::{
 };
 
 use crate::data::Dataset;
+use crate::mf::FactorModel;
 use crate::model::MetaModel;
 use crate::objective::Objective;
-use crate::mf::FactorModel;
 use crate::run::{RunInfo, Trained};
 use crate::split;
 
@@ -32,8 +32,12 @@ pub fn model_body(info: &RunInfo, data: &Dataset, trained: &Trained) -> Result<M
 /// are labels, its scale 0..1 and its mean the click rate.
 fn task_and_scale(info: &RunInfo, data: &Dataset, mean: f32) -> (Task, RatingScale) {
     match info.spec.objective {
-        Objective::Rating => (Task::Rating, RatingScale { min: data.rating_min, max: data.rating_max, global_mean: mean }),
-        Objective::Click { threshold } => (Task::Click { threshold }, RatingScale { min: 0.0, max: 1.0, global_mean: mean }),
+        Objective::Rating => {
+            (Task::Rating, RatingScale { min: data.rating_min, max: data.rating_max, global_mean: mean })
+        }
+        Objective::Click { threshold } => {
+            (Task::Click { threshold }, RatingScale { min: 0.0, max: 1.0, global_mean: mean })
+        }
     }
 }
 

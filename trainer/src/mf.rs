@@ -99,8 +99,11 @@ impl FactorModel {
         tasks
             .iter()
             .map(|t| {
-                let user =
-                    if adapt { self.fold_in(t.support.iter().map(|r| (r.item, r.value)), &mut ridge) } else { zeros.clone() };
+                let user = if adapt {
+                    self.fold_in(t.support.iter().map(|r| (r.item, r.value)), &mut ridge)
+                } else {
+                    zeros.clone()
+                };
                 UserPredictions {
                     user: t.user,
                     truth: t.query.iter().map(|r| r.value).collect(),
@@ -178,7 +181,14 @@ impl Ratings {
 /// Alternating least squares on the training users, the sweep kept by the validation users'
 /// mean query loss after fold-in. `items` is the catalogue size; `seed` fixes the initial item
 /// factors.
-pub fn fit(items: usize, train: &[Task], valid: &[Task], objective: Objective, config: &MethodConfig, seed: u64) -> Fitted {
+pub fn fit(
+    items: usize,
+    train: &[Task],
+    valid: &[Task],
+    objective: Objective,
+    config: &MethodConfig,
+    seed: u64,
+) -> Fitted {
     let ratings = Ratings::new(items, train);
     let count = ratings.by_user.iter().map(Vec::len).sum::<usize>();
     let mean = (ratings.by_user.iter().flatten().map(|&(_, v)| f64::from(v)).sum::<f64>() / count.max(1) as f64) as f32;
@@ -188,9 +198,8 @@ pub fn fit(items: usize, train: &[Task], valid: &[Task], objective: Objective, c
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x4D46_5F41_4C53);
     let normal = Normal::new(0.0, INIT_STD).expect("a positive standard deviation");
     // Per item [b_i, q_i]; per user [b_u, p_u].
-    let mut item_rows: Vec<f32> = (0..items * width)
-        .map(|j| if j % width == 0 { 0.0 } else { normal.sample(&mut rng) as f32 })
-        .collect();
+    let mut item_rows: Vec<f32> =
+        (0..items * width).map(|j| if j % width == 0 { 0.0 } else { normal.sample(&mut rng) as f32 }).collect();
     let mut user_rows = vec![0f32; ratings.by_user.len() * width];
     let mut ridge = Ridge::default();
     let mut best: Option<(f64, usize, FactorModel)> = None;

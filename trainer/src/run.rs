@@ -17,8 +17,8 @@ use crate::split::{Split, Task};
 /// What a run trained: a meta-learned model on libtorch, or a matrix factorisation.
 #[derive(Debug)]
 pub enum Trained {
-    /// Every method but `mf`.
-    Meta(MetaModel),
+    /// Every method but `mf` (boxed: the two sizes differ by far).
+    Meta(Box<MetaModel>),
     /// `--method mf`.
     Factors(FactorModel),
 }
@@ -145,7 +145,7 @@ impl RunDir {
     /// model. A matrix factorisation run is an error here: see [`RunDir::load_trained`].
     pub fn load(&self, device: Device) -> Result<(RunInfo, Dataset, Split, MetaModel)> {
         match self.load_trained(device)? {
-            (info, data, split, Trained::Meta(model)) => Ok((info, data, split, model)),
+            (info, data, split, Trained::Meta(model)) => Ok((info, data, split, *model)),
             (_, _, _, Trained::Factors(_)) => {
                 bail!("{} holds a matrix factorisation (--method mf), not a meta-learned model", self.0.display())
             }
@@ -193,7 +193,7 @@ impl RunDir {
                 .collect();
             memory.borrow_mut().load_state(&named)?;
         }
-        Ok((info, data, split, Trained::Meta(model)))
+        Ok((info, data, split, Trained::Meta(Box::new(model))))
     }
 }
 

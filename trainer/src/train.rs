@@ -259,7 +259,8 @@ fn train_factors(config: &TrainConfig, prepared: Prepared, started: Instant) -> 
         split.test.len(),
         data.items.len()
     );
-    let fitted = crate::mf::fit(data.items.len(), &split.train, &split.valid, objective, &config.method_config, config.seed);
+    let fitted =
+        crate::mf::fit(data.items.len(), &split.train, &split.valid, objective, &config.method_config, config.seed);
     let loss_name = objective.loss_name();
     for r in &fitted.history {
         eprintln!("sweep {}: train {loss_name} {:.4}, validation {loss_name} {:.4}", r.epoch, r.train_mse, r.valid_mse);
@@ -295,7 +296,11 @@ fn train_factors(config: &TrainConfig, prepared: Prepared, started: Instant) -> 
 /// The matrix factorisation knobs (checked for every method: every table fits MF beside it).
 pub fn check_factors(m: &MethodConfig) -> Result<()> {
     if m.mf_factors > metarec_runtime::factors::MAX_FACTORS {
-        bail!("--mf-factors {} is above the runtime's limit of {}", m.mf_factors, metarec_runtime::factors::MAX_FACTORS);
+        bail!(
+            "--mf-factors {} is above the runtime's limit of {}",
+            m.mf_factors,
+            metarec_runtime::factors::MAX_FACTORS
+        );
     }
     for (flag, value) in [("--mf-lambda", m.mf_lambda), ("--mf-bias-lambda", m.mf_bias_lambda)] {
         if !(value.is_finite() && value > 0.0 && value < 1e30) {

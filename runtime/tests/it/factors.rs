@@ -99,7 +99,8 @@ fn fold_in_matches_the_reference_for_any_support() {
     // Duplicates, the scale's extremes, and the item without factors.
     assert_fold_in_matches_reference(&model, &[(1, max), (1, min), (1, max), (5, min), (5, max)]);
     // The most ratings a session takes, all at one extreme.
-    let many: Vec<(u32, f32)> = (0..MAX_SUPPORT_RATINGS).map(|j| ((j % 6) as u32, if j % 3 == 0 { min } else { max })).collect();
+    let many: Vec<(u32, f32)> =
+        (0..MAX_SUPPORT_RATINGS).map(|j| ((j % 6) as u32, if j % 3 == 0 { min } else { max })).collect();
     assert_fold_in_matches_reference(&model, &many);
 }
 

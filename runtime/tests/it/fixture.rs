@@ -245,7 +245,8 @@ pub fn reference_fold_in(f: &metarec_runtime::format::Factors, mean: f32, suppor
     }
     for &(item, r) in support {
         let i = item as usize;
-        let x: Vec<f64> = std::iter::once(1.0).chain(f.item_factors[i * k..][..k].iter().map(|&v| f64::from(v))).collect();
+        let x: Vec<f64> =
+            std::iter::once(1.0).chain(f.item_factors[i * k..][..k].iter().map(|&v| f64::from(v))).collect();
         let t = f64::from(r) - f64::from(mean) - f64::from(f.item_bias[i]);
         for p in 0..n {
             for q in 0..n {
@@ -257,11 +258,12 @@ pub fn reference_fold_in(f: &metarec_runtime::format::Factors, mean: f32, suppor
     for c in 0..n {
         let pivot = (c..n).max_by(|&p, &q| a[p][c].abs().total_cmp(&a[q][c].abs())).unwrap();
         a.swap(c, pivot);
-        for r in 0..n {
+        let pivot_row = a[c].clone();
+        for (r, row) in a.iter_mut().enumerate() {
             if r != c {
-                let factor = a[r][c] / a[c][c];
-                for q in c..=n {
-                    a[r][q] -= factor * a[c][q];
+                let factor = row[c] / pivot_row[c];
+                for (value, p) in row.iter_mut().zip(&pivot_row).skip(c) {
+                    *value -= factor * p;
                 }
             }
         }
@@ -274,5 +276,8 @@ pub fn reference_score(f: &metarec_runtime::format::Factors, mean: f32, user: &[
     let k = f.factors as usize;
     let i = item as usize;
     let q = &f.item_factors[i * k..][..k];
-    f64::from(mean) + user[0] + f64::from(f.item_bias[i]) + user[1..].iter().zip(q).map(|(p, &q)| p * f64::from(q)).sum::<f64>()
+    f64::from(mean)
+        + user[0]
+        + f64::from(f.item_bias[i])
+        + user[1..].iter().zip(q).map(|(p, &q)| p * f64::from(q)).sum::<f64>()
 }
