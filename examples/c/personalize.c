@@ -11,6 +11,10 @@
  *   support  <item_id>  <rating>    (ratings the session adapts on)
  *   query    <item_id>  <rating>    (held-out ratings, only used to measure the error)
  *
+ * The whole file is checked before the library is called: a line of another kind or with
+ * another number of tab-separated fields, or a rating that is not a finite number (nan, inf,
+ * 1e999, empty, 4.5x), is reported with the file, line number and value, and nothing else runs.
+ *
  * For a click model (metarec_model_task gives "click") the values are click labels, 0 or 1,
  * as the trainer exports them for a `--task ctr` run; an app holding ratings would pass
  * `rating >= metarec_model_click_threshold` instead.
@@ -170,15 +174,27 @@ static size_t split_tabs(char *line, char **fields, size_t max) {
     return count;
 }
 
+/* Parses a rating: a finite number and nothing after it (1e999 overflows to infinity). */
 static int parse_rating(const char *text, float *out) {
     char *end = NULL;
-    errno = 0;
     float value = strtof(text, &end);
-    if (end == text || *end != '\0' || errno == ERANGE) {
+    if (end == text || *end != '\0' || !isfinite(value)) {
         return 0;
     }
     *out = value;
     return 1;
+}
+
+/* The number of tab-separated fields of a line of kind `kind`; 0 for an unknown kind. */
+static size_t fields_of_kind(const char *kind) {
+    if (strcmp(kind, "user") == 0) {
+        return 2;
+    }
+    if (strcmp(kind, "profile") == 0 || strcmp(kind, "support") == 0 ||
+        strcmp(kind, "query") == 0) {
+        return 3;
+    }
+    return 0;
 }
 
 /* Parses the user file; on failure prints why and returns 0. */
@@ -205,29 +221,38 @@ static int read_user_file(const char *path, UserFile *user) {
         }
         char *fields[4];
         size_t count = split_tabs(line, fields, 4);
+        const char *kind = fields[0];
+        size_t want = fields_of_kind(kind);
         float rating = 0.0f;
-        if (strcmp(fields[0], "user") == 0 && count == 2) {
+        if (want == 0) {
+            fprintf(stderr,
+                    "personalize: %s:%zu: unknown line kind '%s' (want user, profile, support or "
+                    "query)\n",
+                    path, line_no, kind);
+            ok = 0;
+            break;
+        }
+        if (count != want) {
+            fprintf(stderr,
+                    "personalize: %s:%zu: a %s line has %zu tab-separated fields, want %zu\n",
+                    path, line_no, kind, count, want);
+            ok = 0;
+            break;
+        }
+        if (want == 2) {
             free(user->user);
             user->user = copy_string(fields[1]);
             ok = user->user != NULL;
-        } else if (strcmp(fields[0], "profile") == 0 && count == 3) {
+        } else if (kind[0] == 'p') {
             ok = push_entry(&user->profile, fields[1], fields[2], 0.0f);
-        } else if ((strcmp(fields[0], "support") == 0 || strcmp(fields[0], "query") == 0) &&
-                   count == 3) {
-            if (!parse_rating(fields[2], &rating)) {
-                fprintf(stderr, "personalize: %s:%zu: bad rating '%s'\n", path, line_no,
-                        fields[2]);
-                ok = 0;
-                break;
-            }
-            EntryList *list = fields[0][0] == 's' ? &user->support : &user->query;
-            ok = push_entry(list, fields[1], NULL, rating);
-        } else {
-            fprintf(stderr, "personalize: %s:%zu: unrecognized line (want user/profile/support/query "
-                            "with tab-separated fields)\n",
-                    path, line_no);
+        } else if (!parse_rating(fields[2], &rating)) {
+            fprintf(stderr, "personalize: %s:%zu: %s rating '%s' is not a finite number\n", path,
+                    line_no, kind, fields[2]);
             ok = 0;
             break;
+        } else {
+            EntryList *list = kind[0] == 's' ? &user->support : &user->query;
+            ok = push_entry(list, fields[1], NULL, rating);
         }
         if (!ok) {
             fprintf(stderr, "personalize: out of memory reading %s\n", path);
@@ -326,18 +351,20 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: %s MODEL.mrec USER.tsv\n", argc > 0 ? argv[0] : "personalize");
         return 2;
     }
+    /* The user file is checked whole before the library is called. */
+    UserFile user = {0};
+    if (!read_user_file(argv[2], &user)) {
+        free_user(&user);
+        return 2;
+    }
     /* The shared library loaded at run time must serve the header compiled in. */
     int32_t version = METAREC_CHECK_VERSION();
     if (version != METAREC_OK) {
         report("METAREC_CHECK_VERSION", version);
         fprintf(stderr, "personalize: header %s, library %s\n", METAREC_VERSION_STRING,
                 metarec_version());
-        return 1;
-    }
-    UserFile user = {0};
-    if (!read_user_file(argv[2], &user)) {
         free_user(&user);
-        return 2;
+        return 1;
     }
 
     int ok = 0;

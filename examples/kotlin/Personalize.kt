@@ -5,7 +5,10 @@
 //
 //   usage: java -jar personalize.jar LIBMETAREC_JNI.so MODEL.mrec USER.tsv
 //
-// Exits with 1 on a metarec error (code and message on stderr), 2 on a usage or file error.
+// The user file is checked whole before the library is called: a line of another kind or with
+// another number of fields, or a rating that is not a finite number (nan, inf, 1e999, empty,
+// 4.5x), is reported with the file, line number and value. Exits with 1 on a metarec error
+// (code and message on stderr), 2 on a usage or file error.
 import java.io.File
 import kotlin.system.exitProcess
 import metarec.FieldSide
@@ -13,44 +16,70 @@ import metarec.MetarecException
 import metarec.Model
 import metarec.Native
 
+class Rating(val itemId: String, val value: Float)
+
+class UserFile(
+    val user: String?,
+    val profile: List<Pair<String, String>>,
+    val support: List<Rating>,
+    val query: List<Rating>
+)
+
+fun fail(message: String): Nothing {
+    System.err.println("personalize: $message")
+    exitProcess(2)
+}
+
+fun readUserFile(path: String): UserFile {
+    val lines = try {
+        File(path).readLines()
+    } catch (e: java.io.IOException) {
+        fail("cannot read $path: ${e.message}")
+    }
+    var user: String? = null
+    val profile = mutableListOf<Pair<String, String>>()
+    val support = mutableListOf<Rating>()
+    val query = mutableListOf<Rating>()
+    for ((index, line) in lines.withIndex()) {
+        if (line == "" || line.startsWith("#")) continue
+        val where = "$path:${index + 1}"
+        val parts = line.split('\t')
+        val kind = parts[0]
+        val want = when (kind) {
+            "user" -> 2
+            "profile", "support", "query" -> 3
+            else -> fail("$where: unknown line kind '$kind' (want user, profile, support or query)")
+        }
+        if (parts.size != want) fail("$where: a $kind line has ${parts.size} tab-separated fields, want $want")
+        when (kind) {
+            "user" -> user = parts[1]
+            "profile" -> profile.add(Pair(parts[1], parts[2]))
+            else -> {
+                // toFloatOrNull takes "NaN" and "Infinity", and 1e999 overflows to infinity.
+                val value = parts[2].toFloatOrNull()?.takeIf { it.isFinite() }
+                    ?: fail("$where: $kind rating '${parts[2]}' is not a finite number")
+                (if (kind == "support") support else query).add(Rating(parts[1], value))
+            }
+        }
+    }
+    return UserFile(user, profile, support, query)
+}
+
 fun main(args: Array<String>) {
     if (args.size != 3) {
         System.err.println("usage: personalize LIBMETAREC_JNI.so MODEL.mrec USER.tsv")
         exitProcess(2)
     }
-    val lines = try {
-        File(args[2]).readLines()
-    } catch (e: java.io.IOException) {
-        System.err.println("personalize: cannot read ${args[2]}: ${e.message}")
-        exitProcess(2)
-    }
+    val userFile = readUserFile(args[2])
     try {
         Native.load(File(args[0]).absolutePath)
         Model.load(args[1]).use { model ->
             println("metarec ${Native.version()} (${model.method}): ${args[1]}, ${model.itemCount} items")
             println("user fields: ${model.fieldNames(FieldSide.USER).joinToString(", ")}")
+            userFile.user?.let { println("user $it") }
             model.newSession().use { session ->
-                for ((number, line) in lines.withIndex()) {
-                    if (line.isBlank() || line.startsWith("#")) continue
-                    val parts = line.split('\t')
-                    when {
-                        parts[0] == "user" && parts.size == 2 -> println("user ${parts[1]}")
-                        parts[0] == "profile" && parts.size == 3 -> session.setProfile(parts[1], parts[2])
-                        parts[0] == "support" && parts.size == 3 -> {
-                            val rating = parts[2].toFloatOrNull()
-                            if (rating == null) {
-                                System.err.println("personalize: ${args[2]}:${number + 1}: bad rating '${parts[2]}'")
-                                exitProcess(2)
-                            }
-                            session.addRating(parts[1], rating)
-                        }
-                        parts[0] == "query" && parts.size == 3 -> {}
-                        else -> {
-                            System.err.println("personalize: ${args[2]}:${number + 1}: unrecognized line")
-                            exitProcess(2)
-                        }
-                    }
-                }
+                for ((field, value) in userFile.profile) session.setProfile(field, value)
+                for (rating in userFile.support) session.addRating(rating.itemId, rating.value)
                 session.adapt()
                 val top = session.topK(10)
                 println("top ${top.size} recommendations (unrated items):")

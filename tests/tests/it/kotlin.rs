@@ -84,7 +84,9 @@ fn run_jar(jar: &Path, shim: &Path, model: &Path, user: &Path) -> Output {
 
 #[test]
 fn kotlin_example_personalizes_like_the_c_example() {
-    if !support::have_program("kotlinc") {
+    // Debian's kotlinc 1.3 refuses `--version` (support::have_program's probe) and takes `-version`.
+    let have_kotlinc = Command::new("kotlinc").arg("-version").output().is_ok_and(|out| out.status.success());
+    if !have_kotlinc {
         eprintln!(
             "note: kotlinc is not installed; skipping the Kotlin/JNI test (scripts/setup.sh installs Debian's kotlin)"
         );
@@ -126,4 +128,15 @@ fn kotlin_example_personalizes_like_the_c_example() {
     let output = run_jar(&jar, &shim, &dir.join("missing.mrec"), &user);
     assert_eq!(output.status.code(), Some(1), "{}", support::describe(&output));
     assert!(String::from_utf8_lossy(&output.stderr).contains("error 3: "), "{}", support::describe(&output));
+
+    // A bad user file (a non-finite rating, a wrong field count) is refused as by the C example:
+    // its line and value named, exit status 2, before the library is loaded.
+    for (tsv, message) in crate::personalize::refused_user_files() {
+        std::fs::write(&user, &tsv).unwrap();
+        let output = run_jar(&jar, &shim, &model, &user);
+        let report = format!("{message}\n{}", support::describe(&output));
+        assert_eq!(output.status.code(), Some(2), "{report}");
+        assert!(String::from_utf8_lossy(&output.stderr).contains(&format!("user.tsv:{message}\n")), "{report}");
+        assert!(output.stdout.is_empty(), "{report}");
+    }
 }

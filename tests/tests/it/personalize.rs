@@ -106,10 +106,11 @@ fn personalize_reports_failures_with_code_and_message() {
     assert_eq!(output.status.code(), Some(1), "{}", support::describe(&output));
     assert!(stderr.contains("metarec_model_load failed: error 3:"), "{stderr}");
 
-    // A NaN rating and an unknown item: the runtime's codes.
-    let mut nan = UserFile::fixture();
-    nan.support[2].1 = f32::NAN;
-    std::fs::write(&user, nan.to_tsv()).unwrap();
+    // A rating off the model's 1–5 scale and an unknown item: the runtime's codes (a NaN rating
+    // never reaches the runtime: see personalize_refuses_bad_user_files_before_the_library).
+    let mut off_scale = UserFile::fixture();
+    off_scale.support[2].1 = 9.0;
+    std::fs::write(&user, off_scale.to_tsv()).unwrap();
     let output = support::run_sanitized(&exe, &[&model, &user]);
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert_eq!(output.status.code(), Some(1), "{}", support::describe(&output));
@@ -129,6 +130,75 @@ fn personalize_reports_failures_with_code_and_message() {
     assert_eq!(output.status.code(), Some(2), "{}", support::describe(&output));
     let output = support::run_sanitized(&exe, &[&model]);
     assert_eq!(output.status.code(), Some(2), "{}", support::describe(&output));
+}
+
+/// The fixture user file with its first `kind` line passed through `edit`, and that line's number.
+fn edited_fixture(kind: &str, edit: impl Fn(&str) -> String) -> (String, usize) {
+    let mut lines: Vec<String> = UserFile::fixture().to_tsv().lines().map(str::to_owned).collect();
+    let index =
+        lines.iter().position(|line| line.split('\t').next() == Some(kind)).expect("a fixture line of that kind");
+    lines[index] = edit(&lines[index]);
+    (lines.join("\n") + "\n", index + 1)
+}
+
+/// User files that the examples (C, Kotlin) refuse before calling the library, with exit status 2:
+/// each file's text and the message that follows `user.tsv:` on stderr (line number and value).
+pub(crate) fn refused_user_files() -> Vec<(String, String)> {
+    let mut cases = Vec::new();
+    let ratings = [
+        ("query", "nan"),
+        ("query", "inf"),
+        ("support", "-inf"),
+        ("support", "1e999"),
+        ("query", "4.5x"),
+        ("support", ""),
+        ("support", "NaN"),
+        ("query", "Infinity"),
+    ];
+    for (kind, value) in ratings {
+        let (tsv, line) = edited_fixture(kind, |text| {
+            let (head, _) = text.rsplit_once('\t').expect("a rating line has tabs");
+            format!("{head}\t{value}")
+        });
+        cases.push((tsv, format!("{line}: {kind} rating '{value}' is not a finite number")));
+    }
+    let shapes = [
+        ("support", "support\tm001", "a support line has 2 tab-separated fields, want 3"),
+        ("query", "query\tm005\t5\textra", "a query line has 4 tab-separated fields, want 3"),
+        ("profile", "profile\tage", "a profile line has 2 tab-separated fields, want 3"),
+        ("user", "user\tu42\textra", "a user line has 3 tab-separated fields, want 2"),
+        ("support", "rating\tm001\t4", "unknown line kind 'rating'"),
+        ("support", "support m001 4", "unknown line kind 'support m001 4'"),
+    ];
+    for (kind, replacement, message) in shapes {
+        let (tsv, line) = edited_fixture(kind, |_| replacement.to_owned());
+        let message = if message.starts_with("unknown") {
+            format!("{message} (want user, profile, support or query)")
+        } else {
+            message.to_owned()
+        };
+        cases.push((tsv, format!("{line}: {message}")));
+    }
+    cases
+}
+
+/// A user file with a non-finite or malformed rating, or a line with the wrong number of fields,
+/// is refused with its line and value, exit status 2, before the library prints anything.
+#[test]
+fn personalize_refuses_bad_user_files_before_the_library() {
+    let dir = support::scratch_dir("personalize-refused");
+    let exe = build(&dir);
+    let model = support::write_fixture_model(&dir);
+    let user = dir.join("user.tsv");
+    for (tsv, message) in refused_user_files() {
+        std::fs::write(&user, &tsv).unwrap();
+        let output = support::run_sanitized(&exe, &[&model, &user]);
+        let report = format!("{message}\n{}", support::describe(&output));
+        assert_eq!(output.status.code(), Some(2), "{report}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(&format!("user.tsv:{message}\n")), "{report}");
+        assert!(output.stdout.is_empty(), "{report}");
+    }
 }
 
 #[test]
