@@ -2,9 +2,10 @@
 //! metarec-ffi's `extern "C"` functions, with valid and invalid arguments (NULL handles and
 //! pointers, unknown ids and fields, out-of-range indices and sides, short buffers, NaN
 //! ratings, step and string lengths past the limits, damaged model bytes, a model freed before
-//! its sessions). Every call must return a documented status (never `METAREC_ERR_PANIC`), no
-//! call may touch memory it was not given (AddressSanitizer), and everything is released at
-//! the end of each input (LeakSanitizer).
+//! its sessions), on the MeLU fixture or, after a reload that picks it, the fixture's matrix
+//! factorisation (fold-in and `metarec_session_explain_fold_in`). Every call must return a
+//! documented status (never `METAREC_ERR_PANIC`), no call may touch memory it was not given
+//! (AddressSanitizer), and everything is released at the end of each input (LeakSanitizer).
 #![no_main]
 
 use core::ffi::c_char;
@@ -19,6 +20,12 @@ use metarec::*;
 fn fixture() -> &'static [u8] {
     static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
     BYTES.get_or_init(|| metarec_tests::model_bytes(false))
+}
+
+/// Bytes of the fixture's matrix factorisation (same fields and items; fold-in, 3 factors).
+fn factor_fixture() -> &'static [u8] {
+    static BYTES: OnceLock<Vec<u8>> = OnceLock::new();
+    BYTES.get_or_init(metarec_tests::factor_model_bytes)
 }
 
 /// Reads the program.
@@ -125,7 +132,10 @@ fuzz_target!(|data: &[u8]| {
     let bytes = fixture();
     // SAFETY: `bytes` is live for the call; `model` is writable.
     check(unsafe { metarec_model_load_from_memory(bytes.as_ptr(), bytes.len(), &mut model) });
+    // Whether `model` is the factor fixture, and whether each session was opened on it.
+    let mut model_is_factor = false;
     let mut sessions: [*mut MetarecSession; SESSIONS] = [ptr::null_mut(); SESSIONS];
+    let mut session_is_factor = [false; SESSIONS];
     let mut ops = 0;
     while !p.0.is_empty() && ops < 64 {
         ops += 1;
@@ -143,6 +153,7 @@ fuzz_target!(|data: &[u8]| {
                         check(metarec_session_new(model, &mut out));
                         assert_eq!(out.is_null(), model.is_null());
                         sessions[slot] = out;
+                        session_is_factor[slot] = model_is_factor;
                     }
                 }
                 1 => {
@@ -204,8 +215,38 @@ fuzz_target!(|data: &[u8]| {
                     let capacity = usize::from(p.byte() % 20);
                     let mut neighbours = vec![MetarecNeighbour::default(); capacity];
                     let mut explanation = MetarecExplanation::default();
-                    check(metarec_session_explain(s, &mut explanation, neighbours.as_mut_ptr(), capacity));
+                    let explained = metarec_session_explain(s, &mut explanation, neighbours.as_mut_ptr(), capacity);
+                    check(explained);
+                    let factor = !s.is_null() && session_is_factor[slot];
+                    if explained == METAREC_OK && factor {
+                        // A fold-in has no learning rate and no neighbours.
+                        assert!(explanation.learning_rate.is_nan() && explanation.neighbour_count == 0);
+                    }
                     let _ = metarec_session_memory_bytes(s);
+                    // Only a factor model's session explains a fold-in; NULL comes first.
+                    let mut fold_in = MetarecFoldIn { adapted: -1, ..MetarecFoldIn::default() };
+                    let out = if capacity == 7 { ptr::null_mut() } else { &mut fold_in as *mut MetarecFoldIn };
+                    let code = metarec_session_explain_fold_in(s, out);
+                    check(code);
+                    let want = if s.is_null() || out.is_null() {
+                        METAREC_ERR_NULL_POINTER
+                    } else if factor {
+                        METAREC_OK
+                    } else {
+                        METAREC_ERR_INVALID_ARGUMENT
+                    };
+                    assert_eq!(code, want, "metarec_session_explain_fold_in");
+                    if code == METAREC_OK {
+                        if explained == METAREC_OK {
+                            assert_eq!(fold_in.adapted, explanation.adapted);
+                        }
+                        let ridge = (metarec_tests::FACTOR_REGULARISATION, metarec_tests::FACTOR_BIAS_REGULARISATION);
+                        assert_eq!((fold_in.regularisation, fold_in.bias_regularisation), ridge);
+                        assert_eq!(fold_in.adapted == 0, fold_in.support_count == 0);
+                        assert!(fold_in.user_bias.is_finite());
+                    } else {
+                        assert_eq!(fold_in.adapted, -1, "written on failure");
+                    }
                 }
                 10 => {
                     let index = usize::from(p.byte());
@@ -226,11 +267,17 @@ fuzz_target!(|data: &[u8]| {
                     check(metarec_model_rating_range(model, ptr::null_mut(), &mut max));
                 }
                 11 => {
-                    // The model may go before its sessions; a new handle replaces it.
+                    // The model may go before its sessions; a new handle replaces it: the
+                    // fixture, or its matrix factorisation.
                     metarec_model_free(model);
                     model = ptr::null_mut();
-                    if p.byte() % 2 == 0 {
-                        check(metarec_model_load_from_memory(bytes.as_ptr(), bytes.len(), &mut model));
+                    model_is_factor = false;
+                    let reload = p.byte();
+                    if reload % 2 == 0 {
+                        model_is_factor = reload % 4 == 2;
+                        let new = if model_is_factor { factor_fixture() } else { bytes };
+                        check(metarec_model_load_from_memory(new.as_ptr(), new.len(), &mut model));
+                        assert!(!model.is_null());
                     }
                 }
                 12 => {
@@ -242,10 +289,11 @@ fuzz_target!(|data: &[u8]| {
                     let _ = metarec_check_version(p.u32() % 3, p.u32() % 3);
                 }
                 13 => {
-                    // Damaged model bytes: the fixture with one byte changed, or a fuzz-given
-                    // prefix of it, or raw bytes.
-                    let mut damaged = bytes.to_vec();
-                    match p.byte() % 3 {
+                    // Damaged model bytes: the fixture (or its matrix factorisation) with one
+                    // byte changed, or a fuzz-given prefix of it, or raw bytes.
+                    let how = p.byte();
+                    let mut damaged = if how % 6 < 3 { bytes.to_vec() } else { factor_fixture().to_vec() };
+                    match how % 3 {
                         0 => {
                             let at = p.u32() as usize % damaged.len();
                             damaged[at] ^= p.byte() | 1;

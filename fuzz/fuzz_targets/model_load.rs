@@ -4,12 +4,14 @@
 //!
 //! The first byte picks the mode: even — the rest is a whole file; odd — the rest is a body,
 //! wrapped in a header with valid checksums, flags and schema hash so that mutations reach the
-//! decoder and the validation instead of stopping at the CRC.
+//! decoder and the validation instead of stopping at the CRC. A body followed by exactly one
+//! `StoredFactors` (a matrix factorisation's item biases and factors) gets the `FACTORS` flag,
+//! so mutations reach the fold-in's validation too.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use metarec_runtime::format::{self, ModelBody, HEADER_LEN};
-use metarec_runtime::{Error, Model, Session, MAX_STEPS};
+use metarec_runtime::format::{self, FactorValues, Factors, ModelBody, StoredFactors, HEADER_LEN};
+use metarec_runtime::{factors, Error, Model, Session, MAX_STEPS};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
@@ -22,13 +24,32 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let decoded = postcard::take_from_bytes::<ModelBody>(rest).ok();
-    let file = seal(rest, decoded.as_ref().map(|(body, _)| body));
+    // What follows the body, when it is exactly a factor model's factors.
+    let stored = decoded.as_ref().and_then(|(_, unread)| match postcard::take_from_bytes::<StoredFactors>(unread) {
+        Ok((stored, [])) if !unread.is_empty() => Some(stored),
+        _ => None,
+    });
+    let file = seal(rest, decoded.as_ref().map(|(body, _)| body), stored.is_some());
     let loaded = Model::from_bytes(&file);
-    if let Some((body, unread)) = decoded {
+    if let Some((mut body, unread)) = decoded {
         if unread.is_empty() {
             // The file and its decoded body get the same verdict.
             let direct = Model::from_body(body);
             assert_eq!(loaded.as_ref().err(), direct.as_ref().err(), "file and body verdicts differ");
+        } else if let Some(stored) = stored {
+            // Likewise with the factors, when they are stored in f32 (compact ones are widened
+            // by the format, which may refuse them first).
+            if let FactorValues::F32(item_factors) = stored.item_factors {
+                body.factors = Some(Factors {
+                    factors: stored.factors,
+                    regularisation: stored.regularisation,
+                    bias_regularisation: stored.bias_regularisation,
+                    item_bias: stored.item_bias,
+                    item_factors,
+                });
+                let direct = Model::from_body(body);
+                assert_eq!(loaded.as_ref().err(), direct.as_ref().err(), "file and factor body verdicts differ");
+            }
         } else {
             assert_eq!(loaded.as_ref().err(), Some(&Error::TrailingBytes));
         }
@@ -41,10 +62,13 @@ fuzz_target!(|data: &[u8]| {
     }
 });
 
-/// A 2.0 header with correct checksums around `body`; flags and schema hash from the decoded
-/// body when there is one.
-fn seal(body: &[u8], decoded: Option<&ModelBody>) -> Vec<u8> {
-    let (flags, hash) = decoded.map_or((0, 0), |b| (b.required_features(), format::schema_hash(b)));
+/// A 2.x header with correct checksums around `body`; flags and schema hash from the decoded
+/// body when there is one, plus `FACTORS` when factors follow it.
+fn seal(body: &[u8], decoded: Option<&ModelBody>, with_factors: bool) -> Vec<u8> {
+    let (mut flags, hash) = decoded.map_or((0, 0), |b| (b.required_features(), format::schema_hash(b)));
+    if with_factors {
+        flags |= format::required::FACTORS;
+    }
     let mut file = Vec::with_capacity(HEADER_LEN + body.len());
     file.extend_from_slice(&format::MAGIC);
     file.extend_from_slice(&format::FORMAT_MAJOR.to_le_bytes());
@@ -123,10 +147,44 @@ fn exercise(model: &Model, seed: &[u8]) {
     let mut again = vec![0.0; count];
     session.score_indices(&all, &mut again).unwrap();
     assert!(same(&by_index, &again), "adaptation is not repeatable");
-    let _ = session.explain();
+    check_fold_in(model, &session, &by_index);
     let _ = session.memory_bytes();
     session.clear_ratings();
     let mut after = vec![0.0; count];
     session.score_indices(&all, &mut after).unwrap();
     assert!(same(&before, &after), "clearing the ratings does not restore the meta-learned scores");
+}
+
+/// A factor model's adaptation is the runtime's ridge solve over the support, and its scores are
+/// `factors::predict` of the solved user, to the bit (clamped for a click model); the explanation
+/// says so. Other models explain no fold-in.
+fn check_fold_in(model: &Model, session: &Session<&Model>, scores: &[f32]) {
+    let explanation = session.explain();
+    let Some(factors) = model.factors() else {
+        assert!(explanation.fold_in.is_none(), "a fold-in explained on a model without factors");
+        return;
+    };
+    let body = model.body();
+    assert!(explanation.learning_rate.is_none() && explanation.neighbours.is_empty());
+    let mut user = vec![0.0; factors.factors as usize + 1];
+    match explanation.fold_in {
+        Some(fold_in) => {
+            assert!(explanation.adapted);
+            assert_eq!(fold_in.support as usize, session.support().len());
+            assert_eq!(fold_in.regularisation, factors.regularisation);
+            assert_eq!(fold_in.bias_regularisation, factors.bias_regularisation);
+            let mut ridge = factors::Ridge::default();
+            factors::fold_in(factors, body.rating.global_mean, session.support(), &mut ridge, &mut user)
+                .expect("a validated model's fold-in solves");
+            assert_eq!(fold_in.user_bias.to_bits(), user[0].to_bits(), "explained bias differs");
+        }
+        None => assert!(!explanation.adapted, "a factor model adapted without a fold-in"),
+    }
+    for (item, score) in scores.iter().enumerate() {
+        let mut want = factors::predict(factors, body.rating.global_mean, &user, item as u32);
+        if model.is_click() {
+            want = want.clamp(metarec_runtime::CLICK_FACTOR_FLOOR, 1.0 - metarec_runtime::CLICK_FACTOR_FLOOR);
+        }
+        assert_eq!(score.to_bits(), want.to_bits(), "fold-in score of item {item} differs");
+    }
 }

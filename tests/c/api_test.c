@@ -7,7 +7,8 @@
  *
  * MODEL.mrec is the fixture model of metarec-tests (user fields "gender" and "age", item fields
  * "genre" and "year", ratings 1..5);
- * SCRATCH_DIR is a writable directory for the damaged copies of the model.
+ * SCRATCH_DIR is a writable directory for the damaged copies of the model; it also holds the
+ * fixture's click variant (click.mrec) and its matrix factorisation (mf.mrec).
  * Prints one line per failed check and a summary; exits 0 only when every check passed.
  */
 
@@ -567,12 +568,22 @@ static void test_explanation(const MetarecModel *model) {
     CHECK_CODE(metarec_session_clear_ratings(session), METAREC_OK);
     CHECK_CODE(metarec_session_explain(session, &explanation, NULL, 0), METAREC_OK);
     CHECK(explanation.adapted == 0);
+
+    /* A MeLU model has no fold-in: refused, nothing written; NULL arguments come first. */
+    MetarecFoldIn fold_in;
+    fold_in.adapted = -1;
+    fold_in.support_count = 77;
+    CHECK_CODE(metarec_session_explain_fold_in(NULL, &fold_in), METAREC_ERR_NULL_POINTER);
+    CHECK_CODE(metarec_session_explain_fold_in(session, NULL), METAREC_ERR_NULL_POINTER);
+    CHECK_CODE(metarec_session_explain_fold_in(NULL, NULL), METAREC_ERR_NULL_POINTER);
+    CHECK_CODE(metarec_session_explain_fold_in(session, &fold_in), METAREC_ERR_INVALID_ARGUMENT);
+    CHECK_CODE(metarec_session_add_rating(session, id, 4.0f), METAREC_OK);
+    CHECK_CODE(metarec_session_adapt(session, 0), METAREC_OK);
+    CHECK_CODE(metarec_session_explain_fold_in(session, &fold_in), METAREC_ERR_INVALID_ARGUMENT);
+    CHECK(fold_in.adapted == -1 && fold_in.support_count == 77);
     metarec_session_free(session);
 }
 
-/* The documented caps (METAREC_MAX_*): requests at a cap work, one past it is refused with its
- * code; a string argument is read no further than the cap, a count past the cap is refused
- * before the arrays are read, and a model file past the size cap is refused unread. */
 /* A click model (SCRATCH_DIR/click.mrec): labels in 0..1, scores are probabilities. */
 static void test_click_model(const char *scratch) {
     char path[4096];
@@ -619,6 +630,225 @@ static void test_click_model(const char *scratch) {
     metarec_model_free(model);
 }
 
+/* Item bias b_i of the factor fixture (metarec-tests' factor_item_bias): ((5 i) mod 9 - 4) / 8,
+ * exact in float, so a user without a fold-in scores exactly mu + b_i = 3.5 + b_i. */
+static float factor_bias(size_t i) {
+    return (float)((i * 5) % 9) * 0.125f - 0.5f;
+}
+
+/* Squared error of `scores` (indexed by item) against `count` support ratings. */
+static double support_error(const float *scores, const size_t *items, const float *ratings,
+                            size_t count) {
+    double sum = 0.0;
+    for (size_t i = 0; i < count; i++) {
+        double residual = (double)ratings[i] - (double)scores[items[i]];
+        sum += residual * residual;
+    }
+    return sum;
+}
+
+/* A matrix factorisation with fold-in (SCRATCH_DIR/mf.mrec): the fixture's fields and items,
+ * mu = 3.5, 3 factors, lambda = 2, lambda_b = 1. Adaptation is one exact ridge solve. */
+static void test_factor_model(const char *scratch) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/mf.mrec", scratch);
+    MetarecModel *model = NULL;
+    CHECK_CODE(metarec_model_load(path, &model), METAREC_OK);
+    if (model == NULL) {
+        return;
+    }
+    check_text(model, metarec_model_method, "mf", __LINE__);
+    check_text(model, metarec_model_task, "rating", __LINE__);
+    float min = 0.0f;
+    float max = 0.0f;
+    CHECK_CODE(metarec_model_rating_range(model, &min, &max), METAREC_OK);
+    CHECK(min == 1.0f && max == 5.0f);
+    CHECK(metarec_model_field_count(model, METAREC_FIELDS_USER) == 2);
+    CHECK(metarec_model_field_count(model, METAREC_FIELDS_ITEM) == 2);
+    size_t count = metarec_model_item_count(model);
+    CHECK(count == 40);
+
+    MetarecSession *session = NULL;
+    CHECK_CODE(metarec_session_new(model, &session), METAREC_OK);
+    float *meta = calloc(count, sizeof *meta);
+    float *now = calloc(count, sizeof *now);
+    float *other = calloc(count, sizeof *other);
+    CHECK(meta != NULL && now != NULL && other != NULL);
+    if (session == NULL || meta == NULL || now == NULL || other == NULL || count < 8) {
+        free(meta);
+        free(now);
+        free(other);
+        metarec_session_free(session);
+        metarec_model_free(model);
+        return;
+    }
+    CHECK(metarec_session_memory_bytes(session) > 0);
+
+    /* The profile calls work as for any model (the fields keep their vocabularies). */
+    CHECK_CODE(metarec_session_set_profile(session, "gender", "F"), METAREC_OK);
+    CHECK_CODE(metarec_session_set_profile(session, "age", "28"), METAREC_OK);
+    CHECK_CODE(metarec_session_set_profile(session, "shoe-size", "44"), METAREC_ERR_UNKNOWN_FIELD);
+
+    /* Before any fold-in: mu + b_i, whatever the profile. */
+    CHECK_CODE(metarec_session_score_all(session, meta, count), METAREC_OK);
+    int exact = 1;
+    for (size_t i = 0; i < count; i++) {
+        exact &= meta[i] == 3.5f + factor_bias(i);
+    }
+    CHECK(exact);
+    CHECK(profile_scores(model, "M", "60", other, count));
+    CHECK(memcmp(meta, other, count * sizeof *meta) == 0);
+    MetarecFoldIn fold_in;
+    memset(&fold_in, 0x55, sizeof fold_in);
+    CHECK_CODE(metarec_session_explain_fold_in(session, &fold_in), METAREC_OK);
+    CHECK(fold_in.adapted == 0 && fold_in.support_count == 0 && fold_in.user_bias == 0.0f);
+    CHECK(fold_in.regularisation == 2.0f && fold_in.bias_regularisation == 1.0f);
+
+    /* Adapting without ratings solves nothing: still mu + b_i. */
+    CHECK_CODE(metarec_session_adapt(session, 0), METAREC_OK);
+    CHECK_CODE(metarec_session_score_all(session, now, count), METAREC_OK);
+    CHECK(memcmp(meta, now, count * sizeof *meta) == 0);
+    CHECK_CODE(metarec_session_explain_fold_in(session, &fold_in), METAREC_OK);
+    CHECK(fold_in.adapted == 0 && fold_in.support_count == 0);
+
+    /* Ratings: the scale's maximum and minimum, a middle one and a second rating of item 0. */
+    char ids[3][256];
+    for (size_t i = 0; i < 3; i++) {
+        CHECK_CODE(metarec_model_item_id(model, i, ids[i], sizeof ids[i], NULL), METAREC_OK);
+    }
+    const size_t rated[4] = {0, 1, 2, 0};
+    const float ratings[4] = {5.0f, 1.0f, 3.0f, 4.0f};
+    CHECK_CODE(metarec_session_add_rating(session, ids[0], NAN), METAREC_ERR_INVALID_RATING);
+    CHECK_CODE(metarec_session_add_rating(session, ids[0], 5.5f), METAREC_ERR_INVALID_RATING);
+    CHECK_CODE(metarec_session_add_rating(session, ids[0], 0.5f), METAREC_ERR_INVALID_RATING);
+    for (size_t i = 0; i < 4; i++) {
+        CHECK_CODE(metarec_session_add_rating(session, ids[rated[i]], ratings[i]), METAREC_OK);
+    }
+    /* Added but not yet adapted: still mu + b_i. */
+    CHECK_CODE(metarec_session_score_all(session, now, count), METAREC_OK);
+    CHECK(memcmp(meta, now, count * sizeof *meta) == 0);
+
+    /* The fold-in. */
+    CHECK_CODE(metarec_session_adapt(session, 0), METAREC_OK);
+    float *adapted = calloc(count, sizeof *adapted);
+    CHECK(adapted != NULL);
+    if (adapted != NULL) {
+        CHECK_CODE(metarec_session_score_all(session, adapted, count), METAREC_OK);
+        int finite = 1;
+        for (size_t i = 0; i < count; i++) {
+            finite &= isfinite(adapted[i]) ? 1 : 0;
+        }
+        CHECK(finite);
+        CHECK(memcmp(meta, adapted, count * sizeof *meta) != 0);
+        /* The ridge solution fits the support better than no user terms (its objective at zero
+         * is the support's squared error before). */
+        CHECK(support_error(adapted, rated, ratings, 4) < support_error(meta, rated, ratings, 4));
+        /* Scoring by id gives the same numbers. */
+        const char *some[2] = {ids[2], ids[0]};
+        float two[2] = {0.0f, 0.0f};
+        CHECK_CODE(metarec_session_score(session, some, 2, two), METAREC_OK);
+        CHECK(two[0] == adapted[2] && two[1] == adapted[0]);
+    }
+    MetarecExplanation explanation;
+    MetarecNeighbour neighbours[4];
+    CHECK_CODE(metarec_session_explain(session, &explanation, neighbours, 4), METAREC_OK);
+    CHECK(explanation.adapted == 1 && explanation.init == 0 && explanation.neighbour_count == 0);
+    CHECK(isnan(explanation.learning_rate) && isnan(explanation.network_rate));
+    memset(&fold_in, 0x55, sizeof fold_in);
+    CHECK_CODE(metarec_session_explain_fold_in(session, &fold_in), METAREC_OK);
+    CHECK(fold_in.adapted == 1 && fold_in.support_count == 4);
+    CHECK(fold_in.regularisation == 2.0f && fold_in.bias_regularisation == 1.0f);
+    CHECK(isfinite(fold_in.user_bias) && fold_in.user_bias != 0.0f);
+    CHECK_CODE(metarec_session_explain_fold_in(session, NULL), METAREC_ERR_NULL_POINTER);
+
+    /* The solve is exact: adapting again, or with any step count, gives the same scores. */
+    if (adapted != NULL) {
+        CHECK_CODE(metarec_session_adapt(session, 0), METAREC_OK);
+        CHECK_CODE(metarec_session_score_all(session, now, count), METAREC_OK);
+        CHECK(memcmp(adapted, now, count * sizeof *now) == 0);
+        CHECK_CODE(metarec_session_adapt(session, 3), METAREC_OK);
+        CHECK_CODE(metarec_session_score_all(session, now, count), METAREC_OK);
+        CHECK(memcmp(adapted, now, count * sizeof *now) == 0);
+        /* Too many steps is refused and leaves the fold-in in place. */
+        CHECK_CODE(metarec_session_adapt(session, METAREC_MAX_STEPS + 1), METAREC_ERR_TOO_MANY_STEPS);
+        CHECK_CODE(metarec_session_score_all(session, now, count), METAREC_OK);
+        CHECK(memcmp(adapted, now, count * sizeof *now) == 0);
+    }
+    /* A new profile drops the fold-in, but the profile does not enter a factor model's scores:
+     * folding in again gives the same ones. */
+    CHECK_CODE(metarec_session_set_profile(session, "gender", "M"), METAREC_OK);
+    CHECK_CODE(metarec_session_adapt(session, 0), METAREC_OK);
+    if (adapted != NULL) {
+        CHECK_CODE(metarec_session_score_all(session, now, count), METAREC_OK);
+        CHECK(memcmp(adapted, now, count * sizeof *now) == 0);
+    }
+
+    /* Top k, rated items excluded: ranked by the adapted scores. */
+    size_t indices[5];
+    float top_scores[5];
+    size_t len = 99;
+    CHECK_CODE(metarec_session_top_k(session, 5, 1, indices, top_scores, &len), METAREC_OK);
+    CHECK(len == 5);
+    for (size_t i = 0; i < len && i < 5; i++) {
+        CHECK(indices[i] > 2 && indices[i] < count);
+        if (adapted != NULL && indices[i] < count) {
+            CHECK(top_scores[i] == adapted[indices[i]]);
+        }
+        if (i > 0) {
+            CHECK(top_scores[i - 1] > top_scores[i] ||
+                  (top_scores[i - 1] == top_scores[i] && indices[i - 1] < indices[i]));
+        }
+    }
+    CHECK_CODE(metarec_session_top_k(session, 1, 0, indices, NULL, &len), METAREC_OK);
+    CHECK(len == 1);
+    if (adapted != NULL && len == 1 && indices[0] < count) {
+        for (size_t i = 0; i < count; i++) {
+            CHECK(adapted[i] <= adapted[indices[0]]);
+        }
+    }
+
+    /* A change to the support set drops the fold-in: mu + b_i again. */
+    CHECK_CODE(metarec_session_add_rating(session, ids[1], 2.0f), METAREC_OK);
+    CHECK_CODE(metarec_session_explain_fold_in(session, &fold_in), METAREC_OK);
+    CHECK(fold_in.adapted == 0 && fold_in.support_count == 0 && fold_in.user_bias == 0.0f);
+    CHECK_CODE(metarec_session_score_all(session, now, count), METAREC_OK);
+    CHECK(memcmp(meta, now, count * sizeof *now) == 0);
+    CHECK_CODE(metarec_session_adapt(session, 0), METAREC_OK);
+    CHECK_CODE(metarec_session_explain_fold_in(session, &fold_in), METAREC_OK);
+    CHECK(fold_in.adapted == 1 && fold_in.support_count == 5);
+
+    /* Clear, then adapt with no ratings: the scores with no ratings at all. */
+    CHECK_CODE(metarec_session_clear_ratings(session), METAREC_OK);
+    CHECK_CODE(metarec_session_adapt(session, 0), METAREC_OK);
+    CHECK_CODE(metarec_session_score_all(session, now, count), METAREC_OK);
+    CHECK(memcmp(meta, now, count * sizeof *now) == 0);
+    CHECK_CODE(metarec_session_explain(session, &explanation, NULL, 0), METAREC_OK);
+    CHECK(explanation.adapted == 0);
+    CHECK_CODE(metarec_session_explain_fold_in(session, &fold_in), METAREC_OK);
+    CHECK(fold_in.adapted == 0 && fold_in.regularisation == 2.0f);
+
+    /* The session keeps the model alive: fold in again after the handle is gone. */
+    metarec_model_free(model);
+    for (size_t i = 0; i < 4; i++) {
+        CHECK_CODE(metarec_session_add_rating(session, ids[rated[i]], ratings[i]), METAREC_OK);
+    }
+    CHECK_CODE(metarec_session_adapt(session, 0), METAREC_OK);
+    if (adapted != NULL) {
+        CHECK_CODE(metarec_session_score_all(session, now, count), METAREC_OK);
+        CHECK(memcmp(adapted, now, count * sizeof *now) == 0);
+    }
+    CHECK_CODE(metarec_session_explain_fold_in(session, &fold_in), METAREC_OK);
+    CHECK(fold_in.adapted == 1 && fold_in.support_count == 4);
+    metarec_session_free(session);
+    free(adapted);
+    free(meta);
+    free(now);
+    free(other);
+}
+
+/* The documented caps (METAREC_MAX_*): requests at a cap work, one past it is refused with its
+ * code; a string argument is read no further than the cap, a count past the cap is refused
+ * before the arrays are read, and a model file past the size cap is refused unread. */
 static void test_limits(const MetarecModel *model, const char *scratch) {
     MetarecSession *session = NULL;
     CHECK_CODE(metarec_session_new(model, &session), METAREC_OK);
@@ -744,6 +974,7 @@ int main(int argc, char **argv) {
     }
     test_lifetimes(argv[1]);
     test_click_model(argv[2]);
+    test_factor_model(argv[2]);
 
     printf("api_test: %d checks, %d failed\n", checks, failures);
     return failures == 0 ? 0 : 1;

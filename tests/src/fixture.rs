@@ -6,8 +6,8 @@
 use core::fmt::Write as _;
 
 use metarec_runtime::format::{
-    encode, Adaptation, DenseLayer, FieldKind, FieldSpec, ItemRecord, LearningRate, Method, ModelBody, RatingScale,
-    Task,
+    encode, Adaptation, DenseLayer, Factors, FieldKind, FieldSpec, ItemRecord, LearningRate, Method, ModelBody,
+    RatingScale, Task,
 };
 
 /// Embedding width of the fixture model.
@@ -133,6 +133,59 @@ pub fn click_model_body() -> ModelBody {
 /// The click fixture as file bytes.
 pub fn click_model_bytes() -> Vec<u8> {
     encode(&click_model_body()).expect("the click fixture encodes")
+}
+
+/// Latent factors per item (and per user) of the factor fixture.
+pub const FACTOR_COUNT: usize = 3;
+/// λ, the fold-in's ridge weight on the user's factors, of the factor fixture.
+pub const FACTOR_REGULARISATION: f32 = 2.0;
+/// λ_b, the fold-in's ridge weight on the user's bias, of the factor fixture.
+pub const FACTOR_BIAS_REGULARISATION: f32 = 1.0;
+
+/// Item bias b_i of the factor fixture: `((5 i) mod 9 − 4) / 8`, in −0.5..0.5 and exact in f32,
+/// so that a user without a fold-in scores exactly `3.5 + b_i` (tests/c/api_test.c computes
+/// the same formula).
+pub fn factor_item_bias(i: usize) -> f32 {
+    ((i * 5) % 9) as f32 * 0.125 - 0.5
+}
+
+/// The fixture as a matrix factorisation with fold-in ([`Method::Mf`]): the same user and item
+/// fields (vocabularies only, no tables) and catalogue as [`model_body`], so profile calls and
+/// item ids work as there; μ = 3.5 on the 1–5 scale, [`FACTOR_COUNT`] factors per item from the
+/// weight generator, biases [`factor_item_bias`], λ = [`FACTOR_REGULARISATION`] and
+/// λ_b = [`FACTOR_BIAS_REGULARISATION`]; one "step" (the exact solve), as the trainer exports.
+pub fn factor_model_body() -> ModelBody {
+    let base = model_body(false);
+    let bare = |fields: Vec<FieldSpec>| {
+        fields.into_iter().map(|field| FieldSpec { embedding: Vec::new(), ..field }).collect::<Vec<_>>()
+    };
+    let mut w = Weights::new(0xfac7_0125);
+    ModelBody {
+        method: Method::Mf,
+        task: Task::Rating,
+        embedding_dim: 0,
+        user_fields: bare(base.user_fields),
+        item_fields: bare(base.item_fields),
+        items: base.items,
+        layers: Vec::new(),
+        adaptation: Adaptation { inner_lr: 0.0, inner_steps: 1 },
+        extra_inits: Vec::new(),
+        learning_rate: LearningRate::Fixed,
+        neighbours: None,
+        rating: RatingScale { min: 1.0, max: 5.0, global_mean: 3.5 },
+        factors: Some(Factors {
+            factors: FACTOR_COUNT as u32,
+            regularisation: FACTOR_REGULARISATION,
+            bias_regularisation: FACTOR_BIAS_REGULARISATION,
+            item_bias: (0..ITEM_COUNT).map(factor_item_bias).collect(),
+            item_factors: w.take(ITEM_COUNT * FACTOR_COUNT, 0.9),
+        }),
+    }
+}
+
+/// The factor fixture as file bytes.
+pub fn factor_model_bytes() -> Vec<u8> {
+    encode(&factor_model_body()).expect("the factor fixture encodes")
 }
 
 /// One user as the trainer exports them (see `examples/c/personalize.c` for the format).

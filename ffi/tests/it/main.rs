@@ -7,6 +7,7 @@ mod fixture;
 
 mod api;
 mod errors;
+mod factors;
 mod header;
 mod limits;
 mod util;

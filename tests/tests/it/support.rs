@@ -147,13 +147,14 @@ pub fn describe(output: &Output) -> String {
     )
 }
 
-/// Writes the fixture model (and returns its path).
-/// Writes the fixture model to `dir/fixture.mrec` (returned) and its click variant to
-/// `dir/click.mrec` (which tests/c/api_test.c finds beside it).
+/// Writes the fixture model to `dir/fixture.mrec` (returned), its click variant to
+/// `dir/click.mrec` and the matrix-factorisation fixture to `dir/mf.mrec` (which
+/// tests/c/api_test.c finds beside it).
 pub fn write_fixture_model(dir: &Path) -> PathBuf {
     let path = dir.join("fixture.mrec");
     std::fs::write(&path, metarec_tests::model_bytes(false)).expect("write the fixture model");
     std::fs::write(dir.join("click.mrec"), metarec_tests::click_model_bytes()).expect("write the click fixture");
+    std::fs::write(dir.join("mf.mrec"), metarec_tests::factor_model_bytes()).expect("write the factor fixture");
     path
 }
 
