@@ -155,9 +155,10 @@ pub enum Embeddings {
     /// 32-bit floats (exact).
     #[default]
     F32,
-    /// Half precision: half the bytes of the tables.
+    /// Half precision: the tables take half their bytes (the rest of the file is unchanged).
     F16,
-    /// 8 bits per value with one scale per row: a quarter of the bytes.
+    /// 8 bits per value with one scale per row: the tables take about a quarter of their bytes
+    /// (the rest of the file is unchanged).
     Int8,
 }
 

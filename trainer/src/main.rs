@@ -1,24 +1,28 @@
 //! `trainer`: the command line over the metarec-trainer library.
 
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use anyhow::{bail, Context, Result};
+use clap::parser::ValueSource;
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
+use metarec_runtime::format::schema_hash;
 use metarec_trainer::data::mlgen::Ml1mSize;
 use metarec_trainer::data::stats::DataStats;
 use metarec_trainer::data::synth::{self, SynthConfig};
 use metarec_trainer::data::{self as dataset, Dataset, Format, LoadOptions};
 use metarec_trainer::eval::{self, Baselines, UserPredictions};
 use metarec_trainer::export;
+use metarec_trainer::fsutil;
 use metarec_trainer::method::Method;
 use metarec_trainer::mf;
 use metarec_trainer::objective::Objective;
 use metarec_trainer::report::{self, ReportArgs};
-use metarec_trainer::run::{RunDir, Trained};
+use metarec_trainer::run::{self as run_dir, RunDir, RunInfo, Trained};
 use metarec_trainer::split::Task;
-use metarec_trainer::split::{self, MeluConfig, PamlConfig, Split};
+use metarec_trainer::split::{self, MeluConfig, PamlConfig, Split, State};
 use metarec_trainer::train::{self, parse_device, TrainConfig};
 
 /// Meta-trains cold-start recommenders and exports metarec model files.
@@ -61,9 +65,13 @@ enum BenchCommand {
 enum DataCommand {
     /// Generate the synthetic cold-start dataset (major and minor users).
     Synth {
-        /// Directory to write schema.toml and the CSV files into.
+        /// Directory to write schema.toml and the CSV files into (one that holds a dataset is
+        /// refused unless --force).
         #[arg(long)]
         out: PathBuf,
+        /// Replace existing outputs (the dataset files in --out).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         config: SynthConfig,
     },
@@ -113,9 +121,12 @@ enum SplitCommand {
     Paml {
         #[command(flatten)]
         source: DataSource,
-        /// Split file to write.
+        /// Split file to write (an existing file is refused unless --force).
         #[arg(long)]
         out: PathBuf,
+        /// Replace existing outputs (the file --out).
+        #[arg(long)]
+        force: bool,
         /// Random seed; the same seed writes the same bytes.
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -126,9 +137,13 @@ enum SplitCommand {
     Melu {
         #[command(flatten)]
         source: DataSource,
-        /// Directory to write warm.csv, user_cold.csv, item_cold.csv, user_item_cold.csv into.
+        /// Directory to write warm.csv, user_cold.csv, item_cold.csv, user_item_cold.csv into
+        /// (existing ones are refused unless --force).
         #[arg(long)]
         out: PathBuf,
+        /// Replace existing outputs (the split files in --out).
+        #[arg(long)]
+        force: bool,
         /// Random seed; the same seed writes the same bytes.
         #[arg(long, default_value_t = 1)]
         seed: u64,
@@ -142,16 +157,24 @@ struct EvalArgs {
     /// Run directory written by `trainer train`.
     #[arg(long)]
     run: PathBuf,
+    /// Dataset directory, when it moved since the run was trained (it must hold the same data).
+    #[arg(long)]
+    data: Option<PathBuf>,
     /// `cpu`, `cuda` or `auto`.
     #[arg(long, default_value = "auto")]
     device: String,
-    /// Also replay the test users through the on-device runtime with this exported model file
-    /// (repeatable: e.g. the f32, f16 and int8 exports side by side).
+    /// Also replay the test users through the on-device runtime with this model file, exported
+    /// from this run (repeatable: e.g. the f32, f16 and int8 exports side by side).
     #[arg(long)]
     model: Vec<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
+#[command(
+    mut_arg("out", |a| a.help("Directory of the runs: OUT/<method> each (earlier runs are refused unless --force)")),
+    mut_arg("method", |a| a.hide(true)),
+    mut_arg("force", |a| a.help("Replace existing outputs (earlier runs in OUT/<method>)")),
+)]
 struct CompareArgs {
     /// Methods to train, comma-separated (default: all). Each run goes to OUT/<method>.
     #[arg(long, value_enum, value_delimiter = ',')]
@@ -165,30 +188,40 @@ struct ExportArgs {
     /// Run directory written by `trainer train`.
     #[arg(long)]
     run: PathBuf,
-    /// Model file to write.
+    /// Dataset directory, when it moved since the run was trained (it must hold the same data).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Model file to write (an existing file is refused unless --force).
     #[arg(long)]
     out: PathBuf,
-    /// Also write one held-out test user (profile, support, query) as TSV here.
+    /// Also write one held-out test user (profile, support, query) as TSV here (an existing
+    /// file is refused unless --force).
     #[arg(long)]
     example_user: Option<PathBuf>,
+    /// Replace existing outputs (--out and --example-user).
+    #[arg(long)]
+    force: bool,
     /// Which test user to write (default: the test user with the most query ratings).
     #[arg(long)]
     example_user_id: Option<String>,
-    /// How to store the embedding tables: f32 (exact), f16 or int8 (smaller files; measure
-    /// the change with `trainer eval --model`).
+    /// How to store the embedding tables (a matrix factorisation: its item factors): f32
+    /// (exact), f16 (2 bytes a value) or int8 (1 byte a value and a scale per row). Only the
+    /// tables shrink; the vocabularies, the item catalogue and the MLP stay as they are, so the
+    /// file shrinks by the tables' share of it (the demo's model: 79,037 bytes in f32, 75,851 in
+    /// f16, 74,456 in int8). Measure the accuracy change with `trainer eval --model`.
     #[arg(long, value_enum, default_value_t = export::Embeddings::F32)]
     embeddings: export::Embeddings,
 }
 
 fn main() -> ExitCode {
-    let args = match metarec_trainer::config::expand_config_args(std::env::args_os().collect()) {
-        Ok(args) => args,
+    let cli = match parse(std::env::args_os().collect()) {
+        Ok(cli) => cli,
         Err(error) => {
             eprintln!("error: {error:#}");
             return ExitCode::from(2);
         }
     };
-    match run(Cli::parse_from(args)) {
+    match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -197,38 +230,24 @@ fn main() -> ExitCode {
     }
 }
 
+/// The command line, with `--config` files expanded; clap's own errors (and `--help`) exit here.
+fn parse(args: Vec<OsString>) -> Result<Cli> {
+    let command = Cli::command();
+    let args = metarec_trainer::config::expand_config_args(args, &command)?;
+    let matches = command.try_get_matches_from(args).unwrap_or_else(|error| error.exit());
+    // compare and report take --methods; the --method they inherit from train must not pass silently.
+    for name in ["compare", "report"] {
+        let given = matches.subcommand_matches(name).and_then(|m| m.value_source("method"));
+        if given == Some(ValueSource::CommandLine) {
+            bail!("{name} takes --methods a,b,…; --method is for train");
+        }
+    }
+    Ok(Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit()))
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Data(DataCommand::Synth { out, config }) => {
-            synth::generate(&config, &out)?;
-            eprintln!("wrote synthetic dataset (seed {}) to {}", config.seed, out.display());
-        }
-        Command::Data(DataCommand::Stats(source)) => {
-            let data = source.load()?;
-            println!("dataset       {}", source.data.display());
-            print!("{}", DataStats::of(&data));
-        }
-        Command::Data(DataCommand::Split(SplitCommand::Paml { source, out, seed, config })) => {
-            let data = source.load()?;
-            let (tasks, report) = Split::paml(&data, &config, seed)?;
-            tasks.write(&data, &out)?;
-            println!("PAML protocol (seed {seed}) on {}:\n{report}wrote {}", source.data.display(), out.display());
-        }
-        Command::Data(DataCommand::Split(SplitCommand::Melu { source, out, seed, config })) => {
-            let data = source.load()?;
-            let (states, report) = split::melu(&data, &config, seed)?;
-            states.write(&data, &out)?;
-            let files: Vec<String> = states.states.iter().map(|(s, _)| format!("{}.csv", s.name())).collect();
-            println!(
-                "MeLU protocol (seed {seed}) on {}:\n{report}wrote {} in {}",
-                source.data.display(),
-                files.join(", "),
-                out.display()
-            );
-        }
-        Command::Data(DataCommand::BenchLoad { size, dir, repeat }) => {
-            print!("{}", dataset::bench::run(&size, dir.as_deref(), repeat)?);
-        }
+        Command::Data(command) => data(command)?,
         Command::Train(config) => {
             train::train(&config)?;
         }
@@ -249,41 +268,113 @@ fn run(cli: Cli) -> Result<()> {
                 written.seconds
             );
         }
-        Command::Export(args) => {
-            let (info, data, split, trained) = RunDir(args.run.clone()).load_trained(tch::Device::Cpu)?;
-            let body = export::model_body(&info, &data, &trained)?;
-            let bytes = export::write_model_with(&body, &args.out, args.embeddings)?;
-            println!("wrote {} ({bytes} bytes, {} items)", args.out.display(), body.items.len());
-            if let Some(path) = &args.example_user {
-                let task = match &args.example_user_id {
-                    Some(id) => split
-                        .test
-                        .iter()
-                        .find(|t| &data.users[t.user as usize].id == id)
-                        .with_context(|| format!("--example-user-id '{id}' is not a test user of this run"))?,
-                    None => split
-                        .test
-                        .iter()
-                        .max_by_key(|t| (t.query.len(), std::cmp::Reverse(t.user)))
-                        .context("the run has no test users")?,
-                };
-                export::write_example_user(&data, task, path)?;
-                println!("wrote example test user {} to {}", data.users[task.user as usize].id, path.display());
-            }
+        Command::Export(args) => export(&args)?,
+    }
+    Ok(())
+}
+
+/// What `trainer data synth` writes, and the files of every dataset format: a directory that
+/// holds any of them holds a dataset.
+fn dataset_files() -> Vec<&'static str> {
+    let mut names = vec!["schema.toml", "users.csv", "items.csv", "ratings.csv"];
+    for format in Format::ALL {
+        names.extend(format.marker_files().iter().copied().filter(|n| !names.contains(n)).collect::<Vec<_>>());
+    }
+    names
+}
+
+fn data(command: DataCommand) -> Result<()> {
+    match command {
+        DataCommand::Synth { out, force, config } => {
+            fsutil::refuse_existing_in_dir("--out", &out, &dataset_files(), "a dataset", force)?;
+            synth::generate(&config, &out)?;
+            eprintln!("wrote synthetic dataset (seed {}) to {}", config.seed, out.display());
         }
+        DataCommand::Stats(source) => {
+            let data = source.load()?;
+            println!("dataset       {}", source.data.display());
+            print!("{}", DataStats::of(&data));
+        }
+        DataCommand::Split(SplitCommand::Paml { source, out, force, seed, config }) => {
+            fsutil::refuse_existing_file("--out", &out, force)?;
+            let data = source.load()?;
+            let (tasks, report) = Split::paml(&data, &config, seed)?;
+            tasks.write(&data, &out)?;
+            println!("PAML protocol (seed {seed}) on {}:\n{report}wrote {}", source.data.display(), out.display());
+        }
+        DataCommand::Split(SplitCommand::Melu { source, out, force, seed, config }) => {
+            let files: Vec<String> = State::ALL.iter().map(|s| format!("{}.csv", s.name())).collect();
+            let names: Vec<&str> = files.iter().map(String::as_str).collect();
+            fsutil::refuse_existing_in_dir("--out", &out, &names, "split files", force)?;
+            let data = source.load()?;
+            let (states, report) = split::melu(&data, &config, seed)?;
+            let created = fsutil::NewDir::create(&out)?;
+            states.write(&data, &out)?;
+            created.keep();
+            println!(
+                "MeLU protocol (seed {seed}) on {}:\n{report}wrote {} in {}",
+                source.data.display(),
+                files.join(", "),
+                out.display()
+            );
+        }
+        DataCommand::BenchLoad { size, dir, repeat } => {
+            print!("{}", dataset::bench::run(&size, dir.as_deref(), repeat)?);
+        }
+    }
+    Ok(())
+}
+
+/// `trainer export`: both outputs are checked, the run loaded and the example user found
+/// before anything is written.
+fn export(args: &ExportArgs) -> Result<()> {
+    fsutil::refuse_existing_file("--out", &args.out, args.force)?;
+    if let Some(path) = &args.example_user {
+        fsutil::refuse_existing_file("--example-user", path, args.force)?;
+    }
+    let (info, data, split, trained) =
+        RunDir(args.run.clone()).load_trained_from(tch::Device::Cpu, args.data.as_deref())?;
+    let body = export::model_body(&info, &data, &trained)?;
+    let example = match (&args.example_user, &args.example_user_id) {
+        (None, _) => None,
+        (Some(_), Some(id)) => Some(
+            split
+                .test
+                .iter()
+                .find(|t| &data.users[t.user as usize].id == id)
+                .with_context(|| format!("--example-user-id '{id}' is not a test user of this run"))?,
+        ),
+        (Some(_), None) => Some(
+            split
+                .test
+                .iter()
+                .max_by_key(|t| (t.query.len(), std::cmp::Reverse(t.user)))
+                .context("the run has no test users")?,
+        ),
+    };
+    let bytes = export::write_model_with(&body, &args.out, args.embeddings)?;
+    println!("wrote {} ({bytes} bytes, {} items)", args.out.display(), body.items.len());
+    if let (Some(path), Some(task)) = (&args.example_user, example) {
+        export::write_example_user(&data, task, path)?;
+        println!("wrote example test user {} to {}", data.users[task.user as usize].id, path.display());
     }
     Ok(())
 }
 
 fn evaluate(args: &EvalArgs) -> Result<()> {
     let device = parse_device(&args.device)?;
-    let (info, data, split, trained) = RunDir(args.run.clone()).load_trained(device)?;
-    let objective = info.spec.objective;
-    let mut rows = trained.rows(&split.test);
+    let (info, data, split, trained) = RunDir(args.run.clone()).load_trained_from(device, args.data.as_deref())?;
+    let mut device_models = Vec::new();
     for path in &args.model {
         let device_model = metarec_runtime::Model::from_path(path)
             .map_err(|e| anyhow::anyhow!("loading model file {}: {e}", path.display()))?;
-        let predictions = eval::device_predictions(&device_model, &data, &split.test)
+        check_model_of_run(&args.run, &info, &data, &trained, path, &device_model)?;
+        device_models.push((path, device_model));
+    }
+    let objective = info.spec.objective;
+    let mut rows = trained.rows(&split.test);
+    for (path, device_model) in &device_models {
+        let predictions = eval::device_predictions(device_model, &data, &split.test)
             .with_context(|| format!("replaying the test users on {}", path.display()))?;
         let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
         rows.push((format!("device: {name}"), predictions));
@@ -297,6 +388,46 @@ fn evaluate(args: &EvalArgs) -> Result<()> {
     Ok(())
 }
 
+/// `eval --model M`: M must be an export of the run R — the same feature schema (hash), item
+/// catalogue, method and task — or its replay would be printed as if it were R's.
+fn check_model_of_run(
+    run: &Path,
+    info: &RunInfo,
+    data: &Dataset,
+    trained: &Trained,
+    path: &Path,
+    model: &metarec_runtime::Model,
+) -> Result<()> {
+    let foreign =
+        |why: String| anyhow::anyhow!("--model {} does not belong to the run {}: {why}", path.display(), run.display());
+    let body =
+        export::model_body(info, data, trained).map_err(|e| foreign(format!("the run has no model file ({e:#})")))?;
+    let file = model.body();
+    let mut differences = Vec::new();
+    let (ours, theirs) = (schema_hash(&body), schema_hash(file));
+    if ours != theirs {
+        differences.push(format!("schema hash {theirs:016x}, the run's {ours:016x} (other fields or vocabularies)"));
+    }
+    if file.items.len() != body.items.len() || file.items.iter().zip(&body.items).any(|(a, b)| a.id != b.id) {
+        differences.push(format!(
+            "{} catalogue items, the run's {} (other item ids)",
+            file.items.len(),
+            body.items.len()
+        ));
+    }
+    if file.method != body.method {
+        differences.push(format!("method {:?}, the run's {:?}", file.method, body.method));
+    }
+    if file.task != body.task {
+        differences.push(format!("task {:?}, the run's {:?}", file.task, body.task));
+    }
+    if differences.is_empty() {
+        Ok(())
+    } else {
+        Err(foreign(differences.join("; ")))
+    }
+}
+
 fn print_table(data: &Dataset, objective: Objective, tasks: &[Task], rows: &[(String, Vec<UserPredictions>)]) {
     let what = if objective.is_click() { "query labels" } else { "query ratings" };
     println!("test users: {} ({what}: {})", tasks.len(), tasks.iter().map(|t| t.query.len()).sum::<usize>());
@@ -306,6 +437,16 @@ fn print_table(data: &Dataset, objective: Objective, tasks: &[Task], rows: &[(St
 fn compare(args: &CompareArgs) -> Result<()> {
     let methods = if args.methods.is_empty() { Method::ALL.to_vec() } else { args.methods.clone() };
     metarec_trainer::train::check_factors(&args.train.method_config)?;
+    // Every run directory is checked before the first method trains.
+    let out = &args.train.out;
+    if std::fs::symlink_metadata(out).is_ok() && !out.is_dir() {
+        bail!("--out {} is a file, not a directory", out.display());
+    }
+    if !args.train.resume {
+        for method in &methods {
+            run_dir::check_new_run(&args.train.out.join(format!("{method:?}").to_lowercase()), args.train.force)?;
+        }
+    }
     let mut rows = Vec::new();
     let mut timings = Vec::new();
     let mut last = None;

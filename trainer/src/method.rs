@@ -108,19 +108,19 @@ pub struct MethodConfig {
     pub inits: usize,
     /// Matrix factorisation (the `mf` method and every table's MF fold-in row): factors per
     /// user and item.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = 8, value_parser = config::mf_factors, allow_negative_numbers = true)]
     #[serde(default = "default_mf_factors")]
     pub mf_factors: usize,
     /// Matrix factorisation: ridge weight λ on the factors (users and items, training and fold-in).
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = 5.0, value_parser = config::ridge, allow_negative_numbers = true)]
     #[serde(default = "default_mf_lambda")]
     pub mf_lambda: f64,
     /// Matrix factorisation: ridge weight on the user and item biases.
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = 3.0, value_parser = config::ridge, allow_negative_numbers = true)]
     #[serde(default = "default_mf_bias_lambda")]
     pub mf_bias_lambda: f64,
     /// Matrix factorisation: alternating-least-squares sweeps (the best on validation users is kept).
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = config::count, allow_negative_numbers = true)]
     #[serde(default = "default_mf_sweeps")]
     pub mf_sweeps: usize,
 }

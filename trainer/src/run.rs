@@ -152,14 +152,53 @@ impl RunDir {
         }
     }
 
-    /// Loads the run whatever it trained: settings, dataset (checked against the fingerprint),
-    /// split and model.
-    pub fn load_trained(&self, device: Device) -> Result<(RunInfo, Dataset, Split, Trained)> {
+    /// Reads `run.json`.
+    pub fn read_info(&self) -> Result<RunInfo> {
         let path = self.info_path();
         let text = std::fs::read_to_string(&path).with_context(|| {
             format!("reading {} (is this a run directory written by `trainer train`?)", path.display())
         })?;
-        let info: RunInfo = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// Removes the files of an earlier run (`--force`), and nothing else.
+    pub fn remove_files(&self) -> Result<()> {
+        for name in RUN_FILES {
+            let path = self.0.join(name);
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(e).with_context(|| format!("removing {}", path.display()))
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads the run whatever it trained: settings, dataset (checked against the fingerprint),
+    /// split and model.
+    pub fn load_trained(&self, device: Device) -> Result<(RunInfo, Dataset, Split, Trained)> {
+        self.load_trained_from(device, None)
+    }
+
+    /// [`RunDir::load_trained`] with the dataset read from `data` instead of the directory the
+    /// run was trained on (`--data`: the dataset moved); the fingerprint check still applies.
+    pub fn load_trained_from(
+        &self,
+        device: Device,
+        data_override: Option<&Path>,
+    ) -> Result<(RunInfo, Dataset, Split, Trained)> {
+        let mut info = self.read_info()?;
+        match data_override {
+            Some(dir) if !dir.is_dir() => bail!("--data {}: dataset directory does not exist", dir.display()),
+            Some(dir) => info.data = dir.to_path_buf(),
+            None if !info.data.is_dir() => bail!(
+                "dataset directory {} (recorded in {}) does not exist; if it moved, pass its new place with --data DIR",
+                info.data.display(),
+                self.info_path().display()
+            ),
+            None => {}
+        }
         let mut data =
             Dataset::load_with(&info.data, &LoadOptions { format: info.format, skip_invalid: info.skip_invalid })?;
         if info.item_id {
@@ -167,6 +206,14 @@ impl RunDir {
         }
         let fingerprint = fingerprint(&data);
         if fingerprint != info.fingerprint {
+            if data_override.is_some() {
+                bail!(
+                    "--data {} is not the dataset the run was trained on (fingerprint {fingerprint:08x}, the run has \
+                     {:08x})",
+                    info.data.display(),
+                    info.fingerprint
+                );
+            }
             bail!(
                 "dataset {} changed since the run was trained (fingerprint {fingerprint:08x}, run has {:08x})",
                 info.data.display(),
@@ -225,8 +272,12 @@ pub fn fingerprint(data: &Dataset) -> u32 {
     hasher.finalize()
 }
 
-/// Creates the run directory if needed.
-pub fn create(dir: &Path) -> Result<RunDir> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    Ok(RunDir(dir.to_path_buf()))
+/// The files a run directory holds: a directory with any of them holds an earlier run.
+pub const RUN_FILES: [&str; 7] =
+    ["run.json", "split.csv", "weights.safetensors", "memory.ot", "checkpoint.ot", "checkpoint.json", "factors.json"];
+
+/// Refuses `--out DIR` for a new run when DIR is a file, or holds an earlier run and `force`
+/// is off.
+pub fn check_new_run(dir: &Path, force: bool) -> Result<()> {
+    crate::fsutil::refuse_existing_in_dir("--out", dir, &RUN_FILES, "an earlier run", force)
 }

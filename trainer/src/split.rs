@@ -41,7 +41,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::data::{Dataset, Rating};
+use crate::data::{Dataset, Format, Rating};
 
 /// Which part of the user split a task belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -425,10 +425,20 @@ pub fn melu(data: &Dataset, config: &MeluConfig, seed: u64) -> Result<(MeluSplit
     ));
     report.steps.push(("new items".into(), new_items));
     if new_items == 0 {
-        bail!(
-            "no item is released after {}: the item-cold states would be empty (are item years known?)",
-            config.last_existing_year
-        );
+        let known = data.info.item_year.iter().filter(|y| y.is_some()).count();
+        let why = if known > 0 {
+            format!(
+                "the {known} items with a known year are all from {} or earlier (--last-existing-year moves the boundary)",
+                config.last_existing_year
+            )
+        } else if matches!(data.info.format, Some(Format::Plain) | None) {
+            "no item has a known release year: a plain dataset declares its items' year column in schema.toml, \
+             `[items] year = \"COLUMN\"` (see the README's \"Dataset layout\")"
+                .to_string()
+        } else {
+            "no item has a known release year".to_string()
+        };
+        bail!("no item is released after {}: the item-cold states would be empty ({why})", config.last_existing_year);
     }
 
     let mut users: Vec<u32> = (0..data.users.len() as u32).collect();

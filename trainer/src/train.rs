@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use clap::ValueEnum;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -13,14 +14,19 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
+use crate::config::{
+    self, check_flag, COUNT, COUNT_OR_ZERO, INNER_LR, INNER_STEPS, KERNEL_WIDTH, MF_FACTORS, OUTER_LR, RATING, RIDGE,
+    THREADS, WEIGHT, WIDTH,
+};
 use crate::data::{Dataset, Format, LoadOptions};
 use crate::eval::mean_user_loss;
+use crate::fsutil::NewDir;
 use crate::method::{Method, MethodConfig};
 use crate::model::{MetaModel, ModelShape, ModelSpec, Order, TaskBatch};
 use crate::objective::{Objective, TaskKind};
 use crate::optim::Adam;
 use crate::run::{self, EpochRecord, RunDir, RunInfo};
-use crate::split::Split;
+use crate::split::{Split, Task};
 
 /// Settings of `trainer train`.
 #[derive(Debug, Clone, clap::Args)]
@@ -28,7 +34,8 @@ pub struct TrainConfig {
     /// Dataset directory (with schema.toml).
     #[arg(long)]
     pub data: PathBuf,
-    /// Run directory to write (run.json, split.csv, weights, checkpoint).
+    /// Run directory to write (run.json, split.csv, weights, checkpoint). One that holds an
+    /// earlier run is refused unless --force (or --resume continues it).
     #[arg(long)]
     pub out: PathBuf,
     /// Dataset format (detected from the files when left out).
@@ -50,40 +57,48 @@ pub struct TrainConfig {
     #[arg(long, value_enum, default_value_t = TaskKind::Rating)]
     pub task: TaskKind,
     /// `--task ctr`: ratings at or above this value count as clicks (the rest as non-clicks).
-    #[arg(long, default_value_t = 4.0)]
+    #[arg(long, default_value_t = 4.0, value_parser = config::rating, allow_negative_numbers = true)]
     pub click_threshold: f32,
     /// Method-specific settings.
     #[command(flatten)]
     pub method_config: MethodConfig,
     /// Seed of the split, the initialisation and the batch order.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
     pub seed: u64,
     /// Field embedding width.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = config::width, allow_negative_numbers = true)]
     pub embedding_dim: i64,
-    /// Hidden layer widths of the decision MLP, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "64,64")]
+    /// Hidden layer widths of the decision MLP, comma-separated (a later --hidden replaces an
+    /// earlier one).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "64,64",
+        action = clap::ArgAction::Set,
+        value_parser = config::width,
+        allow_hyphen_values = true
+    )]
     pub hidden: Vec<i64>,
     /// Inner-loop learning rate (fixed for MeLU/HML/transfer; the starting value where learned).
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, value_parser = config::inner_lr, allow_negative_numbers = true)]
     pub inner_lr: f64,
-    /// Inner-loop gradient steps.
-    #[arg(long, default_value_t = 5)]
+    /// Inner-loop gradient steps (1 to the on-device runtime's limit, 1000).
+    #[arg(long, default_value_t = 5, value_parser = config::inner_steps, allow_negative_numbers = true)]
     pub inner_steps: u32,
     /// First-order MAML (no gradient through the inner loop).
     #[arg(long)]
     pub first_order: bool,
     /// Outer (Adam) learning rate; also the step of the AT-PAML memory entries.
-    #[arg(long, default_value_t = 2e-3)]
+    #[arg(long, default_value_t = 2e-3, value_parser = config::outer_lr, allow_negative_numbers = true)]
     pub outer_lr: f64,
     /// Users per outer step.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = config::count, allow_negative_numbers = true)]
     pub batch_users: usize,
     /// Maximum epochs over the training users.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, default_value_t = 30, value_parser = config::count, allow_negative_numbers = true)]
     pub epochs: usize,
     /// Stop after this many epochs without a better validation MSE.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = config::count, allow_negative_numbers = true)]
     pub patience: usize,
     /// `cpu`, `cuda` or `auto` (CUDA when available).
     #[arg(long, default_value = "auto")]
@@ -91,11 +106,14 @@ pub struct TrainConfig {
     /// libtorch intra-op threads. One is the default: the batched inner loop is many small
     /// operations, and OpenMP workers spinning on a shared or busy machine made training up to
     /// 7x slower in our measurements (`trainer train --threads 2` to compare).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = config::threads, allow_negative_numbers = true)]
     pub threads: i32,
-    /// Continue from the run directory's last checkpoint.
+    /// Continue from the run directory's last checkpoint, with the settings it was trained with.
     #[arg(long)]
     pub resume: bool,
+    /// Replace existing outputs (an earlier run in --out).
+    #[arg(long)]
+    pub force: bool,
     /// No progress bar (logs one line per epoch instead).
     #[arg(long)]
     pub quiet: bool,
@@ -128,6 +146,7 @@ impl TrainConfig {
             device: "auto".into(),
             threads: 1,
             resume: false,
+            force: false,
             quiet: true,
         }
     }
@@ -152,31 +171,54 @@ struct Progress {
     info: RunInfo,
 }
 
+/// Every flag's rule (the command line checks them when it is parsed; library callers here).
 fn check(config: &TrainConfig) -> Result<()> {
-    if !(config.inner_lr.is_finite() && config.inner_lr >= 0.0) {
-        bail!("--inner-lr must be a finite number >= 0");
+    check_flag("--inner-lr", config.inner_lr, INNER_LR.check(config.inner_lr))?;
+    check_flag("--outer-lr", config.outer_lr, OUTER_LR.check(config.outer_lr))?;
+    check_flag("--embedding-dim", config.embedding_dim, WIDTH.check(config.embedding_dim))?;
+    for &width in &config.hidden {
+        check_flag("--hidden", width, WIDTH.check(width))?;
     }
-    if !(config.outer_lr.is_finite() && config.outer_lr > 0.0) {
-        bail!("--outer-lr must be a finite number > 0");
+    check_flag("--inner-steps", config.inner_steps, INNER_STEPS.check(config.inner_steps))?;
+    for (flag, value) in
+        [("--batch-users", config.batch_users), ("--epochs", config.epochs), ("--patience", config.patience)]
+    {
+        check_flag(flag, value, COUNT.check(value))?;
     }
-    if config.embedding_dim < 1 || config.hidden.iter().any(|&h| h < 1) {
-        bail!("--embedding-dim and --hidden widths must be >= 1");
+    check_flag("--threads", config.threads, THREADS.check(config.threads))?;
+    let threshold = config.click_threshold;
+    check_flag("--click-threshold", threshold, RATING.check(f64::from(threshold)))?;
+    if config.resume && config.split.is_some() {
+        bail!(
+            "--resume continues on the run's own split ({}); leave out --split",
+            RunDir(config.out.clone()).split_path().display()
+        );
     }
-    if config.batch_users == 0 || config.epochs == 0 {
-        bail!("--batch-users and --epochs must be >= 1");
+    if config.resume && config.force {
+        bail!("--resume continues the run in {}, --force would replace it: pass one of them", config.out.display());
     }
-    let m = &config.method_config;
-    if config.method == Method::AtPaml && (m.neighbours == 0 || m.memory_size < m.neighbours.max(m.warmup)) {
-        bail!("AT-PAML needs --neighbours >= 1 and --memory-size >= max(--neighbours, --warmup)");
+    check_method(&config.method_config, config.method)
+}
+
+/// The method knobs (all of them, whichever method trains: they are stored with the run).
+fn check_method(m: &MethodConfig, method: Method) -> Result<()> {
+    check_flag("--gamma", m.gamma, WEIGHT.check(m.gamma))?;
+    check_flag("--lr-hidden", m.lr_hidden, WIDTH.check(m.lr_hidden))?;
+    check_flag("--delta", m.delta, KERNEL_WIDTH.check(m.delta))?;
+    for (flag, value) in [("--memory-size", m.memory_size), ("--neighbours", m.neighbours), ("--inits", m.inits)] {
+        check_flag(flag, value, COUNT.check(value))?;
     }
-    if config.task == TaskKind::Ctr && !config.click_threshold.is_finite() {
-        bail!("--click-threshold must be a finite rating");
+    check_flag("--warmup", m.warmup, COUNT_OR_ZERO.check(m.warmup))?;
+    if method == Method::AtPaml && m.memory_size < m.neighbours.max(m.warmup) {
+        bail!(
+            "AT-PAML needs --memory-size >= max(--neighbours, --warmup); got --memory-size {}, --neighbours {}, \
+             --warmup {}",
+            m.memory_size,
+            m.neighbours,
+            m.warmup
+        );
     }
-    if config.method == Method::Hml && m.inits == 0 {
-        bail!("HML needs --inits >= 1");
-    }
-    check_factors(m)?;
-    Ok(())
+    check_factors(m)
 }
 
 /// What every method trains on: the dataset, the run directory, the split (labels for clicks)
@@ -189,49 +231,162 @@ struct Prepared {
     global_mean: f32,
 }
 
-/// Loads the dataset, creates the run directory and reads or makes the split (the run's own on
-/// `--resume`), turned into click labels for the click task.
+/// Checks the outputs and the inputs before anything is written: `--out` must not hold an
+/// earlier run (unless `--force`) or, with `--resume`, must hold one trained with the same
+/// settings and dataset; the dataset and the split (the run's own on `--resume`) must load, and
+/// a click run's training labels must hold both classes. Only then is a new run directory
+/// created and its split written, so a refused run leaves nothing behind. The split comes back
+/// turned into click labels for the click task.
 fn prepare(config: &TrainConfig) -> Result<Prepared> {
+    let resumed = if config.resume {
+        Some(resumable(config)?)
+    } else {
+        run::check_new_run(&config.out, config.force)?;
+        None
+    };
     let load_options = LoadOptions { format: config.format, skip_invalid: config.skip_invalid };
     let mut data = Dataset::load_with(&config.data, &load_options)?;
     if config.item_id {
         data.add_item_id_field();
     }
-    let run = run::create(&config.out)?;
-    let objective = Objective::from_cli(config.task, config.click_threshold);
-    let mut split = if config.resume {
-        Split::read(&data, &run.split_path()).context("--resume: reading the run's split")?
-    } else if let Some(path) = &config.split {
-        let split = Split::read(&data, path)?;
-        split.write(&data, &run.split_path())?;
-        split
-    } else {
-        let split = Split::new(&data, config.seed)?;
-        split.write(&data, &run.split_path())?;
-        split
-    };
-
-    // The split file keeps raw ratings; a click run trains on 0/1 labels.
-    objective.apply(&mut split);
-    if objective.is_click() {
-        let labels = split.train.iter().flat_map(|t| t.support.iter().chain(&t.query));
-        let clicks = labels.clone().filter(|r| r.value > 0.5).count();
-        let total = labels.count();
-        if clicks == 0 || clicks == total {
+    let run = RunDir(config.out.clone());
+    if let Some(info) = &resumed {
+        let fingerprint = run::fingerprint(&data);
+        if fingerprint != info.fingerprint {
             bail!(
-                "--task ctr: every training label is {} at --click-threshold {}; choose a threshold inside the \
-                 rating scale {}..{}",
-                if clicks == 0 { "0" } else { "1" },
-                config.click_threshold,
-                data.rating_min,
-                data.rating_max
+                "--resume: the run in {} was trained on {} (fingerprint {:08x}); --data {} holds another dataset \
+                 (fingerprint {fingerprint:08x})",
+                config.out.display(),
+                info.data.display(),
+                info.fingerprint,
+                config.data.display()
             );
         }
     }
+    let objective = Objective::from_cli(config.task, config.click_threshold);
+    let mut split = match (&resumed, &config.split) {
+        (Some(_), _) => Split::read(&data, &run.split_path()).context("--resume: reading the run's split")?,
+        (None, Some(path)) => Split::read(&data, path).with_context(|| format!("--split {}", path.display()))?,
+        (None, None) => Split::new(&data, config.seed)?,
+    };
+    check_labels(config, &data, &split)?;
+    if resumed.is_none() {
+        let created = NewDir::create(&config.out)?;
+        if config.force {
+            run.remove_files()?;
+        }
+        split.write(&data, &run.split_path())?;
+        created.keep();
+    }
+    // The split file keeps raw ratings; a click run trains on 0/1 labels.
+    objective.apply(&mut split);
     let train_ratings: Vec<f32> =
         split.train.iter().flat_map(|t| t.support.iter().chain(&t.query)).map(|r| r.value).collect();
     let global_mean = train_ratings.iter().sum::<f32>() / train_ratings.len().max(1) as f32;
     Ok(Prepared { data, run, split, objective, global_mean })
+}
+
+/// `--task ctr`: the training ratings (raw) must fall on both sides of the threshold.
+fn check_labels(config: &TrainConfig, data: &Dataset, split: &Split) -> Result<()> {
+    if config.task != TaskKind::Ctr {
+        return Ok(());
+    }
+    let threshold = config.click_threshold;
+    let labels = split.train.iter().flat_map(|t| t.support.iter().chain(&t.query));
+    let clicks = labels.clone().filter(|r| r.value >= threshold).count();
+    let total = labels.count();
+    if clicks == 0 || clicks == total {
+        bail!(
+            "--task ctr: every training label is {} at --click-threshold {threshold}; choose a threshold inside the \
+             rating scale {}..{}",
+            if clicks == 0 { "0" } else { "1" },
+            data.rating_min,
+            data.rating_max
+        );
+    }
+    Ok(())
+}
+
+/// `--resume`: the settings stored in the run directory (its checkpoint record, or run.json for
+/// a finished or a matrix factorisation run), compared with the given flags before the dataset
+/// or any tensor is loaded.
+fn resumable(config: &TrainConfig) -> Result<RunInfo> {
+    let dir = &config.out;
+    if std::fs::symlink_metadata(dir).is_ok() && !dir.is_dir() {
+        bail!("--out {} is a file, not a directory", dir.display());
+    }
+    if !dir.is_dir() {
+        bail!("--resume: {} does not exist; start the run without --resume", dir.display());
+    }
+    let run = RunDir(dir.clone());
+    let (_, progress_path) = checkpoint_paths(&run);
+    let info = if progress_path.is_file() {
+        let text = std::fs::read_to_string(&progress_path)
+            .with_context(|| format!("--resume: reading {}", progress_path.display()))?;
+        let progress: Progress =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", progress_path.display()))?;
+        progress.info
+    } else if run.info_path().is_file() {
+        run.read_info()?
+    } else {
+        bail!(
+            "--resume: {} holds no checkpoint.json or run.json to continue from; start the run again without \
+             --resume (with --force to replace what is there)",
+            dir.display()
+        );
+    };
+    check_same_settings(&info, config)?;
+    Ok(info)
+}
+
+/// Names every setting the flags set that differs between the stored run and the command line.
+fn check_same_settings(stored: &RunInfo, config: &TrainConfig) -> Result<()> {
+    let objective = Objective::from_cli(config.task, config.click_threshold);
+    let given = flag_settings(&run_info(config, objective, stored.fingerprint));
+    let differences: Vec<String> = flag_settings(stored)
+        .into_iter()
+        .filter_map(|(flag, had)| {
+            let now = &given.iter().find(|(f, _)| *f == flag)?.1;
+            (*now != had).then(|| format!("{flag}: the run has {had}, given {now}"))
+        })
+        .collect();
+    if differences.is_empty() {
+        return Ok(());
+    }
+    bail!(
+        "--resume: the run in {} was trained with other settings:\n  {}\npass the run's settings to continue it, or \
+         train a new run (another --out, or --force without --resume to replace this one)",
+        config.out.display(),
+        differences.join("\n  ")
+    )
+}
+
+/// The settings a run stores that flags set, as (flag, value) pairs.
+fn flag_settings(info: &RunInfo) -> Vec<(String, String)> {
+    let spec = &info.spec;
+    let switch = |on: bool| if on { "on" } else { "off" }.to_string();
+    let name = |value: Option<clap::builder::PossibleValue>| value.map_or(String::new(), |v| v.get_name().into());
+    let mut settings = vec![
+        ("--method", name(spec.method.to_possible_value())),
+        ("--task", if spec.objective.is_click() { "ctr" } else { "rating" }.to_string()),
+        ("--embedding-dim", spec.shape.embedding_dim.to_string()),
+        ("--hidden", spec.shape.hidden.iter().map(i64::to_string).collect::<Vec<_>>().join(",")),
+        ("--inner-lr", spec.inner_lr.to_string()),
+        ("--inner-steps", spec.inner_steps.to_string()),
+        ("--first-order", switch(info.first_order)),
+        ("--item-id", switch(info.item_id)),
+        ("--seed", info.seed.to_string()),
+        ("--format", info.format.map_or("detected".into(), |f| name(f.to_possible_value()))),
+        ("--skip-invalid", switch(info.skip_invalid)),
+    ];
+    if let Objective::Click { threshold } = spec.objective {
+        settings.push(("--click-threshold", threshold.to_string()));
+    }
+    let mut settings: Vec<(String, String)> = settings.into_iter().map(|(f, v)| (f.to_string(), v)).collect();
+    if let Ok(serde_json::Value::Object(knobs)) = serde_json::to_value(&spec.config) {
+        settings.extend(knobs.iter().map(|(key, value)| (format!("--{}", key.replace('_', "-")), value.to_string())));
+    }
+    settings
 }
 
 /// The run's settings as a model spec.
@@ -243,6 +398,26 @@ fn spec_of(config: &TrainConfig, objective: Objective) -> ModelSpec {
         inner_lr: config.inner_lr,
         inner_steps: config.inner_steps,
         objective,
+    }
+}
+
+/// The run's settings before training (no results yet).
+fn run_info(config: &TrainConfig, objective: Objective, fingerprint: u32) -> RunInfo {
+    RunInfo {
+        data: config.data.canonicalize().unwrap_or_else(|_| config.data.clone()),
+        fingerprint,
+        format: config.format,
+        skip_invalid: config.skip_invalid,
+        item_id: config.item_id,
+        seed: config.seed,
+        spec: spec_of(config, objective),
+        first_order: config.first_order,
+        global_mean: 0.0,
+        best_epoch: 0,
+        best_valid_mse: f64::INFINITY,
+        history: Vec::new(),
+        train_seconds: 0.0,
+        device: String::new(),
     }
 }
 
@@ -266,20 +441,13 @@ fn train_factors(config: &TrainConfig, prepared: Prepared, started: Instant) -> 
         eprintln!("sweep {}: train {loss_name} {:.4}, validation {loss_name} {:.4}", r.epoch, r.train_mse, r.valid_mse);
     }
     let info = RunInfo {
-        data: config.data.canonicalize().unwrap_or_else(|_| config.data.clone()),
-        fingerprint: run::fingerprint(&data),
-        format: config.format,
-        skip_invalid: config.skip_invalid,
-        item_id: config.item_id,
-        seed: config.seed,
-        spec: spec_of(config, objective),
-        first_order: config.first_order,
         global_mean: fitted.model.mean,
         best_epoch: fitted.best_sweep,
         best_valid_mse: fitted.best_valid,
         history: fitted.history,
         train_seconds: started.elapsed().as_secs_f64(),
         device: "Cpu".into(),
+        ..run_info(config, objective, run::fingerprint(&data))
     };
     run.save_factors(&fitted.model)?;
     run.save_info(&info)?;
@@ -295,22 +463,10 @@ fn train_factors(config: &TrainConfig, prepared: Prepared, started: Instant) -> 
 
 /// The matrix factorisation knobs (checked for every method: every table fits MF beside it).
 pub fn check_factors(m: &MethodConfig) -> Result<()> {
-    if m.mf_factors > metarec_runtime::factors::MAX_FACTORS {
-        bail!(
-            "--mf-factors {} is above the runtime's limit of {}",
-            m.mf_factors,
-            metarec_runtime::factors::MAX_FACTORS
-        );
-    }
-    for (flag, value) in [("--mf-lambda", m.mf_lambda), ("--mf-bias-lambda", m.mf_bias_lambda)] {
-        if !(value.is_finite() && value > 0.0 && value < 1e30) {
-            bail!("{flag} must be a finite number > 0 (the fold-in's ridge weight), got {value}");
-        }
-    }
-    if m.mf_sweeps == 0 {
-        bail!("--mf-sweeps must be >= 1");
-    }
-    Ok(())
+    check_flag("--mf-factors", m.mf_factors, MF_FACTORS.check(m.mf_factors))?;
+    check_flag("--mf-lambda", m.mf_lambda, RIDGE.check(m.mf_lambda))?;
+    check_flag("--mf-bias-lambda", m.mf_bias_lambda, RIDGE.check(m.mf_bias_lambda))?;
+    check_flag("--mf-sweeps", m.mf_sweeps, COUNT.check(m.mf_sweeps))
 }
 
 /// Trains and writes the run directory; returns its info.
@@ -327,34 +483,13 @@ pub fn train(config: &TrainConfig) -> Result<RunInfo> {
     let spec = spec_of(config, objective);
     let model = MetaModel::new_seeded(&data, &spec, global_mean, device, config.seed);
     let mut optimizer = Adam::new(&model.vs, config.outer_lr);
-    let order = if config.first_order { Order::First } else { Order::Second };
-    let gamma = if config.method == Method::RegPaml { config.method_config.gamma } else { 0.0 };
-
-    let mut progress = Progress {
-        epochs_done: 0,
-        since_best: 0,
-        info: RunInfo {
-            data: config.data.canonicalize().unwrap_or_else(|_| config.data.clone()),
-            fingerprint: run::fingerprint(&data),
-            format: config.format,
-            skip_invalid: config.skip_invalid,
-            item_id: config.item_id,
-            seed: config.seed,
-            spec: spec.clone(),
-            first_order: config.first_order,
-            global_mean,
-            best_epoch: 0,
-            best_valid_mse: f64::INFINITY,
-            history: Vec::new(),
-            train_seconds: 0.0,
-            device: format!("{device:?}"),
-        },
-    };
+    let fresh =
+        RunInfo { global_mean, device: format!("{device:?}"), ..run_info(config, objective, run::fingerprint(&data)) };
+    let mut progress = Progress { epochs_done: 0, since_best: 0, info: fresh.clone() };
     if config.resume {
-        progress = load_checkpoint(&run, &model, &mut optimizer)?;
-        if progress.info.spec != spec {
-            bail!("--resume: the run was trained with different settings; pass the same flags");
-        }
+        progress = load_checkpoint(config, &run, &model, &mut optimizer)?;
+        // Where the dataset is now (the fingerprint matched).
+        progress.info.data = fresh.data;
         eprintln!("resuming after epoch {}", progress.epochs_done);
     }
     eprintln!(
@@ -366,67 +501,15 @@ pub fn train(config: &TrainConfig) -> Result<RunInfo> {
         data.items.len(),
         device
     );
-    let steps_per_epoch = split.train.len().div_ceil(config.batch_users);
-    let remaining = config.epochs.saturating_sub(progress.epochs_done);
-    let bar = if config.quiet { ProgressBar::hidden() } else { ProgressBar::new((steps_per_epoch * remaining) as u64) };
-    bar.set_style(
-        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps  {msg}")
-            .expect("valid template")
-            .progress_chars("=> "),
-    );
+    let bar = progress_bar(config, split.train.len(), progress.epochs_done);
     let resumed_seconds = progress.info.train_seconds;
     for epoch in progress.epochs_done + 1..=config.epochs {
         if progress.since_best >= config.patience {
             break;
         }
-        // The batch order depends only on (seed, epoch), so a resumed run sees the same batches.
-        let mut rng = ChaCha8Rng::seed_from_u64(config.seed.wrapping_mul(0x9E37_79B9).wrapping_add(epoch as u64));
-        let mut tasks = split.train.clone();
-        tasks.shuffle(&mut rng);
-        // Users of similar activity share a batch, which cuts the padding of the support and
-        // query tensors: sort pools of 8 batches by length, cut them into batches, shuffle those.
-        let mut batches: Vec<Vec<crate::split::Task>> = Vec::new();
-        for pool in tasks.chunks(config.batch_users * 8) {
-            let mut pool = pool.to_vec();
-            pool.sort_by_key(|t| t.support.len() + t.query.len());
-            batches.extend(pool.chunks(config.batch_users).map(<[crate::split::Task]>::to_vec));
-        }
-        batches.shuffle(&mut rng);
-        let (mut epoch_loss, mut alpha_sum) = (0.0, 0.0);
-        for chunk in &batches {
-            let (batch, steps) = if config.method.pooled_training() {
-                (TaskBatch::pooled(chunk, device), 0)
-            } else {
-                (TaskBatch::new(chunk, device), config.inner_steps)
-            };
-            let forward = model.forward(&batch, steps, order, true);
-            let loss = forward.outer_loss(gamma);
-            optimizer.backward_step(&loss);
-            if let Some(memory) = &model.memory {
-                let mut memory = memory.borrow_mut();
-                memory.outer_step(config.outer_lr);
-                if let (Some(keys), Some(alpha)) = (&forward.memory_keys, &forward.alpha) {
-                    memory.insert(keys, alpha);
-                }
-                memory.rebuild();
-            }
-            epoch_loss += forward.query_loss.sum(tch::Kind::Double).double_value(&[]);
-            if let Some(alpha) = &forward.alpha {
-                alpha_sum += alpha.sum(tch::Kind::Double).double_value(&[]);
-            }
-            bar.inc(1);
-        }
-        let train_mse = epoch_loss / tasks.len() as f64;
+        let (train_mse, alpha_mean) = train_epoch(config, &model, &mut optimizer, &split.train, epoch, &bar);
         let valid_mse = mean_user_loss(&model, &split.valid, config.inner_steps, 256);
-        let loss_name = objective.loss_name();
-        let mut line =
-            format!("epoch {epoch}: train query {loss_name} {train_mse:.4}, validation {loss_name} {valid_mse:.4}");
-        if config.method.has_lr_net() {
-            line += &format!(", mean inner lr {:.4}", alpha_sum / tasks.len() as f64);
-        }
-        if let Some((mean, min, max)) = model.per_parameter_lr_summary() {
-            line += &format!(", inner lr mean {mean:.4} [{min:.4}, {max:.4}]");
-        }
+        let line = epoch_line(config, &model, objective, epoch, (train_mse, valid_mse), alpha_mean);
         if config.quiet {
             eprintln!("{line}");
         } else {
@@ -450,7 +533,98 @@ pub fn train(config: &TrainConfig) -> Result<RunInfo> {
         }
     }
     bar.finish_and_clear();
-    let info = progress.info;
+    finish(config, &run, objective, progress.info)
+}
+
+/// The progress bar over the steps left (hidden with `--quiet`).
+fn progress_bar(config: &TrainConfig, train_users: usize, epochs_done: usize) -> ProgressBar {
+    let steps_per_epoch = train_users.div_ceil(config.batch_users);
+    let remaining = config.epochs.saturating_sub(epochs_done);
+    let bar = if config.quiet { ProgressBar::hidden() } else { ProgressBar::new((steps_per_epoch * remaining) as u64) };
+    bar.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps  {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+/// One epoch of outer steps over the training users; returns their mean query loss and (for
+/// the methods with a learning-rate network) their mean inner learning rate.
+fn train_epoch(
+    config: &TrainConfig,
+    model: &MetaModel,
+    optimizer: &mut Adam,
+    train_tasks: &[Task],
+    epoch: usize,
+    bar: &ProgressBar,
+) -> (f64, f64) {
+    let device = model.device();
+    let order = if config.first_order { Order::First } else { Order::Second };
+    let gamma = if config.method == Method::RegPaml { config.method_config.gamma } else { 0.0 };
+    // The batch order depends only on (seed, epoch), so a resumed run sees the same batches.
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed.wrapping_mul(0x9E37_79B9).wrapping_add(epoch as u64));
+    let mut tasks = train_tasks.to_vec();
+    tasks.shuffle(&mut rng);
+    // Users of similar activity share a batch, which cuts the padding of the support and
+    // query tensors: sort pools of 8 batches by length, cut them into batches, shuffle those.
+    let mut batches: Vec<Vec<Task>> = Vec::new();
+    for pool in tasks.chunks(config.batch_users * 8) {
+        let mut pool = pool.to_vec();
+        pool.sort_by_key(|t| t.support.len() + t.query.len());
+        batches.extend(pool.chunks(config.batch_users).map(<[Task]>::to_vec));
+    }
+    batches.shuffle(&mut rng);
+    let (mut epoch_loss, mut alpha_sum) = (0.0, 0.0);
+    for chunk in &batches {
+        let (batch, steps) = if config.method.pooled_training() {
+            (TaskBatch::pooled(chunk, device), 0)
+        } else {
+            (TaskBatch::new(chunk, device), config.inner_steps)
+        };
+        let forward = model.forward(&batch, steps, order, true);
+        let loss = forward.outer_loss(gamma);
+        optimizer.backward_step(&loss);
+        if let Some(memory) = &model.memory {
+            let mut memory = memory.borrow_mut();
+            memory.outer_step(config.outer_lr);
+            if let (Some(keys), Some(alpha)) = (&forward.memory_keys, &forward.alpha) {
+                memory.insert(keys, alpha);
+            }
+            memory.rebuild();
+        }
+        epoch_loss += forward.query_loss.sum(tch::Kind::Double).double_value(&[]);
+        if let Some(alpha) = &forward.alpha {
+            alpha_sum += alpha.sum(tch::Kind::Double).double_value(&[]);
+        }
+        bar.inc(1);
+    }
+    (epoch_loss / tasks.len() as f64, alpha_sum / tasks.len() as f64)
+}
+
+/// The log line of one epoch.
+fn epoch_line(
+    config: &TrainConfig,
+    model: &MetaModel,
+    objective: Objective,
+    epoch: usize,
+    (train_mse, valid_mse): (f64, f64),
+    alpha_mean: f64,
+) -> String {
+    let loss_name = objective.loss_name();
+    let mut line =
+        format!("epoch {epoch}: train query {loss_name} {train_mse:.4}, validation {loss_name} {valid_mse:.4}");
+    if config.method.has_lr_net() {
+        line += &format!(", mean inner lr {alpha_mean:.4}");
+    }
+    if let Some((mean, min, max)) = model.per_parameter_lr_summary() {
+        line += &format!(", inner lr mean {mean:.4} [{min:.4}, {max:.4}]");
+    }
+    line
+}
+
+/// Writes run.json once training kept an epoch.
+fn finish(config: &TrainConfig, run: &RunDir, objective: Objective, info: RunInfo) -> Result<RunInfo> {
     if info.best_epoch == 0 {
         bail!(
             "training produced no finite validation {} (diverged?); try a smaller --inner-lr or --outer-lr",
@@ -495,7 +669,7 @@ fn save_checkpoint(run: &RunDir, model: &MetaModel, optimizer: &Adam, progress: 
     crate::fsutil::write_atomic(&progress_path, progress_json.as_bytes())
 }
 
-fn load_checkpoint(run: &RunDir, model: &MetaModel, optimizer: &mut Adam) -> Result<Progress> {
+fn load_checkpoint(config: &TrainConfig, run: &RunDir, model: &MetaModel, optimizer: &mut Adam) -> Result<Progress> {
     let (tensors_path, progress_path) = checkpoint_paths(run);
     let named: HashMap<String, Tensor> = Tensor::load_multi(&tensors_path)
         .with_context(|| format!("--resume: reading {}", tensors_path.display()))?
@@ -516,11 +690,20 @@ fn load_checkpoint(run: &RunDir, model: &MetaModel, optimizer: &mut Adam) -> Res
     };
     let progress: Progress =
         serde_json::from_str(&text).with_context(|| format!("parsing the progress record of {}", source.display()))?;
+    check_same_settings(&progress.info, config)?;
     {
         let _guard = tch::no_grad_guard();
         for (name, mut variable) in model.vs.variables() {
             let saved =
                 named.get(&format!("var.{name}")).with_context(|| format!("checkpoint lacks variable {name}"))?;
+            if saved.size() != variable.size() {
+                bail!(
+                    "--resume: {} holds variable {name} of shape {:?}, the model's is {:?} (other settings)",
+                    tensors_path.display(),
+                    saved.size(),
+                    variable.size()
+                );
+            }
             variable.copy_(&saved.to(variable.device()));
         }
     }

@@ -90,6 +90,9 @@ pub struct DataInfo {
     /// Per user, a feature problem the PAML protocol filters on (age below 10 or above 100,
     /// garbled location); `None` when the profile is fine.
     pub user_problem: Vec<Option<String>>,
+    /// Whether the users' [`Entity::group`] labels come from the dataset's own group column
+    /// (plain format, `[users] group = ...`) rather than the major/minor rule ([`groups`]).
+    pub group_column: bool,
     /// What loading read, skipped and dropped.
     pub report: LoadReport,
 }
@@ -374,6 +377,7 @@ pub(crate) fn assemble(
             item_year: items.year,
             item_title: items.title,
             user_problem: users.problem,
+            group_column: has_group,
             report,
         },
     };

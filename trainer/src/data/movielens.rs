@@ -89,7 +89,10 @@ fn column_error(
         &file.path,
         line,
         Reason::Malformed,
-        format_args!("{found} '{separator}'-separated columns, expected {expected}"),
+        format_args!(
+            "found {found} '{separator}'-separated column{}, expected {expected}",
+            if found == 1 { "" } else { "s" }
+        ),
     )
 }
 

@@ -38,6 +38,10 @@ pub struct Table {
     /// Optional column with a known group label (the synthetic data's major/minor truth).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// Items only, optional: column with the release year (a whole number; empty when unknown),
+    /// which the MeLU protocol splits existing from new items by. It may also be a field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub year: Option<String>,
     /// Feature fields, in model input order.
     #[serde(default)]
     pub fields: Vec<FieldDecl>,
@@ -119,6 +123,9 @@ impl Schema {
     fn check(&self) -> Result<()> {
         if !(self.rating_min.is_finite() && self.rating_max.is_finite()) || self.rating_min >= self.rating_max {
             bail!("rating_min ({}) must be below rating_max ({})", self.rating_min, self.rating_max);
+        }
+        if let Some(year) = &self.users.year {
+            bail!("[users] year = \"{year}\": release years belong to [items] (year = \"COLUMN\")");
         }
         for (table, fields) in [("users", &self.users.fields), ("items", &self.items.fields)] {
             if fields.is_empty() {

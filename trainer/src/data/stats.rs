@@ -1,5 +1,7 @@
 //! `trainer data stats`: what a dataset holds, the figures of seed 000's Table 1 (per user field,
-//! the share of users whose value is in the field's top-30% set) and the major/minor shares.
+//! the share of users whose value is in the field's top-30% set) and the major/minor shares by
+//! that rule, and, when the dataset has a group column, the groups it gives, each line labelled
+//! with where its groups come from and which of the two `eval` and `report` use.
 
 use core::fmt::{self, Write as _};
 
@@ -35,8 +37,11 @@ pub struct DataStats {
     pub items_up_to_1997: usize,
     /// The major/minor rule, when there are user fields.
     pub groups: Option<MajorMinor>,
-    /// The dataset's own group labels (other than major/minor), with counts.
+    /// The labels of the dataset's group column with their user counts, sorted by label; empty
+    /// when the dataset has no group column. When there is one, `eval` and `report` use it.
     pub known_groups: Vec<(String, usize)>,
+    /// Whether the dataset has a group column (so `eval` and `report` group by it, not the rule).
+    pub group_column: bool,
     /// Per user field: name and number of distinct values in its vocabulary.
     pub user_fields: Vec<(String, usize)>,
     /// Per item field: name and number of distinct values in its vocabulary.
@@ -64,14 +69,15 @@ impl DataStats {
         }
         let groups = MajorMinor::of(data);
         let mut known_groups: Vec<(String, usize)> = Vec::new();
-        if groups.is_none() || data.users.iter().any(|u| !matches!(u.group.as_deref(), Some("major" | "minor") | None))
-        {
+        if data.info.group_column {
             for user in &data.users {
-                if let Some(g) = &user.group {
-                    match known_groups.iter_mut().find(|(name, _)| name == g) {
-                        Some((_, n)) => *n += 1,
-                        None => known_groups.push((g.clone(), 1)),
-                    }
+                let g = match user.group.as_deref() {
+                    None | Some("") => "(empty)",
+                    Some(g) => g,
+                };
+                match known_groups.iter_mut().find(|(name, _)| name == g) {
+                    Some((_, n)) => *n += 1,
+                    None => known_groups.push((g.to_string(), 1)),
                 }
             }
             known_groups.sort();
@@ -104,6 +110,7 @@ impl DataStats {
             items_up_to_1997: years.iter().filter(|&&y| y <= 1997).count(),
             groups,
             known_groups,
+            group_column: data.info.group_column,
             user_fields: data.user_fields.iter().map(|f| (f.name.clone(), f.rows() - 1)).collect(),
             item_fields: data.item_fields.iter().map(|f| (f.name.clone(), f.rows() - 1)).collect(),
             report: lines,
@@ -162,10 +169,12 @@ impl fmt::Display for DataStats {
             "feature problems (PAML filter: age outside 10..100, garbled location): {} users",
             self.users_with_problems
         );
+        // Which of the two groupings `eval` and `report` use, said on its own line.
+        let used = " [eval and report group by these]";
+        let rule = "major/minor by the paper's rule (top-30% field shares):";
         match &self.groups {
             None => {
-                let _ =
-                    writeln!(out, "major/minor   n/a: no user fields (the user is described by their ratings alone)");
+                let _ = writeln!(out, "{rule} n/a, no user fields (the user is described by their ratings alone)");
             }
             Some(groups) => {
                 let _ = writeln!(out, "top-30% value sets per user field (seed 000, Table 1):");
@@ -186,17 +195,23 @@ impl fmt::Display for DataStats {
                 let major = groups.major_count();
                 let _ = writeln!(
                     out,
-                    "major users   {} ({:.1}%), minor {} ({:.1}%) [major = at least {} fields in top sets]",
+                    "{rule} major {} ({:.1}%), minor {} ({:.1}%) [major = at least {} fields in top sets]{}",
                     major,
                     percent(major, self.users),
                     self.users - major,
                     percent(self.users - major, self.users),
-                    groups.min_fields
+                    groups.min_fields,
+                    if self.group_column { "" } else { used }
                 );
             }
         }
-        for (group, count) in &self.known_groups {
-            let _ = writeln!(out, "known group   {group}: {count} users ({:.1}%)", percent(*count, self.users));
+        if self.group_column {
+            let counts: Vec<String> = self
+                .known_groups
+                .iter()
+                .map(|(group, count)| format!("{group} {count} ({:.1}%)", percent(*count, self.users)))
+                .collect();
+            let _ = writeln!(out, "groups from the dataset's group column: {}{used}", counts.join(", "));
         }
         for line in &self.report {
             let _ = writeln!(out, "load: {line}");

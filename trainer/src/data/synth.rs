@@ -65,6 +65,7 @@ fields = [
 [items]
 file = "items.csv"
 id = "item_id"
+year = "year"
 fields = [
   { name = "genres", kind = "multi", separator = "|" },
   { name = "year", kind = "numeric", bounds = [1970, 1980, 1990, 2000, 2010] },

@@ -8,6 +8,12 @@
 //! leaves undefined (0x81, 0x8D, 0x8F, 0x90, 0x9D) are reported as an encoding error on their
 //! line. A format that must be UTF-8 (MovieLens latest, plain CSV) reports invalid UTF-8 on its
 //! line. With `--skip-invalid` such a line is skipped and counted instead.
+//!
+//! Whatever the format, a byte-order mark decides first: a UTF-8 BOM is skipped, a UTF-16 file
+//! with a BOM (little- or big-endian, as Windows editors save "Unicode") is decoded and loads like
+//! its UTF-8 twin (an unpaired surrogate is an encoding error on its line), and UTF-32 is refused
+//! by name. A file without a BOM whose first bytes are full of NULs is UTF-16 (or UTF-32) that
+//! cannot be decoded safely: it is refused by name rather than read as garbled text.
 
 use core::fmt;
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,6 +34,8 @@ pub enum Reason {
     DuplicateId,
     /// A rating that is not a number in the dataset's scale.
     BadRating,
+    /// A release year that is not a whole number.
+    BadYear,
     /// A rating for a user the users table does not have.
     UnknownUser,
     /// A rating for an item the items table does not have.
@@ -45,6 +53,7 @@ impl Reason {
             Reason::EmptyId => "empty id",
             Reason::DuplicateId => "duplicate id",
             Reason::BadRating => "bad rating",
+            Reason::BadYear => "bad year",
             Reason::UnknownUser => "unknown user",
             Reason::UnknownItem => "unknown item",
             Reason::DuplicateRating => "duplicate rating",
@@ -111,7 +120,7 @@ pub struct TextFile {
     pub path: PathBuf,
     /// The decoded text (a leading byte-order mark removed).
     pub text: String,
-    /// The encoding it was decoded from ("utf-8" or "windows-1252").
+    /// The encoding it was decoded from ("utf-8", "windows-1252", "utf-16le" or "utf-16be").
     pub encoding: &'static str,
     /// 1-based lines that did not decode (skipped under `--skip-invalid`; empty when strict).
     pub bad_lines: BTreeSet<usize>,
@@ -121,7 +130,27 @@ impl TextFile {
     /// Reads and decodes `path`; undecodable lines go through `issues`.
     pub fn read(path: &Path, encoding: Encoding, issues: &mut Issues) -> Result<TextFile> {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        if bytes.starts_with(b"\xFF\xFE\0\0") || bytes.starts_with(b"\0\0\xFE\xFF") {
+            bail!("{} looks like UTF-32 (its byte-order mark says so); save it as UTF-8", path.display());
+        }
+        for (bom, big_endian, name) in [(b"\xFF\xFE", false, "utf-16le"), (b"\xFE\xFF", true, "utf-16be")] {
+            if let Some(body) = bytes.strip_prefix(bom) {
+                let (text, bad_lines) = decode_utf16(path, body, big_endian, issues)?;
+                return Ok(TextFile { path: path.to_path_buf(), text, encoding: name, bad_lines });
+            }
+        }
         let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+        match nul_pattern(bytes) {
+            NulPattern::None => {}
+            NulPattern::Utf16 => bail!(
+                "{} looks like UTF-16 without a byte-order mark; save it as UTF-8 (or UTF-16 with a BOM)",
+                path.display()
+            ),
+            NulPattern::Everywhere => bail!(
+                "{} is not text (NUL bytes throughout its start: UTF-32 or a binary file?); save it as UTF-8",
+                path.display()
+            ),
+        }
         let mut bad_lines = BTreeSet::new();
         let (text, name) = match core::str::from_utf8(bytes) {
             Ok(text) => (text.to_owned(), "utf-8"),
@@ -176,6 +205,91 @@ impl TextFile {
             .map(|(i, line)| (i + 1, line.strip_suffix('\r').unwrap_or(line)))
             .filter(|(n, line)| !line.trim().is_empty() && !self.bad_lines.contains(n))
     }
+}
+
+/// How NUL bytes are spread over the start of a file without a byte-order mark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NulPattern {
+    /// Few or none: text in a byte encoding.
+    None,
+    /// In every other byte: UTF-16 (mostly ASCII text, one zero byte per code unit).
+    Utf16,
+    /// In both byte positions of the code units: UTF-32 or not text at all.
+    Everywhere,
+}
+
+/// Bytes of a file's start looked at by [`nul_pattern`].
+const NUL_SAMPLE: usize = 512;
+
+/// Classifies the NUL bytes in the first [`NUL_SAMPLE`] bytes: UTF-16 when at least a quarter of
+/// the two-byte units have a zero in the same position and few a zero in the other. Text in
+/// UTF-8 or a single-byte encoding has no NULs at all.
+fn nul_pattern(bytes: &[u8]) -> NulPattern {
+    let sample = &bytes[..bytes.len().min(NUL_SAMPLE)];
+    let units = sample.len() / 2;
+    if units == 0 {
+        return NulPattern::None;
+    }
+    let nuls = |parity: usize| sample.chunks_exact(2).filter(|unit| unit[parity] == 0).count();
+    let (even, odd) = (nuls(0), nuls(1));
+    let many = |n: usize| n * 4 >= units;
+    let few = |n: usize| n * 8 < units;
+    match (many(even), many(odd)) {
+        (true, true) => NulPattern::Everywhere,
+        (true, false) | (false, true) if few(even.min(odd)) => NulPattern::Utf16,
+        (true, false) | (false, true) => NulPattern::Everywhere,
+        (false, false) => NulPattern::None,
+    }
+}
+
+/// Decodes UTF-16 (the byte-order mark already removed) line by line: a line with an unpaired
+/// surrogate, or a last line cut in half a code unit, goes through `issues` as an encoding error.
+fn decode_utf16(path: &Path, body: &[u8], big_endian: bool, issues: &mut Issues) -> Result<(String, BTreeSet<usize>)> {
+    let units: Vec<u16> =
+        body.chunks_exact(2)
+            .map(|pair| {
+                if big_endian {
+                    u16::from_be_bytes([pair[0], pair[1]])
+                } else {
+                    u16::from_le_bytes([pair[0], pair[1]])
+                }
+            })
+            .collect();
+    let mut text = String::with_capacity(units.len());
+    let mut bad_lines = BTreeSet::new();
+    let mut lines = 0;
+    for (index, line) in units.split(|&u| u == u16::from(b'\n')).enumerate() {
+        lines = index + 1;
+        if index > 0 {
+            text.push('\n');
+        }
+        match char::decode_utf16(line.iter().copied()).collect::<core::result::Result<String, _>>() {
+            Ok(decoded) => text.push_str(&decoded),
+            Err(error) => {
+                let column = line.iter().position(|&u| u == error.unpaired_surrogate()).map_or(0, |p| p + 1);
+                issues.bad(
+                    path,
+                    index + 1,
+                    Reason::Encoding,
+                    format_args!(
+                        "invalid UTF-16 (unpaired surrogate 0x{:04X} at character {column})",
+                        error.unpaired_surrogate()
+                    ),
+                )?;
+                bad_lines.insert(index + 1);
+            }
+        }
+    }
+    if body.len() % 2 == 1 {
+        issues.bad(
+            path,
+            lines,
+            Reason::Encoding,
+            "invalid UTF-16 (the file ends in half a character: an odd number of bytes)",
+        )?;
+        bad_lines.insert(lines);
+    }
+    Ok((text, bad_lines))
 }
 
 /// Decodes HTML character references (`&amp;`, `&#233;`, `&eacute;` ...), as Book-Crossing
@@ -248,8 +362,14 @@ pub(crate) fn expect_columns(
     if record.len() == expected {
         return Ok(true);
     }
-    issues.bad(&file.path, line, Reason::Malformed, format_args!("{} columns, expected {expected}", record.len()))?;
+    issues.bad(&file.path, line, Reason::Malformed, column_count(record.len(), expected))?;
     Ok(false)
+}
+
+/// "found 5 columns, expected 3": what a row with the wrong number of columns is told.
+pub(crate) fn column_count(found: usize, expected: usize) -> String {
+    let plural = if found == 1 { "" } else { "s" };
+    format!("found {found} column{plural}, expected {expected}")
 }
 
 /// The first row of a delimited file (its header).

@@ -62,7 +62,10 @@ pub enum Protocol {
 /// seed, `--out` the report directory, and `--method` is replaced by `--methods`.
 #[derive(Debug, Clone, clap::Args)]
 #[command(
-    mut_arg("out", |a| a.help("Report directory (report.md, metrics.csv, figures/, splits/, runs/)")),
+    mut_arg("out", |a| a.help(
+        "Report directory (report.md, metrics.csv, figures/, splits/, runs/); an earlier report there is refused \
+         unless --force"
+    )),
     mut_arg("seed", |a| a.help("First seed; the report uses SEED, SEED+1, ... (--seeds of them)")),
     mut_arg("method", |a| a.hide(true)),
     mut_arg("split", |a| a.hide(true)),
@@ -70,19 +73,26 @@ pub enum Protocol {
     mut_arg("epochs", |a| a.default_value(DEFAULT_EPOCHS)),
     mut_arg("patience", |a| a.default_value(DEFAULT_PATIENCE)),
     mut_arg("quiet", |a| a.hide(true)),
+    mut_arg("force", |a| a.help("Replace existing outputs (an earlier report in --out, and its runs)")),
 )]
 pub struct ReportArgs {
     /// Data protocol.
     #[arg(long, value_enum, default_value_t = Protocol::Paml)]
     pub protocol: Protocol,
     /// Number of seeds (each gives its own split and initialisation).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = crate::config::count_u64, allow_negative_numbers = true)]
     pub seeds: u64,
     /// Methods to train, comma-separated (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub methods: Vec<Method>,
     /// REG-PAML regularizer weights of the ablation (Table 4), comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "1e-5,1e-4,1e-3,1e-2")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1e-5,1e-4,1e-3,1e-2",
+        value_parser = crate::config::weight,
+        allow_hyphen_values = true
+    )]
     pub gammas: Vec<f64>,
     /// Skip the gamma ablation (Table 4 then compares PAML, AT-PAML and REG-PAML only).
     #[arg(long)]
@@ -222,10 +232,12 @@ pub fn sha256_file(path: &Path) -> Result<String> {
     Ok(Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
 }
 
-/// Runs the report: trains every method on every seed's split, evaluates, writes the files.
-/// `command_line` is recorded in the report as given.
-pub fn run(args: &ReportArgs, command_line: &[String]) -> Result<Report> {
-    let started = Instant::now();
+/// What a report writes into `--out`: a directory holding any of them holds an earlier report.
+pub const REPORT_FILES: [&str; 5] = ["report.md", "metrics.csv", "figures", "splits", "runs"];
+
+/// Everything checked before anything is written or trained: the settings, the font, the
+/// outputs (an earlier report is refused unless `--force`).
+fn check(args: &ReportArgs) -> Result<Vec<Method>> {
     ensure!(args.seeds >= 1, "--seeds must be at least 1");
     ensure!(args.train.split.is_none(), "trainer report makes its own splits; --split is not accepted");
     ensure!(!args.train.resume, "trainer report does not resume runs; --resume is not accepted");
@@ -235,12 +247,20 @@ pub fn run(args: &ReportArgs, command_line: &[String]) -> Result<Report> {
         "trainer report covers the rating task; for --task ctr use `trainer compare --task ctr` (AUC, user AUC, \
          NE, log loss and nDCG@3 of every method beside the click-rate baselines) or `trainer eval`"
     );
-    ensure!(args.gammas.iter().all(|g| g.is_finite() && *g >= 0.0), "--gammas must be finite numbers >= 0");
+    for &gamma in &args.gammas {
+        crate::config::check_flag("--gammas", gamma, crate::config::WEIGHT.check(gamma))?;
+    }
+    crate::fsutil::refuse_existing_in_dir(
+        "--out",
+        &args.train.out,
+        &REPORT_FILES,
+        "an earlier report",
+        args.train.force,
+    )?;
     if !args.no_figures {
         // Fail before hours of training rather than after.
         figures::register_font()?;
     }
-    let device = parse_device(&args.train.device)?;
     let methods: Vec<Method> = if args.methods.is_empty() { Method::ALL.to_vec() } else { dedup(&args.methods) };
     ensure!(
         !methods.contains(&Method::Mf),
@@ -248,10 +268,17 @@ pub fn run(args: &ReportArgs, command_line: &[String]) -> Result<Report> {
          out of --methods (its knobs are --mf-factors, --mf-lambda, --mf-bias-lambda, --mf-sweeps)"
     );
     train::check_factors(&args.train.method_config)?;
+    Ok(methods)
+}
+
+/// Runs the report: trains every method on every seed's split, evaluates, writes the files.
+/// `command_line` is recorded in the report as given. Nothing is written before the dataset
+/// loaded and every seed's split was made.
+pub fn run(args: &ReportArgs, command_line: &[String]) -> Result<Report> {
+    let started = Instant::now();
+    let methods = check(args)?;
+    let device = parse_device(&args.train.device)?;
     let out = &args.train.out;
-    for sub in ["splits", "runs", "figures"] {
-        std::fs::create_dir_all(out.join(sub)).with_context(|| format!("creating {}", out.join(sub).display()))?;
-    }
     let options = LoadOptions { format: args.train.format, skip_invalid: args.train.skip_invalid };
     let mut data = Dataset::load_with(&args.train.data, &options)?;
     if args.train.item_id {
@@ -263,99 +290,30 @@ pub fn run(args: &ReportArgs, command_line: &[String]) -> Result<Report> {
         if args.no_ablation || !methods.contains(&Method::RegPaml) { Vec::new() } else { dedup(&args.gammas) };
 
     let mut collected = Collected::default();
+    let created = crate::fsutil::NewDir::create(out)?;
+    for sub in ["splits", "runs", "figures"] {
+        std::fs::create_dir_all(out.join(sub)).with_context(|| format!("creating {}", out.join(sub).display()))?;
+    }
+    let seeds: Vec<u64> = (args.train.seed..args.train.seed + args.seeds).collect();
+    let splits = seeds.iter().map(|&seed| make_split(args, &data, seed, &mut collected)).collect::<Result<Vec<_>>>()?;
+    created.keep();
     let mut seconds_per_method: Vec<(String, f64)> = Vec::new();
-    for seed in args.train.seed..args.train.seed + args.seeds {
-        let seed_split = make_split(args, &data, seed, &mut collected)?;
-        let baselines = Baselines::fit(data.items.len(), &seed_split.split.train, &seed_split.split.valid);
-        let per_set: Vec<Vec<(String, Vec<UserPredictions>)>> =
-            seed_split.sets.iter().map(|tasks| baselines.predict_all(tasks)).collect();
-        for (b, (name, _)) in per_set[0].iter().enumerate() {
-            let sets = per_set.iter().map(|rows| rows[b].1.clone()).collect();
-            collected.push(name, RowKind::Baseline, seed, sets);
-        }
-        let objective = crate::objective::Objective::Rating;
-        let factors = crate::mf::fit(
-            data.items.len(),
-            &seed_split.split.train,
-            &seed_split.split.valid,
-            objective,
-            &args.train.method_config,
-            seed,
-        );
-        let sets = seed_split.sets.iter().map(|tasks| factors.model.predict_tasks(tasks, true)).collect();
-        collected.push(crate::mf::NAME, RowKind::Baseline, seed, sets);
+    for (&seed, seed_split) in seeds.iter().zip(&splits) {
+        push_baselines(args, &data, seed, seed_split, &mut collected);
         let mut jobs: Vec<(Method, Option<f64>)> = methods.iter().map(|&m| (m, None)).collect();
         for &gamma in &ablation_gammas {
             if gamma != args.train.method_config.gamma {
                 jobs.push((Method::RegPaml, Some(gamma)));
             }
         }
-        for (position, &(method, gamma)) in jobs.iter().enumerate() {
-            let label = match gamma {
-                Some(g) => format!("{} (gamma {g:e})", method.name()),
-                None => method.name().to_string(),
+        for (position, &job) in jobs.iter().enumerate() {
+            let label = match job.1 {
+                Some(g) => format!("{} (gamma {g:e})", job.0.name()),
+                None => job.0.name().to_string(),
             };
             eprintln!("[report] seed {seed}: {label} ({}/{})", position + 1, jobs.len());
-            let mut config = args.train.clone();
-            config.method = method;
-            config.seed = seed;
-            config.split = Some(seed_split.train_file.clone());
-            config.quiet = true;
-            config.resume = false;
-            let dir_name = match gamma {
-                Some(g) => format!("{}-gamma-{g:e}", slug(method)),
-                None => slug(method),
-            };
-            config.out = out.join("runs").join(format!("seed-{seed}")).join(dir_name);
-            if let Some(g) = gamma {
-                config.method_config.gamma = g;
-            }
-            let run_started = Instant::now();
-            let outcome = train::train(&config).and_then(|info| {
-                let eval_started = Instant::now();
-                let (_, _, _, model) = RunDir(config.out.clone()).load(device)?;
-                ensure!(info.fingerprint == fingerprint, "the run's dataset differs from the report's");
-                let first = seed == args.train.seed;
-                let evaluated = evaluate(&model, &seed_split.sets, primary, first && gamma.is_none())?;
-                Ok((info, evaluated, eval_started.elapsed().as_secs_f64()))
-            });
-            let wall = run_started.elapsed().as_secs_f64();
-            match outcome {
-                Ok((info, evaluated, eval_seconds)) => {
-                    match gamma {
-                        Some(g) => collected.push(&gamma_name(g), RowKind::Gamma(g), seed, evaluated.adapted),
-                        None => {
-                            collected.push(method.name(), RowKind::Method(method), seed, evaluated.adapted);
-                            if let Some(sets) = evaluated.without_adaptation {
-                                let name = format!("{} without adaptation", method.name());
-                                collected.push(&name, RowKind::NoAdaptation(method), seed, sets);
-                            }
-                            if method == Method::RegPaml && ablation_gammas.contains(&args.train.method_config.gamma) {
-                                let g = args.train.method_config.gamma;
-                                let row = collected.rows.iter().find(|r| r.name == method.name()).expect("pushed");
-                                let sets = row.seeds.last().expect("pushed").1.clone();
-                                collected.push(&gamma_name(g), RowKind::Gamma(g), seed, sets);
-                            }
-                            if let Some(h) = evaluated.embeddings {
-                                collected.embeddings.push((method, h));
-                            }
-                            if let Some(rates) = evaluated.rates {
-                                collected.at_paml_rates = rates;
-                            }
-                        }
-                    }
-                    collected.runs.push(RunRecord { label: label.clone(), seed, outcome: Ok(info), eval_seconds });
-                }
-                Err(error) => {
-                    eprintln!("[report] seed {seed}: {label} failed: {error:#}");
-                    collected.runs.push(RunRecord {
-                        label: label.clone(),
-                        seed,
-                        outcome: Err(format!("{error:#}")),
-                        eval_seconds: 0.0,
-                    });
-                }
-            }
+            let context = JobContext { args, device, fingerprint, primary, ablation_gammas: &ablation_gammas };
+            let wall = run_job(&context, seed, seed_split, job, &label, &mut collected);
             match seconds_per_method.iter_mut().find(|(l, _)| *l == label) {
                 Some((_, s)) => *s += wall,
                 None => seconds_per_method.push((label, wall)),
@@ -363,15 +321,7 @@ pub fn run(args: &ReportArgs, command_line: &[String]) -> Result<Report> {
         }
     }
 
-    // Methods first (in the order given), then their no-adaptation twins, the ablation, the baselines.
-    // (A method that failed on the first seed joins the rows late; the sort is stable.)
-    let position = |m: Method| methods.iter().position(|&x| x == m).unwrap_or(usize::MAX);
-    collected.rows.sort_by_key(|r| match r.kind {
-        RowKind::Method(m) => (0, position(m)),
-        RowKind::NoAdaptation(m) => (1, position(m)),
-        RowKind::Gamma(_) => (2, 0),
-        RowKind::Baseline => (3, 0),
-    });
+    sort_rows(&mut collected.rows, &methods);
     let groups = two_groups(&data);
     let context = tables::Context {
         args,
@@ -382,7 +332,7 @@ pub fn run(args: &ReportArgs, command_line: &[String]) -> Result<Report> {
         set_titles: &set_titles,
         primary,
         groups: groups.clone(),
-        seeds: (args.train.seed..args.train.seed + args.seeds).collect(),
+        seeds,
     };
     let mut figure_paths = Vec::new();
     let mut figure_notes = Vec::new();
@@ -397,6 +347,123 @@ pub fn run(args: &ReportArgs, command_line: &[String]) -> Result<Report> {
     crate::fsutil::write_atomic(&markdown_path, markdown.as_bytes())?;
     eprintln!("[report] wrote {} in {seconds:.0} s", markdown_path.display());
     Ok(Report { markdown_path, markdown, figures: figure_paths, seconds })
+}
+
+/// Methods first (in the order given), then their no-adaptation twins, the ablation, the
+/// baselines. (A method that failed on the first seed joins the rows late; the sort is stable.)
+fn sort_rows(rows: &mut [Row], methods: &[Method]) {
+    let position = |m: Method| methods.iter().position(|&x| x == m).unwrap_or(usize::MAX);
+    rows.sort_by_key(|r| match r.kind {
+        RowKind::Method(m) => (0, position(m)),
+        RowKind::NoAdaptation(m) => (1, position(m)),
+        RowKind::Gamma(_) => (2, 0),
+        RowKind::Baseline => (3, 0),
+    });
+}
+
+/// The trivial baselines and the MF fold-in of one seed.
+fn push_baselines(args: &ReportArgs, data: &Dataset, seed: u64, seed_split: &SeedSplit, collected: &mut Collected) {
+    let baselines = Baselines::fit(data.items.len(), &seed_split.split.train, &seed_split.split.valid);
+    let per_set: Vec<Vec<(String, Vec<UserPredictions>)>> =
+        seed_split.sets.iter().map(|tasks| baselines.predict_all(tasks)).collect();
+    for (b, (name, _)) in per_set[0].iter().enumerate() {
+        let sets = per_set.iter().map(|rows| rows[b].1.clone()).collect();
+        collected.push(name, RowKind::Baseline, seed, sets);
+    }
+    let objective = crate::objective::Objective::Rating;
+    let factors = crate::mf::fit(
+        data.items.len(),
+        &seed_split.split.train,
+        &seed_split.split.valid,
+        objective,
+        &args.train.method_config,
+        seed,
+    );
+    let sets = seed_split.sets.iter().map(|tasks| factors.model.predict_tasks(tasks, true)).collect();
+    collected.push(crate::mf::NAME, RowKind::Baseline, seed, sets);
+}
+
+/// What every training job of a report shares.
+struct JobContext<'a> {
+    args: &'a ReportArgs,
+    device: tch::Device,
+    fingerprint: u32,
+    primary: usize,
+    ablation_gammas: &'a [f64],
+}
+
+/// Trains and evaluates one method (or one ablation gamma) on one seed and records the outcome
+/// (a failure is recorded, not returned); returns its wall time.
+fn run_job(
+    context: &JobContext<'_>,
+    seed: u64,
+    seed_split: &SeedSplit,
+    (method, gamma): (Method, Option<f64>),
+    label: &str,
+    collected: &mut Collected,
+) -> f64 {
+    let args = context.args;
+    let mut config = args.train.clone();
+    config.method = method;
+    config.seed = seed;
+    config.split = Some(seed_split.train_file.clone());
+    config.quiet = true;
+    config.resume = false;
+    let dir_name = match gamma {
+        Some(g) => format!("{}-gamma-{g:e}", slug(method)),
+        None => slug(method),
+    };
+    config.out = args.train.out.join("runs").join(format!("seed-{seed}")).join(dir_name);
+    if let Some(g) = gamma {
+        config.method_config.gamma = g;
+    }
+    let run_started = Instant::now();
+    let outcome = train::train(&config).and_then(|info| {
+        let eval_started = Instant::now();
+        let (_, _, _, model) = RunDir(config.out.clone()).load(context.device)?;
+        ensure!(info.fingerprint == context.fingerprint, "the run's dataset differs from the report's");
+        let first = seed == args.train.seed;
+        let evaluated = evaluate(&model, &seed_split.sets, context.primary, first && gamma.is_none())?;
+        Ok((info, evaluated, eval_started.elapsed().as_secs_f64()))
+    });
+    let wall = run_started.elapsed().as_secs_f64();
+    let label = label.to_string();
+    match outcome {
+        Ok((info, evaluated, eval_seconds)) => {
+            match gamma {
+                Some(g) => collected.push(&gamma_name(g), RowKind::Gamma(g), seed, evaluated.adapted),
+                None => record_method(context, method, seed, evaluated, collected),
+            }
+            collected.runs.push(RunRecord { label, seed, outcome: Ok(info), eval_seconds });
+        }
+        Err(error) => {
+            eprintln!("[report] seed {seed}: {label} failed: {error:#}");
+            collected.runs.push(RunRecord { label, seed, outcome: Err(format!("{error:#}")), eval_seconds: 0.0 });
+        }
+    }
+    wall
+}
+
+/// The rows of a method's run: adapted, without adaptation, the ablation's row of the chosen
+/// gamma, and the first seed's embeddings and learning rates.
+fn record_method(context: &JobContext<'_>, method: Method, seed: u64, evaluated: Evaluated, collected: &mut Collected) {
+    collected.push(method.name(), RowKind::Method(method), seed, evaluated.adapted);
+    if let Some(sets) = evaluated.without_adaptation {
+        let name = format!("{} without adaptation", method.name());
+        collected.push(&name, RowKind::NoAdaptation(method), seed, sets);
+    }
+    let gamma = context.args.train.method_config.gamma;
+    if method == Method::RegPaml && context.ablation_gammas.contains(&gamma) {
+        let row = collected.rows.iter().find(|r| r.name == method.name()).expect("pushed");
+        let sets = row.seeds.last().expect("pushed").1.clone();
+        collected.push(&gamma_name(gamma), RowKind::Gamma(gamma), seed, sets);
+    }
+    if let Some(h) = evaluated.embeddings {
+        collected.embeddings.push((method, h));
+    }
+    if let Some(rates) = evaluated.rates {
+        collected.at_paml_rates = rates;
+    }
 }
 
 fn gamma_name(gamma: f64) -> String {

@@ -186,17 +186,24 @@ fn table2(context: &Context<'_>, rows: &[Row]) -> String {
         Some(b) => format!("p vs {}", b.name),
         None => "p vs best baseline".into(),
     };
-    let factors = rows.iter().find(|r| r.kind == RowKind::Baseline && r.name == crate::mf::NAME);
+    // The test against matrix factorisation gets its own column unless it is the best baseline.
+    let factors = rows
+        .iter()
+        .find(|r| r.kind == RowKind::Baseline && r.name == crate::mf::NAME)
+        .filter(|f| best.is_none_or(|b| b.name != f.name));
     let p_factors_title = format!("p vs {}", crate::mf::NAME);
-    let mut table = Table::new(&[
+    let mut columns = vec![
         ("method", Better::Neither),
         ("MSE", Better::Lower),
         ("nDCG@3", Better::Higher),
         ("nDCG@5", Better::Higher),
         ("MSE without adaptation", Better::Neither),
         (p_title.as_str(), Better::Neither),
-        (p_factors_title.as_str(), Better::Neither),
-    ]);
+    ];
+    if factors.is_some() {
+        columns.push((p_factors_title.as_str(), Better::Neither));
+    }
+    let mut table = Table::new(&columns);
     let listed = ordered(rows, |k| matches!(k, RowKind::Method(_) | RowKind::Baseline));
     for row in listed {
         let mse_values = row.per_seed(set, |m| m.mse);
@@ -215,15 +222,18 @@ fn table2(context: &Context<'_>, rows: &[Row]) -> String {
                 .map_or_else(|| Cell::text("—"), |r| mean_std(&r.per_seed(set, |m| m.mse), 4)),
             _ => Cell::text("—"),
         };
-        table.rows.push(vec![
+        let mut cells = vec![
             Cell::text(format!("{}{}", row.name, row.seeds_note(total))),
             mse,
             mean_std(&row.per_seed(set, |m| m.ndcg3), 4),
             mean_std(&row.per_seed(set, |m| m.ndcg5), 4),
             no_adaptation,
             Cell::text(test.map_or_else(|| "—".into(), |t| p_text(t.p))),
-            Cell::text(versus_factors.map_or_else(|| "—".into(), |t| p_text(t.p))),
-        ]);
+        ];
+        if factors.is_some() {
+            cells.push(Cell::text(versus_factors.map_or_else(|| "—".into(), |t| p_text(t.p))));
+        }
+        table.rows.push(cells);
     }
     table.render()
 }
@@ -404,7 +414,8 @@ pub(super) fn markdown(
         out,
         "\n† the per-user MSE is lower than the best trivial baseline's ({best}) with p < 0.05. p: paired \
          two-tailed t-test between a row's per-user MSEs and the best baseline's (same test users), in either \
-         direction; p vs {mf}: the same test against matrix factorisation with fold-in. \"Without adaptation\": \
+         direction; p vs {mf} (when it is not the best baseline): the same test against matrix factorisation with \
+         fold-in. \"Without adaptation\": \
          the meta-learned initialisation with the inner loop switched off; the difference to MSE is the adaptation \
          gain.\n",
         mf = crate::mf::NAME

@@ -108,9 +108,10 @@ fn run_info(run: &Path) -> serde_json::Value {
     info
 }
 
+/// `trainer export --force`: these tests replace a previous model file on purpose.
 fn export(run: &Path, out: &Path) -> Command {
     let mut command = trainer();
-    command.args(["export", "--run"]).arg(run).arg("--out").arg(out);
+    command.args(["export", "--force", "--run"]).arg(run).arg("--out").arg(out);
     command
 }
 

@@ -95,7 +95,10 @@ fn movielens_1m_fixture() {
     assert_eq!(major, ["3"]);
     let text = stats.to_string();
     assert!(text.contains("gender        66.7% of users in 1 of 2 values: M"), "{text}");
-    assert!(text.contains("major users   1 (16.7%), minor 5 (83.3%)"), "{text}");
+    assert!(
+        text.contains("major/minor by the paper's rule (top-30% field shares): major 1 (16.7%), minor 5 (83.3%)"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -131,7 +134,7 @@ fn movielens_latest_fixture() {
     assert_eq!((data.rating_min, data.rating_max), (0.5, 5.0));
     let stats = DataStats::of(&data);
     assert!(stats.groups.is_none());
-    assert!(stats.to_string().contains("major/minor   n/a"));
+    assert!(stats.to_string().contains("major/minor by the paper's rule (top-30% field shares): n/a, no user fields"));
 }
 
 #[test]

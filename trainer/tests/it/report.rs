@@ -141,7 +141,8 @@ fn table_after(markdown: &str, heading: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
-const BASELINES: [&str; 4] = ["global mean", "item mean", "user support mean", "global + item + user bias"];
+const BASELINES: [&str; 5] =
+    ["global mean", "item mean", "user support mean", "global + item + user bias", "MF fold-in"];
 
 #[test]
 fn paml_report_on_synthetic_data() {
@@ -160,17 +161,21 @@ fn paml_report_on_synthetic_data() {
     let md = std::fs::read_to_string(&written.markdown_path).unwrap();
     assert_eq!(md, written.markdown);
 
-    // Table 2: every method, then the four baselines; six columns; mean ± std over 2 seeds.
+    // Table 2: every method, then the five baselines (matrix factorisation with fold-in among
+    // them); mean ± std over 2 seeds; a column of paired t-tests against MF fold-in unless it is
+    // the best baseline (whose column that is then).
     let table2 = table_after(&md, "## Table 2");
     let names: Vec<&str> = table2.iter().map(|r| r[0].as_str()).collect();
     assert_eq!(
         names,
         ["MeLU", "REG-PAML", "AT-PAML", "Wide&Deep"].iter().chain(&BASELINES).copied().collect::<Vec<_>>()
     );
+    let columns = if md.contains("best trivial baseline's (MF fold-in)") { 6 } else { 7 };
     for row in &table2 {
-        assert_eq!(row.len(), 6, "{row:?}");
+        assert_eq!(row.len(), columns, "{row:?}");
         assert!(row[1].contains(" ± "), "{row:?}");
     }
+    assert_eq!(table2[8][columns - 1], "—", "MF fold-in is not tested against itself");
     // Best MSE in bold, exactly once (no ties on these data); Wide&Deep has no adaptation column.
     assert_eq!(table2.iter().filter(|r| r[1].starts_with("**")).count(), 1);
     assert_eq!(table2[3][4], "—");
@@ -179,7 +184,7 @@ fn paml_report_on_synthetic_data() {
     // Table 3: major/minor MSE, p-value, users; check one p-value against a recomputation from
     // the split files, the baseline and the labels.
     let table3 = table_after(&md, "## Table 3");
-    assert_eq!(table3.len(), 8);
+    assert_eq!(table3.len(), 9);
     assert!(table3.iter().all(|r| r.len() == 5));
     let data = Dataset::load(&data_dir).unwrap();
     let (mut major, mut minor) = (Vec::new(), Vec::new());
@@ -208,9 +213,9 @@ fn paml_report_on_synthetic_data() {
     assert_eq!(family.iter().map(|r| r[0].as_str()).collect::<Vec<_>>()[..2], ["AT-PAML", "REG-PAML"]);
     assert!(family.iter().all(|r| r.len() == 8));
 
-    // metrics.csv: (4 methods + 3 without adaptation + 4 baselines + 2 gammas) × 2 seeds.
+    // metrics.csv: (4 methods + 3 without adaptation + 5 baselines + 2 gammas) × 2 seeds.
     let csv = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
-    assert_eq!(csv.lines().count(), 1 + 13 * 2);
+    assert_eq!(csv.lines().count(), 1 + 14 * 2);
 
     // Reproduction record: command, split hashes, seeds, device.
     assert!(md.contains("trainer report --seeds 2"));
@@ -249,7 +254,7 @@ fn melu_report_has_every_state() {
     let written = report::run(&args, &["trainer".to_string()]).unwrap();
     let md = written.markdown;
     let table = table_after(&md, "## Table 2 of seed 001");
-    assert_eq!(table.len(), 2 + 4);
+    assert_eq!(table.len(), 2 + BASELINES.len());
     assert!(table.iter().all(|r| r.len() == 1 + 4 * 3), "{table:?}");
     let header = md[md.find("## Table 2 of seed 001").unwrap()..].lines().find(|l| l.starts_with('|')).unwrap();
     for state in ["existing users, existing items", "new users", "new items", "new users, new items"] {
