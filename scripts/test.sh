@@ -7,6 +7,8 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 ./scripts/setup.sh
+# setup.sh installed every tool the tests use: a test that finds one missing fails, not skips.
+export METAREC_REQUIRE_TOOLS=1
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
