@@ -239,6 +239,14 @@
 #define METAREC_ERR_STRING_TOO_LONG 207
 
 /**
+ * An internal invariant of the library is broken (a bug in metarec, never the caller's input;
+ * please report it). Any call that loads a model, adapts or scores may return it instead of a
+ * wrong result. Its outputs are unspecified; a session that returned it scores with the
+ * meta-learned weights until it adapts again.
+ */
+#define METAREC_ERR_INTERNAL 300
+
+/**
  * A loaded model: immutable, reference-counted, safe to share between threads.
  *
  * Obtained from `metarec_model_load` or `metarec_model_load_from_memory`, released with

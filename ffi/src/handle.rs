@@ -39,25 +39,13 @@ pub struct MetarecModel {
 #[derive(Debug)]
 pub struct MetarecSession {
     pub(crate) session: Session<Arc<Model>>,
-    /// `0..item_count`, built on first use by the score-everything calls.
+    /// `0..item_count`, built on first use by `metarec_session_score_all`.
     pub(crate) all_items: Vec<u32>,
-    /// Scratch scores for `metarec_session_top_k`.
-    pub(crate) scores: Vec<f32>,
-    /// Scratch candidate list for `metarec_session_top_k`.
-    pub(crate) candidates: Vec<u32>,
-    /// Scratch "already rated" flags for `metarec_session_top_k`.
-    pub(crate) rated: Vec<bool>,
 }
 
 impl MetarecSession {
     pub(crate) fn new(model: Arc<Model>) -> Self {
-        MetarecSession {
-            session: Session::new(model),
-            all_items: Vec::new(),
-            scores: Vec::new(),
-            candidates: Vec::new(),
-            rated: Vec::new(),
-        }
+        MetarecSession { session: Session::new(model), all_items: Vec::new() }
     }
 }
 

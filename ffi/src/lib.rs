@@ -37,7 +37,6 @@ mod file;
 mod handle;
 mod limits;
 mod model;
-mod rank;
 mod session;
 pub mod status;
 
@@ -178,20 +177,5 @@ mod tests {
         assert_eq!(VERSION_MINOR.to_string(), env!("CARGO_PKG_VERSION_MINOR"));
         assert_eq!(metarec_check_version(VERSION_MAJOR, VERSION_MINOR), METAREC_OK);
         assert_eq!(metarec_check_version(VERSION_MAJOR + 1, VERSION_MINOR), METAREC_ERR_INCOMPATIBLE_VERSION);
-    }
-
-    #[test]
-    fn top_k_orders_by_score_then_index_with_nan_last() {
-        let scores = [1.0, f32::NAN, 3.0, 3.0, -1.0, 2.0];
-        let ranked = |k: usize| {
-            let mut candidates: Vec<u32> = (0..scores.len() as u32).collect();
-            rank::top_k(&scores, &mut candidates, k);
-            candidates
-        };
-        assert_eq!(ranked(6), [2, 3, 5, 0, 4, 1]);
-        assert_eq!(ranked(3), [2, 3, 5]);
-        assert_eq!(ranked(1), [2]);
-        assert_eq!(ranked(0), Vec::<u32>::new());
-        assert_eq!(ranked(100), [2, 3, 5, 0, 4, 1]);
     }
 }

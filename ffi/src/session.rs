@@ -6,7 +6,6 @@ use core::ffi::{c_char, c_int};
 
 use crate::handle::{self, MetarecModel, MetarecSession};
 use crate::limits::METAREC_MAX_CANDIDATES;
-use crate::rank;
 use crate::status::{Code, Status, METAREC_ERR_INVALID_ARGUMENT, METAREC_ERR_TOO_MANY_CANDIDATES};
 use crate::{guard, guard_or};
 
@@ -252,8 +251,7 @@ pub unsafe extern "C" fn metarec_session_top_k(
     let body = |s: &mut MetarecSession| -> Status<()> {
         // SAFETY: NULL or writable (caller's contract).
         unsafe { handle::write_out(out_len, 0) }?;
-        let count = s.session.model().item_count();
-        let room = k.min(count);
+        let room = k.min(s.session.model().item_count());
         // SAFETY: room for `min(k, item count)` elements in each non-NULL array (caller's
         // contract).
         let indices_out = unsafe { handle::slice_mut(out_indices, room) }?;
@@ -263,35 +261,15 @@ pub unsafe extern "C" fn metarec_session_top_k(
             // SAFETY: as above.
             Some(unsafe { handle::slice_mut(out_scores, room) }?)
         };
-
-        all_items(s)?;
-        let MetarecSession { session, all_items, scores, candidates, rated } = s;
-        scores.clear();
-        scores.resize(count, 0.0);
-        session.score_indices(all_items, scores)?;
-        rated.clear();
-        rated.resize(count, false);
-        if exclude_rated != 0 {
-            for &(item, _) in session.support() {
-                if let Some(flag) = rated.get_mut(item as usize) {
-                    *flag = true;
-                }
-            }
+        let ranked = s.session.top_k(room, exclude_rated != 0)?;
+        for (slot, r) in indices_out.iter_mut().zip(ranked) {
+            *slot = r.item as usize;
         }
-        candidates.clear();
-        candidates.extend(all_items.iter().copied().filter(|item| !rated[*item as usize]));
-        rank::top_k(scores, candidates, room);
-
-        for (slot, item) in indices_out.iter_mut().zip(candidates.iter()) {
-            *slot = *item as usize;
-        }
-        if let Some(scores_out) = scores_out {
-            for (slot, item) in scores_out.iter_mut().zip(candidates.iter()) {
-                *slot = scores[*item as usize];
-            }
+        for (slot, r) in scores_out.into_iter().flatten().zip(ranked) {
+            *slot = r.score;
         }
         // SAFETY: as for the first write.
-        unsafe { handle::write_out(out_len, candidates.len()) }
+        unsafe { handle::write_out(out_len, ranked.len()) }
     };
     // SAFETY: NULL or a live session used by this thread only (caller's contract).
     unsafe { with_session(session, body) }

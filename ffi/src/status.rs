@@ -1,8 +1,9 @@
 //! Status codes returned by every fallible C function, and their messages.
 //!
 //! Codes are never reused or renumbered. 0 is success; 1–99 belong to the C layer itself
-//! (pointer and buffer misuse, I/O, panics); 100–199 are the runtime's model-loading errors and
-//! 200–299 its session errors, passed through unchanged from `metarec_runtime::Error::code()`.
+//! (pointer and buffer misuse, I/O, panics); 100–199 are the runtime's model-loading errors,
+//! 200–299 its session errors and 300–399 its bugs (a broken internal invariant), passed through
+//! unchanged from `metarec_runtime::Error::code()`.
 
 use metarec_runtime::Error;
 
@@ -64,6 +65,11 @@ pub const METAREC_ERR_TOO_MANY_CANDIDATES: i32 = 205;
 pub const METAREC_ERR_TOO_MANY_STEPS: i32 = 206;
 /// An item id, field name or value is longer than `METAREC_MAX_STRING_LEN` bytes.
 pub const METAREC_ERR_STRING_TOO_LONG: i32 = 207;
+/// An internal invariant of the library is broken (a bug in metarec, never the caller's input;
+/// please report it). Any call that loads a model, adapts or scores may return it instead of a
+/// wrong result. Its outputs are unspecified; a session that returned it scores with the
+/// meta-learned weights until it adapts again.
+pub const METAREC_ERR_INTERNAL: i32 = 300;
 
 /// Every code the C layer defines itself, with its message.
 pub(crate) const FFI_CODES: [(i32, &str); 8] = [
@@ -89,7 +95,7 @@ pub(crate) struct Code(pub(crate) i32);
 
 impl From<Error> for Code {
     fn from(error: Error) -> Self {
-        // Runtime codes are small (100..300), so the cast never wraps.
+        // Runtime codes are small (100..400), so the cast never wraps.
         Code(error.code() as i32)
     }
 }

@@ -142,6 +142,7 @@ fn exercise(model: &Model, seed: &[u8]) {
         let one = session.predict(first).unwrap();
         assert_eq!(one.to_bits(), by_index[0].to_bits(), "predict differs from a batch score");
     }
+    check_top_k(&mut session, &by_index, pick(3) % (count + 2));
     // Adapting again from scratch gives the same weights.
     session.adapt_steps(steps.min(16)).unwrap();
     let mut again = vec![0.0; count];
@@ -153,6 +154,32 @@ fn exercise(model: &Model, seed: &[u8]) {
     let mut after = vec![0.0; count];
     session.score_indices(&all, &mut after).unwrap();
     assert!(same(&before, &after), "clearing the ratings does not restore the meta-learned scores");
+}
+
+/// `top_k` ranks the scores `score_indices` gave: the first `k` candidates of a full sort (score
+/// descending, NaN last, ties to the lower index), rated items left out on request, scores to
+/// the bit.
+fn check_top_k(session: &mut Session<&Model>, scores: &[f32], k: usize) {
+    let rated: Vec<u32> = session.support().iter().map(|&(item, _)| item).collect();
+    let order = |&a: &u32, &b: &u32| {
+        let (x, y) = (scores[a as usize], scores[b as usize]);
+        let by_score = match (x.is_nan(), y.is_nan()) {
+            (false, false) => y.partial_cmp(&x).unwrap(),
+            (nan_x, nan_y) => nan_x.cmp(&nan_y),
+        };
+        by_score.then(a.cmp(&b))
+    };
+    for exclude_rated in [false, true] {
+        let mut expected: Vec<u32> =
+            (0..scores.len() as u32).filter(|i| !exclude_rated || !rated.contains(i)).collect();
+        expected.sort_by(order);
+        expected.truncate(k);
+        let top = session.top_k(k, exclude_rated).unwrap();
+        assert_eq!(top.iter().map(|r| r.item).collect::<Vec<_>>(), expected, "top-k order");
+        for r in top {
+            assert_eq!(r.score.to_bits(), scores[r.item as usize].to_bits(), "top-k score of item {}", r.item);
+        }
+    }
 }
 
 /// A factor model's adaptation is the runtime's ridge solve over the support, and its scores are

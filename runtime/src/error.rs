@@ -46,10 +46,17 @@ pub enum Error {
     TooManySteps,
     /// An item id, field name or value is longer than [`crate::limits::MAX_STRING_LEN`] bytes.
     StringTooLong,
+    /// An internal invariant is broken: a bug in metarec, never the caller's input (a validated
+    /// model makes every one of them hold). The call's outputs are unspecified; a session that
+    /// returned it scores with the meta-learned weights until it adapts again. Debug builds
+    /// assert instead of returning it.
+    Internal,
 }
 
 impl Error {
-    /// Stable numeric code (also used by the C API); 0 is reserved for success.
+    /// Stable numeric code (also used by the C API); 0 is reserved for success. 100–199: the
+    /// model file and its validation; 200–299: a session call's arguments; 300–399: bugs in
+    /// metarec itself.
     pub const fn code(self) -> u32 {
         match self {
             Error::BadMagic => 100,
@@ -70,11 +77,12 @@ impl Error {
             Error::TooManyCandidates => 205,
             Error::TooManySteps => 206,
             Error::StringTooLong => 207,
+            Error::Internal => 300,
         }
     }
 
     /// Every variant, for tables and exhaustive tests.
-    pub const ALL: [Error; 18] = [
+    pub const ALL: [Error; 19] = [
         Error::BadMagic,
         Error::UnsupportedVersion,
         Error::Truncated,
@@ -93,6 +101,7 @@ impl Error {
         Error::TooManyCandidates,
         Error::TooManySteps,
         Error::StringTooLong,
+        Error::Internal,
     ];
 
     /// One-line human-readable description.
@@ -118,6 +127,7 @@ impl Error {
             Error::TooManyCandidates => "too many candidate items in one scoring call",
             Error::TooManySteps => "too many adaptation steps",
             Error::StringTooLong => "item id, field name or value is too long",
+            Error::Internal => "internal invariant broken (a bug in metarec; please report)",
         }
     }
 }
@@ -132,3 +142,43 @@ impl core::error::Error for Error {}
 
 /// Result alias used across the runtime.
 pub type Result<T> = core::result::Result<T, Error>;
+
+/// A broken internal invariant (`what` names it): asserts in debug builds (the tests and the
+/// fuzz targets), and in release builds becomes [`Error::Internal`], which the public call
+/// returns instead of a wrong result.
+#[cold]
+#[inline(never)]
+#[track_caller]
+pub(crate) fn broken(what: &'static str) -> Error {
+    debug_assert!(false, "internal invariant broken: {what}");
+    Error::Internal
+}
+
+/// [`broken`] unless `holds`.
+#[inline(always)]
+#[track_caller]
+pub(crate) fn ensure(holds: bool, what: &'static str) -> Result<()> {
+    if holds {
+        Ok(())
+    } else {
+        Err(broken(what))
+    }
+}
+
+/// A value an internal invariant guarantees (a slice in range, a layer that validation
+/// requires): [`broken`] when it is missing.
+pub(crate) trait Invariant<T> {
+    /// The value, or [`Error::Internal`] (asserting in debug builds).
+    fn invariant(self, what: &'static str) -> Result<T>;
+}
+
+impl<T> Invariant<T> for Option<T> {
+    #[inline(always)]
+    #[track_caller]
+    fn invariant(self, what: &'static str) -> Result<T> {
+        match self {
+            Some(value) => Ok(value),
+            None => Err(broken(what)),
+        }
+    }
+}

@@ -6,7 +6,7 @@
 
 use alloc::vec::Vec;
 
-use crate::error::{Error, Result};
+use crate::error::{broken, Error, Invariant, Result};
 use crate::format::Factors;
 use crate::limits::MAX_SUPPORT_RATINGS;
 
@@ -78,15 +78,15 @@ impl Ridge {
     ///
     /// Errors: [`Error::LengthMismatch`] when `out` has the wrong length (not `1 + factors`);
     /// [`Error::NonFiniteParameter`] when a pivot is not positive, which validated factors rule
-    /// out (a debug build asserts).
+    /// out (a debug build asserts); [`Error::Internal`] for a system of the wrong size (a bug:
+    /// [`Ridge::reset`] sizes it).
     pub fn solve(&mut self, out: &mut [f32]) -> Result<()> {
         let n = self.n;
         if out.len() != n {
             return Err(Error::LengthMismatch);
         }
         if self.a.len() != n * n || self.b.len() != n {
-            debug_assert!(false, "ridge solve: a system of the wrong size (reset keeps them sized)");
-            return Err(Error::InconsistentDimensions);
+            return Err(broken("ridge solve: a system of the wrong size (reset keeps them sized)"));
         }
         // Cholesky A = L Lᵀ in place over the lower triangle (every index below n², checked above).
         let a = &mut self.a;
@@ -121,16 +121,15 @@ impl Ridge {
 
 /// Folds one user in: their `[b_u, p_u]` (`1 + k` values into `out`) from their `(item, rating)`
 /// support ratings, the targets being `r − μ − b_i`. No ratings give zeros (the bias-only
-/// prediction `μ + b_i`). Items must be in range (checked by the session); an out-of-range one
-/// is a caller bug and is skipped.
+/// prediction `μ + b_i`).
+///
+/// Errors: those of [`Ridge::solve`], and [`Error::Internal`] for an item out of range (items
+/// must be in range: the session checks them; a debug build asserts).
 pub fn fold_in(factors: &Factors, mean: f32, support: &[(u32, f32)], ridge: &mut Ridge, out: &mut [f32]) -> Result<()> {
     let k = factors.factors as usize;
     ridge.reset(k, factors.bias_regularisation, factors.regularisation);
     for &(item, rating) in support {
-        let Some((bias, q)) = item_terms(factors, item) else {
-            debug_assert!(false, "fold-in: item {item} out of range");
-            continue;
-        };
+        let (bias, q) = item_terms(factors, item).invariant("fold-in: a support item out of range")?;
         ridge.add(q, rating - mean - bias);
     }
     ridge.solve(out)
@@ -145,14 +144,17 @@ pub fn item_terms(factors: &Factors, item: u32) -> Option<(f32, &[f32])> {
     Some((bias, q))
 }
 
-/// `μ + b_u + b_i + p_u · q_i` for a user vector `[b_u, p_u]`; an out-of-range item scores μ + b_u.
+/// `μ + b_u + b_i + p_u · q_i` for a user vector `[b_u, p_u]`; an out-of-range item is a
+/// caller bug (a debug build asserts) and scores μ + b_u.
 pub fn predict(factors: &Factors, mean: f32, user: &[f32], item: u32) -> f32 {
+    score(factors, mean, user, item).unwrap_or_else(|_| mean + user.first().copied().unwrap_or(0.0))
+}
+
+/// [`predict`] for the session, which checked `item`: out of range is [`Error::Internal`].
+pub(crate) fn score(factors: &Factors, mean: f32, user: &[f32], item: u32) -> Result<f32> {
     let (user_bias, p) = user.split_first().map_or((0.0, &[][..]), |(b, p)| (*b, p));
-    let Some((bias, q)) = item_terms(factors, item) else {
-        debug_assert!(false, "predict: item {item} out of range");
-        return mean + user_bias;
-    };
-    mean + user_bias + bias + p.iter().zip(q).map(|(a, b)| a * b).sum::<f32>()
+    let (bias, q) = item_terms(factors, item).invariant("fold-in score: an item out of range")?;
+    Ok(mean + user_bias + bias + p.iter().zip(q).map(|(a, b)| a * b).sum::<f32>())
 }
 
 /// Validates factors against a catalogue of `items`: sizes, finite values, positive ridge

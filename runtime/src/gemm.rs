@@ -2,6 +2,8 @@
 //! `matrixmultiply::sgemm` (cache-blocked, vectorised, no_std). Views carry their own strides,
 //! so transposes and column slices of the row-major weights cost nothing.
 
+use crate::error::{broken, ensure, Invariant, Result};
+
 /// A read-only strided matrix view.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct View<'a> {
@@ -44,18 +46,23 @@ fn span(rows: usize, cols: usize, row_stride: usize, col_stride: usize) -> Optio
     (rows - 1).checked_mul(row_stride)?.checked_add((cols - 1).checked_mul(col_stride)?)?.checked_add(1)
 }
 
+/// Whether `c = a · b` fits: the inner dimensions agree and every operand lies inside its
+/// slice (`c` dense row-major, `a.rows × b.cols` with row stride `ldc`, in `c_len` elements).
+fn shapes_fit(a: View<'_>, b: View<'_>, c_len: usize, ldc: usize) -> bool {
+    b.rows == a.cols && a.fits() && b.fits() && span(a.rows, b.cols, ldc, 1).is_some_and(|len| len <= c_len)
+}
+
 /// `c = alpha · a · b + beta · c` for a dense row-major `c` (`a.rows × b.cols`, row stride
-/// `ldc`). Returns false (and leaves `c` untouched) if the shapes or lengths do not fit.
-pub(crate) fn gemm(alpha: f32, a: View<'_>, b: View<'_>, beta: f32, c: &mut [f32], ldc: usize) -> bool {
+/// `ldc`). Every caller sizes its operands from a validated model, so shapes or lengths that do
+/// not fit are a bug: [`crate::Error::Internal`] (an assertion in debug builds), `c` untouched.
+pub(crate) fn gemm(alpha: f32, a: View<'_>, b: View<'_>, beta: f32, c: &mut [f32], ldc: usize) -> Result<()> {
+    ensure(shapes_fit(a, b, c.len(), ldc), "gemm: operand shapes or lengths do not fit")?;
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    if b.rows != k || !a.fits() || !b.fits() || span(m, n, ldc, 1).is_none_or(|len| len > c.len()) {
-        return false;
-    }
     if m == 0 || n == 0 {
-        return true;
+        return Ok(());
     }
-    if small_product(alpha, a, b, beta, c, ldc) {
-        return true;
+    if small_product(alpha, a, b, beta, c, ldc)? {
+        return Ok(());
     }
     let (Ok(rsa), Ok(csa), Ok(rsb), Ok(csb), Ok(rsc)) = (
         isize::try_from(a.row_stride),
@@ -64,7 +71,7 @@ pub(crate) fn gemm(alpha: f32, a: View<'_>, b: View<'_>, beta: f32, c: &mut [f32
         isize::try_from(b.col_stride),
         isize::try_from(ldc),
     ) else {
-        return false;
+        return Err(broken("gemm: a stride past isize::MAX"));
     };
     // SAFETY: `a` spans at most `a.data.len()` elements from its start with these strides, `b`
     // likewise, and `c` spans at most `c.len()` (all checked above, with overflow-checked
@@ -88,7 +95,7 @@ pub(crate) fn gemm(alpha: f32, a: View<'_>, b: View<'_>, beta: f32, c: &mut [f32
             1,
         );
     }
-    true
+    Ok(())
 }
 
 /// Largest `b` (in elements) [`small_product`] takes: it keeps `b` in L1 rather than blocking it.
@@ -99,8 +106,9 @@ const SMALL_B_MAX: usize = 8 * 1024;
 /// of the scoring time. Where `a`'s rows and `b`'s rows are contiguous, `b.cols` a multiple of 8,
 /// `alpha` 1 and `beta` 0 or 1, this register-tiled loop (4 rows × 16 columns of accumulators,
 /// written for the compiler to vectorise) reads both in place. Returns false for any other case,
-/// which then goes to matrixmultiply. The caller has checked the shapes and spans.
-fn small_product(alpha: f32, a: View<'_>, b: View<'_>, beta: f32, c: &mut [f32], ldc: usize) -> bool {
+/// which then goes to matrixmultiply. The caller has checked the shapes and spans
+/// ([`shapes_fit`]), so a slice out of range here is [`crate::Error::Internal`].
+fn small_product(alpha: f32, a: View<'_>, b: View<'_>, beta: f32, c: &mut [f32], ldc: usize) -> Result<bool> {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     let fits = alpha == 1.0
         && (beta == 0.0 || beta == 1.0)
@@ -112,24 +120,25 @@ fn small_product(alpha: f32, a: View<'_>, b: View<'_>, beta: f32, c: &mut [f32],
         && k * n <= SMALL_B_MAX
         && ldc >= n;
     if !fits {
-        return false;
+        return Ok(false);
     }
     let lda = a.row_stride;
-    let (Some(b), Some(a_len)) = (b.data.get(..k * n), span(m, k, lda, 1)) else { return false };
-    let Some(a) = a.data.get(..a_len) else { return false };
-    let row = |r: usize| a.get(r * lda..r * lda + k).unwrap_or(&[]);
+    let b = b.data.get(..k * n).invariant("small product: b shorter than its shape")?;
+    let a =
+        span(m, k, lda, 1).and_then(|len| a.data.get(..len)).invariant("small product: a shorter than its shape")?;
+    let row = |r: usize| a.get(r * lda..r * lda + k).invariant("small product: a row out of range");
     let mut at = Tile { b, ldb: n, col: 0, c_at: 0, ldc, accumulate: beta == 1.0 };
     let mut r = 0;
     while r + 4 <= m {
-        let rows = [row(r), row(r + 1), row(r + 2), row(r + 3)];
+        let rows = [row(r)?, row(r + 1)?, row(r + 2)?, row(r + 3)?];
         at.c_at = r * ldc;
         at.col = 0;
         while at.col + 16 <= n {
-            tile4_16(rows, at, c);
+            tile4_16(rows, at, c)?;
             at.col += 16;
         }
         if at.col < n {
-            tile4_8(rows, at, c);
+            tile4_8(rows, at, c)?;
         }
         r += 4;
     }
@@ -137,12 +146,12 @@ fn small_product(alpha: f32, a: View<'_>, b: View<'_>, beta: f32, c: &mut [f32],
         at.c_at = r * ldc;
         at.col = 0;
         while at.col < n {
-            tile1::<8>(row(r), at, c);
+            tile1::<8>(row(r)?, at, c)?;
             at.col += 8;
         }
         r += 1;
     }
-    true
+    Ok(true)
 }
 
 /// Where a tile reads `b` (`ldb` wide) and writes `c`: columns from `col`, `c`'s rows from
@@ -160,30 +169,30 @@ struct Tile<'b> {
 /// The `4 × 16` tile with the best instructions the build targets: FMA on x86-64 (v3, this
 /// repository's default) and on aarch64 (NEON, always there), the portable loop elsewhere.
 #[inline(always)]
-fn tile4_16(rows: [&[f32]; 4], at: Tile<'_>, c: &mut [f32]) {
+fn tile4_16(rows: [&[f32]; 4], at: Tile<'_>, c: &mut [f32]) -> Result<()> {
     #[cfg(all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma"))]
-    tile4_fma::<Avx, 2>(rows, at, c);
+    return tile4_fma::<Avx, 2>(rows, at, c);
     #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
-    tile4_fma::<Neon, 4>(rows, at, c);
+    return tile4_fma::<Neon, 4>(rows, at, c);
     #[cfg(not(any(
         all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma"),
         all(target_arch = "aarch64", target_feature = "neon")
     )))]
-    tile4::<16>(rows, at, c);
+    return tile4::<16>(rows, at, c);
 }
 
 /// [`tile4_16`] for 8 columns.
 #[inline(always)]
-fn tile4_8(rows: [&[f32]; 4], at: Tile<'_>, c: &mut [f32]) {
+fn tile4_8(rows: [&[f32]; 4], at: Tile<'_>, c: &mut [f32]) -> Result<()> {
     #[cfg(all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma"))]
-    tile4_fma::<Avx, 1>(rows, at, c);
+    return tile4_fma::<Avx, 1>(rows, at, c);
     #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
-    tile4_fma::<Neon, 2>(rows, at, c);
+    return tile4_fma::<Neon, 2>(rows, at, c);
     #[cfg(not(any(
         all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma"),
         all(target_arch = "aarch64", target_feature = "neon")
     )))]
-    tile4::<8>(rows, at, c);
+    return tile4::<8>(rows, at, c);
 }
 
 /// The `4 × N` block of `c` at `at`: `Σ_k rows[i][k] · b[k][col..col + N]`.
@@ -196,11 +205,11 @@ fn tile4_8(rows: [&[f32]; 4], at: Tile<'_>, c: &mut [f32]) {
     ),
     allow(dead_code)
 )]
-fn tile4<const N: usize>(rows: [&[f32]; 4], at: Tile<'_>, c: &mut [f32]) {
+fn tile4<const N: usize>(rows: [&[f32]; 4], at: Tile<'_>, c: &mut [f32]) -> Result<()> {
     let mut acc = [[0f32; N]; 4];
     let [a0, a1, a2, a3] = rows;
     for ((((x0, x1), x2), x3), b_row) in a0.iter().zip(a1).zip(a2).zip(a3).zip(at.b.chunks_exact(at.ldb)) {
-        let Some(b) = b_row.get(at.col..at.col + N) else { return };
+        let b = b_row.get(at.col..at.col + N).invariant("tile: columns past b's row")?;
         let x = [*x0, *x1, *x2, *x3];
         for i in 0..4 {
             for j in 0..N {
@@ -208,7 +217,7 @@ fn tile4<const N: usize>(rows: [&[f32]; 4], at: Tile<'_>, c: &mut [f32]) {
             }
         }
     }
-    store(&acc, at, c);
+    store(&acc, at, c)
 }
 
 /// [`tile4`] with fused multiply-adds in `V` vectors of `L::WIDTH` columns per row. Rust never
@@ -219,11 +228,11 @@ fn tile4<const N: usize>(rows: [&[f32]; 4], at: Tile<'_>, c: &mut [f32]) {
     all(target_arch = "aarch64", target_feature = "neon")
 ))]
 #[inline(always)]
-fn tile4_fma<L: Lanes, const V: usize>(rows: [&[f32]; 4], at: Tile<'_>, c: &mut [f32]) {
+fn tile4_fma<L: Lanes, const V: usize>(rows: [&[f32]; 4], at: Tile<'_>, c: &mut [f32]) -> Result<()> {
     let mut acc = [[L::zero(); V]; 4];
     let [a0, a1, a2, a3] = rows;
     for ((((x0, x1), x2), x3), b_row) in a0.iter().zip(a1).zip(a2).zip(a3).zip(at.b.chunks_exact(at.ldb)) {
-        let Some(b) = b_row.get(at.col..at.col + L::WIDTH * V) else { return };
+        let b = b_row.get(at.col..at.col + L::WIDTH * V).invariant("tile: columns past b's row")?;
         let mut bv = [L::zero(); V];
         for (v, chunk) in bv.iter_mut().zip(b.chunks_exact(L::WIDTH)) {
             *v = L::load(chunk);
@@ -235,18 +244,19 @@ fn tile4_fma<L: Lanes, const V: usize>(rows: [&[f32]; 4], at: Tile<'_>, c: &mut 
             }
         }
     }
+    // `WIDTH` is at most 8: every register fits.
     let mut lanes = [0f32; 8];
     for (i, acc_row) in acc.iter().enumerate() {
         for (v, sum) in acc_row.iter().enumerate() {
-            let Some(lane) = lanes.get_mut(..L::WIDTH) else { return };
-            sum.store(lane);
+            sum.store(&mut lanes);
             let from = at.c_at + i * at.ldc + at.col + v * L::WIDTH;
-            let Some(dst) = c.get_mut(from..from + L::WIDTH) else { return };
-            for (d, s) in dst.iter_mut().zip(lane.iter()) {
+            let dst = c.get_mut(from..from + L::WIDTH).invariant("tile: c shorter than its shape")?;
+            for (d, s) in dst.iter_mut().zip(lanes.iter()) {
                 *d = if at.accumulate { *d + s } else { *s };
             }
         }
     }
+    Ok(())
 }
 
 /// One SIMD register of floats, for [`tile4_fma`]: one implementation per instruction set the
@@ -273,6 +283,7 @@ trait Lanes: Copy {
 #[derive(Clone, Copy)]
 struct Avx(core::arch::x86_64::__m256);
 
+// Parallel to `impl Lanes for Neon` on purpose: other intrinsics and register, same operations.
 // Every intrinsic below needs the avx and fma target features, which the cfg guarantees for the
 // whole build; loads and stores check the slice holds the 8 floats they touch.
 #[cfg(all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma"))]
@@ -315,6 +326,7 @@ impl Lanes for Avx {
 #[derive(Clone, Copy)]
 struct Neon(core::arch::aarch64::float32x4_t);
 
+// Parallel to `impl Lanes for Avx` on purpose: other intrinsics and register, same operations.
 // Every intrinsic below needs the neon target feature, which the cfg guarantees for the whole
 // build; loads and stores check the slice holds the 4 floats they touch.
 #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
@@ -354,23 +366,23 @@ impl Lanes for Neon {
 
 /// [`tile4`] for one row.
 #[inline(always)]
-fn tile1<const N: usize>(row: &[f32], at: Tile<'_>, c: &mut [f32]) {
+fn tile1<const N: usize>(row: &[f32], at: Tile<'_>, c: &mut [f32]) -> Result<()> {
     let mut acc = [[0f32; N]; 1];
     for (x, b_row) in row.iter().zip(at.b.chunks_exact(at.ldb)) {
-        let Some(b) = b_row.get(at.col..at.col + N) else { return };
+        let b = b_row.get(at.col..at.col + N).invariant("tile: columns past b's row")?;
         for j in 0..N {
             acc[0][j] += x * b[j];
         }
     }
-    store(&acc, at, c);
+    store(&acc, at, c)
 }
 
 /// Adds (or stores) accumulator rows into `c` at `at`.
 #[inline(always)]
-fn store<const R: usize, const N: usize>(acc: &[[f32; N]; R], at: Tile<'_>, c: &mut [f32]) {
+fn store<const R: usize, const N: usize>(acc: &[[f32; N]; R], at: Tile<'_>, c: &mut [f32]) -> Result<()> {
     for (i, acc_row) in acc.iter().enumerate() {
         let from = at.c_at + i * at.ldc + at.col;
-        let Some(out) = c.get_mut(from..from + N) else { return };
+        let out = c.get_mut(from..from + N).invariant("tile: c shorter than its shape")?;
         if at.accumulate {
             for (o, s) in out.iter_mut().zip(acc_row) {
                 *o += s;
@@ -379,6 +391,7 @@ fn store<const R: usize, const N: usize>(acc: &[[f32; N]; R], at: Tile<'_>, c: &
             out.copy_from_slice(acc_row);
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -393,7 +406,7 @@ mod tests {
         let w = [9.0, 1.0, 0.0, -1.0, 9.0, 2.0, 1.0, 0.0];
         let b = View { data: &w[1..], rows: 2, cols: 3, row_stride: 4, col_stride: 1 }.t();
         let mut c = vec![10.0; 4];
-        assert!(gemm(1.0, View::rows(&a, 2, 3), b, 1.0, &mut c, 2));
+        gemm(1.0, View::rows(&a, 2, 3), b, 1.0, &mut c, 2).unwrap();
         assert_eq!(c, [10.0 + 1.0 - 3.0, 10.0 + 2.0 + 2.0, 10.0 + 4.0 - 6.0, 10.0 + 8.0 + 5.0]);
     }
 
@@ -410,7 +423,7 @@ mod tests {
             for beta in [0.0, 1.0] {
                 let start: alloc::vec::Vec<f32> = (0..m * (n + 2)).map(|i| value(i + 11)).collect();
                 let mut c = start.clone();
-                assert!(small_product(1.0, a_view, View::rows(&b, k, n), beta, &mut c, n + 2), "{m}x{k}x{n}");
+                assert!(small_product(1.0, a_view, View::rows(&b, k, n), beta, &mut c, n + 2).unwrap(), "{m}x{k}x{n}");
                 for r in 0..m {
                     for j in 0..n {
                         let sum: f32 = (0..k).map(|t| a[r * lda + t] * b[t * n + j]).sum();
@@ -433,8 +446,8 @@ mod tests {
         let rows = [&a[..k], &a[k..2 * k], &a[2 * k..3 * k], &a[3 * k..]];
         let mut c = vec![1.0f32; 4 * n];
         let at = Tile { b: &b, ldb: n, col: 0, c_at: 0, ldc: n, accumulate: true };
-        tile4::<16>(rows, at, &mut c);
-        tile4::<8>(rows, Tile { col: 16, accumulate: false, ..at }, &mut c);
+        tile4::<16>(rows, at, &mut c).unwrap();
+        tile4::<8>(rows, Tile { col: 16, accumulate: false, ..at }, &mut c).unwrap();
         for r in 0..4 {
             for j in 0..n {
                 let sum: f32 = (0..k).map(|t| a[r * k + t] * b[t * n + j]).sum();
@@ -446,20 +459,44 @@ mod tests {
         // Shapes it does not take: those go to matrixmultiply.
         let x = [1.0f32; 64];
         let mut c = [0.0f32; 64];
-        assert!(!small_product(1.0, View::rows(&x, 2, 4), View::rows(&x, 4, 6), 0.0, &mut c, 6));
-        assert!(!small_product(2.0, View::rows(&x, 2, 4), View::rows(&x, 4, 8), 0.0, &mut c, 8));
-        assert!(!small_product(1.0, View::rows(&x, 2, 4), View::rows(&x, 4, 8), 0.5, &mut c, 8));
-        assert!(!small_product(1.0, View::rows(&x, 2, 4), View::rows(&x, 8, 4).t(), 0.0, &mut c, 8));
+        assert!(!small_product(1.0, View::rows(&x, 2, 4), View::rows(&x, 4, 6), 0.0, &mut c, 6).unwrap());
+        assert!(!small_product(2.0, View::rows(&x, 2, 4), View::rows(&x, 4, 8), 0.0, &mut c, 8).unwrap());
+        assert!(!small_product(1.0, View::rows(&x, 2, 4), View::rows(&x, 4, 8), 0.5, &mut c, 8).unwrap());
+        assert!(!small_product(1.0, View::rows(&x, 2, 4), View::rows(&x, 8, 4).t(), 0.0, &mut c, 8).unwrap());
     }
 
     #[test]
-    fn refuses_views_that_do_not_fit() {
+    fn views_that_do_not_fit_are_refused() {
+        let a = [1.0; 5];
+        let b = [1.0; 6];
+        // `a` shorter than 2 × 3; inner dimensions that differ; a span that overflows; a short `c`.
+        assert!(!shapes_fit(View::rows(&a, 2, 3), View::rows(&a, 3, 1), 4, 1));
+        assert!(!shapes_fit(View::rows(&b, 2, 3), View::rows(&b, 2, 3), 4, 3));
+        let huge = View { data: &b, rows: usize::MAX, cols: 2, row_stride: usize::MAX, col_stride: 1 };
+        assert!(!shapes_fit(huge, View::rows(&b, 2, 1), 4, 1));
+        assert!(!shapes_fit(View::rows(&b, 2, 3), View::rows(&b, 3, 2), 3, 2));
+        assert!(shapes_fit(View::rows(&b, 2, 3), View::rows(&b, 3, 2), 4, 2));
+    }
+
+    /// A product whose shapes do not fit is a bug: it asserts in debug builds (release builds
+    /// return `Error::Internal` with `c` untouched).
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "internal invariant broken: gemm")]
+    fn a_misfit_product_asserts_in_debug_builds() {
         let a = [1.0; 5];
         let mut c = vec![0.0; 4];
-        assert!(!gemm(1.0, View::rows(&a, 2, 3), View::rows(&a, 3, 1), 0.0, &mut c, 1));
-        let b = [1.0; 6];
-        assert!(!gemm(1.0, View::rows(&b, 2, 3), View::rows(&b, 2, 3), 0.0, &mut c, 3));
-        let huge = View { data: &b, rows: usize::MAX, cols: 2, row_stride: usize::MAX, col_stride: 1 };
-        assert!(!gemm(1.0, huge, View::rows(&b, 2, 1), 0.0, &mut c, 1));
+        let _ = gemm(1.0, View::rows(&a, 2, 3), View::rows(&a, 3, 1), 0.0, &mut c, 1);
+    }
+
+    /// ... and release builds return `Error::Internal`, `c` untouched.
+    #[test]
+    #[cfg(not(debug_assertions))]
+    fn a_misfit_product_is_an_internal_error_in_release_builds() {
+        let a = [1.0; 5];
+        let mut c = vec![7.0; 4];
+        let misfit = gemm(1.0, View::rows(&a, 2, 3), View::rows(&a, 3, 1), 0.0, &mut c, 1);
+        assert_eq!(misfit, Err(crate::Error::Internal));
+        assert_eq!(c, [7.0; 4]);
     }
 }

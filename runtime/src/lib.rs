@@ -29,4 +29,4 @@ pub use limits::{MAX_CANDIDATES, MAX_MODEL_BYTES, MAX_STEPS, MAX_STRING_LEN, MAX
 #[cfg(feature = "std")]
 pub use model::LoadFileError;
 pub use model::Model;
-pub use session::{Explanation, FoldIn, Neighbour, Session, CLICK_FACTOR_FLOOR};
+pub use session::{Explanation, FoldIn, Neighbour, Ranked, Session, CLICK_FACTOR_FLOOR};

@@ -7,7 +7,7 @@
 
 use alloc::vec::Vec;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Invariant, Result};
 use crate::format::DenseLayer;
 use crate::gemm::{gemm, View};
 
@@ -87,13 +87,12 @@ impl Layout {
     }
 }
 
-/// `(W, b)` of one layer inside a flat parameter vector (empty slices if the vector is short,
-/// which the callers rule out).
-fn layer_params<'p>(params: &'p [f32], shape: &LayerShape) -> (&'p [f32], &'p [f32]) {
+/// `(W, b)` of one layer inside a flat parameter vector of the layout's length.
+fn layer_params<'p>(params: &'p [f32], shape: &LayerShape) -> Result<(&'p [f32], &'p [f32])> {
     let bias_at = shape.weight_at + shape.weight_len();
-    let weight = params.get(shape.weight_at..bias_at).unwrap_or(&[]);
-    let bias = params.get(bias_at..bias_at + shape.outputs).unwrap_or(&[]);
-    (weight, bias)
+    let weight = params.get(shape.weight_at..bias_at).invariant("layer weights past the parameters")?;
+    let bias = params.get(bias_at..bias_at + shape.outputs).invariant("layer biases past the parameters")?;
+    Ok((weight, bias))
 }
 
 impl Layout {
@@ -110,14 +109,15 @@ impl Layout {
 
 /// The first layer's user part: `W0[:, ..user.len()] · user + b0` (the same for every item of a
 /// user, so it is computed once per parameter state, not once per item).
-pub(crate) fn user_hidden(layout: &Layout, params: &[f32], user: &[f32], out: &mut [f32]) {
-    let Some(shape) = layout.layers.first() else { return };
-    let (weight, bias) = layer_params(params, shape);
+pub(crate) fn user_hidden(layout: &Layout, params: &[f32], user: &[f32], out: &mut [f32]) -> Result<()> {
+    let shape = layout.layers.first().invariant("an MLP without layers")?;
+    let (weight, bias) = layer_params(params, shape)?;
     let n = user.len().min(shape.inputs);
     for ((o, row), b) in out.iter_mut().zip(weight.chunks_exact(shape.inputs)).zip(bias) {
         // Eight lanes: a single running sum does not vectorise, and this runs on every step.
         *o = b + dot(&row[..n], &user[..n]);
     }
+    Ok(())
 }
 
 /// Forward pass for `rows` items at once: `items` holds their item inputs (`rows × item_width`,
@@ -134,10 +134,10 @@ pub(crate) fn forward_batch(
     rows: usize,
     acts: &mut [f32],
     keep: Keep,
-) {
-    let Some(shape) = layout.layers.first() else { return };
-    let (weight, _) = layer_params(weights.params, shape);
-    let Some(out) = acts.get_mut(..rows * shape.outputs) else { return };
+) -> Result<()> {
+    let shape = layout.layers.first().invariant("an MLP without layers")?;
+    let (weight, _) = layer_params(weights.params, shape)?;
+    let out = acts.get_mut(..rows * shape.outputs).invariant("activations shorter than layer 0")?;
     for row in out.chunks_exact_mut(shape.outputs) {
         for (r, v) in row.iter_mut().zip(hidden0) {
             *r = *v;
@@ -145,14 +145,14 @@ pub(crate) fn forward_batch(
     }
     let item_width = shape.inputs.saturating_sub(user_width);
     let w = View {
-        data: weight.get(user_width..).unwrap_or(&[]),
+        data: weight.get(user_width..).invariant("user part wider than layer 0's input")?,
         rows: shape.outputs,
         cols: item_width,
         row_stride: shape.inputs,
         col_stride: 1,
     };
-    gemm(1.0, View::rows(items, rows, item_width), w.t(), 1.0, out, shape.outputs);
-    forward_upper(layout, weights, rows, acts, keep);
+    gemm(1.0, View::rows(items, rows, item_width), w.t(), 1.0, out, shape.outputs)?;
+    forward_upper(layout, weights, rows, acts, keep)
 }
 
 /// What [`forward_upper`] leaves in `acts`.
@@ -181,20 +181,28 @@ pub(crate) fn upper_transposed_len(layout: &Layout) -> usize {
 }
 
 /// Writes the weights of every layer after the first with more than one output, transposed
-/// (`inputs × outputs` each), one after the other, into `out` (nothing if it is too short).
-pub(crate) fn transpose_upper(layout: &Layout, params: &[f32], out: &mut [f32]) {
+/// (`inputs × outputs` each), one after the other, into `out` ([`upper_transposed_len`] long).
+pub(crate) fn transpose_upper(layout: &Layout, params: &[f32], out: &mut [f32]) -> Result<()> {
     let mut at = 0;
     for shape in layout.layers.iter().skip(1).filter(|l| l.outputs > 1) {
-        let (weight, _) = layer_params(params, shape);
-        let Some(dst) = out.get_mut(at..at + shape.inputs * shape.outputs) else { return };
-        transpose(weight, shape.outputs, shape.inputs, dst, shape.outputs);
+        let (weight, _) = layer_params(params, shape)?;
+        let dst =
+            out.get_mut(at..at + shape.inputs * shape.outputs).invariant("transposed weights past their buffer")?;
+        transpose(weight, shape.outputs, shape.inputs, dst, shape.outputs)?;
         at += shape.inputs * shape.outputs;
     }
+    Ok(())
 }
 
 /// The rest of a forward pass once layer 0's pre-activations of `rows` rows sit at the start of
 /// `acts`: its ReLU, then every further layer (see [`forward_batch`]).
-pub(crate) fn forward_upper(layout: &Layout, weights: Weights<'_>, rows: usize, acts: &mut [f32], keep: Keep) {
+pub(crate) fn forward_upper(
+    layout: &Layout,
+    weights: Weights<'_>,
+    rows: usize,
+    acts: &mut [f32],
+    keep: Keep,
+) -> Result<()> {
     let last = layout.layers.len().saturating_sub(1);
     let Weights { params, upper_t: mut weights_t } = weights;
     // Fused where the last hidden layer has a bias of its own to add (not layer 0, whose bias is
@@ -203,9 +211,9 @@ pub(crate) fn forward_upper(layout: &Layout, weights: Weights<'_>, rows: usize, 
     for (l, shape) in layout.layers.iter().enumerate() {
         let at = layout.act_at(l, rows);
         let (before, rest) = acts.split_at_mut(at.min(acts.len()));
-        let Some(out) = rest.get_mut(..rows * shape.outputs) else { return };
+        let out = rest.get_mut(..rows * shape.outputs).invariant("activations shorter than the layers")?;
         let fuse_here = fused_score && l + 1 == last;
-        let (weight, bias) = layer_params(params, shape);
+        let (weight, bias) = layer_params(params, shape)?;
         if l > 0 {
             if !fuse_here {
                 for row in out.chunks_exact_mut(shape.outputs) {
@@ -213,8 +221,7 @@ pub(crate) fn forward_upper(layout: &Layout, weights: Weights<'_>, rows: usize, 
                 }
             }
             let beta = if fuse_here { 0.0 } else { 1.0 };
-            let input_at = layout.act_at(l - 1, rows);
-            let input = before.get(input_at..).unwrap_or(&[]);
+            let input = before.get(layout.act_at(l - 1, rows)..).invariant("a layer's input past the activations")?;
             if shape.outputs == 1 {
                 // The score layer is a matrix-vector product: plain dot products beat packing.
                 for (o, x) in out.iter_mut().zip(input.chunks_exact(shape.inputs)) {
@@ -229,18 +236,20 @@ pub(crate) fn forward_upper(layout: &Layout, weights: Weights<'_>, rows: usize, 
                     }
                     None => View::rows(weight, shape.outputs, shape.inputs).t(),
                 };
-                gemm(1.0, View::rows(input, rows, shape.inputs), w, beta, out, shape.outputs);
+                gemm(1.0, View::rows(input, rows, shape.inputs), w, beta, out, shape.outputs)?;
             }
         }
         if fuse_here {
             let score_layer = &layout.layers[last];
-            let (score_weight, score_bias) = layer_params(params, score_layer);
+            let (score_weight, score_bias) = layer_params(params, score_layer)?;
             let (pre, after) = rest.split_at_mut((layout.act_at(last, rows) - at).min(rest.len()));
-            let (Some(pre), Some(scores)) = (pre.get(..rows * shape.outputs), after.get_mut(..rows)) else { return };
+            let pre = pre.get(..rows * shape.outputs).invariant("fused score: pre-activations out of range")?;
+            let scores = after.get_mut(..rows).invariant("fused score: scores out of range")?;
+            let score_bias = score_bias.first().copied().invariant("fused score: no score bias")?;
             for (y, z) in scores.iter_mut().zip(pre.chunks_exact(shape.outputs)) {
-                *y = score_bias.first().copied().unwrap_or(0.0) + relu_dot(z, bias, score_weight);
+                *y = score_bias + relu_dot(z, bias, score_weight);
             }
-            return;
+            return Ok(());
         }
         if l != last {
             for z in out.iter_mut() {
@@ -248,6 +257,7 @@ pub(crate) fn forward_upper(layout: &Layout, weights: Weights<'_>, rows: usize, 
             }
         }
     }
+    Ok(())
 }
 
 /// torch's relu for every finite input, NaN kept (−∞ gives NaN, where torch gives 0: only a
@@ -302,43 +312,37 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 }
 
 /// Scores of the last forward pass over `rows` rows.
-pub(crate) fn scores<'a>(layout: &Layout, acts: &'a [f32], rows: usize) -> &'a [f32] {
+pub(crate) fn scores<'a>(layout: &Layout, acts: &'a [f32], rows: usize) -> Result<&'a [f32]> {
     let at = layout.act_at(layout.layers.len().saturating_sub(1), rows);
-    acts.get(at..at + rows).unwrap_or(&[])
+    acts.get(at..at + rows).invariant("scores past the activations")
 }
 
 /// Adds `Σ_rows dy_row · ∂y_row/∂θ` to `grads` (same layout as `params`) after
-/// [`forward_batch`] over the same rows. `user` is the user part of every row's input;
-/// `g_cur`/`g_next` are scratch of `rows × layout.max_width` each. Layer 0's pre-activation
-/// gradients (`rows × outputs0`) are copied into `delta0` when it is that long. Layer 0's
-/// item-column weight gradients are formed only when `item_weights` is true.
+/// [`forward_batch`] over the same rows (`pass`: see [`Backward`]). Layer 0's pre-activation
+/// gradients (`rows × outputs0`) are copied into `pass.delta0`. Layer 0's item-column weight
+/// gradients are formed only when `item_weights` is true.
 ///
 /// The ReLU derivative is 1 where the layer output is > 0 and 0 elsewhere, which equals torch's
 /// `threshold_backward(grad, result, 0)`.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn backward_batch(
     layout: &Layout,
     params: &[f32],
-    user: &[f32],
-    items: &[f32],
-    rows: usize,
-    acts: &[f32],
-    dy: &[f32],
+    pass: Backward<'_>,
     grads: &mut [f32],
-    g_cur: &mut [f32],
-    g_next: &mut [f32],
-    delta0: &mut [f32],
     item_weights: bool,
-) {
+) -> Result<()> {
+    let Backward { user, items, rows, acts, dy, g_cur, g_next, delta0 } = pass;
     let (mut current, mut next) = (g_cur, g_next);
     for (g, d) in current.iter_mut().zip(dy.iter().take(rows)) {
         *g = *d;
     }
     for (l, shape) in layout.layers.iter().enumerate().rev() {
-        let (weight, _) = layer_params(params, shape);
-        let g = View::rows(current.get(..rows * shape.outputs).unwrap_or(&[]), rows, shape.outputs);
+        let (weight, _) = layer_params(params, shape)?;
+        let g = current.get(..rows * shape.outputs).invariant("backward: gradient scratch too short")?;
+        let g = View::rows(g, rows, shape.outputs);
         let bias_at = shape.weight_at + shape.weight_len();
-        let Some(layer_grads) = grads.get_mut(shape.weight_at..bias_at + shape.outputs) else { return };
+        let layer_grads =
+            grads.get_mut(shape.weight_at..bias_at + shape.outputs).invariant("backward: gradients too short")?;
         let (grad_weight, grad_bias) = layer_grads.split_at_mut(shape.weight_len());
         for row in g.data.chunks_exact(shape.outputs) {
             for (gb, gv) in grad_bias.iter_mut().zip(row) {
@@ -346,57 +350,94 @@ pub(crate) fn backward_batch(
             }
         }
         if l == 0 {
-            if let Some(out) = delta0.get_mut(..g.data.len()) {
-                out.copy_from_slice(g.data);
-            }
-            let user_width = user.len();
-            let item_width = shape.inputs.saturating_sub(user_width);
-            // User columns: every row shares the user input, so dW[:, u] = (Σ_rows g) ⊗ user.
-            for (o, grad_row) in grad_weight.chunks_exact_mut(shape.inputs).enumerate() {
-                let total: f32 = g.data.chunks_exact(shape.outputs).map(|row| row[o]).sum();
-                for (gw, u) in grad_row.iter_mut().zip(user) {
-                    *gw += total * u;
-                }
-            }
-            if let Some(item_grads) = grad_weight.get_mut(user_width..).filter(|_| item_weights) {
-                let g_t = transposed(g, next);
-                gemm(1.0, g_t, View::rows(items, rows, item_width), 1.0, item_grads, shape.inputs);
-            }
-            break;
+            delta0
+                .get_mut(..g.data.len())
+                .invariant("backward: layer-0 gradient buffer too short")?
+                .copy_from_slice(g.data);
+            let layer0 = Layer0 { shape, user, items, rows, item_weights };
+            return layer0_weight_gradients(layer0, g, grad_weight, next);
         }
         let input_at = layout.act_at(l - 1, rows);
-        let input = acts.get(input_at..input_at + rows * shape.inputs).unwrap_or(&[]);
-        gemm(1.0, transposed(g, next), View::rows(input, rows, shape.inputs), 1.0, grad_weight, shape.inputs);
-        let Some(g_in) = next.get_mut(..rows * shape.inputs) else { return };
-        gemm(1.0, g, View::rows(weight, shape.outputs, shape.inputs), 0.0, g_in, shape.inputs);
+        let input =
+            acts.get(input_at..input_at + rows * shape.inputs).invariant("backward: input past the activations")?;
+        gemm(1.0, transposed(g, next)?, View::rows(input, rows, shape.inputs), 1.0, grad_weight, shape.inputs)?;
+        let g_in = next.get_mut(..rows * shape.inputs).invariant("backward: gradient scratch too short")?;
+        gemm(1.0, g, View::rows(weight, shape.outputs, shape.inputs), 0.0, g_in, shape.inputs)?;
         for (gi, &a) in g_in.iter_mut().zip(input) {
             *gi *= relu_slope(a);
         }
         core::mem::swap(&mut current, &mut next);
     }
+    Ok(())
+}
+
+/// What [`backward_batch`] reads besides the parameters, and its scratch: `user` is the user
+/// part of every row's input, `items` the rows' item inputs (`rows × item_width`), `acts` and
+/// `dy` the forward pass's activations and dL/dy; `g_cur`/`g_next` are scratch of
+/// `rows × layout.max_width` each, `delta0` receives layer 0's pre-activation gradients.
+#[derive(Debug)]
+pub(crate) struct Backward<'a> {
+    pub user: &'a [f32],
+    pub items: &'a [f32],
+    pub rows: usize,
+    pub acts: &'a [f32],
+    pub dy: &'a [f32],
+    pub g_cur: &'a mut [f32],
+    pub g_next: &'a mut [f32],
+    pub delta0: &'a mut [f32],
+}
+
+/// Layer 0 as [`layer0_weight_gradients`] sees it.
+struct Layer0<'a> {
+    shape: &'a LayerShape,
+    user: &'a [f32],
+    items: &'a [f32],
+    rows: usize,
+    item_weights: bool,
+}
+
+/// Layer 0's weight gradients from its pre-activation gradients `g` (`rows × outputs`): the user
+/// columns, and the item columns when `item_weights` (`scratch` holds `g` transposed).
+fn layer0_weight_gradients(layer: Layer0<'_>, g: View<'_>, grad_weight: &mut [f32], scratch: &mut [f32]) -> Result<()> {
+    let Layer0 { shape, user, items, rows, item_weights } = layer;
+    let user_width = user.len();
+    let item_width = shape.inputs.saturating_sub(user_width);
+    // User columns: every row shares the user input, so dW[:, u] = (Σ_rows g) ⊗ user.
+    for (o, grad_row) in grad_weight.chunks_exact_mut(shape.inputs).enumerate() {
+        let total: f32 = g.data.chunks_exact(shape.outputs).map(|row| row[o]).sum();
+        for (gw, u) in grad_row.iter_mut().zip(user) {
+            *gw += total * u;
+        }
+    }
+    if !item_weights {
+        return Ok(());
+    }
+    let item_grads = grad_weight.get_mut(user_width..).invariant("backward: user part wider than layer 0")?;
+    let g_t = transposed(g, scratch)?;
+    gemm(1.0, g_t, View::rows(items, rows, item_width), 1.0, item_grads, shape.inputs)
 }
 
 /// `m` transposed into `scratch` (as a dense view), so the weight gradients `gᵀ · input` read
-/// both operands row by row, the small-product kernel's layout; `m.t()` itself when `scratch`
-/// is too short.
-fn transposed<'s>(m: View<'s>, scratch: &'s mut [f32]) -> View<'s> {
+/// both operands row by row, the small-product kernel's layout; `m.t()` itself when `m` is not
+/// dense or `scratch` is too short (the same product, read strided).
+fn transposed<'s>(m: View<'s>, scratch: &'s mut [f32]) -> Result<View<'s>> {
     if m.row_stride != m.cols || m.col_stride != 1 {
-        return m.t();
+        return Ok(m.t());
     }
-    let Some(dst) = scratch.get_mut(..m.rows * m.cols) else { return m.t() };
-    transpose(m.data, m.rows, m.cols, dst, m.rows);
-    View::rows(dst, m.cols, m.rows)
+    let Some(dst) = scratch.get_mut(..m.rows * m.cols) else { return Ok(m.t()) };
+    transpose(m.data, m.rows, m.cols, dst, m.rows)?;
+    Ok(View::rows(dst, m.cols, m.rows))
 }
 
 /// `dst` (`cols` rows, `ld_dst >= rows` apart) = `src` (`rows × cols`, row-major) transposed,
 /// in 8 × 8 tiles so both sides move whole cache lines (element by element with a bounds check
 /// each, the 64 × 64 transposition cost 4 µs). Columns `rows..ld_dst` of `dst` are left as they
-/// are. Writes nothing if a slice is short.
-pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32], ld_dst: usize) {
+/// are. Callers size both sides: a short slice or `ld_dst < rows` is [`Error::Internal`], with
+/// nothing written.
+pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32], ld_dst: usize) -> Result<()> {
     let dst_len = if cols == 0 { 0 } else { (cols - 1) * ld_dst + rows };
-    if ld_dst < rows || src.len() < rows * cols || dst.len() < dst_len {
-        return;
-    }
+    let fits = ld_dst >= rows && src.len() >= rows * cols && dst.len() >= dst_len;
+    crate::error::ensure(fits, "transpose: a slice shorter than its shape")?;
     for r0 in (0..rows).step_by(8) {
         for c0 in (0..cols).step_by(8) {
             let (r1, c1) = ((r0 + 8).min(rows), (c0 + 8).min(cols));
@@ -408,6 +449,7 @@ pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32], 
             }
         }
     }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -421,7 +463,7 @@ mod tests {
             let src: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
             for ld in [rows, rows + 3] {
                 let mut dst = vec![-1.0; cols * ld];
-                transpose(&src, rows, cols, &mut dst, ld);
+                transpose(&src, rows, cols, &mut dst, ld).unwrap();
                 for c in 0..cols {
                     for r in 0..rows {
                         assert_eq!(dst[c * ld + r], src[r * cols + c], "{rows}x{cols} (ld {ld}) at ({r}, {c})");
@@ -431,12 +473,27 @@ mod tests {
                 }
             }
         }
-        // A short destination, or a stride below the row count, is left alone.
+    }
+
+    /// A short destination, or a stride below the row count, is a bug in the caller: it asserts
+    /// in debug builds (release builds return `Error::Internal` and leave `dst` alone).
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "internal invariant broken: transpose")]
+    fn a_short_transpose_asserts_in_debug_builds() {
         let mut short = vec![-1.0; 3];
-        transpose(&[1.0; 4], 2, 2, &mut short, 2);
+        let _ = transpose(&[1.0; 4], 2, 2, &mut short, 2);
+    }
+
+    /// ... and release builds return `Error::Internal`, writing nothing.
+    #[test]
+    #[cfg(not(debug_assertions))]
+    fn a_short_transpose_is_an_internal_error_in_release_builds() {
+        let mut short = vec![-1.0; 3];
+        assert_eq!(transpose(&[1.0; 4], 2, 2, &mut short, 2), Err(Error::Internal));
         assert_eq!(short, [-1.0; 3]);
         let mut dst = vec![-1.0; 4];
-        transpose(&[1.0; 4], 2, 2, &mut dst, 1);
+        assert_eq!(transpose(&[1.0; 4], 2, 2, &mut dst, 1), Err(Error::Internal));
         assert_eq!(dst, [-1.0; 4]);
     }
 

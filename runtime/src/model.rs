@@ -3,7 +3,7 @@
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Invariant, Result};
 use crate::format::{self, FieldKind, FieldSpec, ModelBody};
 use crate::gemm::{gemm, View};
 use crate::limits::{MAX_CANDIDATES, MAX_MODEL_BYTES, MAX_STEPS, MAX_STRING_LEN};
@@ -138,14 +138,14 @@ impl Model {
         item_inputs.try_reserve_exact(model.body.items.len().checked_mul(item_width).ok_or(bad)?).map_err(|_| bad)?;
         item_inputs.resize(model.body.items.len() * item_width, 0.0);
         for (i, chunk) in item_inputs.chunks_exact_mut(item_width.max(1)).enumerate() {
-            model.write_item_input(i as u32, chunk);
+            model.write_item_input(i as u32, chunk)?;
         }
         model.item_inputs = item_inputs;
         if !matches!(model.body.learning_rate, crate::format::LearningRate::PerParameter(_)) {
             let mut params = Vec::new();
             for k in 0..model.init_count() {
                 model.write_init_params(k, &mut params);
-                let hidden = model.items_through_layer0(&params).ok_or(bad)?;
+                let hidden = model.items_through_layer0(&params)?;
                 model.item_hidden.push(hidden);
             }
         }
@@ -192,25 +192,23 @@ impl Model {
         self.body.factors.as_ref()
     }
 
-    /// `x_item · W0[:, item]ᵀ` for every item (`items × hidden0`), or None if it cannot be
-    /// allocated.
-    fn items_through_layer0(&self, params: &[f32]) -> Option<Vec<f32>> {
-        let shape = self.layout.layers.first()?;
+    /// `x_item · W0[:, item]ᵀ` for every item (`items × hidden0`).
+    ///
+    /// Errors: [`Error::InconsistentDimensions`] when it cannot be allocated.
+    fn items_through_layer0(&self, params: &[f32]) -> Result<Vec<f32>> {
+        let shape = self.layout.layers.first().invariant("a validated MLP without layers")?;
         let items = self.body.items.len();
         let item_width = self.input_width - self.user_width;
         let mut out = Vec::new();
-        out.try_reserve_exact(items.checked_mul(shape.outputs)?).ok()?;
-        out.resize(items * shape.outputs, 0.0);
-        let weight = params.get(shape.weight_at..shape.weight_at + shape.inputs * shape.outputs)?;
-        let w = View {
-            data: weight.get(self.user_width..).unwrap_or(&[]),
-            rows: shape.outputs,
-            cols: item_width,
-            row_stride: shape.inputs,
-            col_stride: 1,
-        };
-        gemm(1.0, View::rows(&self.item_inputs, items, item_width), w.t(), 0.0, &mut out, shape.outputs);
-        Some(out)
+        let len = items.checked_mul(shape.outputs).ok_or(Error::InconsistentDimensions)?;
+        out.try_reserve_exact(len).map_err(|_| Error::InconsistentDimensions)?;
+        out.resize(len, 0.0);
+        let weight = params
+            .get(shape.weight_at + self.user_width..shape.weight_at + shape.inputs * shape.outputs)
+            .invariant("layer 0's item weights past the parameters")?;
+        let w = View { data: weight, rows: shape.outputs, cols: item_width, row_stride: shape.inputs, col_stride: 1 };
+        gemm(1.0, View::rows(&self.item_inputs, items, item_width), w.t(), 0.0, &mut out, shape.outputs)?;
+        Ok(out)
     }
 
     /// The item inputs of `count` consecutive items from `first` (`count × item_width`), if in
@@ -330,23 +328,23 @@ impl Model {
         &self.parameter_rates
     }
 
-    /// The item part of an item's input (its field vectors); empty for an out-of-range index.
-    pub(crate) fn item_input(&self, item: u32) -> &[f32] {
+    /// The item part of an item's input (its field vectors). Callers check indices first: an
+    /// out-of-range one is [`Error::Internal`].
+    pub(crate) fn item_input(&self, item: u32) -> Result<&[f32]> {
         let width = self.input_width - self.user_width;
         let start = (item as usize).saturating_mul(width);
-        self.item_inputs.get(start..start.saturating_add(width)).unwrap_or(&[])
+        self.item_inputs.get(start..start.saturating_add(width)).invariant("item input of an unchecked index")
     }
 
-    /// Writes the item part of the input (item field vectors, `input_width - user_width` wide).
-    /// An out-of-range index leaves `out` untouched (callers check indices first).
-    pub(crate) fn write_item_input(&self, item: u32, out: &mut [f32]) {
-        let Some(record) = self.body.items.get(item as usize) else {
-            return;
-        };
+    /// Writes the item part of the input (item field vectors, `input_width - user_width` wide)
+    /// of an item in range.
+    fn write_item_input(&self, item: u32, out: &mut [f32]) -> Result<()> {
+        let record = self.body.items.get(item as usize).invariant("item record of an unchecked index")?;
         let dim = self.embedding_dim();
         for ((field, rows), chunk) in self.body.item_fields.iter().zip(&record.rows).zip(out.chunks_exact_mut(dim)) {
-            field_vector(field, rows, chunk);
+            field_vector(field, rows, chunk)?;
         }
+        Ok(())
     }
 }
 
@@ -454,20 +452,18 @@ fn validate_learning_rate(body: &ModelBody, layout: &Layout, input_width: usize)
 }
 
 /// Writes the mean of the field's embedding rows into `out` (`embedding_dim` wide); zeros when
-/// `rows` is empty. Rows outside the table (ruled out by validation) are skipped.
-pub(crate) fn field_vector(field: &FieldSpec, rows: &[u32], out: &mut [f32]) {
+/// `rows` is empty. Every row is inside the table (validation checks the items' rows, and
+/// [`FieldSpec::rows_of`] maps a profile value to one): a row outside is [`Error::Internal`].
+pub(crate) fn field_vector(field: &FieldSpec, rows: &[u32], out: &mut [f32]) -> Result<()> {
     out.fill(0.0);
     if rows.is_empty() {
-        return;
+        return Ok(());
     }
     let dim = out.len();
     for &row in rows {
-        let Some(start) = (row as usize).checked_mul(dim) else {
-            continue;
-        };
-        let Some(values) = field.embedding.get(start..start.saturating_add(dim)) else {
-            continue;
-        };
+        let start = (row as usize).saturating_mul(dim);
+        let values =
+            field.embedding.get(start..start.saturating_add(dim)).invariant("an embedding row past its table")?;
         for (o, v) in out.iter_mut().zip(values) {
             *o += v;
         }
@@ -476,6 +472,7 @@ pub(crate) fn field_vector(field: &FieldSpec, rows: &[u32], out: &mut [f32]) {
     for o in out.iter_mut() {
         *o /= count;
     }
+    Ok(())
 }
 
 fn all_finite(values: &[f32]) -> bool {

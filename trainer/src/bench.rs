@@ -18,6 +18,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use tch::Device;
 
+use crate::config::{check_flag, Whole, COUNT, INNER_STEPS};
 use crate::data::{Dataset, Entity, Rating};
 use crate::eval::predict_tasks;
 use crate::method::MethodConfig;
@@ -31,18 +32,33 @@ use crate::split::Task;
 #[derive(Debug, Clone, clap::Args)]
 pub struct DeviceBench {
     /// Candidate items scored.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = |t: &str| ITEMS.parse::<usize>(t), allow_hyphen_values = true)]
     pub items: usize,
     /// Support ratings adapted on.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = 20, value_parser = |t: &str| SUPPORT.parse::<usize>(t), allow_hyphen_values = true)]
     pub support: usize,
     /// Inner steps.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 5, value_parser = crate::config::inner_steps, allow_hyphen_values = true)]
     pub steps: u32,
     /// Timed repetitions (the median is reported).
-    #[arg(long, default_value_t = 200)]
+    #[arg(long, default_value_t = 200, value_parser = crate::config::count, allow_hyphen_values = true)]
     pub repeat: usize,
 }
+
+/// --items: a catalogue the runtime scores in one call.
+const ITEMS: Whole = Whole {
+    what: "count",
+    min: 1,
+    max: metarec_runtime::MAX_CANDIDATES as i128,
+    why: " (the on-device runtime's limit)",
+};
+/// --support: what one session holds.
+const SUPPORT: Whole = Whole {
+    what: "count",
+    min: 1,
+    max: metarec_runtime::MAX_SUPPORT_RATINGS as i128,
+    why: " (the on-device runtime's limit)",
+};
 
 fn categorical(name: &str, values: usize) -> metarec_runtime::format::FieldSpec {
     let mut vocabulary: Vec<String> = (0..values).map(|v| format!("{name}{v:05}")).collect();
@@ -311,7 +327,10 @@ fn write_factor_lines(out: &mut String, config: &DeviceBench, mf: &FactorTimings
 
 /// Runs the benchmark and returns its report.
 pub fn device_benchmark(config: &DeviceBench) -> Result<String> {
-    ensure!(config.items > 0 && config.support > 0 && config.repeat > 0, "--items, --support and --repeat must be > 0");
+    check_flag("--items", config.items, ITEMS.check(config.items))?;
+    check_flag("--support", config.support, SUPPORT.check(config.support))?;
+    check_flag("--steps", config.steps, INNER_STEPS.check(config.steps))?;
+    check_flag("--repeat", config.repeat, COUNT.check(config.repeat))?;
     tch::set_num_threads(1);
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let data = dataset(config.items, &mut rng);

@@ -1,5 +1,5 @@
-//! `trainer bench neighbours`: the runtime's two searches for AT-PAML's K nearest stored keys —
-//! the linear scan and the static kd-tree — on one thread, over table sizes around the default
+//! `trainer bench neighbours`: two searches for AT-PAML's K nearest stored keys (the runtime's
+//! linear scan, and the static kd-tree of [`crate::kdtree`]) on one thread, over table sizes around the default
 //! memory (M = 4096), for unit keys spread uniformly over the sphere (the kd-tree's worst case)
 //! and for tightly clustered unit keys (its good case), and with `--run` on the stored keys of a
 //! trained AT-PAML run. Prints the median time per query of the scan, of the tree over the keys
@@ -13,35 +13,44 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{ensure, Context, Result};
-use metarec_runtime::neighbours::{nearest_scan, KdTree, Nearest};
+use metarec_runtime::neighbours::{nearest_scan, Nearest};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::StandardNormal;
 
+use crate::config::{Real, Whole};
+use crate::kdtree::KdTree;
+
 /// Benchmark settings.
 #[derive(Debug, Clone, clap::Args)]
 pub struct NeighbourBench {
     /// Table sizes (stored entries), comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "256,1024,4096,16384,65536")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "256,1024,4096,16384,65536",
+        value_parser = |t: &str| ENTRIES.parse::<usize>(t),
+        allow_hyphen_values = true
+    )]
     pub entries: Vec<usize>,
     /// Key width.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = |t: &str| KEY_DIM.parse::<usize>(t), allow_hyphen_values = true)]
     pub key_dim: usize,
     /// Neighbours per query (K, at most 16).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, value_parser = crate::config::neighbours, allow_hyphen_values = true)]
     pub neighbours: usize,
     /// Timed queries per table (the median is reported).
-    #[arg(long, default_value_t = 2000)]
+    #[arg(long, default_value_t = 2000, value_parser = |t: &str| ROWS.parse::<usize>(t), allow_hyphen_values = true)]
     pub queries: usize,
     /// Timed passes over the queries (the searches take turns pass by pass).
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = crate::config::count, allow_hyphen_values = true)]
     pub passes: usize,
     /// Cluster centres of the clustered keys.
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, default_value_t = 32, value_parser = |t: &str| ROWS.parse::<usize>(t), allow_hyphen_values = true)]
     pub clusters: usize,
     /// Per-coordinate standard deviation around a centre before normalising (clustered keys).
-    #[arg(long, default_value_t = 0.05)]
+    #[arg(long, default_value_t = 0.05, value_parser = spread, allow_hyphen_values = true)]
     pub spread: f32,
     /// Also measure the stored keys of this AT-PAML run directory (its `memory.ot`): one eighth
     /// of them, held out at random, are the queries (new users from the same distribution) and
@@ -49,8 +58,23 @@ pub struct NeighbourBench {
     #[arg(long)]
     pub run: Option<PathBuf>,
     /// Seed of keys and queries.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = crate::config::seed, allow_hyphen_values = true)]
     pub seed: u64,
+}
+
+/// Keys drawn per table, query set or centre set: the tables are held in memory.
+const ROWS: Whole = Whole { what: "count", min: 1, max: 1 << 20, why: "" };
+/// --entries: as [`ROWS`], and an empty table is measured too.
+const ENTRIES: Whole = Whole { what: "table size", min: 0, max: 1 << 20, why: "" };
+/// --key-dim.
+const KEY_DIM: Whole = Whole { what: "key width", min: 1, max: 256, why: "" };
+/// --spread.
+const SPREAD: Real = Real { what: "standard deviation", min: 0.0, inclusive: true, max: f64::INFINITY };
+
+fn spread(text: &str) -> Result<f32, String> {
+    let value = SPREAD.parse(text)? as f32;
+    SPREAD.check(f64::from(value)).map_err(|rule| format!("{text} is not a valid standard deviation: {rule}"))?;
+    Ok(value)
 }
 
 /// How keys and queries are drawn.
@@ -92,7 +116,13 @@ fn draw(kind: Keys, count: usize, dim: usize, centres: &[f32], spread: f32, rng:
 /// The stored keys of an AT-PAML run (`memory.ot`): `(keys, key_dim)`, the used rows only.
 fn run_keys(dir: &Path) -> Result<(Vec<f32>, usize)> {
     let path = crate::run::RunDir(dir.to_path_buf()).memory_path();
-    let named: std::collections::HashMap<String, tch::Tensor> = tch::Tensor::load_multi(&path)
+    if !path.is_file() {
+        anyhow::bail!(
+            "--run {} holds no memory.ot: it takes the directory of an AT-PAML run (`trainer train --method at-paml`)",
+            dir.display()
+        );
+    }
+    let named: std::collections::HashMap<String, tch::Tensor> = crate::run::load_tensors(&path)
         .with_context(|| format!("loading {} (an AT-PAML run's memory)", path.display()))?
         .into_iter()
         .collect();
@@ -250,6 +280,19 @@ pub fn run(config: &NeighbourBench) -> Result<String> {
     );
     ensure!((1..=16).contains(&config.neighbours), "--neighbours must be in 1..=16");
     ensure!(config.clusters > 0 && !config.entries.is_empty(), "--clusters and --entries must not be empty");
+    for (flag, value, rule) in [
+        ("--key-dim", config.key_dim, KEY_DIM),
+        ("--queries", config.queries, ROWS),
+        ("--clusters", config.clusters, ROWS),
+    ]
+    .into_iter()
+    .chain(config.entries.iter().map(|&e| ("--entries", e, ENTRIES)))
+    {
+        crate::config::check_flag(flag, value, rule.check(value))?;
+    }
+    crate::config::check_flag("--spread", config.spread, SPREAD.check(f64::from(config.spread)))?;
+    // The run's keys are read first: a run that has none is refused before minutes of timing.
+    let stored = config.run.as_deref().map(run_keys).transpose()?;
     let dim = config.key_dim;
     let overhead = timer_overhead_ns();
     let mut report = String::new();
@@ -294,8 +337,7 @@ pub fn run(config: &NeighbourBench) -> Result<String> {
             write_row(&mut report, &format!("{kind:?}").to_lowercase(), &keys, &f, entries)?;
         }
     }
-    if let Some(dir) = &config.run {
-        let (stored, run_dim) = run_keys(dir)?;
+    if let (Some(dir), Some((stored, run_dim))) = (&config.run, stored) {
         let mut rows: Vec<&[f32]> = stored.chunks_exact(run_dim).collect();
         rows.shuffle(&mut ChaCha8Rng::seed_from_u64(config.seed));
         let held_out = rows.len() / 8;

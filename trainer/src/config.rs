@@ -104,15 +104,69 @@ impl Real {
     }
 }
 
+/// A [`Whole`] rule with an upper bound whose message keeps the rule's own for values below it
+/// (`0 is not a valid width: expected a whole number >= 1`), and names the range above it
+/// (`5000 is not a valid width: expected a whole number in 1..=4096`).
+#[derive(Debug, Clone, Copy)]
+pub struct Capped {
+    /// The rule below the cap.
+    pub rule: Whole,
+    /// Largest value allowed.
+    pub max: i128,
+    /// Why the cap is there (appended to the rule), or "".
+    pub why: &'static str,
+}
+
+impl Capped {
+    fn above(&self) -> String {
+        format!("expected a whole number in {}..={}{}", self.rule.min, self.max, self.why)
+    }
+
+    /// Whether `value` follows the rule and the cap (`Err`: the rule).
+    pub fn check(&self, value: impl TryInto<i128>) -> Result<(), String> {
+        let value: i128 = value.try_into().map_err(|_| self.above())?;
+        self.rule.check(value)?;
+        if value > self.max {
+            return Err(self.above());
+        }
+        Ok(())
+    }
+
+    /// Parses a command-line value.
+    pub fn parse<T: TryFrom<i128>>(&self, text: &str) -> Result<T, String> {
+        let value: i128 = self.rule.parse(text)?;
+        let invalid = || format!("{text} is not a valid {}: {}", self.rule.what, self.above());
+        if value > self.max {
+            return Err(invalid());
+        }
+        T::try_from(value).map_err(|_| invalid())
+    }
+}
+
 /// A count of things or repetitions: epochs, patience, users per batch, AT-PAML's memory and
 /// neighbours, HML's initialisations, ALS sweeps, report seeds.
 pub const COUNT: Whole = Whole { what: "count", min: 1, max: i128::MAX, why: "" };
+/// `report --seeds`: each seed trains every method.
+pub const SEEDS: Capped = Capped { rule: COUNT, max: 1000, why: "" };
+/// --seed: any 64-bit unsigned number.
+pub const SEED: Whole = Whole { what: "seed", min: 0, max: u64::MAX as i128, why: "" };
 /// A count that may be zero (AT-PAML's warm-up: values below --neighbours act as --neighbours).
 pub const COUNT_OR_ZERO: Whole = Whole { what: "count", min: 0, max: i128::MAX, why: "" };
-/// A layer width: --embedding-dim, --hidden, --lr-hidden.
-pub const WIDTH: Whole = Whole { what: "width", min: 1, max: i128::MAX, why: "" };
-/// --threads.
-pub const THREADS: Whole = Whole { what: "thread count", min: 1, max: i32::MAX as i128, why: "" };
+/// A layer width: --embedding-dim, --hidden, --lr-hidden (a wider layer's weights alone would
+/// take gigabytes; libtorch's failed allocation is a panic).
+pub const WIDTH: Capped = Capped { rule: Whole { what: "width", min: 1, max: i128::MAX, why: "" }, max: 4096, why: "" };
+/// --threads (each OpenMP worker reserves its stack up front).
+pub const THREADS: Whole = Whole { what: "thread count", min: 1, max: 1024, why: "" };
+/// --memory-size: AT-PAML's memory rows.
+pub const MEMORY_SIZE: Capped = Capped { rule: COUNT, max: 1 << 20, why: "" };
+/// --neighbours: AT-PAML's K, at most what the runtime searches for.
+pub const NEIGHBOURS: Capped = Capped {
+    rule: COUNT,
+    max: metarec_runtime::format::MAX_NEIGHBOURS as i128,
+    why: " (the on-device runtime's limit)",
+};
+/// --inits: HML's initialisations, each a copy of the decision MLP.
+pub const INITS: Capped = Capped { rule: COUNT, max: 64, why: "" };
 /// --inner-steps: at least one step (zero adapts nothing), at most what the runtime runs.
 pub const INNER_STEPS: Whole = Whole {
     what: "step count",
@@ -144,10 +198,6 @@ pub const RATING: Real = Real { what: "rating", min: f64::NEG_INFINITY, inclusiv
 pub fn count(text: &str) -> Result<usize, String> {
     COUNT.parse(text)
 }
-/// `value_parser` of [`COUNT`] flags of type `u64`.
-pub fn count_u64(text: &str) -> Result<u64, String> {
-    COUNT.parse(text)
-}
 /// `value_parser` of [`COUNT_OR_ZERO`] flags.
 pub fn count_or_zero(text: &str) -> Result<usize, String> {
     COUNT_OR_ZERO.parse(text)
@@ -155,6 +205,26 @@ pub fn count_or_zero(text: &str) -> Result<usize, String> {
 /// `value_parser` of [`WIDTH`] flags.
 pub fn width(text: &str) -> Result<i64, String> {
     WIDTH.parse(text)
+}
+/// `value_parser` of --memory-size.
+pub fn memory_size(text: &str) -> Result<usize, String> {
+    MEMORY_SIZE.parse(text)
+}
+/// `value_parser` of --neighbours.
+pub fn neighbours(text: &str) -> Result<usize, String> {
+    NEIGHBOURS.parse(text)
+}
+/// `value_parser` of --inits.
+pub fn inits(text: &str) -> Result<usize, String> {
+    INITS.parse(text)
+}
+/// `value_parser` of `report --seeds`.
+pub fn seeds(text: &str) -> Result<u64, String> {
+    SEEDS.parse(text)
+}
+/// `value_parser` of --seed.
+pub fn seed(text: &str) -> Result<u64, String> {
+    SEED.parse(text)
 }
 /// `value_parser` of --threads.
 pub fn threads(text: &str) -> Result<i32, String> {
@@ -186,7 +256,26 @@ pub fn kernel_width(text: &str) -> Result<f64, String> {
 }
 /// `value_parser` of --mf-lambda and --mf-bias-lambda.
 pub fn ridge(text: &str) -> Result<f64, String> {
-    RIDGE.parse(text)
+    let value = RIDGE.parse(text)?;
+    check_ridge(value).map_err(|rule| format!("{text} is not a valid ridge weight: {rule}"))?;
+    Ok(value)
+}
+
+/// The smallest ridge weight a model file may carry: the runtime's check of the fold-in wants
+/// λ >= 1e-5 · (1 + |q_i|²) for every item (`metarec_runtime::factors::check`); a smaller one
+/// (or one that is 0 in f32) makes the ridge solve singular.
+pub const MIN_RIDGE: f64 = 1e-5;
+
+/// [`RIDGE`] and [`MIN_RIDGE`] (`Err`: the rule).
+pub fn check_ridge(value: f64) -> Result<(), String> {
+    RIDGE.check(value)?;
+    if value < MIN_RIDGE {
+        return Err(format!(
+            "expected a finite number >= {MIN_RIDGE:e} and < {:e} (the on-device runtime's limit)",
+            RIDGE.max
+        ));
+    }
+    Ok(())
 }
 /// `value_parser` of --click-threshold.
 pub fn rating(text: &str) -> Result<f32, String> {
@@ -214,6 +303,7 @@ pub fn expand_config_args(args: Vec<OsString>, cli: &Command) -> Result<Vec<OsSt
     };
     let flag = args[position].to_string_lossy().into_owned();
     let (path, taken) = match flag.strip_prefix("--config=") {
+        Some("") => bail!("--config needs a file path"),
         Some(path) => (path.to_string(), 1),
         None => (args.get(position + 1).context("--config needs a file path")?.to_string_lossy().into_owned(), 2),
     };
@@ -267,6 +357,7 @@ fn key_flags(path: &str, command: &Command, key: &str, value: &toml::Value) -> R
             toml::Value::String(s) => s.clone(),
             toml::Value::Integer(i) => i.to_string(),
             toml::Value::Float(f) => f.to_string(),
+            toml::Value::Datetime(d) => bail!("{path}: key '{key}': unsupported value {d} (a date or time)"),
             other => bail!("{path}: key '{key}': unsupported value {other}"),
         })
     };
@@ -336,7 +427,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "torch"))]
 mod tests {
     use clap::Args;
 

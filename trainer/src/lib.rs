@@ -6,13 +6,13 @@
 //! and evaluates every method over several seeds and writes the papers' tables and figures.
 //!
 //! Without the default feature `torch` only the dataset layer builds ([`data`], [`split`],
-//! [`fsutil`]): no libtorch is linked (the dataset fuzz target in `fuzz/` uses this).
+//! [`fsutil`], the flag rules of [`config`], and the static [`kdtree`] of the neighbour
+//! benchmark): no libtorch is linked (the dataset fuzz target in `fuzz/` uses this).
 
 #[cfg(feature = "torch")]
 pub mod bench;
 #[cfg(feature = "torch")]
 pub mod bench_neighbours;
-#[cfg(feature = "torch")]
 pub mod config;
 pub mod data;
 #[cfg(feature = "torch")]
@@ -20,6 +20,7 @@ pub mod eval;
 #[cfg(feature = "torch")]
 pub mod export;
 pub mod fsutil;
+pub mod kdtree;
 #[cfg(feature = "torch")]
 pub mod memory;
 #[cfg(feature = "torch")]

@@ -117,7 +117,7 @@ impl DataSource {
 
 #[derive(Debug, Subcommand)]
 enum SplitCommand {
-    /// PAML (seed 000): 80% least active users, feature filters, users 7:1:2, ratings 80/20.
+    /// The PAML paper's protocol: 80% least active users, feature filters, users 7:1:2, ratings 80/20.
     Paml {
         #[command(flatten)]
         source: DataSource,
@@ -128,7 +128,7 @@ enum SplitCommand {
         #[arg(long)]
         force: bool,
         /// Random seed; the same seed writes the same bytes.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = metarec_trainer::config::seed, allow_hyphen_values = true)]
         seed: u64,
         #[command(flatten)]
         config: PamlConfig,
@@ -145,7 +145,7 @@ enum SplitCommand {
         #[arg(long)]
         force: bool,
         /// Random seed; the same seed writes the same bytes.
-        #[arg(long, default_value_t = 1)]
+        #[arg(long, default_value_t = 1, value_parser = metarec_trainer::config::seed, allow_hyphen_values = true)]
         seed: u64,
         #[command(flatten)]
         config: MeluConfig,

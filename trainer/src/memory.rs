@@ -1,4 +1,4 @@
-//! AT-PAML's memory of users (seed 000, Alg. 1–2): up to M entries (key_k, alpha_k); a new user's
+//! AT-PAML's memory of users (the PAML paper, Alg. 1–2): up to M entries (key_k, alpha_k); a new user's
 //! learning rate adds the Gaussian-kernel-weighted learning rates of its K nearest entries.
 //!
 //! Keys are the user embedding h_i projected by a fixed random matrix to [`KEY_DIM`] dimensions

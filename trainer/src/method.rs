@@ -14,13 +14,13 @@ pub enum Method {
     Melu,
     /// A learned learning rate per adapted parameter (Li et al. 2017).
     MetaSgd,
-    /// Per-user learning rate from the user embedding: alpha'(h_i) (seed 000).
+    /// Per-user learning rate from the user embedding: alpha'(h_i) (the PAML paper).
     Paml,
     /// PAML plus the memory-agnostic regularizer gamma·||dL/dθ||²·|alpha(h_i)|.
     RegPaml,
     /// PAML plus the learning rates of the K nearest stored users (kd-tree memory).
     AtPaml,
-    /// Several initialisations, one chosen per user (seed 001).
+    /// Several initialisations, one chosen per user (the HML paper).
     Hml,
     /// Supervised pre-training on all training ratings, plain SGD fine-tuning per user.
     Transfer,
@@ -85,42 +85,42 @@ impl Method {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 pub struct MethodConfig {
     /// REG-PAML regularizer weight gamma.
-    #[arg(long, default_value_t = 1e-3, value_parser = config::weight, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 1e-3, value_parser = config::weight, allow_hyphen_values = true)]
     pub gamma: f64,
     /// Hidden width of the learning-rate network.
-    #[arg(long, default_value_t = 32, value_parser = config::width, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 32, value_parser = config::width, allow_hyphen_values = true)]
     pub lr_hidden: i64,
     /// AT-PAML memory capacity M (least recently used entries are evicted).
-    #[arg(long, default_value_t = 4096, value_parser = config::count, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 4096, value_parser = config::memory_size, allow_hyphen_values = true)]
     pub memory_size: usize,
-    /// AT-PAML neighbours K.
-    #[arg(long, default_value_t = 4, value_parser = config::count, allow_negative_numbers = true)]
+    /// AT-PAML neighbours K (at most 16, the on-device runtime's limit).
+    #[arg(long, default_value_t = 4, value_parser = config::neighbours, allow_hyphen_values = true)]
     pub neighbours: usize,
     /// AT-PAML kernel width delta in s_k = exp(-delta·||h_i − h_k||²) (keys are unit vectors).
-    #[arg(long, default_value_t = 1.0, value_parser = config::kernel_width, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 1.0, value_parser = config::kernel_width, allow_hyphen_values = true)]
     pub delta: f64,
     /// AT-PAML warm-up: the first W users are stored with the fixed learning rate (values below
     /// --neighbours count as --neighbours).
-    #[arg(long, default_value_t = 32, value_parser = config::count_or_zero, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 32, value_parser = config::count_or_zero, allow_hyphen_values = true)]
     pub warmup: usize,
     /// HML: number of initialisations.
-    #[arg(long, default_value_t = 3, value_parser = config::count, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 3, value_parser = config::inits, allow_hyphen_values = true)]
     pub inits: usize,
     /// Matrix factorisation (the `mf` method and every table's MF fold-in row): factors per
     /// user and item.
-    #[arg(long, default_value_t = 8, value_parser = config::mf_factors, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 8, value_parser = config::mf_factors, allow_hyphen_values = true)]
     #[serde(default = "default_mf_factors")]
     pub mf_factors: usize,
     /// Matrix factorisation: ridge weight λ on the factors (users and items, training and fold-in).
-    #[arg(long, default_value_t = 5.0, value_parser = config::ridge, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 5.0, value_parser = config::ridge, allow_hyphen_values = true)]
     #[serde(default = "default_mf_lambda")]
     pub mf_lambda: f64,
     /// Matrix factorisation: ridge weight on the user and item biases.
-    #[arg(long, default_value_t = 3.0, value_parser = config::ridge, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 3.0, value_parser = config::ridge, allow_hyphen_values = true)]
     #[serde(default = "default_mf_bias_lambda")]
     pub mf_bias_lambda: f64,
     /// Matrix factorisation: alternating-least-squares sweeps (the best on validation users is kept).
-    #[arg(long, default_value_t = 30, value_parser = config::count, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 30, value_parser = config::count, allow_hyphen_values = true)]
     #[serde(default = "default_mf_sweeps")]
     pub mf_sweeps: usize,
 }

@@ -190,6 +190,7 @@ impl RunDir {
     ) -> Result<(RunInfo, Dataset, Split, Trained)> {
         let mut info = self.read_info()?;
         match data_override {
+            Some(dir) if dir.is_file() => bail!("--data {} is a file, not a dataset directory", dir.display()),
             Some(dir) if !dir.is_dir() => bail!("--data {}: dataset directory does not exist", dir.display()),
             Some(dir) => info.data = dir.to_path_buf(),
             None if !info.data.is_dir() => bail!(
@@ -234,7 +235,7 @@ impl RunDir {
         let mut model = MetaModel::new(&data, &info.spec, info.global_mean, device);
         model.vs.load(self.weights_path()).with_context(|| format!("loading {}", self.weights_path().display()))?;
         if let Some(memory) = &model.memory {
-            let named = Tensor::load_multi(self.memory_path())
+            let named = load_tensors(&self.memory_path())
                 .with_context(|| format!("loading {}", self.memory_path().display()))?
                 .into_iter()
                 .collect();
@@ -242,6 +243,17 @@ impl RunDir {
         }
         Ok((info, data, split, Trained::Meta(Box::new(model))))
     }
+}
+
+/// The named tensors of a libtorch `.ot` file. libtorch appends its C++ stack trace ("Exception
+/// raised from …", "frame #0: …") to the message of a file it cannot read; the error keeps the
+/// message and leaves the trace out.
+pub fn load_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    Tensor::load_multi(path).map_err(|error| {
+        let text = error.to_string();
+        let end = ["\nException raised from", "\nframe #"].iter().filter_map(|m| text.find(m)).min();
+        anyhow::anyhow!("{}", text[..end.unwrap_or(text.len())].trim_end())
+    })
 }
 
 /// Named tensors in libtorch's `.ot` format (what `Tensor::load_multi` reads), in memory: the

@@ -10,11 +10,11 @@
 //!
 //! - [`Split::new`]: every user with at least 2 ratings, users 7:1:2, ratings 80/20. It is the
 //!   PAML protocol without the activity cut and the feature filter ([`PamlConfig::every_user`]).
-//! - [`Split::paml`] (seed 000): rank users by number of ratings, keep the 80% least active as
+//! - [`Split::paml`] (the PAML paper): rank users by number of ratings, keep the 80% least active as
 //!   cold-start users; drop users with a feature problem (age below 10 or above 100, garbled
 //!   location: [`crate::data::DataInfo::user_problem`]) and users with fewer than 2 ratings;
 //!   split the rest 7:1:2 at random; per user 80% support / 20% query at random.
-//! - [`melu`] (MeLU, followed by seed 001): items released up to 1997 are existing, from 1998
+//! - [`melu`] (MeLU, followed by the HML paper): items released up to 1997 are existing, from 1998
 //!   new (items without a known year count as existing); 80% of users, at random, are existing,
 //!   the rest new. A state pairs a user set with an item set: warm (existing users × existing
 //!   items), user-cold (new × existing), item-cold (existing × new), user-and-item-cold (new ×
@@ -68,6 +68,9 @@ impl Part {
     }
 }
 
+/// The columns of a split file.
+const SPLIT_HEADER: [&str; 5] = ["part", "user_id", "item_id", "role", "rating"];
+
 /// One user as a task: support ratings to adapt on, query ratings to predict.
 #[derive(Debug, Clone)]
 pub struct Task {
@@ -90,20 +93,20 @@ pub struct Split {
     pub test: Vec<Task>,
 }
 
-/// Settings of the PAML protocol (seed 000, Experimental Setup).
+/// Settings of the PAML protocol (the PAML paper, Experimental Setup).
 #[derive(Debug, Clone, clap::Args)]
 pub struct PamlConfig {
     /// Share of users, least active first, kept as cold-start users.
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, default_value_t = 0.8, allow_hyphen_values = true)]
     pub cold_share: f64,
     /// Train and validation shares of the kept users (test gets the rest).
-    #[arg(long, value_delimiter = ',', default_value = "0.7,0.1")]
+    #[arg(long, value_delimiter = ',', default_value = "0.7,0.1", allow_hyphen_values = true)]
     pub train_valid: Vec<f64>,
     /// Users with fewer ratings are dropped.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, default_value_t = 2, value_parser = crate::config::count_or_zero, allow_hyphen_values = true)]
     pub min_ratings: usize,
     /// Share of a user's ratings in the support set.
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, default_value_t = 0.8, allow_hyphen_values = true)]
     pub support_share: f64,
     /// Keep users whose features are invalid (age outside 10..100, garbled location).
     #[arg(long)]
@@ -131,7 +134,10 @@ impl PamlConfig {
     fn check(&self) -> Result<(f64, f64)> {
         let [train, valid] = self.train_valid[..] else { bail!("--train-valid takes two shares, e.g. 0.7,0.1") };
         ensure!(self.cold_share > 0.0 && self.cold_share <= 1.0, "--cold-share must be in (0, 1]");
-        ensure!(train > 0.0 && valid >= 0.0 && train + valid < 1.0, "--train-valid shares must leave room for test");
+        ensure!(
+            train > 0.0 && valid > 0.0 && train + valid < 1.0,
+            "--train-valid shares must be above 0 (validation users select the epoch) and leave room for test"
+        );
         ensure!(self.support_share > 0.0 && self.support_share < 1.0, "--support-share must be in (0, 1)");
         ensure!(self.min_ratings >= 2, "--min-ratings must be at least 2 (one support, one query)");
         Ok((train, valid))
@@ -244,7 +250,7 @@ impl Split {
 
     /// The split file's bytes: `part,user_id,item_id,role,rating` rows in task order.
     pub fn to_csv(&self, data: &Dataset) -> String {
-        let mut out = String::from("part,user_id,item_id,role,rating\n");
+        let mut out = SPLIT_HEADER.join(",") + "\n";
         for part in [Part::Train, Part::Valid, Part::Test] {
             for task in self.part(part) {
                 for (role, ratings) in [("support", &task.support), ("query", &task.query)] {
@@ -275,7 +281,19 @@ impl Split {
             data.users.iter().enumerate().map(|(i, u)| (u.id.as_str(), i as u32)).collect();
         let items: std::collections::HashMap<&str, u32> =
             data.items.iter().enumerate().map(|(i, u)| (u.id.as_str(), i as u32)).collect();
+        // Each row must be a rating of this dataset, as `trainer data split` wrote it.
+        let ratings: std::collections::HashMap<(u32, u32), f32> =
+            data.ratings.iter().map(|r| ((r.user, r.item), r.value)).collect();
         let mut reader = csv::Reader::from_path(path).with_context(|| format!("opening {}", path.display()))?;
+        let header = reader.headers().with_context(|| format!("{}:1: malformed header", path.display()))?;
+        if header.iter().ne(SPLIT_HEADER) {
+            bail!(
+                "{}:1: header is '{}', expected '{}' (a split file written by `trainer data split`)",
+                path.display(),
+                header.iter().collect::<Vec<_>>().join(","),
+                SPLIT_HEADER.join(",")
+            );
+        }
         let mut split = Split::default();
         for (row, record) in reader.records().enumerate() {
             let line = row + 2;
@@ -291,6 +309,23 @@ impl Split {
                 .with_context(|| format!("{}:{line}: item '{}' not in dataset", path.display(), get(2)))?;
             let value: f32 =
                 get(4).parse().with_context(|| format!("{}:{line}: bad rating '{}'", path.display(), get(4)))?;
+            match ratings.get(&(user, item)) {
+                Some(&rated) if rated == value => {}
+                Some(rated) => bail!(
+                    "{}:{line}: user '{}' rated item '{}' {rated} in this dataset, not {} (is the split of another \
+                     dataset?)",
+                    path.display(),
+                    get(1),
+                    get(2),
+                    get(4)
+                ),
+                None => bail!(
+                    "{}:{line}: user '{}' did not rate item '{}' in this dataset (is the split of another dataset?)",
+                    path.display(),
+                    get(1),
+                    get(2)
+                ),
+            }
             let tasks = match part {
                 Part::Train => &mut split.train,
                 Part::Valid => &mut split.valid,
@@ -305,6 +340,16 @@ impl Split {
                 "support" => task.support.push(rating),
                 "query" => task.query.push(rating),
                 other => bail!("{}:{line}: bad role '{other}'", path.display()),
+            }
+        }
+        for part in [Part::Train, Part::Valid, Part::Test] {
+            if let Some(task) = split.part(part).iter().find(|t| t.query.is_empty()) {
+                bail!(
+                    "{}: {} user '{}' has no query rating (the query ratings are what a task is scored on)",
+                    path.display(),
+                    part.name(),
+                    data.users[task.user as usize].id
+                );
             }
         }
         Ok(split)
@@ -352,22 +397,22 @@ impl State {
 #[derive(Debug, Clone, clap::Args)]
 pub struct MeluConfig {
     /// Fewest ratings a user needs in a state to be a task there.
-    #[arg(long, default_value_t = 13)]
+    #[arg(long, default_value_t = 13, value_parser = crate::config::count_or_zero, allow_hyphen_values = true)]
     pub min_ratings: usize,
     /// Most ratings a user may have in a state to be a task there.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = crate::config::count_or_zero, allow_hyphen_values = true)]
     pub max_ratings: usize,
     /// Query ratings per task.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = crate::config::count_or_zero, allow_hyphen_values = true)]
     pub query: usize,
     /// Share of users that are existing users.
-    #[arg(long, default_value_t = 0.8)]
+    #[arg(long, default_value_t = 0.8, allow_hyphen_values = true)]
     pub existing_users: f64,
     /// Share of existing users used for validation.
-    #[arg(long, default_value_t = 0.125)]
+    #[arg(long, default_value_t = 0.125, allow_hyphen_values = true)]
     pub valid_share: f64,
     /// Last release year of an existing item.
-    #[arg(long, default_value_t = 1997)]
+    #[arg(long, default_value_t = 1997, allow_hyphen_values = true)]
     pub last_existing_year: i32,
 }
 
@@ -444,7 +489,7 @@ pub fn melu(data: &Dataset, config: &MeluConfig, seed: u64) -> Result<(MeluSplit
     let mut users: Vec<u32> = (0..data.users.len() as u32).collect();
     users.shuffle(&mut rng);
     let n_existing = (users.len() as f64 * config.existing_users).round() as usize;
-    let n_valid = ((n_existing as f64 * config.valid_share).round() as usize).max(1);
+    let n_valid = ((n_existing as f64 * config.valid_share).round() as usize).max(1).min(n_existing);
     // 0 = train, 1 = valid, 2 = new.
     let mut role = vec![2u8; data.users.len()];
     for (position, &u) in users.iter().enumerate() {

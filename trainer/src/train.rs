@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use tch::{Device, Tensor};
 
 use crate::config::{
-    self, check_flag, COUNT, COUNT_OR_ZERO, INNER_LR, INNER_STEPS, KERNEL_WIDTH, MF_FACTORS, OUTER_LR, RATING, RIDGE,
-    THREADS, WEIGHT, WIDTH,
+    self, check_flag, COUNT, COUNT_OR_ZERO, INITS, INNER_LR, INNER_STEPS, KERNEL_WIDTH, MEMORY_SIZE, MF_FACTORS,
+    NEIGHBOURS, OUTER_LR, RATING, THREADS, WEIGHT, WIDTH,
 };
 use crate::data::{Dataset, Format, LoadOptions};
 use crate::eval::mean_user_loss;
@@ -57,16 +57,16 @@ pub struct TrainConfig {
     #[arg(long, value_enum, default_value_t = TaskKind::Rating)]
     pub task: TaskKind,
     /// `--task ctr`: ratings at or above this value count as clicks (the rest as non-clicks).
-    #[arg(long, default_value_t = 4.0, value_parser = config::rating, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 4.0, value_parser = config::rating, allow_hyphen_values = true)]
     pub click_threshold: f32,
     /// Method-specific settings.
     #[command(flatten)]
     pub method_config: MethodConfig,
     /// Seed of the split, the initialisation and the batch order.
-    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 1, value_parser = config::seed, allow_hyphen_values = true)]
     pub seed: u64,
     /// Field embedding width.
-    #[arg(long, default_value_t = 32, value_parser = config::width, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 32, value_parser = config::width, allow_hyphen_values = true)]
     pub embedding_dim: i64,
     /// Hidden layer widths of the decision MLP, comma-separated (a later --hidden replaces an
     /// earlier one).
@@ -80,25 +80,25 @@ pub struct TrainConfig {
     )]
     pub hidden: Vec<i64>,
     /// Inner-loop learning rate (fixed for MeLU/HML/transfer; the starting value where learned).
-    #[arg(long, default_value_t = 0.05, value_parser = config::inner_lr, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 0.05, value_parser = config::inner_lr, allow_hyphen_values = true)]
     pub inner_lr: f64,
     /// Inner-loop gradient steps (1 to the on-device runtime's limit, 1000).
-    #[arg(long, default_value_t = 5, value_parser = config::inner_steps, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 5, value_parser = config::inner_steps, allow_hyphen_values = true)]
     pub inner_steps: u32,
     /// First-order MAML (no gradient through the inner loop).
     #[arg(long)]
     pub first_order: bool,
     /// Outer (Adam) learning rate; also the step of the AT-PAML memory entries.
-    #[arg(long, default_value_t = 2e-3, value_parser = config::outer_lr, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 2e-3, value_parser = config::outer_lr, allow_hyphen_values = true)]
     pub outer_lr: f64,
     /// Users per outer step.
-    #[arg(long, default_value_t = 32, value_parser = config::count, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 32, value_parser = config::count, allow_hyphen_values = true)]
     pub batch_users: usize,
     /// Maximum epochs over the training users.
-    #[arg(long, default_value_t = 30, value_parser = config::count, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 30, value_parser = config::count, allow_hyphen_values = true)]
     pub epochs: usize,
     /// Stop after this many epochs without a better validation MSE.
-    #[arg(long, default_value_t = 5, value_parser = config::count, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 5, value_parser = config::count, allow_hyphen_values = true)]
     pub patience: usize,
     /// `cpu`, `cuda` or `auto` (CUDA when available).
     #[arg(long, default_value = "auto")]
@@ -106,7 +106,7 @@ pub struct TrainConfig {
     /// libtorch intra-op threads. One is the default: the batched inner loop is many small
     /// operations, and OpenMP workers spinning on a shared or busy machine made training up to
     /// 7x slower in our measurements (`trainer train --threads 2` to compare).
-    #[arg(long, default_value_t = 1, value_parser = config::threads, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 1, value_parser = config::threads, allow_hyphen_values = true)]
     pub threads: i32,
     /// Continue from the run directory's last checkpoint, with the settings it was trained with.
     #[arg(long)]
@@ -205,9 +205,9 @@ fn check_method(m: &MethodConfig, method: Method) -> Result<()> {
     check_flag("--gamma", m.gamma, WEIGHT.check(m.gamma))?;
     check_flag("--lr-hidden", m.lr_hidden, WIDTH.check(m.lr_hidden))?;
     check_flag("--delta", m.delta, KERNEL_WIDTH.check(m.delta))?;
-    for (flag, value) in [("--memory-size", m.memory_size), ("--neighbours", m.neighbours), ("--inits", m.inits)] {
-        check_flag(flag, value, COUNT.check(value))?;
-    }
+    check_flag("--memory-size", m.memory_size, MEMORY_SIZE.check(m.memory_size))?;
+    check_flag("--neighbours", m.neighbours, NEIGHBOURS.check(m.neighbours))?;
+    check_flag("--inits", m.inits, INITS.check(m.inits))?;
     check_flag("--warmup", m.warmup, COUNT_OR_ZERO.check(m.warmup))?;
     if method == Method::AtPaml && m.memory_size < m.neighbours.max(m.warmup) {
         bail!(
@@ -269,6 +269,17 @@ fn prepare(config: &TrainConfig) -> Result<Prepared> {
         (None, Some(path)) => Split::read(&data, path).with_context(|| format!("--split {}", path.display()))?,
         (None, None) => Split::new(&data, config.seed)?,
     };
+    if split.train.is_empty() || split.valid.is_empty() {
+        let source = match &config.split {
+            Some(path) => format!("--split {}", path.display()),
+            None => run.split_path().display().to_string(),
+        };
+        bail!(
+            "{source} has no {} users; training needs both training and validation users (the validation users \
+             select the epoch)",
+            if split.train.is_empty() { "training" } else { "validation" }
+        );
+    }
     check_labels(config, &data, &split)?;
     if resumed.is_none() {
         let created = NewDir::create(&config.out)?;
@@ -440,6 +451,16 @@ fn train_factors(config: &TrainConfig, prepared: Prepared, started: Instant) -> 
     for r in &fitted.history {
         eprintln!("sweep {}: train {loss_name} {:.4}, validation {loss_name} {:.4}", r.epoch, r.train_mse, r.valid_mse);
     }
+    // What eval, export and the device will check: refused here, not by every later command.
+    if let Err(e) = metarec_runtime::factors::check(&fitted.model.factors, data.items.len()) {
+        bail!(
+            "the trained factors fail the on-device runtime's check ({e}): the fold-in needs --mf-lambda and \
+             --mf-bias-lambda of at least 1e-5 · (1 + |q_i|²) for every item factor q_i; given {} and {}, try \
+             larger ones",
+            config.method_config.mf_lambda,
+            config.method_config.mf_bias_lambda
+        );
+    }
     let info = RunInfo {
         global_mean: fitted.model.mean,
         best_epoch: fitted.best_sweep,
@@ -464,8 +485,8 @@ fn train_factors(config: &TrainConfig, prepared: Prepared, started: Instant) -> 
 /// The matrix factorisation knobs (checked for every method: every table fits MF beside it).
 pub fn check_factors(m: &MethodConfig) -> Result<()> {
     check_flag("--mf-factors", m.mf_factors, MF_FACTORS.check(m.mf_factors))?;
-    check_flag("--mf-lambda", m.mf_lambda, RIDGE.check(m.mf_lambda))?;
-    check_flag("--mf-bias-lambda", m.mf_bias_lambda, RIDGE.check(m.mf_bias_lambda))?;
+    check_flag("--mf-lambda", m.mf_lambda, config::check_ridge(m.mf_lambda))?;
+    check_flag("--mf-bias-lambda", m.mf_bias_lambda, config::check_ridge(m.mf_bias_lambda))?;
     check_flag("--mf-sweeps", m.mf_sweeps, COUNT.check(m.mf_sweeps))
 }
 
@@ -569,7 +590,7 @@ fn train_epoch(
     // Users of similar activity share a batch, which cuts the padding of the support and
     // query tensors: sort pools of 8 batches by length, cut them into batches, shuffle those.
     let mut batches: Vec<Vec<Task>> = Vec::new();
-    for pool in tasks.chunks(config.batch_users * 8) {
+    for pool in tasks.chunks(config.batch_users.saturating_mul(8)) {
         let mut pool = pool.to_vec();
         pool.sort_by_key(|t| t.support.len() + t.query.len());
         batches.extend(pool.chunks(config.batch_users).map(<[Task]>::to_vec));
@@ -671,7 +692,7 @@ fn save_checkpoint(run: &RunDir, model: &MetaModel, optimizer: &Adam, progress: 
 
 fn load_checkpoint(config: &TrainConfig, run: &RunDir, model: &MetaModel, optimizer: &mut Adam) -> Result<Progress> {
     let (tensors_path, progress_path) = checkpoint_paths(run);
-    let named: HashMap<String, Tensor> = Tensor::load_multi(&tensors_path)
+    let named: HashMap<String, Tensor> = run::load_tensors(&tensors_path)
         .with_context(|| format!("--resume: reading {}", tensors_path.display()))?
         .into_iter()
         .collect();

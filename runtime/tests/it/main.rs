@@ -1,4 +1,5 @@
-//! The runtime's integration tests, one binary: file format, validation, sessions, adaptation.
+//! The runtime's integration tests, one binary: file format, validation, sessions, adaptation,
+//! ranking.
 
 mod adaptation;
 mod compact;
@@ -9,5 +10,6 @@ mod golden;
 mod limits;
 mod load_errors;
 mod neighbours;
+mod ranking;
 mod session;
 mod validation;

@@ -1,8 +1,10 @@
-//! The K nearest stored keys: `nearest_scan` and `KdTree::nearest` against kiddo's exact search,
-//! against each other (bit for bit, ties included), and on degenerate inputs.
+//! The K nearest stored keys: `nearest_scan` against kiddo's exact search, against the
+//! definition (bit for bit, ties included), and on degenerate inputs; the distance kernels it
+//! shares with the trainer's kd-tree (whose tests against the scan live in
+//! `trainer/src/kdtree.rs`).
 
 use kiddo::SquaredEuclidean;
-use metarec_runtime::neighbours::{nearest_scan, squared_distance, KdTree, LEAF_SIZE};
+use metarec_runtime::neighbours::{each_distance, nearest_scan, result_len, squared_distance, squared_distances};
 
 type Found = heapless::Vec<(u32, f32), 16>;
 
@@ -38,14 +40,6 @@ impl Rng {
 fn scan(keys: &[f32], key_dim: usize, query: &[f32], k: usize) -> Found {
     let mut out = Found::new();
     nearest_scan(keys, key_dim, query, k, &mut out);
-    out
-}
-
-fn tree_search(tree: &KdTree, keys: &[f32], query: &[f32], k: usize) -> Found {
-    let mut out = Found::new();
-    // A stale list must not leak into the answer.
-    let _ = out.push((99, -1.0));
-    tree.nearest(keys, query, k, &mut out);
     out
 }
 
@@ -122,8 +116,6 @@ fn oracle_case<const D: usize>(entries: usize, rng: &mut Rng, unit: bool) {
     if unit {
         unit_rows(&mut keys, D);
     }
-    let tree = KdTree::build(&keys, D);
-    assert_eq!(tree.len(), entries);
     let queries = if entries >= 4096 { 12 } else { 40 };
     for q in 0..queries {
         let query: Vec<f32> = if q % 5 == 4 {
@@ -142,15 +134,13 @@ fn oracle_case<const D: usize>(entries: usize, rng: &mut Rng, unit: bool) {
             let what = format!("{entries} entries, dim {D}, k {k}, query {q}");
             let scanned = scan(&keys, D, &query, k);
             assert_matches_kiddo(&scanned, &oracle, k, &format!("scan: {what}"));
-            let found = tree_search(&tree, &keys, &query, k);
-            assert_identical(&found, &scanned, &format!("tree vs scan: {what}"));
             assert_identical(&scanned, &session_scan(&keys, D, &query, k), &format!("session: {what}"));
         }
     }
 }
 
 #[test]
-fn scan_and_tree_agree_with_kiddo() {
+fn scan_agrees_with_kiddo() {
     let mut rng = Rng::new(7);
     for entries in [1, 5, 100, 4096] {
         for unit in [false, true] {
@@ -175,26 +165,23 @@ fn clustered_unit_keys_agree_with_kiddo() {
         v
     };
     let keys: Vec<f32> = (0..4096).flat_map(|_| around(&mut rng, &centres)).collect();
-    let tree = KdTree::build(&keys, D);
     for q in 0..30 {
         let query = around(&mut rng, &centres);
         for k in [1, 4, 16] {
             let oracle = kiddo_nearest::<D>(&keys, &query, k + 1);
             let scanned = scan(&keys, D, &query, k);
             assert_matches_kiddo(&scanned, &oracle, k, &format!("clustered query {q} k {k}"));
-            assert_identical(&tree_search(&tree, &keys, &query, k), &scanned, &format!("clustered query {q} k {k}"));
         }
     }
 }
 
 #[test]
-fn ties_break_by_lower_index_in_both_searches() {
+fn ties_break_by_lower_index() {
     let mut rng = Rng::new(3);
     for (entries, key_dim, levels) in [(4096, 2, 3), (1000, 16, 2), (300, 4, 2), (64, 3, 1), (2000, 2, 1)] {
         // Coordinates from a few levels only, so many keys repeat and many distances tie exactly.
         let grid = |rng: &mut Rng| (rng.below(levels + 1) as f32) / levels.max(1) as f32;
         let keys: Vec<f32> = (0..entries * key_dim).map(|_| grid(&mut rng)).collect();
-        let tree = KdTree::build(&keys, key_dim);
         for q in 0..60 {
             let query: Vec<f32> = (0..key_dim).map(|_| grid(&mut rng)).collect();
             for k in [1, 2, 4, 7, 16, 40] {
@@ -202,16 +189,13 @@ fn ties_break_by_lower_index_in_both_searches() {
                 let scanned = scan(&keys, key_dim, &query, k);
                 assert_identical(&scanned, &brute_force(&keys, key_dim, &query, k), &what);
                 assert_identical(&scanned, &session_scan(&keys, key_dim, &query, k), &what);
-                assert_identical(&tree_search(&tree, &keys, &query, k), &scanned, &what);
             }
         }
     }
     // Every key the same: the answer is entries 0..k at one distance.
     let keys = [0.25f32; 16 * 200];
-    let tree = KdTree::build(&keys, 16);
-    let found = tree_search(&tree, &keys, &[0.5; 16], 4);
+    let found = scan(&keys, 16, &[0.5; 16], 4);
     assert_eq!(found.iter().map(|n| n.0).collect::<Vec<_>>(), [0, 1, 2, 3]);
-    assert_identical(&found, &scan(&keys, 16, &[0.5; 16], 4), "all equal");
 }
 
 #[test]
@@ -219,26 +203,12 @@ fn overflowing_distances_tie_at_infinity_like_the_scan() {
     // Finite keys so large that (a - b)² overflows: many distances are +inf and tie.
     let mut rng = Rng::new(5);
     let keys: Vec<f32> = (0..500 * 4).map(|_| rng.uniform() * 3e38).collect();
-    let tree = KdTree::build(&keys, 4);
     for q in 0..20 {
         let query: Vec<f32> = (0..4).map(|_| rng.uniform() * 3e38).collect();
         for k in [1, 4, 16] {
             let scanned = scan(&keys, 4, &query, k);
-            assert_identical(&scanned, &brute_force(&keys, 4, &query, k), "overflow: brute force");
-            assert_identical(&tree_search(&tree, &keys, &query, k), &scanned, &format!("overflow query {q}"));
+            assert_identical(&scanned, &brute_force(&keys, 4, &query, k), &format!("overflow query {q}"));
         }
-    }
-}
-
-#[test]
-fn wide_keys_use_heap_scratch() {
-    let mut rng = Rng::new(9);
-    let key_dim = 100;
-    let keys = rng.values(700 * key_dim);
-    let tree = KdTree::build(&keys, key_dim);
-    for _ in 0..10 {
-        let query = rng.values(key_dim);
-        assert_identical(&tree_search(&tree, &keys, &query, 4), &scan(&keys, key_dim, &query, 4), "dim 100");
     }
 }
 
@@ -247,114 +217,73 @@ fn degenerate_inputs_never_panic() {
     let mut rng = Rng::new(13);
     let keys = rng.values(50 * 16);
     let query = rng.values(16);
-    let tree = KdTree::build(&keys, 16);
 
-    // Empty table: nothing found; the tree over it is empty.
-    let empty = KdTree::build(&[], 16);
-    assert!(empty.is_empty());
+    // Empty table, k = 0: nothing found.
     assert!(scan(&[], 16, &query, 4).is_empty());
-    assert!(tree_search(&empty, &[], &query, 4).is_empty());
-
-    // k = 0: nothing.
     assert!(scan(&keys, 16, &query, 0).is_empty());
-    assert!(tree_search(&tree, &keys, &query, 0).is_empty());
 
     // k > 16: the 16 nearest; k > entries: every entry.
     let sixteen = scan(&keys, 16, &query, 16);
     assert_eq!(sixteen.len(), 16);
     assert_identical(&scan(&keys, 16, &query, 1000), &sixteen, "k > 16");
-    assert_identical(&tree_search(&tree, &keys, &query, usize::MAX), &sixteen, "tree k > 16");
+    assert_identical(&scan(&keys, 16, &query, usize::MAX), &sixteen, "k = usize::MAX");
     assert_eq!(scan(&keys[..3 * 16], 16, &query, 10).len(), 3);
-    let small = KdTree::build(&keys[..3 * 16], 16);
-    assert_eq!(tree_search(&small, &keys[..3 * 16], &query, 10).len(), 3);
 
     // A query of the wrong length, key_dim 0, or keys that are not whole rows: nothing.
     assert!(scan(&keys, 16, &query[..15], 4).is_empty());
-    assert!(tree_search(&tree, &keys, &query[..15], 4).is_empty());
-    assert!(tree_search(&tree, &keys, &[], 4).is_empty());
+    assert!(scan(&keys, 16, &[], 4).is_empty());
     assert!(scan(&keys, 0, &[], 4).is_empty());
-    let zero = KdTree::build(&keys, 0);
-    assert!(zero.is_empty());
-    assert!(tree_search(&zero, &keys, &[], 4).is_empty());
     assert!(scan(&keys[..17], 16, &query, 4).is_empty());
-    let ragged = KdTree::build(&keys[..17], 16);
-    assert!(tree_search(&ragged, &keys[..17], &query, 4).is_empty());
 
-    // Keys other than the tree's (another length): answered by the scan.
-    assert_identical(&tree_search(&tree, &keys[..20 * 16], &query, 4), &scan(&keys[..20 * 16], 16, &query, 4), "other");
-
-    // NaN in the query: every distance is NaN, which compares neither way, so both give what the
-    // session always gave: the first k entries in index order, at distance NaN.
+    // NaN in the query: every distance is NaN, which compares neither way, so the scan gives
+    // what the session always gave: the first k entries in index order, at distance NaN.
     let mut nan_query = query.clone();
     nan_query[3] = f32::NAN;
     let nan = scan(&keys, 16, &nan_query, 4);
     assert_eq!(nan.iter().map(|n| n.0).collect::<Vec<_>>(), [0, 1, 2, 3]);
     assert!(nan.iter().all(|n| n.1.is_nan()));
     assert_identical(&nan, &session_scan(&keys, 16, &nan_query, 4), "NaN query vs session");
-    assert_identical(&tree_search(&tree, &keys, &nan_query, 4), &nan, "NaN query");
 
     // An infinite query coordinate: every distance is +inf, ties by index.
     let mut inf_query = query.clone();
     inf_query[0] = f32::INFINITY;
     let inf = scan(&keys, 16, &inf_query, 4);
     assert_eq!(inf.iter().map(|n| (n.0, n.1)).collect::<Vec<_>>(), [0, 1, 2, 3].map(|e| (e, f32::INFINITY)));
-    assert_identical(&tree_search(&tree, &keys, &inf_query, 4), &inf, "inf query");
 
-    // NaN among the keys: the tree defers to the scan, which keeps the session's behaviour.
+    // NaN among the keys: the session's behaviour.
     let mut nan_keys = keys.clone();
     nan_keys[5 * 16 + 2] = f32::NAN;
-    let nan_tree = KdTree::build(&nan_keys, 16);
     for k in [1, 4, 16] {
-        let scanned = scan(&nan_keys, 16, &query, k);
-        assert_identical(&scanned, &session_scan(&nan_keys, 16, &query, k), "NaN key vs session");
-        assert_identical(&tree_search(&nan_tree, &nan_keys, &query, k), &scanned, "NaN key");
+        assert_identical(&scan(&nan_keys, 16, &query, k), &session_scan(&nan_keys, 16, &query, k), "NaN key");
     }
 }
 
+/// The kernels a search shares with the scan: every distance bit for bit `squared_distance`'s,
+/// in entry order, eight or four keys at a time or one by one.
 #[test]
-fn tree_memory_is_an_index_per_entry_plus_small_nodes() {
-    let mut rng = Rng::new(17);
-    let keys = rng.values(4096 * 16);
-    let tree = KdTree::build(&keys, 16);
-    let bytes = tree.memory_bytes();
-    assert!(bytes >= 4096 * 4, "{bytes}");
-    // At most one internal node (8 bytes) per 4 entries beyond the order.
-    assert!(bytes <= 4096 * 4 + 4096 / 4 * 8 + 256, "{bytes}");
-}
-
-#[test]
-fn keys_written_in_tree_order_rebuild_to_a_laid_out_tree() {
-    let mut rng = Rng::new(19);
-    for (entries, key_dim) in [(4096, 16), (1000, 16), (333, 2), (17, 40), (40, 3)] {
+fn shared_distance_kernels_match_the_definition() {
+    let mut rng = Rng::new(23);
+    for (entries, key_dim) in [(0, 16), (1, 16), (7, 3), (8, 16), (13, 2), (29, 40)] {
         let keys = rng.values(entries * key_dim);
-        let tree = KdTree::build(&keys, key_dim);
-        let order = tree.order().expect("random keys are not in tree order").to_vec();
-        let mut sorted = order.clone();
-        sorted.sort_unstable();
-        assert_eq!(sorted, (0..entries as u32).collect::<Vec<_>>(), "order is a permutation");
-        let laid: Vec<f32> =
-            order.iter().flat_map(|&e| &keys[e as usize * key_dim..(e as usize + 1) * key_dim]).copied().collect();
-        let laid_tree = KdTree::build(&laid, key_dim);
-        assert_eq!(laid_tree.order(), None, "{entries}×{key_dim}: the laid-out keys rebuild to the identity");
-        assert!(laid_tree.memory_bytes() < tree.memory_bytes());
-        for _ in 0..20 {
-            let query = rng.values(key_dim);
-            let found = tree_search(&laid_tree, &laid, &query, 4);
-            assert_identical(&found, &scan(&laid, key_dim, &query, 4), "laid out vs scan");
-            // The same stored users as over the original numbering (random keys: no exact ties).
-            let original: Vec<(u32, u32)> = found.iter().map(|&(e, d)| (order[e as usize], d.to_bits())).collect();
-            let direct: Vec<(u32, u32)> =
-                tree_search(&tree, &keys, &query, 4).iter().map(|&(e, d)| (e, d.to_bits())).collect();
-            assert_eq!(original, direct);
+        let query = rng.values(key_dim);
+        let mut visited = Vec::new();
+        each_distance(&keys, key_dim, 100, &query, |entry, distance| visited.push((entry, distance.to_bits())));
+        let expected: Vec<(usize, u32)> = keys
+            .chunks_exact(key_dim)
+            .enumerate()
+            .map(|(i, row)| (100 + i, squared_distance(row, &query).to_bits()))
+            .collect();
+        assert_eq!(visited, expected, "{entries}×{key_dim}");
+        if entries >= 4 {
+            let rows: [&[f32]; 4] = core::array::from_fn(|i| &keys[i * key_dim..(i + 1) * key_dim]);
+            let four = squared_distances(rows, &query).map(f32::to_bits);
+            assert_eq!(four.to_vec(), expected[..4].iter().map(|e| e.1).collect::<Vec<_>>());
         }
     }
-    // A table that fits one leaf is in tree order from the start.
-    let small = rng.values(LEAF_SIZE * 16);
-    assert_eq!(KdTree::build(&small, 16).order(), None);
-    // Keys with many duplicates rebuild to the identity too (ties split by entry index).
-    let keys: Vec<f32> = (0..2000 * 2).map(|_| rng.below(3) as f32).collect();
-    let tree = KdTree::build(&keys, 2);
-    let order = tree.order().unwrap().to_vec();
-    let laid: Vec<f32> = order.iter().flat_map(|&e| &keys[e as usize * 2..(e as usize + 1) * 2]).copied().collect();
-    assert_eq!(KdTree::build(&laid, 2).order(), None);
+    // A trailing partial row and key_dim 0 are not visited.
+    let mut count = 0;
+    each_distance(&[1.0; 17], 16, 0, &[0.0; 16], |_, _| count += 1);
+    each_distance(&[1.0; 17], 0, 0, &[], |_, _| count += 1);
+    assert_eq!(count, 1);
+    assert_eq!((result_len(4, 100), result_len(40, 100), result_len(4, 3), result_len(0, 3)), (4, 16, 3, 0));
 }

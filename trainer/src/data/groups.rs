@@ -1,4 +1,4 @@
-//! Major and minor users by the rule of seed 000 (PAML): for each user field, the top 30% of its
+//! Major and minor users by the rule of the PAML paper: for each user field, the top 30% of its
 //! distinct values by number of users (at least one value) form the field's major set; a user
 //! with more than two fields in major sets is a major user, every other user is minor.
 //!

@@ -38,7 +38,7 @@ pub struct Entity {
     pub raw: Vec<String>,
     /// Embedding rows per field.
     pub rows: Vec<Vec<u32>>,
-    /// Known group label, if the dataset has one; otherwise the major/minor label of the seed 000
+    /// Known group label, if the dataset has one; otherwise the major/minor label of the PAML paper
     /// rule ([`groups`]) when the dataset has user fields.
     pub group: Option<String>,
 }
@@ -156,6 +156,9 @@ impl Format {
 
     /// The format of `dir`, when exactly one format's files are all there.
     pub fn detect(dir: &Path) -> Result<Format> {
+        if dir.is_file() {
+            bail!("dataset directory {} is a file, not a directory", dir.display());
+        }
         if !dir.is_dir() {
             bail!("dataset directory {} does not exist", dir.display());
         }

@@ -1,4 +1,4 @@
-//! `trainer data stats`: what a dataset holds, the figures of seed 000's Table 1 (per user field,
+//! `trainer data stats`: what a dataset holds, the figures of the PAML paper's Table 1 (per user field,
 //! the share of users whose value is in the field's top-30% set) and the major/minor shares by
 //! that rule, and, when the dataset has a group column, the groups it gives, each line labelled
 //! with where its groups come from and which of the two `eval` and `report` use.
@@ -177,7 +177,7 @@ impl fmt::Display for DataStats {
                 let _ = writeln!(out, "{rule} n/a, no user fields (the user is described by their ratings alone)");
             }
             Some(groups) => {
-                let _ = writeln!(out, "top-30% value sets per user field (seed 000, Table 1):");
+                let _ = writeln!(out, "top-30% value sets per user field (the PAML paper, Table 1):");
                 for field in &groups.fields {
                     let shown: Vec<&str> = field.major_values.iter().take(6).map(String::as_str).collect();
                     let more = field.major_values.len().saturating_sub(shown.len());

@@ -1,4 +1,4 @@
-//! A seeded synthetic cold-start dataset with an imbalanced population (seed 000, Fig. 1 and
+//! A seeded synthetic cold-start dataset with an imbalanced population (the PAML paper, Fig. 1 and
 //! Lemma 1): a large "major" group and a small "minor" group whose profiles and tastes differ.
 //!
 //! Rating model: `r = clip(round(3.3 + b_u + q_i + taste_u · genres_i + noise), 1, 5)` where
@@ -21,24 +21,29 @@ use super::schema::SCHEMA_FILE;
 #[derive(Debug, Clone, clap::Args)]
 pub struct SynthConfig {
     /// Random seed; the same seed writes the same bytes.
-    #[arg(long, default_value_t = 7)]
+    #[arg(long, default_value_t = 7, value_parser = crate::config::seed, allow_hyphen_values = true)]
     pub seed: u64,
     /// Number of users.
-    #[arg(long, default_value_t = 1500)]
+    #[arg(long, default_value_t = 1500, value_parser = |t: &str| SIZE.parse::<usize>(t), allow_hyphen_values = true)]
     pub users: usize,
     /// Number of items.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, value_parser = |t: &str| SIZE.parse::<usize>(t), allow_hyphen_values = true)]
     pub items: usize,
     /// Share of users in the minor group.
-    #[arg(long, default_value_t = 0.15)]
+    #[arg(long, default_value_t = 0.15, allow_hyphen_values = true)]
     pub minor_share: f64,
     /// Fewest ratings per user.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = |t: &str| SIZE.parse::<usize>(t), allow_hyphen_values = true)]
     pub min_ratings: usize,
     /// Most ratings per user.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 60, value_parser = |t: &str| SIZE.parse::<usize>(t), allow_hyphen_values = true)]
     pub max_ratings: usize,
 }
+
+/// --users, --items, --min-ratings and --max-ratings (the dataset is built in memory).
+const SIZE: crate::config::Whole = crate::config::Whole { what: "count", min: 0, max: 10_000_000, why: "" };
+/// Most ratings the generator writes (--users × --max-ratings): a hundred MovieLens-1Ms.
+const MAX_RATINGS: usize = 100_000_000;
 
 const GENRES: [&str; 8] = ["action", "comedy", "drama", "horror", "romance", "scifi", "documentary", "family"];
 const OCCUPATIONS: usize = 12;
@@ -86,6 +91,12 @@ pub fn generate(config: &SynthConfig, dir: &Path) -> Result<()> {
         "need 2 <= --min-ratings <= --max-ratings <= --items"
     );
     anyhow::ensure!((0.0..=0.5).contains(&config.minor_share), "--minor-share must be in [0, 0.5]");
+    anyhow::ensure!(
+        config.users.checked_mul(config.max_ratings).is_some_and(|n| n <= MAX_RATINGS),
+        "--users {} × --max-ratings {} is more than {MAX_RATINGS} ratings",
+        config.users,
+        config.max_ratings
+    );
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
     let unit = Normal::new(0.0, 1.0).expect("valid normal");
 

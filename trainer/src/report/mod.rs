@@ -2,11 +2,11 @@
 //! seeds, and writes a Markdown report in the shape of the papers' tables plus PNG figures.
 //!
 //! # What it writes (`--out DIR`)
-//! - `report.md`: Table 2 of seed 000 (MSE, nDCG@3, nDCG@5, mean ± std over seeds, best in
+//! - `report.md`: Table 2 of the PAML paper (MSE, nDCG@3, nDCG@5, mean ± std over seeds, best in
 //!   bold, † where the per-user MSE is significantly lower than the best trivial baseline's);
 //!   Table 3 (MSE of major and minor users, two-tailed Student t-test between their per-user
 //!   MSEs); Table 4 (REG-PAML's gamma, PAML vs AT-PAML vs REG-PAML); under the MeLU protocol the
-//!   Table 2 of seed 001 (MAE, RMSE, nDCG@10 per state); the trivial baselines in every table;
+//!   Table 2 of the HML paper (MAE, RMSE, nDCG@10 per state); the trivial baselines in every table;
 //!   what it takes to reproduce the report (command line, settings, seeds, split file SHA-256,
 //!   versions, device, wall time per method).
 //! - `metrics.csv`: every row × seed × evaluation set.
@@ -52,9 +52,9 @@ use crate::train::{self, parse_device, TrainConfig};
 /// Which protocol the report follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Protocol {
-    /// Seed 000: 80% least active users, users 7:1:2, ratings 80/20 support/query.
+    /// The PAML paper: 80% least active users, users 7:1:2, ratings 80/20 support/query.
     Paml,
-    /// MeLU / seed 001: users with 13..100 ratings, 10 query ratings, four states.
+    /// MeLU / the HML paper: users with 13..100 ratings, 10 query ratings, four states.
     Melu,
 }
 
@@ -80,7 +80,7 @@ pub struct ReportArgs {
     #[arg(long, value_enum, default_value_t = Protocol::Paml)]
     pub protocol: Protocol,
     /// Number of seeds (each gives its own split and initialisation).
-    #[arg(long, default_value_t = 3, value_parser = crate::config::count_u64, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = 3, value_parser = crate::config::seeds, allow_hyphen_values = true)]
     pub seeds: u64,
     /// Methods to train, comma-separated (default: all).
     #[arg(long, value_enum, value_delimiter = ',')]
@@ -238,7 +238,14 @@ pub const REPORT_FILES: [&str; 5] = ["report.md", "metrics.csv", "figures", "spl
 /// Everything checked before anything is written or trained: the settings, the font, the
 /// outputs (an earlier report is refused unless `--force`).
 fn check(args: &ReportArgs) -> Result<Vec<Method>> {
-    ensure!(args.seeds >= 1, "--seeds must be at least 1");
+    crate::config::check_flag("--seeds", args.seeds, crate::config::SEEDS.check(args.seeds))?;
+    ensure!(
+        args.train.seed.checked_add(args.seeds - 1).is_some(),
+        "--seed {} with --seeds {}: the last seed would be above {}",
+        args.train.seed,
+        args.seeds,
+        u64::MAX
+    );
     ensure!(args.train.split.is_none(), "trainer report makes its own splits; --split is not accepted");
     ensure!(!args.train.resume, "trainer report does not resume runs; --resume is not accepted");
     // The tables, statistics and figures are the rating papers' (MSE, nDCG, per-user MSE tests).

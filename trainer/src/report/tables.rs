@@ -177,7 +177,7 @@ fn ordered(rows: &[Row], kinds: impl Fn(&RowKind) -> bool) -> Vec<&Row> {
     rows.iter().filter(|r| kinds(&r.kind)).collect()
 }
 
-/// Table 2 of seed 000 on the primary set.
+/// Table 2 of the PAML paper on the primary set.
 fn table2(context: &Context<'_>, rows: &[Row]) -> String {
     let set = context.primary;
     let total = context.seeds.len();
@@ -279,7 +279,7 @@ fn group_columns(context: &Context<'_>) -> Vec<(String, Better)> {
     }
 }
 
-/// Table 3 of seed 000 on the primary set.
+/// Table 3 of the PAML paper on the primary set.
 fn table3(context: &Context<'_>, rows: &[Row]) -> String {
     let set = context.primary;
     let mut columns = vec![("method".to_string(), Better::Neither)];
@@ -317,7 +317,7 @@ fn table4(context: &Context<'_>, rows: &[&Row], first: &str) -> String {
     table.render()
 }
 
-/// Table 2 of seed 001: MAE, RMSE, nDCG@10 per MeLU state.
+/// Table 2 of the HML paper: MAE, RMSE, nDCG@10 per MeLU state.
 fn melu_table(context: &Context<'_>, rows: &[Row]) -> String {
     let mut columns = vec![("method".to_string(), Better::Neither)];
     for title in context.set_titles {
@@ -395,8 +395,8 @@ pub(super) fn markdown(
     let mut out = String::new();
     let _ = writeln!(out, "# metarec report: {}\n", args.train.data.display());
     let protocol = match args.protocol {
-        Protocol::Paml => "PAML (seed 000)",
-        Protocol::Melu => "MeLU (seed 001)",
+        Protocol::Paml => "PAML (its paper's protocol)",
+        Protocol::Melu => "MeLU (as the HML paper follows it)",
     };
     let _ = writeln!(
         out,
@@ -472,7 +472,7 @@ pub(super) fn markdown(
     }
 
     if args.protocol == Protocol::Melu {
-        let _ = writeln!(out, "## Table 2 of seed 001: MeLU protocol, every state\n");
+        let _ = writeln!(out, "## Table 2 of the HML paper: MeLU protocol, every state\n");
         out += &melu_table(context, rows);
         let _ = writeln!(
             out,

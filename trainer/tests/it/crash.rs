@@ -6,37 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const TRAINER: &str = env!("CARGO_BIN_EXE_trainer");
-
-/// Small and fast: ~0.1 s per epoch on one CPU core.
-const TRAIN_ARGS: [&str; 12] = [
-    "--device",
-    "cpu",
-    "--embedding-dim",
-    "8",
-    "--hidden",
-    "16,16",
-    "--batch-users",
-    "8",
-    "--seed",
-    "3",
-    "--quiet",
-    "--first-order",
-];
-
-fn run(command: &mut Command) -> Output {
-    command.stdin(Stdio::null()).output().expect("run trainer")
-}
-
-fn succeed(command: &mut Command) -> Output {
-    let output = run(command);
-    assert!(output.status.success(), "{command:?} failed:\n{}", String::from_utf8_lossy(&output.stderr));
-    output
-}
-
-fn trainer() -> Command {
-    Command::new(TRAINER)
-}
+use crate::common::{
+    command as trainer, output as run, succeed_command as succeed, top_files as snapshot, SMALL_MODEL,
+};
 
 /// `trainer data synth` into `dir/data` (60 users, 30 items).
 fn synth(dir: &Path) -> PathBuf {
@@ -49,7 +21,7 @@ fn synth(dir: &Path) -> PathBuf {
 
 fn train(data: &Path, out: &Path, epochs: usize, resume: bool) -> Command {
     let mut command = trainer();
-    command.args(["train", "--data"]).arg(data).arg("--out").arg(out).args(TRAIN_ARGS);
+    command.args(["train", "--data"]).arg(data).arg("--out").arg(out).args(SMALL_MODEL).args(["--seed", "3"]);
     command.args(["--epochs", &epochs.to_string(), "--patience", "100"]);
     if resume {
         command.arg("--resume");
@@ -69,18 +41,6 @@ fn with_file_size_limit(command: &Command, kib: u32) -> Command {
 
 fn read(path: &Path) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-}
-
-/// Every file of a directory with its bytes, sorted by name.
-fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut files: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.is_file())
-        .map(|path| (path.file_name().unwrap().to_string_lossy().into_owned(), read(&path)))
-        .collect();
-    files.sort();
-    files
 }
 
 fn names(files: &[(String, Vec<u8>)]) -> Vec<&str> {

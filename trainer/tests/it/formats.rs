@@ -1,15 +1,13 @@
 //! Each loader on a fixture in its exact distributed format (tests/fixtures/), the stats of
 //! `trainer data stats`, and bad input: errors naming file and line, `--skip-invalid` counts.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use metarec_trainer::data::stats::DataStats;
 use metarec_trainer::data::text::Reason;
 use metarec_trainer::data::{Dataset, Format, LoadOptions};
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
-}
+use crate::common::{copy_fixture, fixture};
 
 fn load(name: &str, skip_invalid: bool) -> anyhow::Result<Dataset> {
     Dataset::load_with(&fixture(name), &LoadOptions { format: None, skip_invalid })
@@ -25,16 +23,6 @@ fn user(data: &Dataset, id: &str) -> usize {
 
 fn vocabulary<'a>(fields: &'a [metarec_runtime::format::FieldSpec], name: &str) -> &'a [String] {
     &fields.iter().find(|f| f.name == name).unwrap_or_else(|| panic!("no field {name}")).vocabulary
-}
-
-/// Copies a fixture into a temporary directory so a test can break one of its files.
-fn copy_fixture(name: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(fixture(name)).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
-    }
-    dir
 }
 
 #[test]

@@ -3,8 +3,7 @@
 //! and the two groupings `trainer data stats` prints. Errors name the file and line, the CLI
 //! exits with 2 and changes no file.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
 
 use metarec_trainer::data::stats::DataStats;
 use metarec_trainer::data::synth::{self, SynthConfig};
@@ -12,21 +11,7 @@ use metarec_trainer::data::text::Reason;
 use metarec_trainer::data::{Dataset, LoadOptions};
 use metarec_trainer::split::{self, MeluConfig};
 
-const TRAINER: &str = env!("CARGO_BIN_EXE_trainer");
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
-}
-
-/// Copies a fixture into a temporary directory so a test can change one of its files.
-fn copy_fixture(name: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(fixture(name)).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
-    }
-    dir
-}
+use crate::common::{command, copy_fixture, fixture, output, text, top_files as snapshot};
 
 /// A small synthetic plain dataset (50 users, 30 items).
 fn synthetic() -> tempfile::TempDir {
@@ -59,23 +44,9 @@ fn skipped_of(dir: &Path) -> Vec<(String, Reason, usize)> {
     load(dir, true).unwrap().info.report.skipped.iter().map(|(f, r, n, _)| (f.clone(), *r, *n)).collect()
 }
 
-/// Every file of a directory with its bytes, sorted by name.
-fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.is_file())
-        .map(|p| (p.file_name().unwrap().to_string_lossy().into_owned(), std::fs::read(&p).unwrap()))
-        .collect();
-    files.sort();
-    files
-}
-
-/// Runs the real binary: exit code and stderr.
+/// Runs the real binary: exit code, stdout and stderr.
 fn trainer(args: &[&str], data: &Path) -> (Option<i32>, String, String) {
-    let output =
-        Command::new(TRAINER).args(args).arg("--data").arg(data).stdin(Stdio::null()).output().expect("run trainer");
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    let output = output(command().args(args).arg("--data").arg(data));
     (output.status.code(), text(&output.stdout), text(&output.stderr))
 }
 

@@ -1,5 +1,7 @@
 //! metarec-trainer integration tests, one binary, modules by topic.
 
+mod cli;
+mod common;
 mod crash;
 mod ctr;
 mod data;

@@ -5,63 +5,16 @@
 //! --model` refuses a model of another run. Every refusal exits with code 2, names what and
 //! where, and leaves every file of the working directory byte-identical (and creates none).
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::path::Path;
 
-const TRAINER: &str = env!("CARGO_BIN_EXE_trainer");
-
-/// Small and fast: ~0.1 s per epoch on one CPU core.
-const TRAIN_ARGS: [&str; 13] = [
-    "--device",
-    "cpu",
-    "--embedding-dim",
-    "8",
-    "--hidden",
-    "16,16",
-    "--batch-users",
-    "8",
-    "--quiet",
-    "--first-order",
-    "--epochs",
-    "2",
-    "--threads=1",
-];
-
-fn trainer(dir: &Path, args: &[&str]) -> Output {
-    Command::new(TRAINER).current_dir(dir).args(args).stdin(Stdio::null()).output().expect("run trainer")
-}
-
-fn succeed(dir: &Path, args: &[&str]) -> Output {
-    let output = trainer(dir, args);
-    assert!(output.status.success(), "{args:?} failed:\n{}", String::from_utf8_lossy(&output.stderr));
-    output
-}
+use crate::common::{changes, snapshot, succeed, trainer, SMALL_MODEL};
 
 fn train_args<'a>(data: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec!["train", "--data", data, "--out", out];
-    args.extend(TRAIN_ARGS);
+    args.extend(SMALL_MODEL);
+    args.extend(["--epochs", "2", "--threads=1"]);
     args.extend(extra);
     args
-}
-
-/// Every file and directory under `dir` (relative paths), with the bytes of the files.
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, Option<Vec<u8>>> {
-    fn walk(root: &Path, dir: &Path, into: &mut BTreeMap<PathBuf, Option<Vec<u8>>>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            let relative = path.strip_prefix(root).unwrap().to_path_buf();
-            if path.is_dir() {
-                into.insert(relative, None);
-                walk(root, &path, into);
-            } else {
-                into.insert(relative, Some(std::fs::read(&path).unwrap()));
-            }
-        }
-    }
-    let mut files = BTreeMap::new();
-    walk(dir, dir, &mut files);
-    files
 }
 
 /// Runs a command that must be refused: exit code 2 (not a panic's 101 or a signal), a message
@@ -74,8 +27,7 @@ fn refused(dir: &Path, args: &[&str], fragment: &str) -> String {
     assert!(stderr.starts_with("error: ") && stderr.contains(fragment), "{args:?}: no '{fragment}' in:\n{stderr}");
     assert!(!stderr.contains("panicked"), "{args:?}:\n{stderr}");
     let after = snapshot(dir);
-    let changed: Vec<&PathBuf> =
-        before.keys().chain(after.keys()).filter(|path| before.get(*path) != after.get(*path)).collect();
+    let changed = changes(&before, &after);
     assert!(changed.is_empty(), "{args:?} changed {changed:?}\n{stderr}");
     stderr
 }

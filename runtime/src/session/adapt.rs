@@ -1,0 +1,305 @@
+//! The inner loop: support gradients, gradient steps, and HML's choice of initialisation.
+
+use alloc::vec;
+use alloc::vec::Vec;
+use core::borrow::Borrow;
+
+use super::score::sigmoid;
+use super::Session;
+use crate::error::{ensure, Invariant, Result};
+use crate::format::LearningRate;
+use crate::mlp::{self, Backward, Keep, Weights};
+use crate::model::Model;
+
+/// Adaptation scratch, sized by the support set on the first adaptation: the included support
+/// rows' inputs and activations, dL/dy, the gradient and the backpropagation buffers.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Scratch {
+    /// The included support rows' item inputs, `rows × item_width`.
+    pub(super) x: Vec<f32>,
+    /// Their activations, `rows × act_width`.
+    acts: Vec<f32>,
+    /// Their ratings, then dL/dy (one per row).
+    pub(super) dy: Vec<f32>,
+    /// The gradient, in the flat parameter layout.
+    grads: Vec<f32>,
+    /// Backpropagation buffers, `rows × max_width` each.
+    g_cur: Vec<f32>,
+    g_next: Vec<f32>,
+    /// Layer 0's pre-activation gradients of the rows from the last backward pass.
+    pub(super) delta0: Vec<f32>,
+    /// The low-rank path's `rows × rows` inner products.
+    gram: Vec<f32>,
+}
+
+impl Scratch {
+    /// Bytes on the heap.
+    pub(super) fn heap_bytes(&self) -> usize {
+        let floats = [&self.x, &self.acts, &self.dy, &self.grads, &self.g_cur, &self.g_next, &self.delta0, &self.gram]
+            .iter()
+            .map(|v| v.capacity())
+            .sum::<usize>();
+        floats * core::mem::size_of::<f32>()
+    }
+
+    /// The gradient of the last [`Session::support_gradient`].
+    #[cfg(test)]
+    pub(super) fn grads(&self) -> &[f32] {
+        &self.grads
+    }
+}
+
+impl<M: Borrow<Model>> Session<M> {
+    /// The adaptation of an MLP model (see `Session::adapt_steps`): HML's choice of
+    /// initialisation, the step size, then `steps` gradient steps.
+    pub(super) fn inner_loop(&mut self, steps: u32) -> Result<()> {
+        self.profile.refresh(self.model.borrow())?;
+        let init = self.choose_init(steps)?;
+        if init != 0 {
+            self.load_init(init);
+        }
+        let model: &Model = self.model.borrow();
+        let fixed = model.body().adaptation.inner_lr;
+        let scalar = match &model.body().learning_rate {
+            LearningRate::Fixed => Some(fixed),
+            LearningRate::PerParameter(_) => None,
+            LearningRate::Network { .. } => Some(self.personal_rate()?),
+        };
+        for _ in 0..steps {
+            self.support_gradient(None)?;
+            self.step(scalar)?;
+        }
+        self.adapted = true;
+        self.explanation.adapted = true;
+        self.explanation.init = init as u32;
+        self.explanation.learning_rate = scalar;
+        Ok(())
+    }
+
+    /// One gradient step: `p -= rate · g`, with one scalar rate or the model's per-parameter
+    /// rates when `scalar` is None.
+    fn step(&mut self, scalar: Option<f32>) -> Result<()> {
+        let model: &Model = self.model.borrow();
+        let Some(lr) = scalar else {
+            self.low_rank.materialize(model, &mut self.params)?;
+            let grads = &self.adaptation.grads;
+            for ((p, g), lr) in self.params.iter_mut().zip(grads).zip(model.parameter_rates()) {
+                *p -= lr * g;
+            }
+            return Ok(());
+        };
+        for range in adapted_ranges(model, self.low_rank.valid) {
+            let params = self.params.get_mut(range.clone()).invariant("step: a range past the parameters")?;
+            let grads = self.adaptation.grads.get(range).invariant("step: a range past the gradient")?;
+            for (p, g) in params.iter_mut().zip(grads) {
+                *p -= lr * g;
+            }
+        }
+        self.low_rank.track(lr, &self.adaptation, &mut self.scoring)
+    }
+
+    /// HML: with several initialisations, adapt each on the resampled support's adapt part with
+    /// the fixed rate, score the held-out part, and return the best (lowest support loss, first
+    /// on ties).
+    fn choose_init(&mut self, steps: u32) -> Result<usize> {
+        let model: &Model = self.model.borrow();
+        let count = model.init_count();
+        if count < 2 {
+            return Ok(0);
+        }
+        let lr = model.body().adaptation.inner_lr;
+        let (adapt, score) = crate::resample::split(self.support.len());
+        let mut best = (f32::INFINITY, 0);
+        for k in 0..count {
+            self.load_init(k);
+            for _ in 0..steps {
+                self.support_gradient(Some(&adapt))?;
+                self.step(Some(lr))?;
+            }
+            let mean = self.held_out_loss(&score)?;
+            if mean < best.0 {
+                best = (mean, k);
+            }
+        }
+        self.load_init(0);
+        Ok(best.1)
+    }
+
+    /// The mean loss of the current parameters over the support ratings where `mask` is true.
+    fn held_out_loss(&mut self, mask: &[bool]) -> Result<f32> {
+        let held_out: Vec<(u32, f32)> =
+            self.support.iter().zip(mask).filter(|(_, &s)| s).map(|(&pair, _)| pair).collect();
+        let items: Vec<u32> = held_out.iter().map(|&(item, _)| item).collect();
+        let mut outputs = vec![0.0; items.len()];
+        self.raw_scores(&items, &mut outputs)?;
+        let click = self.model().is_click();
+        let total: f32 = outputs.iter().zip(&held_out).map(|(&z, &(_, r))| loss(click, z, r)).sum();
+        Ok(total / held_out.len().max(1) as f32)
+    }
+
+    /// Sets the gradient to that of the support loss w.r.t. the current parameters, over the
+    /// ratings where `mask` is true (all when None): `(1/n) Σ (y_j − r_j)²` with
+    /// `dL/dy_j = 2 (y_j − r_j) / n`, or for clicks `(1/n) Σ softplus(z_j) − r_j·z_j` with
+    /// `dL/dz_j = (σ(z_j) − r_j) / n`; accumulated in f32.
+    pub(super) fn support_gradient(&mut self, mask: Option<&[bool]>) -> Result<()> {
+        let n = self.gather_support(mask)?;
+        let low_rank = self.low_rank_holds(n)?;
+        self.support_forward(mask, n, low_rank)?;
+        self.loss_gradient(n)?;
+        self.support_backward(n, low_rank)
+    }
+
+    /// Gathers the included ratings' item inputs (and their ratings, parked in `dy`) to run the
+    /// whole support set as one batch, and sizes the scratch; returns the row count.
+    fn gather_support(&mut self, mask: Option<&[bool]>) -> Result<usize> {
+        let model: &Model = self.model.borrow();
+        let layout = model.layout();
+        let scratch = &mut self.adaptation;
+        scratch.grads.resize(layout.param_len, 0.0);
+        scratch.x.clear();
+        scratch.dy.clear();
+        for (j, &(item, rating)) in self.support.iter().enumerate() {
+            if included(mask, j) {
+                scratch.x.extend_from_slice(model.item_input(item)?);
+                scratch.dy.push(rating);
+            }
+        }
+        // Adaptation needs ratings, and HML's adapt part holds at least one of them.
+        let n = scratch.dy.len();
+        ensure(n > 0, "a support gradient over no ratings")?;
+        scratch.acts.resize(n * layout.act_width(), 0.0);
+        scratch.g_cur.resize(n * layout.max_width, 0.0);
+        scratch.g_next.resize(n * layout.max_width, 0.0);
+        scratch.delta0.resize(n * self.hidden0.len(), 0.0);
+        Ok(n)
+    }
+
+    /// Whether the low-rank record holds this gradient's adaptation: while it runs over these
+    /// very support rows (or none yet), layer 0's item weights in `params` stay at the
+    /// initialisation, the support rows' item part is the precomputed `W0·x_j` plus
+    /// `Σ_k c_k (x_k · x_j)`, and their gradient is not formed (the record takes the step).
+    /// Otherwise the record is folded into the weights first.
+    fn low_rank_holds(&mut self, n: usize) -> Result<bool> {
+        let record = &self.low_rank;
+        let holds =
+            record.valid && (record.rows == 0 || (record.rows == n && same_bits(&record.x, &self.adaptation.x)));
+        if !holds && record.valid {
+            self.low_rank.materialize(self.model.borrow(), &mut self.params)?;
+        }
+        Ok(holds)
+    }
+
+    /// The forward pass over the `n` gathered rows, every layer's activations kept.
+    fn support_forward(&mut self, mask: Option<&[bool]>, n: usize, low_rank: bool) -> Result<()> {
+        let model: &Model = self.model.borrow();
+        let layout = model.layout();
+        mlp::user_hidden(layout, &self.params, self.profile.input()?, &mut self.hidden0)?;
+        // The weights change every step: transposing them for the kernel costs what it saves.
+        let weights = Weights { params: &self.params, upper_t: &[] };
+        let scratch = &mut self.adaptation;
+        if !low_rank {
+            let (user_width, hidden0) = (model.user_width(), &self.hidden0);
+            return mlp::forward_batch(
+                layout,
+                weights,
+                user_width,
+                hidden0,
+                &scratch.x,
+                n,
+                &mut scratch.acts,
+                Keep::Activations,
+            );
+        }
+        let record = &self.low_rank;
+        let z0 = scratch.acts.get_mut(..n * self.hidden0.len()).invariant("adaptation: activations too short")?;
+        let items = self.support.iter().enumerate().filter(|&(j, _)| included(mask, j)).map(|(_, &(item, _))| item);
+        scratch.gram.resize(n * record.gram_width(), 0.0);
+        record.layer0(model, &self.hidden0, items, &scratch.x, n, z0, &mut scratch.gram)?;
+        mlp::forward_upper(layout, weights, n, &mut scratch.acts, Keep::Activations)
+    }
+
+    /// dL/dy of each row from the outputs and the ratings parked in `dy`.
+    fn loss_gradient(&mut self, n: usize) -> Result<()> {
+        let model: &Model = self.model.borrow();
+        let scratch = &mut self.adaptation;
+        let outputs = mlp::scores(model.layout(), &scratch.acts, n)?;
+        if model.is_click() {
+            let scale = 1.0 / n as f32;
+            for (d, z) in scratch.dy.iter_mut().zip(outputs) {
+                *d = scale * (sigmoid(*z) - *d);
+            }
+        } else {
+            let scale = 2.0 / n as f32;
+            for (d, y) in scratch.dy.iter_mut().zip(outputs) {
+                *d = scale * (y - *d);
+            }
+        }
+        Ok(())
+    }
+
+    /// Backpropagates dL/dy into the gradient: every parameter a step changes (see
+    /// [`adapted_ranges`]) is zeroed first.
+    fn support_backward(&mut self, n: usize, low_rank: bool) -> Result<()> {
+        let model: &Model = self.model.borrow();
+        let scratch = &mut self.adaptation;
+        for range in adapted_ranges(model, low_rank) {
+            scratch.grads.get_mut(range).invariant("backward: a range past the gradient")?.fill(0.0);
+        }
+        let pass = Backward {
+            user: self.profile.input()?,
+            items: &scratch.x,
+            rows: n,
+            acts: &scratch.acts,
+            dy: &scratch.dy,
+            g_cur: &mut scratch.g_cur,
+            g_next: &mut scratch.g_next,
+            delta0: &mut scratch.delta0,
+        };
+        mlp::backward_batch(model.layout(), &self.params, pass, &mut scratch.grads, !low_rank)
+    }
+}
+
+/// Whether support rating `j` takes part (all do without a mask).
+fn included(mask: Option<&[bool]>, j: usize) -> bool {
+    mask.is_none_or(|m| m.get(j).copied().unwrap_or(false))
+}
+
+/// Whether two vectors hold the same bit patterns (stricter than `==`, which a NaN fails and
+/// `-0.0 == 0.0` passes; a false "different" only costs the low-rank shortcut). An OR over
+/// XORs vectorises, where `==` on floats compared one pair per branch: 8% of an adaptation.
+fn same_bits(a: &[f32], b: &[f32]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u32, |acc, (x, y)| acc | (x.to_bits() ^ y.to_bits())) == 0
+}
+
+/// The ranges of the flat parameters a gradient step changes: all of them, or while the low-rank
+/// record holds the adaptation everything but layer 0's item columns (64 × 128 of the ~20k
+/// parameters of a MovieLens-sized model: their gradient is never formed, so neither zeroing
+/// nor stepping over them does anything).
+fn adapted_ranges(model: &Model, low_rank: bool) -> impl Iterator<Item = core::ops::Range<usize>> + '_ {
+    let layout = model.layout();
+    let user_width = model.user_width();
+    let first = layout.layers.first().filter(|_| low_rank);
+    // Layer 0's rows: their user columns only.
+    let rows = first.into_iter().flat_map(move |shape| {
+        (0..shape.outputs).map(move |o| {
+            let at = shape.weight_at + o * shape.inputs;
+            at..at + user_width
+        })
+    });
+    // What precedes layer 0's weights (nothing in today's layout), and everything after them
+    // (or everything).
+    let before = first.map_or(0..0, |shape| 0..shape.weight_at);
+    let rest_at = first.map_or(0, |shape| shape.weight_at + shape.outputs * shape.inputs);
+    core::iter::once(before).chain(rows).chain(core::iter::once(rest_at..layout.param_len))
+}
+
+/// One support entry's loss for raw output `z` and target `r`: squared error, or for clicks
+/// binary cross-entropy `softplus(z) − r·z` (as the trainer computes it).
+fn loss(click: bool, z: f32, r: f32) -> f32 {
+    if click {
+        let softplus = if z > 20.0 { z } else { libm::log1pf(libm::expf(z)) };
+        softplus - r * z
+    } else {
+        (z - r) * (z - r)
+    }
+}

@@ -1,0 +1,161 @@
+//! Scoring: the model's outputs for blocks of checked item indices.
+
+use alloc::vec;
+use alloc::vec::Vec;
+use core::borrow::Borrow;
+
+use super::low_rank::LowRank;
+use super::Session;
+use crate::error::{ensure, Invariant, Result};
+use crate::mlp::{self, Keep, Weights};
+use crate::model::Model;
+
+/// Items scored per block. The small-product kernel reads its operands in place, so a block only
+/// amortises per-block work: 128, 256 and 512 scored 1,000 items equally fast (`trainer bench
+/// device`), and 128 keeps the session's scratch a quarter of 512's.
+pub(super) const SCORE_BLOCK: usize = 128;
+
+/// Scoring scratch for one block of items, sized when the session is created (and the low-rank
+/// path's when an adaptation starts its record), so scoring never allocates.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Scratch {
+    /// The block's item inputs, `SCORE_BLOCK × item_width`.
+    x: Vec<f32>,
+    /// The block's activations, `SCORE_BLOCK × act_width`.
+    acts: Vec<f32>,
+    /// The low-rank path's `block rows × support rows` inner products.
+    gram: Vec<f32>,
+    /// The hidden layers after layer 0, transposed (`mlp::transpose_upper`).
+    upper_t: Vec<f32>,
+}
+
+impl Scratch {
+    /// Sized for `model` (the low-rank scratch waits for [`Scratch::reserve_gram`]).
+    pub(super) fn new(model: &Model) -> Scratch {
+        let item_width = model.input_width() - model.user_width();
+        Scratch {
+            x: vec![0.0; SCORE_BLOCK * item_width],
+            acts: vec![0.0; SCORE_BLOCK * model.layout().act_width()],
+            gram: Vec::new(),
+            upper_t: vec![0.0; mlp::upper_transposed_len(model.layout())],
+        }
+    }
+
+    /// Sizes the low-rank path's scratch for a record `gram_width` columns wide.
+    pub(super) fn reserve_gram(&mut self, gram_width: usize) {
+        let len = SCORE_BLOCK * gram_width;
+        if self.gram.len() < len {
+            self.gram.resize(len, 0.0);
+        }
+    }
+
+    /// Bytes on the heap.
+    pub(super) fn heap_bytes(&self) -> usize {
+        let floats = self.x.capacity() + self.acts.capacity() + self.gram.capacity() + self.upper_t.capacity();
+        floats * core::mem::size_of::<f32>()
+    }
+
+    /// One block's forward pass through the adapted weights themselves; the scores land in
+    /// `acts` (see [`mlp::scores`]).
+    fn full_block(&mut self, model: &Model, params: &[f32], hidden0: &[f32], block: &[u32]) -> Result<()> {
+        gather(model, block, &mut self.x)?;
+        let weights = Weights { params, upper_t: &self.upper_t };
+        let (layout, user_width, rows) = (model.layout(), model.user_width(), block.len());
+        mlp::forward_batch(layout, weights, user_width, hidden0, &self.x, rows, &mut self.acts, Keep::Scores)
+    }
+
+    /// [`Scratch::full_block`] with layer 0's item part from the low-rank record (`record`).
+    fn low_rank_block(
+        &mut self,
+        model: &Model,
+        params: &[f32],
+        hidden0: &[f32],
+        record: &LowRank,
+        block: &[u32],
+    ) -> Result<()> {
+        let rows = block.len();
+        let z0 = self.acts.get_mut(..rows * hidden0.len()).invariant("scoring: activations shorter than a block")?;
+        // A run of consecutive items (scoring the catalogue) is read in place.
+        let consecutive = block.windows(2).all(|w| w[1] == w[0].wrapping_add(1));
+        let run = block.first().filter(|_| consecutive).and_then(|&f| model.item_input_run(f, rows));
+        let inputs: &[f32] = match run {
+            _ if record.rows == 0 => &[],
+            Some(inputs) => inputs,
+            None => {
+                gather(model, block, &mut self.x)?;
+                &self.x
+            }
+        };
+        record.layer0(model, hidden0, block.iter().copied(), inputs, rows, z0, &mut self.gram)?;
+        let weights = Weights { params, upper_t: &self.upper_t };
+        mlp::forward_upper(model.layout(), weights, rows, &mut self.acts, Keep::Scores)
+    }
+}
+
+/// Copies the item inputs of `block` into `x` (`block.len() × item_width`).
+fn gather(model: &Model, block: &[u32], x: &mut [f32]) -> Result<()> {
+    let item_width = model.input_width() - model.user_width();
+    for (&item, row) in block.iter().zip(x.chunks_exact_mut(item_width.max(1))) {
+        let input = model.item_input(item)?;
+        ensure(input.len() == row.len(), "scoring: an item input of another width")?;
+        row.copy_from_slice(input);
+    }
+    Ok(())
+}
+
+impl<M: Borrow<Model>> Session<M> {
+    /// Scores items whose indices were checked: the factor model's prediction, or
+    /// [`Session::raw_scores`] (then σ for a click model).
+    pub(super) fn score_checked(&mut self, items: &[u32], out: &mut [f32]) -> Result<()> {
+        let model: &Model = self.model.borrow();
+        if let Some(factors) = model.factors() {
+            return self.factors.score(model, factors, items, out);
+        }
+        self.profile.refresh(model)?;
+        self.raw_scores(items, out)?;
+        if self.model().is_click() {
+            for y in out.iter_mut() {
+                *y = sigmoid(*y);
+            }
+        }
+        Ok(())
+    }
+
+    /// The model's raw outputs (ratings or logits) for checked indices, a block at a time:
+    /// gather the items' inputs, then one matrix product per layer (layer 0 only for the item
+    /// part; its user part is `hidden0`, computed once).
+    pub(super) fn raw_scores(&mut self, items: &[u32], out: &mut [f32]) -> Result<()> {
+        let model: &Model = self.model.borrow();
+        let layout = model.layout();
+        mlp::user_hidden(layout, &self.params, self.profile.input()?, &mut self.hidden0)?;
+        mlp::transpose_upper(layout, &self.params, &mut self.scoring.upper_t)?;
+        // While the record holds the adaptation, layer 0's item weights in `params` are the
+        // initialisation's: the full product would score without it.
+        let record = Some(&self.low_rank).filter(|record| record.valid);
+        if let Some(record) = record {
+            let sized = self.scoring.gram.len() >= SCORE_BLOCK * record.gram_width();
+            ensure(sized, "low-rank scoring scratch not sized when the record started")?;
+        }
+        for (block, scores) in items.chunks(SCORE_BLOCK).zip(out.chunks_mut(SCORE_BLOCK)) {
+            match record {
+                Some(record) => self.scoring.low_rank_block(model, &self.params, &self.hidden0, record, block)?,
+                None => self.scoring.full_block(model, &self.params, &self.hidden0, block)?,
+            }
+            let outputs = mlp::scores(layout, &self.scoring.acts, block.len())?;
+            for (o, y) in scores.iter_mut().zip(outputs) {
+                *o = *y;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The logistic function, saturating cleanly for large |z|.
+pub(super) fn sigmoid(z: f32) -> f32 {
+    if z >= 0.0 {
+        1.0 / (1.0 + libm::expf(-z))
+    } else {
+        let e = libm::expf(z);
+        e / (1.0 + e)
+    }
+}
