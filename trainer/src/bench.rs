@@ -325,18 +325,9 @@ fn write_factor_lines(out: &mut String, config: &DeviceBench, mf: &FactorTimings
     Ok(())
 }
 
-/// Runs the benchmark and returns its report.
-pub fn device_benchmark(config: &DeviceBench) -> Result<String> {
-    check_flag("--items", config.items, ITEMS.check(config.items))?;
-    check_flag("--support", config.support, SUPPORT.check(config.support))?;
-    check_flag("--steps", config.steps, INNER_STEPS.check(config.steps))?;
-    check_flag("--repeat", config.repeat, COUNT.check(config.repeat))?;
-    tch::set_num_threads(1);
-    let mut rng = ChaCha8Rng::seed_from_u64(3);
-    let data = dataset(config.items, &mut rng);
-    let spec = ModelSpec::melu(ModelShape { embedding_dim: 32, hidden: vec![64, 64] }, 0.05, config.steps);
-    let model = MetaModel::new_seeded(&data, &spec, 3.5, Device::Cpu, 3);
-    let info = RunInfo {
+/// The run record the benchmark's model is exported under.
+fn bench_run_info(spec: &ModelSpec) -> RunInfo {
+    RunInfo {
         data: "bench".into(),
         fingerprint: 0,
         format: None,
@@ -351,11 +342,18 @@ pub fn device_benchmark(config: &DeviceBench) -> Result<String> {
         history: Vec::new(),
         train_seconds: 0.0,
         device: "Cpu".into(),
-    };
-    let body = crate::export::meta_body(&info, &data, &model)?;
-    let bytes = metarec_runtime::format::encode(&body).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let device_model = Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+}
 
+/// The benchmark user: support ratings drawn from `rng`, every item as candidate, and the
+/// first user's profile; with the task (every item as query) libtorch adapts on.
+struct BenchUser {
+    support: Vec<Rating>,
+    candidates: Vec<u32>,
+    profile: Vec<(String, String)>,
+}
+
+fn bench_user(config: &DeviceBench, data: &Dataset, rng: &mut ChaCha8Rng) -> (BenchUser, Task) {
     let support: Vec<Rating> = (0..config.support)
         .map(|_| Rating { user: 0, item: rng.gen_range(0..config.items) as u32, value: rng.gen_range(1..=5) as f32 })
         .collect();
@@ -364,24 +362,33 @@ pub fn device_benchmark(config: &DeviceBench) -> Result<String> {
     let candidates: Vec<u32> = (0..config.items as u32).collect();
     let profile: Vec<(String, String)> =
         data.user_fields.iter().zip(&data.users[0].raw).map(|(f, v)| (f.name.clone(), v.clone())).collect();
+    (BenchUser { support, candidates, profile }, task)
+}
 
-    // The peaks are measured before and after the timings, the higher kept: the host's load
-    // varies, and a low peak would flatter the ratio to the floor.
-    let peaks_before = (peak_gflops(), torch_peak_gflops());
+/// The on-device runtime's timings, in milliseconds, with its last scores.
+struct RuntimeTimings {
+    runtime_ms: f64,
+    runtime_p10_ms: f64,
+    adapt_ms: f64,
+    score_ms: f64,
+    scores: Vec<f32>,
+    session_bytes: usize,
+}
 
-    // The device: one session reused, as an app would (profile, ratings, adapt, score).
-    let mut session = Session::new(&device_model);
+/// The device: one session reused, as an app would (profile, ratings, adapt, score).
+fn time_runtime(config: &DeviceBench, device_model: &Model, user: &BenchUser) -> Result<RuntimeTimings> {
+    let mut session = Session::new(device_model);
     let mut scores = vec![0f32; config.items];
     let personalize = |session: &mut Session<&Model>, scores: &mut [f32]| -> Result<()> {
         session.clear_ratings();
-        for (field, value) in &profile {
+        for (field, value) in &user.profile {
             session.set_profile(field, value).map_err(|e| anyhow::anyhow!("{e}"))?;
         }
-        for r in &support {
+        for r in &user.support {
             session.add_rating_by_index(r.item, r.value).map_err(|e| anyhow::anyhow!("{e}"))?;
         }
         session.adapt().map_err(|e| anyhow::anyhow!("{e}"))?;
-        session.score_indices(&candidates, scores).map_err(|e| anyhow::anyhow!("{e}"))
+        session.score_indices(&user.candidates, scores).map_err(|e| anyhow::anyhow!("{e}"))
     };
     for _ in 0..10 {
         personalize(&mut session, &mut scores)?;
@@ -410,41 +417,53 @@ pub fn device_benchmark(config: &DeviceBench) -> Result<String> {
             .map(|_| {
                 let start = Instant::now();
                 session
-                    .score_indices(&candidates, &mut scores)
+                    .score_indices(&user.candidates, &mut scores)
                     .map(|()| start.elapsed().as_secs_f64() * 1e3)
                     .map_err(|e| anyhow::anyhow!("{e}"))
             })
             .collect::<Result<Vec<_>>>()?,
     );
+    let session_bytes = session.memory_bytes();
+    Ok(RuntimeTimings { runtime_ms, runtime_p10_ms, adapt_ms, score_ms, scores, session_bytes })
+}
 
-    // libtorch: the trainer's own batched inner loop and scoring for the same user.
+/// libtorch: the trainer's own batched inner loop and scoring for the same user; the median
+/// time in milliseconds and the last predictions.
+fn time_libtorch(config: &DeviceBench, model: &MetaModel, task: Task) -> (f64, Vec<f32>) {
     let tasks = [task];
     let mut torch_scores = Vec::new();
     for _ in 0..5 {
-        torch_scores = predict_tasks(&model, &tasks, config.steps, 1);
+        torch_scores = predict_tasks(model, &tasks, config.steps, 1);
     }
     let tch_ms = median(
         (0..config.repeat.min(100))
             .map(|_| {
                 let start = Instant::now();
-                torch_scores = predict_tasks(&model, &tasks, config.steps, 1);
+                torch_scores = predict_tasks(model, &tasks, config.steps, 1);
                 start.elapsed().as_secs_f64() * 1e3
             })
             .collect(),
     );
-    let max_difference = torch_scores[0].predicted.iter().zip(&scores).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    (tch_ms, torch_scores.swap_remove(0).predicted)
+}
 
-    let widths: Vec<usize> =
-        std::iter::once(device_model.input_width()).chain(body.layers.iter().map(|l| l.outputs as usize)).collect();
-    let user_width = data.user_fields.len() * 32;
-    let flops = runtime_flops(&widths, user_width, config.support, config.steps, config.items);
-    let peak = peak_gflops().max(peaks_before.0);
-    let floor_ms = flops / (peak * 1e9) * 1e3;
-    let torch_peak = torch_peak_gflops().max(peaks_before.1);
-    let torch_floor_ms = flops / (torch_peak * 1e9) * 1e3;
-    let factor = factor_timings(config, &info, &data, &support, &candidates)?;
+/// The figures the device report prints besides the timings.
+struct DeviceFigures {
+    widths: Vec<usize>,
+    tch_ms: f64,
+    max_difference: f32,
+    flops: f64,
+    peak: f64,
+    floor_ms: f64,
+    torch_peak: f64,
+    torch_floor_ms: f64,
+    model_bytes: usize,
+}
 
-    let mut out = String::new();
+fn write_device_lines(out: &mut String, config: &DeviceBench, rt: &RuntimeTimings, f: &DeviceFigures) -> Result<()> {
+    let RuntimeTimings { runtime_ms, runtime_p10_ms, adapt_ms, score_ms, .. } = *rt;
+    let DeviceFigures { ref widths, tch_ms, max_difference, flops, peak, floor_ms, torch_peak, torch_floor_ms, .. } =
+        *f;
     writeln!(out, "device benchmark: MeLU input {} ({} fields x 32), layers {:?}, {} support ratings, {} steps, {} candidates, 1 thread",
         widths[0], widths[0] / 32, &widths[1..], config.support, config.steps, config.items)?;
     writeln!(
@@ -475,7 +494,57 @@ pub fn device_benchmark(config: &DeviceBench) -> Result<String> {
         runtime_p10_ms / best_floor_ms,
         runtime_ms / best_floor_ms
     )?;
-    writeln!(out, "  model file             {:8} bytes; session {} bytes", bytes.len(), session.memory_bytes())?;
-    write_factor_lines(&mut out, config, &factor, runtime_ms)?;
+    writeln!(out, "  model file             {:8} bytes; session {} bytes", f.model_bytes, rt.session_bytes)?;
+    Ok(())
+}
+
+/// Runs the benchmark and returns its report.
+pub fn device_benchmark(config: &DeviceBench) -> Result<String> {
+    check_flag("--items", config.items, ITEMS.check(config.items))?;
+    check_flag("--support", config.support, SUPPORT.check(config.support))?;
+    check_flag("--steps", config.steps, INNER_STEPS.check(config.steps))?;
+    check_flag("--repeat", config.repeat, COUNT.check(config.repeat))?;
+    tch::set_num_threads(1);
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let data = dataset(config.items, &mut rng);
+    let spec = ModelSpec::melu(ModelShape { embedding_dim: 32, hidden: vec![64, 64] }, 0.05, config.steps);
+    let model = MetaModel::new_seeded(&data, &spec, 3.5, Device::Cpu, 3);
+    let info = bench_run_info(&spec);
+    let body = crate::export::meta_body(&info, &data, &model)?;
+    let bytes = metarec_runtime::format::encode(&body).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let device_model = Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (user, task) = bench_user(config, &data, &mut rng);
+
+    // The peaks are measured before and after the timings, the higher kept: the host's load
+    // varies, and a low peak would flatter the ratio to the floor.
+    let peaks_before = (peak_gflops(), torch_peak_gflops());
+    let rt = time_runtime(config, &device_model, &user)?;
+    let (tch_ms, torch_predicted) = time_libtorch(config, &model, task);
+    let max_difference = torch_predicted.iter().zip(&rt.scores).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+
+    let widths: Vec<usize> =
+        std::iter::once(device_model.input_width()).chain(body.layers.iter().map(|l| l.outputs as usize)).collect();
+    let user_width = data.user_fields.len() * 32;
+    let flops = runtime_flops(&widths, user_width, config.support, config.steps, config.items);
+    let peak = peak_gflops().max(peaks_before.0);
+    let floor_ms = flops / (peak * 1e9) * 1e3;
+    let torch_peak = torch_peak_gflops().max(peaks_before.1);
+    let torch_floor_ms = flops / (torch_peak * 1e9) * 1e3;
+    let factor = factor_timings(config, &info, &data, &user.support, &user.candidates)?;
+
+    let figures = DeviceFigures {
+        widths,
+        tch_ms,
+        max_difference,
+        flops,
+        peak,
+        floor_ms,
+        torch_peak,
+        torch_floor_ms,
+        model_bytes: bytes.len(),
+    };
+    let mut out = String::new();
+    write_device_lines(&mut out, config, &rt, &figures)?;
+    write_factor_lines(&mut out, config, &factor, rt.runtime_ms)?;
     Ok(out)
 }

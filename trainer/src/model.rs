@@ -314,63 +314,15 @@ impl MetaModel {
         let vs = nn::VarStore::new(device);
         let root = vs.root();
         let dim = spec.shape.embedding_dim;
-        let embed = |prefix: &str, fields: &[FieldSpec], width: i64| -> Vec<Tensor> {
-            fields
-                .iter()
-                .enumerate()
-                .map(|(f, field)| {
-                    root.var(
-                        &format!("{prefix}{f}"),
-                        &[field.rows() as i64, width],
-                        nn::Init::Randn { mean: 0.0, stdev: if width == 1 { 0.01 } else { 0.1 } },
-                    )
-                })
-                .collect()
-        };
+        let embed = |prefix: &str, fields: &[FieldSpec], width: i64| embedding_tables(&root, prefix, fields, width);
         let user_embeddings = embed("user_embedding_", &data.user_fields, dim);
         let item_embeddings = embed("item_embedding_", &data.item_fields, dim);
         let wide = (!spec.method.adapts())
             .then(|| (embed("wide_user_", &data.user_fields, 1), embed("wide_item_", &data.item_fields, 1)));
         let input_width = (data.user_fields.len() + data.item_fields.len()) as i64 * dim;
-        let widths: Vec<i64> = spec.shape.hidden.iter().copied().chain([1]).collect();
-        let n_inits = if spec.method == Method::Hml { spec.config.inits.max(1) } else { 1 };
-        let inits = (0..n_inits)
-            .map(|k| {
-                let prefix = if k == 0 { String::new() } else { format!("init{k}_") };
-                let mut width = input_width;
-                let mut layers = Vec::new();
-                for (l, &out) in widths.iter().enumerate() {
-                    let bound = 1.0 / (width as f64).sqrt();
-                    let uniform = nn::Init::Uniform { lo: -bound, up: bound };
-                    let w = root.var(&format!("{prefix}layer{l}_weight"), &[out, width], uniform);
-                    let bias_init = if l + 1 == widths.len() {
-                        nn::Init::Const(spec.objective.initial_output_bias(global_mean))
-                    } else {
-                        uniform
-                    };
-                    let b = root.var(&format!("{prefix}layer{l}_bias"), &[out], bias_init);
-                    layers.push((w, b));
-                    width = out;
-                }
-                layers
-            })
-            .collect::<Vec<_>>();
-        let per_parameter_lr = if spec.method == Method::MetaSgd {
-            inits[0]
-                .iter()
-                .enumerate()
-                .map(|(l, (w, b))| {
-                    let (out, inp) = w.size2().expect("2-d weight");
-                    let init = nn::Init::Const(spec.inner_lr);
-                    (
-                        root.var(&format!("meta_sgd_lr_w{l}"), &[inp, out], init),
-                        root.var(&format!("meta_sgd_lr_b{l}"), &[b.size()[0]], init),
-                    )
-                })
-                .collect()
-        } else {
-            Vec::new()
-        };
+        let inits = initial_layers(&root, spec, input_width, global_mean);
+        let per_parameter_lr =
+            if spec.method == Method::MetaSgd { meta_sgd_rates(&root, spec, &inits[0]) } else { Vec::new() };
         let h_dim = (data.user_fields.len() + data.item_fields.len()) as i64 * dim;
         // AT-PAML adds the neighbours' stored rates (warm-up entries hold inner_lr) to alpha'(h),
         // so its network starts near zero and the sum starts near inner_lr.
@@ -735,6 +687,71 @@ impl MetaModel {
         let max = all.iter().copied().fold(f32::NEG_INFINITY, f32::max);
         Some((mean, f64::from(min), f64::from(max)))
     }
+}
+
+/// One embedding table per field, `width` wide, named `prefix` and the field's index.
+fn embedding_tables(root: &nn::Path<'_>, prefix: &str, fields: &[FieldSpec], width: i64) -> Vec<Tensor> {
+    fields
+        .iter()
+        .enumerate()
+        .map(|(f, field)| {
+            root.var(
+                &format!("{prefix}{f}"),
+                &[field.rows() as i64, width],
+                nn::Init::Randn { mean: 0.0, stdev: if width == 1 { 0.01 } else { 0.1 } },
+            )
+        })
+        .collect()
+}
+
+/// The network's initial layers, (weight, bias) per layer: one set, or HML's `inits` sets. The
+/// output layer's bias starts at the objective's bias for the global mean.
+fn initial_layers(
+    root: &nn::Path<'_>,
+    spec: &ModelSpec,
+    input_width: i64,
+    global_mean: f32,
+) -> Vec<Vec<(Tensor, Tensor)>> {
+    let widths: Vec<i64> = spec.shape.hidden.iter().copied().chain([1]).collect();
+    let n_inits = if spec.method == Method::Hml { spec.config.inits.max(1) } else { 1 };
+    (0..n_inits)
+        .map(|k| {
+            let prefix = if k == 0 { String::new() } else { format!("init{k}_") };
+            let mut width = input_width;
+            let mut layers = Vec::new();
+            for (l, &out) in widths.iter().enumerate() {
+                let bound = 1.0 / (width as f64).sqrt();
+                let uniform = nn::Init::Uniform { lo: -bound, up: bound };
+                let w = root.var(&format!("{prefix}layer{l}_weight"), &[out, width], uniform);
+                let bias_init = if l + 1 == widths.len() {
+                    nn::Init::Const(spec.objective.initial_output_bias(global_mean))
+                } else {
+                    uniform
+                };
+                let b = root.var(&format!("{prefix}layer{l}_bias"), &[out], bias_init);
+                layers.push((w, b));
+                width = out;
+            }
+            layers
+        })
+        .collect()
+}
+
+/// Meta-SGD's per-parameter inner learning rates, shaped like `layers` (weights transposed),
+/// all starting at `inner_lr`.
+fn meta_sgd_rates(root: &nn::Path<'_>, spec: &ModelSpec, layers: &[(Tensor, Tensor)]) -> Vec<(Tensor, Tensor)> {
+    layers
+        .iter()
+        .enumerate()
+        .map(|(l, (w, b))| {
+            let (out, inp) = w.size2().expect("2-d weight");
+            let init = nn::Init::Const(spec.inner_lr);
+            (
+                root.var(&format!("meta_sgd_lr_w{l}"), &[inp, out], init),
+                root.var(&format!("meta_sgd_lr_b{l}"), &[b.size()[0]], init),
+            )
+        })
+        .collect()
 }
 
 /// A tensor's values as a flat f32 vector on the host.

@@ -460,6 +460,35 @@ pub fn melu(data: &Dataset, config: &MeluConfig, seed: u64) -> Result<(MeluSplit
     ensure!(config.valid_share > 0.0 && config.valid_share < 1.0, "--valid-share must be in (0, 1)");
     let mut report = ProtocolReport::default();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let new_item = melu_new_items(data, config, &mut report)?;
+    let (users, role) = melu_user_roles(data, config, &mut rng, &mut report);
+    let mut tasks = melu_state_tasks(data, config, &users, &role, &new_item, &mut rng);
+    let (train, valid) = melu_warm_train_valid(&mut tasks, config, &mut report)?;
+    let mut states = Vec::new();
+    for state in State::ALL {
+        let test: Vec<Task> = match state {
+            State::Warm => train.clone(),
+            // Item-cold is evaluated on the training users (their new-item ratings).
+            State::ItemCold => tasks[state as usize].iter().filter(|(r, _)| *r == 0).map(|(_, t)| t.clone()).collect(),
+            _ => tasks[state as usize].iter().map(|(_, t)| t.clone()).collect(),
+        };
+        report.steps.push((format!("{} test tasks", state.name()), test.len()));
+        if test.is_empty() {
+            bail!(
+                "the MeLU protocol's {} state has no task (no user has {}..{} ratings there)",
+                state.name(),
+                config.min_ratings,
+                config.max_ratings
+            );
+        }
+        states.push((state, Split { train: train.clone(), valid: valid.clone(), test }));
+    }
+    Ok((MeluSplit { states }, report))
+}
+
+/// Which items are new (released after `--last-existing-year`); an error when none is, as the
+/// item-cold states would be empty.
+fn melu_new_items(data: &Dataset, config: &MeluConfig, report: &mut ProtocolReport) -> Result<Vec<bool>> {
     let new_item: Vec<bool> = (0..data.items.len())
         .map(|i| data.info.item_year.get(i).copied().flatten().is_some_and(|y| y > config.last_existing_year))
         .collect();
@@ -485,9 +514,18 @@ pub fn melu(data: &Dataset, config: &MeluConfig, seed: u64) -> Result<(MeluSplit
         };
         bail!("no item is released after {}: the item-cold states would be empty ({why})", config.last_existing_year);
     }
+    Ok(new_item)
+}
 
+/// The users in shuffled order, and each user's role: 0 = train, 1 = valid, 2 = new.
+fn melu_user_roles(
+    data: &Dataset,
+    config: &MeluConfig,
+    rng: &mut ChaCha8Rng,
+    report: &mut ProtocolReport,
+) -> (Vec<u32>, Vec<u8>) {
     let mut users: Vec<u32> = (0..data.users.len() as u32).collect();
-    users.shuffle(&mut rng);
+    users.shuffle(rng);
     let n_existing = (users.len() as f64 * config.existing_users).round() as usize;
     let n_valid = ((n_existing as f64 * config.valid_share).round() as usize).max(1).min(n_existing);
     // 0 = train, 1 = valid, 2 = new.
@@ -501,11 +539,23 @@ pub fn melu(data: &Dataset, config: &MeluConfig, seed: u64) -> Result<(MeluSplit
     }
     report.steps.push(("existing users (train + valid)".into(), n_existing));
     report.steps.push(("new users".into(), users.len() - n_existing));
+    (users, role)
+}
 
+/// Per state (indexed by [`State`]), the tasks of the users with `--min-ratings..=--max-ratings`
+/// ratings there, each with its user's role.
+fn melu_state_tasks(
+    data: &Dataset,
+    config: &MeluConfig,
+    users: &[u32],
+    role: &[u8],
+    new_item: &[bool],
+    rng: &mut ChaCha8Rng,
+) -> Vec<Vec<(u8, Task)>> {
     let by_user = data.ratings_by_user();
     let mut tasks: Vec<Vec<(u8, Task)>> = vec![Vec::new(); State::ALL.len()];
     // Users in shuffled order, so the task order within a part is random but seeded.
-    for &u in &users {
+    for &u in users {
         let user_new = role[u as usize] == 2;
         let (existing, new): (Vec<Rating>, Vec<Rating>) =
             by_user[u as usize].iter().partition(|r| !new_item[r.item as usize]);
@@ -520,10 +570,20 @@ pub fn melu(data: &Dataset, config: &MeluConfig, seed: u64) -> Result<(MeluSplit
                 continue;
             }
             let support = ratings.len() - config.query;
-            let (support, query) = cut(ratings, support, &mut rng);
+            let (support, query) = cut(ratings, support, rng);
             tasks[state as usize].push((role[u as usize], Task { user: u, support, query }));
         }
     }
+    tasks
+}
+
+/// The warm tasks, taken out of `tasks`, as the training and validation tasks; an error when
+/// either is empty.
+fn melu_warm_train_valid(
+    tasks: &mut [Vec<(u8, Task)>],
+    config: &MeluConfig,
+    report: &mut ProtocolReport,
+) -> Result<(Vec<Task>, Vec<Task>)> {
     let warm = core::mem::take(&mut tasks[State::Warm as usize]);
     let (train, valid): (Vec<_>, Vec<_>) = warm.into_iter().partition(|(r, _)| *r == 0);
     let train: Vec<Task> = train.into_iter().map(|(_, t)| t).collect();
@@ -540,24 +600,5 @@ pub fn melu(data: &Dataset, config: &MeluConfig, seed: u64) -> Result<(MeluSplit
             config.max_ratings
         );
     }
-    let mut states = Vec::new();
-    for state in State::ALL {
-        let test: Vec<Task> = match state {
-            State::Warm => train.clone(),
-            // Item-cold is evaluated on the training users (their new-item ratings).
-            State::ItemCold => tasks[state as usize].iter().filter(|(r, _)| *r == 0).map(|(_, t)| t.clone()).collect(),
-            _ => tasks[state as usize].iter().map(|(_, t)| t.clone()).collect(),
-        };
-        report.steps.push((format!("{} test tasks", state.name()), test.len()));
-        if test.is_empty() {
-            bail!(
-                "the MeLU protocol's {} state has no task (no user has {}..{} ratings there)",
-                state.name(),
-                config.min_ratings,
-                config.max_ratings
-            );
-        }
-        states.push((state, Split { train: train.clone(), valid: valid.clone(), test }));
-    }
-    Ok((MeluSplit { states }, report))
+    Ok((train, valid))
 }

@@ -50,7 +50,16 @@ pub fn country(location: &str) -> Result<String, String> {
 /// Loads `BX-Users.csv`, `BX-Books.csv` and `BX-Book-Ratings.csv`.
 pub fn load(dir: &Path, issues: &mut Issues) -> Result<Dataset> {
     let mut report = LoadReport::default();
-    let file = read(dir, "BX-Users.csv", issues, &mut report, &["User-ID", "Location", "Age"])?;
+    let users = load_users(dir, issues, &mut report)?;
+    let items = load_books(dir, issues, &mut report)?;
+    let ratings = load_ratings(dir, issues, &mut report, &users, &items)?;
+    assemble(users, items, ratings.ratings, (1.0, 10.0), report)
+}
+
+/// `BX-Users.csv`: age and country per user; a garbled location or implausible age is the
+/// user's problem.
+fn load_users(dir: &Path, issues: &mut Issues, report: &mut LoadReport) -> Result<RawTable> {
+    let file = read(dir, "BX-Users.csv", issues, report, &["User-ID", "Location", "Age"])?;
     let mut users = RawTable::new(vec![
         ("age".into(), FieldKind::Numeric { bounds: AGE_BOUNDS.to_vec() }),
         ("country".into(), FieldKind::Categorical),
@@ -83,7 +92,11 @@ pub fn load(dir: &Path, issues: &mut Issues) -> Result<Dataset> {
     if users.len() == 0 {
         bail!("{}: no valid rows", file.path.display());
     }
+    Ok(users)
+}
 
+/// `BX-Books.csv`: author, year and publisher per ISBN, with the title.
+fn load_books(dir: &Path, issues: &mut Issues, report: &mut LoadReport) -> Result<RawTable> {
     let header = [
         "ISBN",
         "Book-Title",
@@ -94,7 +107,7 @@ pub fn load(dir: &Path, issues: &mut Issues) -> Result<Dataset> {
         "Image-URL-M",
         "Image-URL-L",
     ];
-    let file = read(dir, "BX-Books.csv", issues, &mut report, &header)?;
+    let file = read(dir, "BX-Books.csv", issues, report, &header)?;
     let mut items = RawTable::new(vec![
         ("author".into(), FieldKind::Categorical),
         ("year".into(), FieldKind::Numeric { bounds: YEAR_BOUNDS.to_vec() }),
@@ -126,8 +139,19 @@ pub fn load(dir: &Path, issues: &mut Issues) -> Result<Dataset> {
     if items.len() == 0 {
         bail!("{}: no valid rows", file.path.display());
     }
+    Ok(items)
+}
 
-    let file = read(dir, "BX-Book-Ratings.csv", issues, &mut report, &["User-ID", "ISBN", "Book-Rating"])?;
+/// `BX-Book-Ratings.csv`: the explicit ratings (1 to 10) of known users and books; implicit
+/// ratings (0) and ratings of books missing from `BX-Books.csv` are counted as dropped.
+fn load_ratings(
+    dir: &Path,
+    issues: &mut Issues,
+    report: &mut LoadReport,
+    users: &RawTable,
+    items: &RawTable,
+) -> Result<RatingsBuilder> {
+    let file = read(dir, "BX-Book-Ratings.csv", issues, report, &["User-ID", "ISBN", "Book-Rating"])?;
     let (mut implicit, mut missing_books) = (0, 0);
     let mut ratings = RatingsBuilder::default();
     csv_records(&file, DELIMITER, ESCAPE, true, issues, |line, record, issues| {
@@ -157,5 +181,5 @@ pub fn load(dir: &Path, issues: &mut Issues) -> Result<Dataset> {
     })?;
     report.dropped.push(("implicit ratings (0)".into(), implicit));
     report.dropped.push(("ratings of ISBNs missing from BX-Books.csv".into(), missing_books));
-    assemble(users, items, ratings.ratings, (1.0, 10.0), report)
+    Ok(ratings)
 }

@@ -71,7 +71,22 @@ pub fn write_ml1m(dir: &Path, size: &Ml1mSize) -> Result<()> {
     );
     let mut rng = ChaCha8Rng::seed_from_u64(size.seed);
     let unit = Normal::new(0.0, 1.0).expect("valid normal");
+    let users = users_dat(&mut rng, size)?;
+    let (movies, item_bias) = movies_dat(&mut rng, size, &unit)?;
+    let lists = rated_movies(&mut rng, size);
+    let ratings = ratings_dat(&mut rng, size, &lists, &item_bias, &unit)?;
 
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let (movies_latin1, _, unmappable) = encoding_rs::WINDOWS_1252.encode(&movies);
+    ensure!(!unmappable, "generated titles must be Latin-1");
+    crate::fsutil::write_atomic(&dir.join("users.dat"), users.as_bytes())?;
+    crate::fsutil::write_atomic(&dir.join("movies.dat"), &movies_latin1)?;
+    crate::fsutil::write_atomic(&dir.join("ratings.dat"), ratings.as_bytes())?;
+    Ok(())
+}
+
+/// `users.dat`: gender, age band, occupation and zip code per user.
+fn users_dat(rng: &mut ChaCha8Rng, size: &Ml1mSize) -> Result<String> {
     let mut users = String::new();
     for u in 1..=size.users {
         let gender = if rng.gen_bool(0.717) { "M" } else { "F" };
@@ -86,13 +101,17 @@ pub fn write_ml1m(dir: &Path, size: &Ml1mSize) -> Result<()> {
         let zip = rng.gen_range(0..3400usize).pow(2) / 3400 * 29 + rng.gen_range(0..29);
         writeln!(users, "{u}::{gender}::{age}::{occupation}::{zip:05}")?;
     }
+    Ok(users)
+}
 
+/// `movies.dat` (in UTF-8), and each movie's rating bias.
+fn movies_dat(rng: &mut ChaCha8Rng, size: &Ml1mSize, unit: &Normal<f64>) -> Result<(String, Vec<f64>)> {
     let mut movies = String::new();
     let mut item_bias = Vec::with_capacity(size.items);
     for i in 1..=size.items {
         let year = if rng.gen_bool(0.8) { rng.gen_range(1919..=1997) } else { rng.gen_range(1998..=2000) };
         let count = rng.gen_range(1..=3);
-        let genres: Vec<&str> = index::sample(&mut rng, GENRES.len(), count).into_iter().map(|g| GENRES[g]).collect();
+        let genres: Vec<&str> = index::sample(rng, GENRES.len(), count).into_iter().map(|g| GENRES[g]).collect();
         // Some titles carry Latin-1 letters and commas, as ML-1M's do.
         let title = match i % 9 {
             0 => format!("Misérables {i}, Les ({year})"),
@@ -100,12 +119,15 @@ pub fn write_ml1m(dir: &Path, size: &Ml1mSize) -> Result<()> {
             _ => format!("Movie {i}, The ({year})"),
         };
         writeln!(movies, "{i}::{title}::{}", genres.join("|"))?;
-        item_bias.push(0.5 * unit.sample(&mut rng));
+        item_bias.push(0.5 * unit.sample(rng));
     }
+    Ok((movies, item_bias))
+}
 
-    let counts = user_counts(&mut rng, size);
-    let mut lists: Vec<Vec<usize>> =
-        counts.iter().map(|&n| index::sample(&mut rng, size.items, n).into_vec()).collect();
+/// The movies each user rates: long-tailed counts, every movie rated at least once.
+fn rated_movies(rng: &mut ChaCha8Rng, size: &Ml1mSize) -> Vec<Vec<usize>> {
+    let counts = user_counts(rng, size);
+    let mut lists: Vec<Vec<usize>> = counts.iter().map(|&n| index::sample(rng, size.items, n).into_vec()).collect();
     // Every movie rated at least once: swap an uncovered movie into a list whose movie is
     // covered elsewhere.
     let mut covered = vec![0usize; size.items];
@@ -126,22 +148,26 @@ pub fn write_ml1m(dir: &Path, size: &Ml1mSize) -> Result<()> {
             }
         }
     }
+    lists
+}
+
+/// `ratings.dat`: a user bias plus the movie's bias plus noise, at increasing timestamps.
+fn ratings_dat(
+    rng: &mut ChaCha8Rng,
+    size: &Ml1mSize,
+    lists: &[Vec<usize>],
+    item_bias: &[f64],
+    unit: &Normal<f64>,
+) -> Result<String> {
     let mut ratings = String::with_capacity(size.ratings * 24);
     for (u, list) in lists.iter().enumerate() {
-        let bias = 0.6 * unit.sample(&mut rng);
+        let bias = 0.6 * unit.sample(rng);
         let mut time = 956_703_932 + rng.gen_range(0..90_000_000u64);
         for &i in list {
-            let value = (3.6f64 + bias + item_bias[i] + 0.9 * unit.sample(&mut rng)).round().clamp(1.0, 5.0) as u8;
+            let value = (3.6f64 + bias + item_bias[i] + 0.9 * unit.sample(rng)).round().clamp(1.0, 5.0) as u8;
             time += rng.gen_range(1..600);
             writeln!(ratings, "{}::{}::{value}::{time}", u + 1, i + 1)?;
         }
     }
-
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let (movies_latin1, _, unmappable) = encoding_rs::WINDOWS_1252.encode(&movies);
-    ensure!(!unmappable, "generated titles must be Latin-1");
-    crate::fsutil::write_atomic(&dir.join("users.dat"), users.as_bytes())?;
-    crate::fsutil::write_atomic(&dir.join("movies.dat"), &movies_latin1)?;
-    crate::fsutil::write_atomic(&dir.join("ratings.dat"), ratings.as_bytes())?;
-    Ok(())
+    Ok(ratings)
 }

@@ -125,6 +125,19 @@ fn percent(part: usize, whole: usize) -> f64 {
 impl fmt::Display for DataStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut out = String::new();
+        self.write_counts(&mut out);
+        self.write_fields(&mut out);
+        self.write_groups(&mut out);
+        for line in &self.report {
+            let _ = writeln!(out, "load: {line}");
+        }
+        f.write_str(&out)
+    }
+}
+
+impl DataStats {
+    /// Users, items, ratings and the ratings per user and per item.
+    fn write_counts(&self, out: &mut String) {
         let _ = writeln!(out, "format        {}", self.format);
         let _ = writeln!(out, "users         {}", self.users);
         let _ = writeln!(out, "items         {}", self.items);
@@ -145,6 +158,10 @@ impl fmt::Display for DataStats {
         };
         let _ = writeln!(out, "ratings/user  {}", q(&self.per_user));
         let _ = writeln!(out, "ratings/item  {}", q(&self.per_item));
+    }
+
+    /// The user and item fields, the items' release years and the users with feature problems.
+    fn write_fields(&self, out: &mut String) {
         let fields = |fields: &[(String, usize)]| {
             if fields.is_empty() {
                 "none".to_string()
@@ -169,6 +186,11 @@ impl fmt::Display for DataStats {
             "feature problems (PAML filter: age outside 10..100, garbled location): {} users",
             self.users_with_problems
         );
+    }
+
+    /// The major/minor grouping by the paper's rule and the dataset's own group column, saying
+    /// which of the two `eval` and `report` use.
+    fn write_groups(&self, out: &mut String) {
         // Which of the two groupings `eval` and `report` use, said on its own line.
         let used = " [eval and report group by these]";
         let rule = "major/minor by the paper's rule (top-30% field shares):";
@@ -213,9 +235,5 @@ impl fmt::Display for DataStats {
                 .collect();
             let _ = writeln!(out, "groups from the dataset's group column: {}{used}", counts.join(", "));
         }
-        for line in &self.report {
-            let _ = writeln!(out, "load: {line}");
-        }
-        f.write_str(&out)
     }
 }

@@ -85,6 +85,39 @@ rating = "rating"
 
 /// Writes `schema.toml`, `users.csv`, `items.csv` and `ratings.csv` into `dir`.
 pub fn generate(config: &SynthConfig, dir: &Path) -> Result<()> {
+    check_config(config)?;
+    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
+    let unit = Normal::new(0.0, 1.0).expect("valid normal");
+    let items = synth_items(config, &mut rng, &unit)?;
+
+    let mut users_csv = String::from("user_id,gender,age,occupation,region,group\n");
+    let mut ratings_csv = String::from("user_id,item_id,rating\n");
+    let minor_count = ((config.users as f64) * config.minor_share).round() as usize;
+    let mut is_minor: Vec<bool> = (0..config.users).map(|u| u < minor_count).collect();
+    is_minor.shuffle(&mut rng);
+    let mut order: Vec<usize> = (0..config.items).collect();
+    for (u, &minor) in is_minor.iter().enumerate() {
+        let (gender, age, occupation, region) = user_features(minor, &mut rng);
+        let group = if minor { "minor" } else { "major" };
+        writeln!(users_csv, "u{u:05},{gender},{age},occ{occupation:02},r{region},{group}")?;
+        write_user_ratings(&mut ratings_csv, config, &items, u, minor, &mut order, &mut rng)?;
+    }
+
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for (name, text) in [
+        (SCHEMA_FILE, SCHEMA),
+        ("users.csv", users_csv.as_str()),
+        ("items.csv", items.csv.as_str()),
+        ("ratings.csv", ratings_csv.as_str()),
+    ] {
+        crate::fsutil::write_atomic(&dir.join(name), text.as_bytes())?;
+    }
+    Ok(())
+}
+
+/// The settings' bounds: enough users and items, a valid ratings range, a minor share of at
+/// most half, and not too many ratings in all.
+fn check_config(config: &SynthConfig) -> Result<()> {
     anyhow::ensure!(config.users >= 10 && config.items >= 10, "need at least 10 users and 10 items");
     anyhow::ensure!(
         2 <= config.min_ratings && config.min_ratings <= config.max_ratings && config.max_ratings <= config.items,
@@ -97,76 +130,81 @@ pub fn generate(config: &SynthConfig, dir: &Path) -> Result<()> {
         config.users,
         config.max_ratings
     );
-    let mut rng = ChaCha8Rng::seed_from_u64(config.seed);
-    let unit = Normal::new(0.0, 1.0).expect("valid normal");
+    Ok(())
+}
 
+/// The generated items: `items.csv`, and each item's genres and latent quality.
+struct SynthItems {
+    csv: String,
+    genres: Vec<Vec<usize>>,
+    quality: Vec<f64>,
+}
+
+fn synth_items(config: &SynthConfig, rng: &mut ChaCha8Rng, unit: &Normal<f64>) -> Result<SynthItems> {
     let mut items_csv = String::from("item_id,title,genres,year\n");
     let mut item_genres = Vec::with_capacity(config.items);
     let mut item_quality = Vec::with_capacity(config.items);
     for i in 0..config.items {
         let count = rng.gen_range(1..=3);
         let mut genres: Vec<usize> = (0..GENRES.len()).collect();
-        genres.shuffle(&mut rng);
+        genres.shuffle(rng);
         genres.truncate(count);
         genres.sort_unstable();
         let year: i32 = rng.gen_range(1960..=2020);
         // Quality follows the features (newer and multi-genre items rate a little higher).
-        let quality = 0.35 * f64::from(year - 1990) / 30.0 + 0.1 * (count as f64 - 2.0) + 0.1 * unit.sample(&mut rng);
+        let quality = 0.35 * f64::from(year - 1990) / 30.0 + 0.1 * (count as f64 - 2.0) + 0.1 * unit.sample(rng);
         let names: Vec<&str> = genres.iter().map(|&g| GENRES[g]).collect();
         writeln!(items_csv, "i{i:04},\"Item {i}, {year}\",{},{year}", names.join("|"))?;
         item_genres.push(genres);
         item_quality.push(quality);
     }
+    Ok(SynthItems { csv: items_csv, genres: item_genres, quality: item_quality })
+}
 
-    let mut users_csv = String::from("user_id,gender,age,occupation,region,group\n");
-    let mut ratings_csv = String::from("user_id,item_id,rating\n");
-    let minor_count = ((config.users as f64) * config.minor_share).round() as usize;
-    let mut is_minor: Vec<bool> = (0..config.users).map(|u| u < minor_count).collect();
-    is_minor.shuffle(&mut rng);
-    let mut order: Vec<usize> = (0..config.items).collect();
-    for (u, &minor) in is_minor.iter().enumerate() {
-        let (gender, age, occupation, region) = if minor {
-            (
-                if rng.gen_bool(0.7) { "F" } else { "M" },
-                rng.gen_range(45..=70),
-                rng.gen_range(6..OCCUPATIONS),
-                rng.gen_range(5..REGIONS),
-            )
-        } else {
-            (
-                if rng.gen_bool(0.8) { "M" } else { "F" },
-                rng.gen_range(18..=38),
-                if rng.gen_bool(0.85) { rng.gen_range(0..3) } else { rng.gen_range(0..OCCUPATIONS) },
-                if rng.gen_bool(0.85) { rng.gen_range(0..3) } else { rng.gen_range(0..REGIONS) },
-            )
-        };
-        let group = if minor { "minor" } else { "major" };
-        writeln!(users_csv, "u{u:05},{gender},{age},occ{occupation:02},r{region},{group}")?;
-
-        let base = if minor { &MINOR_TASTE } else { &MAJOR_TASTE };
-        let taste: Vec<f64> = base.iter().map(|t| t + 0.6 * unit.sample(&mut rng)).collect();
-        let bias = 0.5 * unit.sample(&mut rng);
-        // Activity is long-tailed: most users rate few items.
-        let span = (config.max_ratings - config.min_ratings) as f64;
-        let count = config.min_ratings + (span * rng.gen::<f64>().powi(3)).round() as usize;
-        order.shuffle(&mut rng);
-        for &i in &order[..count] {
-            let genres = &item_genres[i];
-            let affinity = genres.iter().map(|&g| taste[g]).sum::<f64>() / genres.len() as f64;
-            let raw = 3.3 + bias + item_quality[i] + affinity + 0.35 * unit.sample(&mut rng);
-            let rating = raw.round().clamp(1.0, 5.0) as i32;
-            writeln!(ratings_csv, "u{u:05},i{i:04},{rating}")?;
-        }
+/// A user's gender, age, occupation and region, drawn from their group's profile.
+fn user_features(minor: bool, rng: &mut ChaCha8Rng) -> (&'static str, i32, usize, usize) {
+    if minor {
+        (
+            if rng.gen_bool(0.7) { "F" } else { "M" },
+            rng.gen_range(45..=70),
+            rng.gen_range(6..OCCUPATIONS),
+            rng.gen_range(5..REGIONS),
+        )
+    } else {
+        (
+            if rng.gen_bool(0.8) { "M" } else { "F" },
+            rng.gen_range(18..=38),
+            if rng.gen_bool(0.85) { rng.gen_range(0..3) } else { rng.gen_range(0..OCCUPATIONS) },
+            if rng.gen_bool(0.85) { rng.gen_range(0..3) } else { rng.gen_range(0..REGIONS) },
+        )
     }
+}
 
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    for (name, text) in [
-        (SCHEMA_FILE, SCHEMA),
-        ("users.csv", users_csv.as_str()),
-        ("items.csv", items_csv.as_str()),
-        ("ratings.csv", ratings_csv.as_str()),
-    ] {
-        crate::fsutil::write_atomic(&dir.join(name), text.as_bytes())?;
+/// User `u`'s ratings, into `ratings_csv`: a taste around their group's, a bias, and a
+/// long-tailed number of items drawn by reshuffling `order`.
+fn write_user_ratings(
+    ratings_csv: &mut String,
+    config: &SynthConfig,
+    items: &SynthItems,
+    u: usize,
+    minor: bool,
+    order: &mut [usize],
+    rng: &mut ChaCha8Rng,
+) -> Result<()> {
+    let unit = Normal::new(0.0, 1.0).expect("valid normal");
+    let base = if minor { &MINOR_TASTE } else { &MAJOR_TASTE };
+    let taste: Vec<f64> = base.iter().map(|t| t + 0.6 * unit.sample(rng)).collect();
+    let bias = 0.5 * unit.sample(rng);
+    // Activity is long-tailed: most users rate few items.
+    let span = (config.max_ratings - config.min_ratings) as f64;
+    let count = config.min_ratings + (span * rng.gen::<f64>().powi(3)).round() as usize;
+    order.shuffle(rng);
+    for &i in &order[..count] {
+        let genres = &items.genres[i];
+        let affinity = genres.iter().map(|&g| taste[g]).sum::<f64>() / genres.len() as f64;
+        let raw = 3.3 + bias + items.quality[i] + affinity + 0.35 * unit.sample(rng);
+        let rating = raw.round().clamp(1.0, 5.0) as i32;
+        writeln!(ratings_csv, "u{u:05},i{i:04},{rating}")?;
     }
     Ok(())
 }

@@ -610,14 +610,21 @@ fn write_figures(
     notes: &mut Vec<String>,
 ) -> Result<Vec<PathBuf>> {
     let dir = context.args.train.out.join("figures");
+    let mut written = vec![per_user_mse_figure(context, collected, &dir)?];
+    written.extend(learning_curves_figure(context, collected, &dir, notes)?);
+    written.extend(embeddings_figure(context, collected, &dir, notes)?);
+    written.extend(learning_rates_figure(context, collected, &dir, notes)?);
+    Ok(written)
+}
+
+/// Box plots of the per-user MSE per method (adapted) and baseline, split by group.
+fn per_user_mse_figure(context: &tables::Context<'_>, collected: &Collected, dir: &Path) -> Result<PathBuf> {
     let data = context.data;
     let groups = &context.groups;
     let names = group_names(groups);
     let primary = context.primary;
     let set_title = context.set_titles[primary];
-    let mut written = Vec::new();
-
-    // Per-user MSE per method (adapted) and baseline, split by group, pooled over seeds.
+    // Pooled over seeds.
     let rows: Vec<(String, Vec<Vec<f64>>)> = collected
         .rows
         .iter()
@@ -637,9 +644,16 @@ fn write_figures(
     let path = dir.join("per_user_mse.png");
     let title = format!("Per-user query MSE ({set_title}, {} seeds pooled)", context.seeds.len());
     figures::box_plot(&path, &title, &names, &rows)?;
-    written.push(path);
+    Ok(path)
+}
 
-    // Learning curves of the first seed's runs.
+/// Learning curves of the first seed's runs; `None`, with a note, when none succeeded.
+fn learning_curves_figure(
+    context: &tables::Context<'_>,
+    collected: &Collected,
+    dir: &Path,
+    notes: &mut Vec<String>,
+) -> Result<Option<PathBuf>> {
     let first = context.seeds[0];
     let curves: Vec<(String, Vec<run::EpochRecord>)> = collected
         .runs
@@ -649,13 +663,28 @@ fn write_figures(
         .collect();
     if curves.is_empty() {
         notes.push("learning curves: no run succeeded on the first seed".into());
+        Ok(None)
     } else {
         let path = dir.join("learning_curves.png");
         let title = format!("Learning curves (seed {first}): mean query MSE per epoch");
         figures::learning_curves(&path, &title, &curves)?;
-        written.push(path);
+        Ok(Some(path))
     }
+}
 
+/// A PCA of the user embeddings h_i of the first available model, by group; `None`, with a
+/// note, when there is none.
+fn embeddings_figure(
+    context: &tables::Context<'_>,
+    collected: &Collected,
+    dir: &Path,
+    notes: &mut Vec<String>,
+) -> Result<Option<PathBuf>> {
+    let data = context.data;
+    let groups = &context.groups;
+    let names = group_names(groups);
+    let set_title = context.set_titles[context.primary];
+    let first = context.seeds[0];
     // PCA of h_i, from the first available model in order of preference.
     let preference = [Method::AtPaml, Method::RegPaml, Method::Paml, Method::Melu];
     let chosen = preference
@@ -682,14 +711,31 @@ fn write_figures(
                 format!("PC2 ({:.1}% of variance)", 100.0 * pca.explained[1]),
             );
             figures::scatter(&path, &title, (&axes.0, &axes.1), &by_group)?;
-            written.push(path);
+            Ok(Some(path))
         }
-        _ => notes.push("user embeddings: no trained model on the first seed".into()),
+        _ => {
+            notes.push("user embeddings: no trained model on the first seed".into());
+            Ok(None)
+        }
     }
+}
 
-    // AT-PAML's personalized learning rates.
+/// A histogram of AT-PAML's personalized learning rates, by group; `None`, with a note, when
+/// AT-PAML has none.
+fn learning_rates_figure(
+    context: &tables::Context<'_>,
+    collected: &Collected,
+    dir: &Path,
+    notes: &mut Vec<String>,
+) -> Result<Option<PathBuf>> {
+    let data = context.data;
+    let groups = &context.groups;
+    let names = group_names(groups);
+    let set_title = context.set_titles[context.primary];
+    let first = context.seeds[0];
     if collected.at_paml_rates.is_empty() {
         notes.push("AT-PAML learning rates: AT-PAML was not trained (or failed) on the first seed".into());
+        Ok(None)
     } else {
         let mut by_group: Vec<(String, Vec<f64>)> = names.iter().map(|n| (n.clone(), Vec::new())).collect();
         for &(user, rate) in &collected.at_paml_rates {
@@ -700,9 +746,8 @@ fn write_figures(
         let path = dir.join("at_paml_learning_rates.png");
         let title = format!("AT-PAML personalized inner learning rates (seed {first}, {set_title})");
         figures::histogram(&path, &title, "inner learning rate alpha(h_i)", &by_group, 30)?;
-        written.push(path);
+        Ok(Some(path))
     }
-    Ok(written)
 }
 
 /// libtorch's version, read beside the loaded `libtorch_cpu.so` (`build-version` of a libtorch

@@ -389,10 +389,41 @@ pub(super) fn markdown(
 ) -> String {
     let args = context.args;
     let rows = &collected.rows;
-    let set = context.primary;
-    let set_title = context.set_titles[set];
-    let seeds: Vec<String> = context.seeds.iter().map(u64::to_string).collect();
+    let set_title = context.set_titles[context.primary];
     let mut out = String::new();
+    write_intro(&mut out, context);
+    write_table2_section(&mut out, context, rows);
+    write_table3_section(&mut out, context, rows);
+    write_table4_section(&mut out, context, rows);
+
+    if args.protocol == Protocol::Melu {
+        let _ = writeln!(out, "## Table 2 of the HML paper: MeLU protocol, every state\n");
+        out += &melu_table(context, rows);
+        let _ = writeln!(
+            out,
+            "\nStates: existing users, existing items (warm; the training users' own warm tasks, as MeLU reports \
+             it); new users (user-cold); new items (item-cold: training users' ratings of items released 1998 on); \
+             new users, new items.\n"
+        );
+    }
+
+    if !collected.at_paml_rates.is_empty() {
+        let _ = writeln!(out, "## AT-PAML personalized learning rates (seed {}, {set_title})\n", context.seeds[0]);
+        out += &rates_table(context, &collected.at_paml_rates);
+        out.push('\n');
+    }
+
+    write_figures_section(&mut out, context, figures, figure_notes);
+    out += &runs_section(collected, seconds_per_method);
+    out += &reproduce_section(context, collected, seconds);
+    out
+}
+
+/// The report's title and the paragraph on protocol, seeds and evaluation set.
+fn write_intro(out: &mut String, context: &Context<'_>) {
+    let args = context.args;
+    let set_title = context.set_titles[context.primary];
+    let seeds: Vec<String> = context.seeds.iter().map(u64::to_string).collect();
     let _ = writeln!(out, "# metarec report: {}\n", args.train.data.display());
     let protocol = match args.protocol {
         Protocol::Paml => "PAML (its paper's protocol)",
@@ -406,9 +437,14 @@ pub(super) fn markdown(
         seeds.join(", "),
         if args.protocol == Protocol::Melu { " (user-cold state) unless a table says otherwise" } else { "" }
     );
+}
 
+/// Table 2 (methods and trivial baselines) with its notes.
+fn write_table2_section(out: &mut String, context: &Context<'_>, rows: &[Row]) {
+    let set = context.primary;
+    let set_title = context.set_titles[set];
     let _ = writeln!(out, "## Table 2: methods and trivial baselines ({set_title})\n");
-    out += &table2(context, rows);
+    *out += &table2(context, rows);
     let best = best_baseline(rows, set).map_or("—".to_string(), |b| b.name.clone());
     let _ = writeln!(
         out,
@@ -420,11 +456,15 @@ pub(super) fn markdown(
          gain.\n",
         mf = crate::mf::NAME
     );
+}
 
+/// Table 3 (major and minor users), or why it is not available.
+fn write_table3_section(out: &mut String, context: &Context<'_>, rows: &[Row]) {
+    let set_title = context.set_titles[context.primary];
     let _ = writeln!(out, "## Table 3: major and minor users ({set_title})\n");
     match &context.groups {
         Some([a, b]) => {
-            out += &table3(context, rows);
+            *out += &table3(context, rows);
             let _ = writeln!(
                 out,
                 "\nMSE per group is pooled over the group's query ratings. p: two-tailed Student t-test (pooled \
@@ -445,7 +485,11 @@ pub(super) fn markdown(
             );
         }
     }
+}
 
+/// Table 4: REG-PAML's gamma ablation and the PAML family, each beside the baselines.
+fn write_table4_section(out: &mut String, context: &Context<'_>, rows: &[Row]) {
+    let set_title = context.set_titles[context.primary];
     let _ = writeln!(out, "## Table 4: ablations ({set_title})\n");
     let mut gammas: Vec<&Row> = rows.iter().filter(|r| matches!(r.kind, RowKind::Gamma(_))).collect();
     gammas.sort_by(|a, b| gamma_of(a).total_cmp(&gamma_of(b)));
@@ -455,7 +499,7 @@ pub(super) fn markdown(
     } else {
         let _ = writeln!(out, "### REG-PAML's regularizer weight gamma\n");
         let listed: Vec<&Row> = gammas.iter().copied().chain(baselines.iter().copied()).collect();
-        out += &table4(context, &listed, "REG-PAML gamma");
+        *out += &table4(context, &listed, "REG-PAML gamma");
         out.push('\n');
     }
     let family: Vec<&Row> = [Method::Paml, Method::AtPaml, Method::RegPaml]
@@ -467,30 +511,16 @@ pub(super) fn markdown(
     } else {
         let _ = writeln!(out, "### PAML vs AT-PAML vs REG-PAML\n");
         let listed: Vec<&Row> = family.iter().copied().chain(baselines.iter().copied()).collect();
-        out += &table4(context, &listed, "method");
+        *out += &table4(context, &listed, "method");
         out.push('\n');
     }
+}
 
-    if args.protocol == Protocol::Melu {
-        let _ = writeln!(out, "## Table 2 of the HML paper: MeLU protocol, every state\n");
-        out += &melu_table(context, rows);
-        let _ = writeln!(
-            out,
-            "\nStates: existing users, existing items (warm; the training users' own warm tasks, as MeLU reports \
-             it); new users (user-cold); new items (item-cold: training users' ratings of items released 1998 on); \
-             new users, new items.\n"
-        );
-    }
-
-    if !collected.at_paml_rates.is_empty() {
-        let _ = writeln!(out, "## AT-PAML personalized learning rates (seed {}, {set_title})\n", context.seeds[0]);
-        out += &rates_table(context, &collected.at_paml_rates);
-        out.push('\n');
-    }
-
+/// The figures drawn, as images relative to the report, and the ones not drawn.
+fn write_figures_section(out: &mut String, context: &Context<'_>, figures: &[PathBuf], figure_notes: &[String]) {
     let _ = writeln!(out, "## Figures\n");
     for path in figures {
-        let rel = path.strip_prefix(&args.train.out).unwrap_or(path).display().to_string();
+        let rel = path.strip_prefix(&context.args.train.out).unwrap_or(path).display().to_string();
         let _ = writeln!(out, "![{rel}]({rel})\n");
     }
     for note in figure_notes {
@@ -500,10 +530,6 @@ pub(super) fn markdown(
         let _ = writeln!(out, "Not drawn (--no-figures).");
     }
     out.push('\n');
-
-    out += &runs_section(collected, seconds_per_method);
-    out += &reproduce_section(context, collected, seconds);
-    out
 }
 
 fn gamma_of(row: &Row) -> f64 {
@@ -608,50 +634,13 @@ fn runs_section(collected: &Collected, seconds_per_method: &[(String, f64)]) -> 
 }
 
 fn reproduce_section(context: &Context<'_>, collected: &Collected, seconds: f64) -> String {
-    let args = context.args;
-    let t = &args.train;
-    let m = &t.method_config;
+    let t = &context.args.train;
     let data = context.data;
     let mut out = String::from("## Reproduce\n\n");
     let command: Vec<String> = context.command_line.iter().map(|a| shell_quote(a)).collect();
     let _ = writeln!(out, "Command line:\n\n```sh\n{}\n```\n", command.join(" "));
-    let methods: Vec<&str> = collected
-        .rows
-        .iter()
-        .filter_map(|r| match r.kind {
-            RowKind::Method(m) => Some(m.name()),
-            _ => None,
-        })
-        .collect();
-    let seeds: Vec<String> = context.seeds.iter().map(u64::to_string).collect();
-    let protocol = match args.protocol {
-        Protocol::Paml => format!("paml ({:?})", crate::split::PamlConfig::default()),
-        Protocol::Melu => format!("melu ({:?})", crate::split::MeluConfig::default()),
-    };
-    let gammas: Vec<String> = args.gammas.iter().map(|g| format!("{g:e}")).collect();
-    let lines = [
-        ("protocol", protocol),
-        ("seeds", seeds.join(", ")),
-        ("methods with results", methods.join(", ")),
-        ("ablation gammas", if args.no_ablation { "off".into() } else { gammas.join(", ") }),
-        ("embedding dim", t.embedding_dim.to_string()),
-        ("hidden", format!("{:?}", t.hidden)),
-        ("inner lr / steps", format!("{} / {}", t.inner_lr, t.inner_steps)),
-        ("first order", t.first_order.to_string()),
-        ("outer lr", t.outer_lr.to_string()),
-        ("users per batch", t.batch_users.to_string()),
-        ("epochs / patience", format!("{} / {}", t.epochs, t.patience)),
-        ("item-id embedding", t.item_id.to_string()),
-        (
-            "method settings",
-            format!(
-                "gamma {:e}, lr_hidden {}, memory_size {}, neighbours {}, delta {}, warmup {}, inits {}",
-                m.gamma, m.lr_hidden, m.memory_size, m.neighbours, m.delta, m.warmup, m.inits
-            ),
-        ),
-    ];
     let _ = writeln!(out, "Settings:\n");
-    for (key, value) in lines {
+    for (key, value) in reproduce_settings(context, collected) {
         let _ = writeln!(out, "- {key}: {value}");
     }
     let groups = match &context.groups {
@@ -679,6 +668,54 @@ fn reproduce_section(context: &Context<'_>, collected: &Collected, seconds: f64)
     for (file, hash) in &collected.split_hashes {
         let _ = writeln!(out, "- `{file}`: `{hash}`");
     }
+    write_versions(&mut out, context, seconds);
+    out
+}
+
+/// The reproduce section's settings list: protocol, seeds, methods, ablation and training settings.
+fn reproduce_settings(context: &Context<'_>, collected: &Collected) -> [(&'static str, String); 13] {
+    let args = context.args;
+    let t = &args.train;
+    let m = &t.method_config;
+    let methods: Vec<&str> = collected
+        .rows
+        .iter()
+        .filter_map(|r| match r.kind {
+            RowKind::Method(m) => Some(m.name()),
+            _ => None,
+        })
+        .collect();
+    let seeds: Vec<String> = context.seeds.iter().map(u64::to_string).collect();
+    let protocol = match args.protocol {
+        Protocol::Paml => format!("paml ({:?})", crate::split::PamlConfig::default()),
+        Protocol::Melu => format!("melu ({:?})", crate::split::MeluConfig::default()),
+    };
+    let gammas: Vec<String> = args.gammas.iter().map(|g| format!("{g:e}")).collect();
+    [
+        ("protocol", protocol),
+        ("seeds", seeds.join(", ")),
+        ("methods with results", methods.join(", ")),
+        ("ablation gammas", if args.no_ablation { "off".into() } else { gammas.join(", ") }),
+        ("embedding dim", t.embedding_dim.to_string()),
+        ("hidden", format!("{:?}", t.hidden)),
+        ("inner lr / steps", format!("{} / {}", t.inner_lr, t.inner_steps)),
+        ("first order", t.first_order.to_string()),
+        ("outer lr", t.outer_lr.to_string()),
+        ("users per batch", t.batch_users.to_string()),
+        ("epochs / patience", format!("{} / {}", t.epochs, t.patience)),
+        ("item-id embedding", t.item_id.to_string()),
+        (
+            "method settings",
+            format!(
+                "gamma {:e}, lr_hidden {}, memory_size {}, neighbours {}, delta {}, warmup {}, inits {}",
+                m.gamma, m.lr_hidden, m.memory_size, m.neighbours, m.delta, m.warmup, m.inits
+            ),
+        ),
+    ]
+}
+
+/// The versions, device and wall time that close the reproduce section.
+fn write_versions(out: &mut String, context: &Context<'_>, seconds: f64) {
     let _ = writeln!(
         out,
         "\nVersions: metarec-trainer {}, libtorch {}, {} {}.\n\nDevice: {} ({} CPU threads for libtorch, CUDA {}).\n\n\
@@ -692,5 +729,4 @@ fn reproduce_section(context: &Context<'_>, collected: &Collected, seconds: f64)
         if tch::Cuda::is_available() { "available" } else { "not available" },
         seconds / 60.0
     );
-    out
 }
