@@ -2,12 +2,13 @@
 # The main job end to end on the embedded default (the synthetic cold-start dataset):
 # generate data → meta-train MeLU → evaluate beside baselines → export the model file →
 # personalize a held-out user on the "device" through libmetarec.so from C.
-# Set-up (libtorch, targets) happens on the first run and is skipped afterwards. Every run starts
-# over in $METAREC_DEMO_DIR (out/demo): the commands pass --force to replace the previous run's files.
+# Set-up (libtorch only: the tests' tools belong to the test command) happens on the first run and
+# is skipped afterwards. Every run starts over in $METAREC_DEMO_DIR (out/demo): the commands pass
+# --force to replace the previous run's files.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
-./scripts/setup.sh
+./scripts/setup.sh demo
 
 out=${METAREC_DEMO_DIR:-out/demo}
 step() { printf '\n==> %s\n' "$*" >&2; }

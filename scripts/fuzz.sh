@@ -21,6 +21,11 @@ targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(model_load datasets c_api)
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
+  # Under scripts/test.sh (after setup.sh) a missing fuzzer is a failure, not a skip.
+  if [ "${METAREC_REQUIRE_TOOLS:-}" = 1 ]; then
+    echo "error: cargo-fuzz is not installed (scripts/setup.sh installs it)" >&2
+    exit 1
+  fi
   echo "note: cargo-fuzz is not installed; skipping the fuzz run (scripts/setup.sh installs it)" >&2
   exit 0
 fi

@@ -3,9 +3,16 @@
 # target that proves the runtime builds without std, the aarch64 Linux target of the arm64
 # library build, and the system tools the tests use.
 # A second run only checks markers and returns in well under a second.
+# `scripts/setup.sh` installs what the tests need (all of it); `scripts/setup.sh demo` only what
+# the main job needs: libtorch (the demo compiles its C example with the system's gcc).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
+scope=${1:-all}
+case "$scope" in
+  all | demo) ;;
+  *) echo "usage: scripts/setup.sh [demo]" >&2; exit 2 ;;
+esac
 
 torch_version=2.13.0
 venv=.deps/torch-venv
@@ -22,6 +29,10 @@ if [ ! -f "$libtorch_link/lib/libtorch_cpu.so" ]; then
     "torch==$torch_version" nvidia-cuda-runtime==13.0.96 nvidia-cuda-cupti==13.0.85
   torch_dir=$(ls -d "$venv"/lib/python3*/site-packages/torch | head -n 1)
   ln -sfn "$root/$torch_dir" "$libtorch_link"
+fi
+
+if [ "$scope" = demo ]; then
+  exit 0
 fi
 
 installed_targets=$(rustup target list --installed)
