@@ -10,6 +10,17 @@ use crate::error::{broken, Error, Invariant, Result};
 use crate::format::Factors;
 use crate::limits::MAX_SUPPORT_RATINGS;
 
+/// A click factor model's scores are its least-squares fit to the 0/1 labels, kept inside
+/// `[CLICK_FACTOR_FLOOR, 1 − CLICK_FACTOR_FLOOR]` so that they are probabilities with a finite
+/// log loss (the trainer's bias baseline keeps the same range).
+pub const CLICK_FACTOR_FLOOR: f32 = 1e-3;
+
+/// A click factor model's raw score kept a probability (see [`CLICK_FACTOR_FLOOR`]): the one
+/// rule the device and the trainer both apply.
+pub fn click_probability(score: f32) -> f32 {
+    score.clamp(CLICK_FACTOR_FLOOR, 1.0 - CLICK_FACTOR_FLOOR)
+}
+
 /// Most factors a model may have: the device's system is `(k + 1)²` doubles (528 KB at 256).
 pub const MAX_FACTORS: usize = 256;
 

@@ -24,9 +24,10 @@ pub mod resample;
 mod session;
 
 pub use error::{Error, Result};
+pub use factors::CLICK_FACTOR_FLOOR;
 pub use format::{ModelBody, FORMAT_MAJOR, FORMAT_MINOR};
 pub use limits::{MAX_CANDIDATES, MAX_MODEL_BYTES, MAX_STEPS, MAX_STRING_LEN, MAX_SUPPORT_RATINGS};
 #[cfg(feature = "std")]
 pub use model::LoadFileError;
 pub use model::Model;
-pub use session::{Explanation, FoldIn, Neighbour, Ranked, Session, CLICK_FACTOR_FLOOR};
+pub use session::{Explanation, FoldIn, Neighbour, Ranked, Session};

@@ -85,7 +85,7 @@ impl FactorModel {
     pub fn predict(&self, user: &[f32], item: u32) -> f32 {
         let y = factors::predict(&self.factors, self.mean, user, item);
         if self.click {
-            y.clamp(metarec_runtime::CLICK_FACTOR_FLOOR, 1.0 - metarec_runtime::CLICK_FACTOR_FLOOR)
+            factors::click_probability(y)
         } else {
             y
         }
@@ -266,8 +266,7 @@ fn training_loss(
             })
             .collect();
         let predicted = if objective.is_click() {
-            let floor = metarec_runtime::CLICK_FACTOR_FLOOR;
-            predicted.iter().map(|p| p.clamp(floor, 1.0 - floor)).collect()
+            predicted.into_iter().map(factors::click_probability).collect()
         } else {
             predicted
         };

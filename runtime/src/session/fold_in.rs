@@ -12,11 +12,6 @@ use crate::factors::{self, Ridge};
 use crate::format::Factors;
 use crate::model::Model;
 
-/// A click factor model's scores are its least-squares fit to the 0/1 labels, kept inside
-/// `[CLICK_FACTOR_FLOOR, 1 − CLICK_FACTOR_FLOOR]` so that they are probabilities with a finite
-/// log loss (the trainer's bias baseline keeps the same range).
-pub const CLICK_FACTOR_FLOOR: f32 = 1e-3;
-
 /// A factor model's user: their vector and the system it is solved from.
 #[derive(Debug, Clone, Default)]
 pub(super) struct UserFactors {
@@ -52,7 +47,7 @@ impl UserFactors {
         // A click factor model regresses on the labels: keep its scores probabilities.
         if model.is_click() {
             for y in out.iter_mut() {
-                *y = y.clamp(CLICK_FACTOR_FLOOR, 1.0 - CLICK_FACTOR_FLOOR);
+                *y = factors::click_probability(*y);
             }
         }
         Ok(())

@@ -31,7 +31,6 @@ use crate::limits::{MAX_CANDIDATES, MAX_STEPS, MAX_STRING_LEN, MAX_SUPPORT_RATIN
 use crate::model::Model;
 
 pub use explain::{Explanation, FoldIn, Neighbour};
-pub use fold_in::CLICK_FACTOR_FLOOR;
 pub use rank::Ranked;
 
 use low_rank::LowRank;
