@@ -181,7 +181,9 @@
 #define METAREC_ERR_INCONSISTENT_DIMENSIONS 106
 
 /**
- * The model holds a NaN, infinite or negative-rate parameter.
+ * The model holds a NaN, infinite or negative-rate parameter, or (from an adaptation) a
+ * fold-in cannot be solved for this user: the model's ridge weights are too small for the
+ * features it computes.
  */
 #define METAREC_ERR_NON_FINITE_PARAMETER 107
 
@@ -480,6 +482,24 @@ int32_t metarec_model_task(const MetarecModel *model,
                            size_t *out_len);
 
 /**
+ * Copies the name of what adaptation updates into `buf`, with the conventions of
+ * `metarec_model_item_id`: `"all"` (every weight of the decision network, the papers'
+ * models), `"head"` (its output layer only), `"user"` (the user side: the first layer's
+ * bias and user-field weights, and the output bias) or `"fold-in"` (the output layer and a
+ * user factor vector, solved exactly from the ratings by one ridge regression instead of
+ * gradient steps). Informational: the library adapts as the model says either way.
+ *
+ * Returns `METAREC_ERR_NULL_POINTER` or `METAREC_ERR_BUFFER_TOO_SMALL`.
+ *
+ * # Safety
+ * As `metarec_model_item_id`.
+ */
+int32_t metarec_model_adapt(const MetarecModel *model,
+                            char *buf,
+                            size_t buf_len,
+                            size_t *out_len);
+
+/**
  * Writes the rating at or above which training counted a click, for a click model: an app
  * that holds ratings rather than clicks passes `rating >= threshold ? 1 : 0` as the label.
  *
@@ -626,10 +646,15 @@ int32_t metarec_session_clear_ratings(MetarecSession *session);
 /**
  * Adapts the model to the user's support ratings with `steps` gradient steps, starting again
  * from the meta-learned weights; `steps` 0 uses the model's own step count (the one it was
- * meta-trained with). Scores afterwards use the adapted weights.
+ * meta-trained with). Scores afterwards use the adapted weights. A model that adapts by the
+ * fold-in (`metarec_model_adapt` says `"fold-in"`, or `metarec_model_method` `"mf"`) solves
+ * its part once, exactly, whatever the step count.
  *
- * Returns `METAREC_ERR_NULL_POINTER` or `METAREC_ERR_TOO_MANY_STEPS` (`steps` >
- * `METAREC_MAX_STEPS`; the session is left as it was).
+ * Returns `METAREC_ERR_NULL_POINTER`, `METAREC_ERR_TOO_MANY_STEPS` (`steps` >
+ * `METAREC_MAX_STEPS`; the session is left as it was) or `METAREC_ERR_NON_FINITE_PARAMETER`
+ * (a fold-in whose system is not numerically solvable for this user: the model's ridge
+ * weights are too small for the features it computes; the session then scores with the
+ * meta-learned weights).
  *
  * # Safety
  * `session` is NULL or a live session handle not in use by another thread.

@@ -247,6 +247,32 @@ pub unsafe extern "C" fn metarec_model_task(
     })
 }
 
+/// Copies the name of what adaptation updates into `buf`, with the conventions of
+/// `metarec_model_item_id`: `"all"` (every weight of the decision network, the papers'
+/// models), `"head"` (its output layer only), `"user"` (the user side: the first layer's
+/// bias and user-field weights, and the output bias) or `"fold-in"` (the output layer and a
+/// user factor vector, solved exactly from the ratings by one ridge regression instead of
+/// gradient steps). Informational: the library adapts as the model says either way.
+///
+/// Returns `METAREC_ERR_NULL_POINTER` or `METAREC_ERR_BUFFER_TOO_SMALL`.
+///
+/// # Safety
+/// As `metarec_model_item_id`.
+#[no_mangle]
+pub unsafe extern "C" fn metarec_model_adapt(
+    model: *const MetarecModel,
+    buf: *mut c_char,
+    buf_len: usize,
+    out_len: *mut usize,
+) -> i32 {
+    guard(|| {
+        // SAFETY: NULL or a live handle (caller's contract).
+        let model = unsafe { handle::model_ref(model) }?;
+        // SAFETY: forwarded contract.
+        unsafe { copy_text(model.adapt_scope().name(), buf, buf_len, out_len) }
+    })
+}
+
 /// Writes the rating at or above which training counted a click, for a click model: an app
 /// that holds ratings rather than clicks passes `rating >= threshold ? 1 : 0` as the label.
 ///

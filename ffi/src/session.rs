@@ -127,10 +127,15 @@ pub unsafe extern "C" fn metarec_session_clear_ratings(session: *mut MetarecSess
 
 /// Adapts the model to the user's support ratings with `steps` gradient steps, starting again
 /// from the meta-learned weights; `steps` 0 uses the model's own step count (the one it was
-/// meta-trained with). Scores afterwards use the adapted weights.
+/// meta-trained with). Scores afterwards use the adapted weights. A model that adapts by the
+/// fold-in (`metarec_model_adapt` says `"fold-in"`, or `metarec_model_method` `"mf"`) solves
+/// its part once, exactly, whatever the step count.
 ///
-/// Returns `METAREC_ERR_NULL_POINTER` or `METAREC_ERR_TOO_MANY_STEPS` (`steps` >
-/// `METAREC_MAX_STEPS`; the session is left as it was).
+/// Returns `METAREC_ERR_NULL_POINTER`, `METAREC_ERR_TOO_MANY_STEPS` (`steps` >
+/// `METAREC_MAX_STEPS`; the session is left as it was) or `METAREC_ERR_NON_FINITE_PARAMETER`
+/// (a fold-in whose system is not numerically solvable for this user: the model's ridge
+/// weights are too small for the features it computes; the session then scores with the
+/// meta-learned weights).
 ///
 /// # Safety
 /// `session` is NULL or a live session handle not in use by another thread.

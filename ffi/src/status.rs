@@ -40,7 +40,9 @@ pub const METAREC_ERR_TRAILING_BYTES: i32 = 104;
 pub const METAREC_ERR_MALFORMED_BODY: i32 = 105;
 /// The model's sizes do not fit together.
 pub const METAREC_ERR_INCONSISTENT_DIMENSIONS: i32 = 106;
-/// The model holds a NaN, infinite or negative-rate parameter.
+/// The model holds a NaN, infinite or negative-rate parameter, or (from an adaptation) a
+/// fold-in cannot be solved for this user: the model's ridge weights are too small for the
+/// features it computes.
 pub const METAREC_ERR_NON_FINITE_PARAMETER: i32 = 107;
 /// The model file needs a feature (a required flag of its header) this library does not
 /// implement; a newer library may read it.

@@ -21,7 +21,9 @@ pub enum Error {
     MalformedBody,
     /// The body decodes, but its sizes do not fit together (layers, embeddings, vocabularies).
     InconsistentDimensions,
-    /// A weight, embedding or hyper-parameter is NaN or infinite (or a learning rate is negative).
+    /// A weight, embedding or hyper-parameter is NaN or infinite (or a learning rate is negative,
+    /// or a ridge weight not positive); or a fold-in's system is not positive definite in f64 for
+    /// this user (the model's ridge weights too small for the features it computes).
     NonFiniteParameter,
     /// An item id is not in the model's catalogue.
     UnknownItem,
@@ -114,7 +116,9 @@ impl Error {
             Error::TrailingBytes => "unexpected bytes after the model body",
             Error::MalformedBody => "model body is malformed",
             Error::InconsistentDimensions => "model dimensions are inconsistent",
-            Error::NonFiniteParameter => "model holds a NaN, infinite or negative-rate parameter",
+            Error::NonFiniteParameter => {
+                "model holds a NaN, infinite or negative-rate parameter (or ridge weights too small to fold this user in)"
+            }
             Error::UnknownItem => "item id is not in the model's catalogue",
             Error::UnknownField => "profile field is not one of the model's user fields",
             Error::InvalidRating => "rating is NaN, infinite or outside the model's rating scale",

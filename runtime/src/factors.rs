@@ -1,5 +1,8 @@
-//! Matrix factorisation with fold-in: the exact ridge solve that gives a new user their bias and
-//! factors from a few ratings, and the score `μ + b_u + b_i + p_u · q_i`.
+//! Fold-in: the exact ridge solve that gives a new user their part of a model from a few
+//! ratings. A matrix factorisation folds in the user's bias and factors and scores
+//! `μ + b_u + b_i + p_u · q_i`; a product model with [`crate::format::Adapt::FoldIn`] folds in
+//! its output layer and a factor vector over the same kind of normal equations
+//! ([`crate::format::FoldInHead`], solved by the session with this [`Ridge`]).
 //!
 //! The trainer's alternating least squares runs the same [`Ridge`] for every user and every item
 //! of the training set, so what the device solves is what training solved, to the bit.
@@ -7,7 +10,7 @@
 use alloc::vec::Vec;
 
 use crate::error::{broken, Error, Invariant, Result};
-use crate::format::Factors;
+use crate::format::{Factors, FoldInHead};
 use crate::limits::MAX_SUPPORT_RATINGS;
 
 /// A click factor model's scores are its least-squares fit to the 0/1 labels, kept inside
@@ -24,20 +27,30 @@ pub fn click_probability(score: f32) -> f32 {
 /// Most factors a model may have: the device's system is `(k + 1)²` doubles (528 KB at 256).
 pub const MAX_FACTORS: usize = 256;
 
-/// The normal equations of one ridge regression with an intercept:
-/// `min_w Σ_j (t_j − w · [1, v_j])² + λ_b w_0² + λ Σ_{d ≥ 1} w_d²`, accumulated in f64 and
-/// solved by Cholesky. With `λ_b, λ > 0` the system is positive definite whatever the rows
-/// (none, duplicates, extreme targets), so the solve always exists; [`Factors`] that pass
-/// [`check`] keep it numerically so.
+/// Widest output-layer input a fold-in head ([`FoldInHead`]) may solve for: its system is
+/// `(d + k + 1)²` doubles, 13 MB at 1,024 features and [`MAX_FACTORS`] factors.
+pub const MAX_FOLD_IN_FEATURES: usize = 1024;
+
+/// The system `(Σ_j s_j x_j x_jᵀ + Λ) w = Σ_j r_j x_j` with `Λ = diag(Λ_d)`, `Λ_d > 0`,
+/// accumulated in f64 and solved by Cholesky: with `s_j = 1` the normal equations of the ridge
+/// regression `min_w Σ_j (r_j − w · x_j)² + Σ_d Λ_d w_d²`, and in general one Newton step of a
+/// loss with curvature `s_j` and residual `r_j` (a click fold-in's logistic step). A factor
+/// model's fold-in is the case `x_j = [1, v_j]`, `s_j = 1`, `Λ = (λ_b, λ, …, λ)`
+/// ([`Ridge::reset`], [`Ridge::add`]). With every `Λ_d > 0` and `s_j ≥ 0` the system is positive
+/// definite whatever the rows (none, duplicates, extreme targets), so the solve exists;
+/// [`Factors`] that pass [`check`] keep it numerically so ([`Ridge::solve`]), and systems whose
+/// rows validation cannot bound are solved with [`Ridge::solve_if_definite`].
 #[derive(Debug, Clone, Default)]
 pub struct Ridge {
-    /// Unknowns: 1 + the factor count.
+    /// Unknowns: 1 + the factor count for a factor model.
     n: usize,
     /// `n × n`, row-major; the lower triangle is accumulated, then factored in place.
     a: Vec<f64>,
     /// Right-hand side, then the solution.
     b: Vec<f64>,
-    /// Rows added since [`Ridge::reset`].
+    /// The row being added, widened to f64 (`n`).
+    x: Vec<f64>,
+    /// Rows added since the last reset.
     rows: usize,
 }
 
@@ -45,15 +58,24 @@ impl Ridge {
     /// Starts an empty system for `factors` factors (plus the bias) with its ridge weights.
     /// Allocates only when the system grows.
     pub fn reset(&mut self, factors: usize, bias_regularisation: f32, regularisation: f32) {
-        let n = factors + 1;
+        let (bias, rest) = (f64::from(bias_regularisation), f64::from(regularisation));
+        self.reset_with(factors + 1, |d| if d == 0 { bias } else { rest });
+    }
+
+    /// Starts an empty system of `unknowns` unknowns with ridge weights `Λ_d = ridge(d)`.
+    /// Allocates only when the system grows.
+    pub fn reset_with(&mut self, unknowns: usize, ridge: impl Fn(usize) -> f64) {
+        let n = unknowns;
         self.n = n;
         self.rows = 0;
         self.a.clear();
         self.a.resize(n * n, 0.0);
         self.b.clear();
         self.b.resize(n, 0.0);
+        self.x.clear();
+        self.x.resize(n, 0.0);
         for d in 0..n {
-            self.a[d * n + d] = f64::from(if d == 0 { bias_regularisation } else { regularisation });
+            self.a[d * n + d] = ridge(d);
         }
     }
 
@@ -61,15 +83,38 @@ impl Ridge {
     /// shorter or longer `v` is a caller bug, read as zero-padded or cut).
     pub fn add(&mut self, v: &[f32], t: f32) {
         debug_assert_eq!(v.len() + 1, self.n, "feature width differs from the system's");
+        if let Some((one, rest)) = self.x.split_first_mut() {
+            *one = 1.0;
+            for (x, v) in rest.iter_mut().zip(v.iter().map(|&v| f64::from(v)).chain(core::iter::repeat(0.0))) {
+                *x = v;
+            }
+        }
+        self.accumulate(1.0, f64::from(t));
+    }
+
+    /// Adds one row `x` (as many as the unknowns; a shorter or longer `x` is a caller bug, read
+    /// as zero-padded or cut) with curvature `s` and residual `r`.
+    pub fn add_weighted(&mut self, x: &[f32], s: f64, r: f64) {
+        debug_assert_eq!(x.len(), self.n, "feature width differs from the system's");
+        for (to, x) in self.x.iter_mut().zip(x.iter().map(|&x| f64::from(x)).chain(core::iter::repeat(0.0))) {
+            *to = x;
+        }
+        self.accumulate(s, r);
+    }
+
+    /// Adds the row in `self.x` with curvature `s` and residual `r`: `b += r·x`, and the lower
+    /// triangle of `a += s·x·xᵀ` (with `s = 1` exactly the unweighted sums, to the bit).
+    fn accumulate(&mut self, s: f64, r: f64) {
         let n = self.n;
-        let t = f64::from(t);
-        let x = |d: usize| if d == 0 { 1.0 } else { v.get(d - 1).map_or(0.0, |&x| f64::from(x)) };
-        for i in 0..n {
-            let xi = x(i);
-            self.b[i] += xi * t;
-            let row = &mut self.a[i * n..i * n + i + 1];
-            for (j, a) in row.iter_mut().enumerate() {
-                *a += xi * x(j);
+        for (i, &xi) in self.x.iter().enumerate().take(n) {
+            if let Some(b) = self.b.get_mut(i) {
+                *b += xi * r;
+            }
+            let sx = s * xi;
+            if let Some(row) = self.a.get_mut(i * n..i * n + i + 1) {
+                for (a, xj) in row.iter_mut().zip(&self.x) {
+                    *a += sx * xj;
+                }
             }
         }
         self.rows += 1;
@@ -77,7 +122,7 @@ impl Ridge {
 
     /// Bytes the system holds on the heap.
     pub fn heap_bytes(&self) -> usize {
-        (self.a.capacity() + self.b.capacity()) * core::mem::size_of::<f64>()
+        (self.a.capacity() + self.b.capacity() + self.x.capacity()) * core::mem::size_of::<f64>()
     }
 
     /// Rows added since the last reset.
@@ -92,6 +137,19 @@ impl Ridge {
     /// out (a debug build asserts); [`Error::Internal`] for a system of the wrong size (a bug:
     /// [`Ridge::reset`] sizes it).
     pub fn solve(&mut self, out: &mut [f32]) -> Result<()> {
+        let solved = self.solve_if_definite(out);
+        debug_assert!(
+            solved != Err(Error::NonFiniteParameter),
+            "ridge solve: a system that should be positive definite"
+        );
+        solved
+    }
+
+    /// [`Ridge::solve`] for a system whose rows validation cannot bound (a fold-in head's
+    /// hidden features): a pivot that is not positive and finite in f64 (ridge weights too small
+    /// for the rows, or rows that overflowed) is [`Error::NonFiniteParameter`] without an
+    /// assertion, `out` left unspecified.
+    pub fn solve_if_definite(&mut self, out: &mut [f32]) -> Result<()> {
         let n = self.n;
         if out.len() != n {
             return Err(Error::LengthMismatch);
@@ -104,7 +162,6 @@ impl Ridge {
         for j in 0..n {
             let pivot = a[j * n + j] - (0..j).map(|p| a[j * n + p] * a[j * n + p]).sum::<f64>();
             if !(pivot > 0.0 && pivot.is_finite()) {
-                debug_assert!(false, "ridge solve: pivot {pivot} of a system that should be positive definite");
                 return Err(Error::NonFiniteParameter);
             }
             let diagonal = libm::sqrt(pivot);
@@ -189,17 +246,18 @@ pub fn check(factors: &Factors, items: usize) -> Result<()> {
     if !finite(&factors.item_bias) || !finite(&factors.item_factors) {
         return Err(Error::NonFiniteParameter);
     }
-    let smallest = factors.regularisation.min(factors.bias_regularisation);
-    // NaN fails every comparison: `smallest` is checked for it apart.
-    if smallest.is_nan()
-        || smallest <= 0.0
-        || !factors.regularisation.is_finite()
-        || !factors.bias_regularisation.is_finite()
-    {
-        return Err(Error::NonFiniteParameter);
-    }
-    let largest_norm = factors
-        .item_factors
+    check_ridge(&[factors.regularisation, factors.bias_regularisation], &factors.item_factors, k)
+}
+
+/// Ridge weights `ridge` finite, > 0 and large enough against the largest `1 + |q_i|²` over the
+/// item factors (`k` per item) that the f64 solve of up to [`MAX_SUPPORT_RATINGS`] rows of
+/// `[1, q_i]` stays positive definite: rounding in the sums is below 1e-9 of them.
+///
+/// Errors: [`Error::NonFiniteParameter`].
+fn check_ridge(ridge: &[f32], item_factors: &[f32], k: usize) -> Result<()> {
+    check_positive(ridge)?;
+    let smallest = ridge.iter().fold(f32::INFINITY, |m, &lambda| m.min(lambda));
+    let largest_norm = item_factors
         .chunks(k.max(1))
         .map(|q| 1.0 + q.iter().map(|&x| f64::from(x) * f64::from(x)).sum::<f64>())
         .fold(1.0f64, f64::max);
@@ -207,4 +265,40 @@ pub fn check(factors: &Factors, items: usize) -> Result<()> {
         return Err(Error::NonFiniteParameter);
     }
     Ok(())
+}
+
+/// Every ridge weight finite and > 0 ([`Error::NonFiniteParameter`] otherwise).
+fn check_positive(ridge: &[f32]) -> Result<()> {
+    // NaN fails every comparison: `!(λ > 0)` refuses it.
+    if ridge.iter().any(|&lambda| !(lambda > 0.0 && lambda.is_finite())) {
+        return Err(Error::NonFiniteParameter);
+    }
+    Ok(())
+}
+
+/// Validates a fold-in head against an output layer `features` (d) wide and a catalogue of
+/// `items`: sizes (`d + k + 1` ridge weights, `items × k` factors, `k ≤` [`MAX_FACTORS`],
+/// `d ≤` [`MAX_FOLD_IN_FEATURES`]), finite factors, and ridge weights finite, > 0 and, for the
+/// factors' and the bias's, large enough against the item factors' norms as [`check`] asks of
+/// a factor model's. The hidden features' rows depend on the user, so no load-time bound holds
+/// for them: the session solves with [`Ridge::solve_if_definite`].
+///
+/// Errors: [`Error::InconsistentDimensions`] (sizes); [`Error::NonFiniteParameter`] (a NaN or
+/// infinite value, a ridge weight that is not positive or too small).
+pub fn check_fold_in(head: &FoldInHead, features: usize, items: usize) -> Result<()> {
+    let bad = Error::InconsistentDimensions;
+    let k = head.factors as usize;
+    if k > MAX_FACTORS
+        || features > MAX_FOLD_IN_FEATURES
+        || head.ridge.len() != features + k + 1
+        || head.item_factors.len() != items.checked_mul(k).ok_or(bad)?
+    {
+        return Err(bad);
+    }
+    if !head.item_factors.iter().all(|x| x.is_finite()) {
+        return Err(Error::NonFiniteParameter);
+    }
+    let (hidden, rest) = head.ridge.split_at(features);
+    check_positive(hidden)?;
+    check_ridge(rest, &head.item_factors, k)
 }

@@ -27,10 +27,31 @@
 //! follows the body inside the checksummed body bytes, half-precision or 8-bit; a reader
 //! widens them back to f32 when it loads the file). 2.2 adds matrix factorisation with fold-in
 //! ([`Method::Mf`], flag [`required::FACTORS`]: a [`StoredFactors`] follows the body and any
-//! compact tables inside the checksummed body bytes, and the body has no decision MLP).
+//! compact tables inside the checksummed body bytes, and the body has no decision MLP). 2.3 adds
+//! the bias-aware product model ([`ProductModel`]): a learned bias per catalogue item added to the
+//! MLP's raw output (flag [`required::ITEM_BIAS`]), and an inner loop that adapts a part of the
+//! MLP and/or pulls it back to its initialisation (flag [`required::ADAPT_SCOPE`]); with either
+//! flag a [`ProductModel`] follows the body, any compact tables and any factors, inside the
+//! checksummed body bytes. A product model whose output layer adapts by the fold-in
+//! ([`Adapt::FoldIn`]: one exact ridge solve over the last hidden layer's features and a user
+//! factor vector) also needs its ridge weights and item factors (flag [`required::FOLD_IN`]):
+//! a [`StoredFoldIn`] follows the [`ProductModel`].
 //!
-//! A writer stamps the lowest minor that describes the file: one without the 2.2 features says
-//! 2.1, so every file an older writer produced is still written byte for byte the same.
+//! ```text
+//! payload = postcard(ModelBody)            the 2.0 body (tables empty when compact)
+//!           [postcard(CompactEmbeddings)]  COMPACT_EMBEDDINGS (2.1)
+//!           [postcard(StoredFactors)]      FACTORS (2.2)
+//!           [postcard(ProductModel)]       ITEM_BIAS and/or ADAPT_SCOPE (2.3):
+//!                                          item_bias (varint length, then f32 LE each),
+//!                                          adapt (varint variant: 0 all, 1 head, 2 user,
+//!                                          3 fold-in), proximal (f32 LE)
+//!           [postcard(StoredFoldIn)]       FOLD_IN (2.3, with ADAPT_SCOPE and adapt = 3):
+//!                                          k (varint), ridge weights (varint length d + k + 1,
+//!                                          f32 LE each), item factors (as [`FactorValues`])
+//! ```
+//!
+//! A writer stamps the lowest minor that describes the file: one without the 2.3 features says
+//! 2.2 or 2.1, so every file an older writer produced is still written byte for byte the same.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -44,7 +65,7 @@ pub const MAGIC: [u8; 8] = *b"METAREC\x1a";
 pub const FORMAT_MAJOR: u16 = 2;
 /// Newest format minor version this runtime writes (files that need none of its additions
 /// are stamped with the minor that introduced the newest feature they use: see [`encode_with`]).
-pub const FORMAT_MINOR: u16 = 2;
+pub const FORMAT_MINOR: u16 = 3;
 /// Size of the header this runtime writes (and the least it reads).
 pub const HEADER_LEN: usize = 48;
 
@@ -64,9 +85,28 @@ pub mod required {
     pub const COMPACT_EMBEDDINGS: u32 = 1 << 5;
     /// Matrix factorisation with fold-in: item biases and factors follow the body (2.2).
     pub const FACTORS: u32 = 1 << 6;
+    /// A bias per catalogue item added to the MLP's raw output: a [`super::ProductModel`]
+    /// follows the body (2.3).
+    pub const ITEM_BIAS: u32 = 1 << 7;
+    /// The inner loop adapts part of the MLP ([`super::Adapt`] other than `All`) or has a
+    /// proximal term: a [`super::ProductModel`] follows the body (2.3).
+    pub const ADAPT_SCOPE: u32 = 1 << 8;
+    /// The output layer adapts by the fold-in ([`super::Adapt::FoldIn`]): a
+    /// [`super::StoredFoldIn`] (ridge weights and item factors) follows the
+    /// [`super::ProductModel`] (2.3). A reader without it refuses the file by name rather than
+    /// adapting such a model by gradient steps.
+    pub const FOLD_IN: u32 = 1 << 9;
     /// Every flag this runtime implements.
-    pub const KNOWN: u32 =
-        PER_PARAMETER_LR | LR_NETWORK | NEIGHBOUR_TABLE | MULTIPLE_INITS | CLICK_TASK | COMPACT_EMBEDDINGS | FACTORS;
+    pub const KNOWN: u32 = PER_PARAMETER_LR
+        | LR_NETWORK
+        | NEIGHBOUR_TABLE
+        | MULTIPLE_INITS
+        | CLICK_TASK
+        | COMPACT_EMBEDDINGS
+        | FACTORS
+        | ITEM_BIAS
+        | ADAPT_SCOPE
+        | FOLD_IN;
 }
 
 /// The parsed header.
@@ -271,6 +311,47 @@ pub struct Adaptation {
     pub inner_steps: u32,
 }
 
+/// What the inner loop adapts (`trainer train --adapt`; the device follows the same rule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Adapt {
+    /// Every weight and bias of the decision MLP (the papers).
+    #[default]
+    All,
+    /// The output layer only: a user vector over the last hidden layer plus the user bias.
+    Head,
+    /// The user side only: layer 0's bias and its user-field weights, and the output bias (the
+    /// user bias).
+    User,
+    /// The output layer and a user factor vector over the item factors, solved exactly from the
+    /// support set by one ridge (Newton) step instead of gradient steps: the matrix
+    /// factorisation fold-in over the last hidden layer's features and the item factors.
+    #[serde(rename = "fold-in")]
+    FoldIn,
+}
+
+impl Adapt {
+    /// Every scope, the trainer's default (the fold-in) first, as the command line lists them.
+    pub const ALL: [Adapt; 4] = [Adapt::FoldIn, Adapt::All, Adapt::Head, Adapt::User];
+    /// The scopes adapted by gradient steps (every one but the fold-in).
+    pub const GRADIENT: [Adapt; 3] = [Adapt::All, Adapt::Head, Adapt::User];
+
+    /// The canonical spelling (command line, run files, reports).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Adapt::All => "all",
+            Adapt::Head => "head",
+            Adapt::User => "user",
+            Adapt::FoldIn => "fold-in",
+        }
+    }
+
+    /// The scope spelt `name`.
+    pub fn from_name(name: &str) -> Option<Adapt> {
+        Adapt::ALL.into_iter().find(|a| a.name() == name)
+    }
+}
+
 /// The rating scale the model was trained on.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RatingScale {
@@ -316,6 +397,102 @@ pub struct ModelBody {
     /// own encoding is that of 2.0 and 2.1.
     #[serde(skip)]
     pub factors: Option<Factors>,
+    /// The bias-aware product model's additions (2.3): item biases, the adaptation scope and the
+    /// proximal term. The default is the plain model (no item bias, adapt everything, no
+    /// proximal term), which is encoded as nothing at all; anything else follows the body as a
+    /// [`ProductModel`] (flags [`required::ITEM_BIAS`], [`required::ADAPT_SCOPE`]), so the
+    /// body's own encoding is that of 2.0 to 2.2.
+    #[serde(skip)]
+    pub product: ProductModel,
+}
+
+/// The bias-aware product model: the raw output (a rating, or a click logit before σ) is
+/// `MLP(x_user, x_item; θ) + item_bias[item]`, and the inner loop minimises the mean support
+/// loss of that output plus `(proximal / 2) · ‖θ − θ₀‖²` over the parameters `adapt` names (θ₀
+/// the initialisation adaptation started from); the others keep the initialisation's values.
+/// With [`Adapt::FoldIn`] the output layer is instead solved exactly ([`FoldInHead`], which
+/// such a model must have and no other may), the raw output gains `p_u · q_item`, and
+/// `proximal` is unused.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ProductModel {
+    /// One bias per catalogue item, in `ModelBody::items` order; empty for none.
+    pub item_bias: Vec<f32>,
+    /// Which parameters of the decision MLP the inner loop updates.
+    pub adapt: Adapt,
+    /// Weight of the proximal term (≥ 0; 0 for none).
+    pub proximal: f32,
+    /// The fold-in's ridge weights and item factors ([`Adapt::FoldIn`] only). Encoded after the
+    /// product model as a [`StoredFoldIn`] (flag [`required::FOLD_IN`]), not inside it, so the
+    /// product model's own encoding is that of early 2.3 files.
+    #[serde(skip)]
+    pub fold_in: Option<FoldInHead>,
+}
+
+/// The fold-in of a product model ([`Adapt::FoldIn`]): a user's output layer `(w, b)` and
+/// factor vector `p` (k values) move from the initialisation θ₀ (p from 0) by the δ that
+/// solves `(Σ_j s_j z_j z_jᵀ + Λ) δ = Σ_j z_j r_j` over the support ratings j, with `z_j = [h_j; q_item_j; 1]` (`h_j` the last hidden layer's
+/// activations at θ₀, or the input for a one-layer MLP), `start_j = w₀·h_j + b₀ + b_item_j`,
+/// and for ratings `r_j = y_j − start_j`, `s_j = 1`, for clicks `p_j = σ(start_j)`,
+/// `r_j = y_j − p_j`, `s_j = p_j(1 − p_j)`. `Λ = diag(ridge_m · inner_lr / rate_m)`, the rate
+/// being `inner_lr` for a fixed rate (Λ = ridge), the user's own rate for the PAML family, and
+/// for per-parameter rates the output weights' and bias's own (`inner_lr` for the factors).
+/// Then `w = w₀ + δ[..d]`, `p = δ[d..d + k]`, `b = b₀ + δ[d + k]`, and the raw output of item
+/// i is `MLP(x_user, x_i; θ) + item_bias[i] + p · q_i`. The hidden layers never change.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct FoldInHead {
+    /// k: item factors per item (0 for none; at most [`crate::factors::MAX_FACTORS`]).
+    pub factors: u32,
+    /// The ridge weights, `d + k + 1` (d the output layer's input width), each finite and > 0.
+    pub ridge: Vec<f32>,
+    /// q_i, `items × k`, row-major.
+    pub item_factors: Vec<f32>,
+}
+
+/// [`FoldInHead`] as the file stores it: the item factors in f32, f16 or 8 bits, as
+/// [`StoredFactors`] stores a factor model's.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredFoldIn {
+    /// k.
+    pub factors: u32,
+    /// The ridge weights.
+    pub ridge: Vec<f32>,
+    /// q_i.
+    pub item_factors: FactorValues,
+}
+
+impl StoredFoldIn {
+    fn encode(head: &FoldInHead, precision: EmbeddingPrecision) -> StoredFoldIn {
+        StoredFoldIn {
+            factors: head.factors,
+            ridge: head.ridge.clone(),
+            item_factors: FactorValues::encode(&head.item_factors, head.factors as usize, precision),
+        }
+    }
+
+    /// The head widened to f32. Sizes are checked by [`crate::Model::from_body`]; a compact
+    /// table whose size disagrees with `items × factors` is refused here.
+    fn decode(self, items: usize) -> Result<FoldInHead> {
+        let item_factors = self.item_factors.decode(items, self.factors as usize)?;
+        Ok(FoldInHead { factors: self.factors, ridge: self.ridge, item_factors })
+    }
+}
+
+impl ProductModel {
+    /// The required flags this part needs: none for the plain model (the default).
+    pub fn required_features(&self) -> u32 {
+        let mut flags = 0;
+        if !self.item_bias.is_empty() {
+            flags |= required::ITEM_BIAS;
+        }
+        // `!=` rather than `>`: a NaN or negative weight is written, and refused by validation.
+        if self.adapt != Adapt::All || self.proximal != 0.0 {
+            flags |= required::ADAPT_SCOPE;
+        }
+        if self.fold_in.is_some() {
+            flags |= required::FOLD_IN;
+        }
+        flags
+    }
 }
 
 /// A biased matrix factorisation `r̂ = μ + b_u + b_i + p_u · q_i` with fold-in: the user's
@@ -360,38 +537,48 @@ pub enum FactorValues {
     Compact(CompactTable),
 }
 
+impl FactorValues {
+    /// `values` (`rows × k`) in `precision` (f32 as they are when k is 0).
+    fn encode(values: &[f32], k: usize, precision: EmbeddingPrecision) -> FactorValues {
+        if precision == EmbeddingPrecision::F32 || k == 0 {
+            FactorValues::F32(values.to_vec())
+        } else {
+            FactorValues::Compact(CompactTable::encode(values, k, precision))
+        }
+    }
+
+    /// The values widened to f32: f32 ones as they are (their size is validation's to check),
+    /// a compact table only if it holds `rows × k` values ([`Error::InconsistentDimensions`]).
+    fn decode(self, rows: usize, k: usize) -> Result<Vec<f32>> {
+        match self {
+            FactorValues::F32(values) => Ok(values),
+            FactorValues::Compact(table) => {
+                let len = rows.checked_mul(k).ok_or(Error::InconsistentDimensions)?;
+                let mut out = Vec::new();
+                if !table.decode(k, len, &mut out) {
+                    return Err(Error::InconsistentDimensions);
+                }
+                Ok(out)
+            }
+        }
+    }
+}
+
 impl StoredFactors {
     fn encode(factors: &Factors, precision: EmbeddingPrecision) -> StoredFactors {
-        let k = factors.factors as usize;
-        let item_factors = if precision == EmbeddingPrecision::F32 || k == 0 {
-            FactorValues::F32(factors.item_factors.clone())
-        } else {
-            FactorValues::Compact(CompactTable::encode(&factors.item_factors, k, precision))
-        };
         StoredFactors {
             factors: factors.factors,
             regularisation: factors.regularisation,
             bias_regularisation: factors.bias_regularisation,
             item_bias: factors.item_bias.clone(),
-            item_factors,
+            item_factors: FactorValues::encode(&factors.item_factors, factors.factors as usize, precision),
         }
     }
 
     /// The factors widened to f32. Sizes are checked by [`crate::Model::from_body`]; a compact
     /// table whose size disagrees with `item_bias.len() × factors` is refused here.
     fn decode(self) -> Result<Factors> {
-        let item_factors = match self.item_factors {
-            FactorValues::F32(values) => values,
-            FactorValues::Compact(table) => {
-                let k = self.factors as usize;
-                let len = self.item_bias.len().checked_mul(k).ok_or(Error::InconsistentDimensions)?;
-                let mut out = Vec::new();
-                if !table.decode(k, len, &mut out) {
-                    return Err(Error::InconsistentDimensions);
-                }
-                out
-            }
-        };
+        let item_factors = self.item_factors.decode(self.item_bias.len(), self.factors as usize)?;
         Ok(Factors {
             factors: self.factors,
             regularisation: self.regularisation,
@@ -423,7 +610,7 @@ impl ModelBody {
         if self.factors.is_some() {
             flags |= required::FACTORS;
         }
-        flags
+        flags | self.product.required_features()
     }
 }
 
@@ -572,8 +759,21 @@ pub fn encode_with(body: &ModelBody, precision: EmbeddingPrecision) -> Result<Ve
         let stored = StoredFactors::encode(factors, precision);
         payload.extend(postcard::to_allocvec(&stored).map_err(|_| Error::MalformedBody)?);
     }
+    if body.product.required_features() != 0 {
+        payload.extend(postcard::to_allocvec(&body.product).map_err(|_| Error::MalformedBody)?);
+    }
+    if let Some(head) = &body.product.fold_in {
+        let stored = StoredFoldIn::encode(head, precision);
+        payload.extend(postcard::to_allocvec(&stored).map_err(|_| Error::MalformedBody)?);
+    }
     // The lowest minor that describes the file (see the module docs).
-    let minor: u16 = if required_features & required::FACTORS != 0 { 2 } else { 1 };
+    let minor: u16 = if required_features & (required::ITEM_BIAS | required::ADAPT_SCOPE | required::FOLD_IN) != 0 {
+        3
+    } else if required_features & required::FACTORS != 0 {
+        2
+    } else {
+        1
+    };
     let mut file = Vec::with_capacity(HEADER_LEN + payload.len());
     file.extend_from_slice(&MAGIC);
     file.extend_from_slice(&FORMAT_MAJOR.to_le_bytes());
@@ -641,10 +841,17 @@ pub fn read_header(bytes: &[u8]) -> Result<Header> {
         body_len: u64_at(header, 32),
         body_crc: u32_at(header, 40),
     };
-    if parsed.required_features & !required::KNOWN != 0 {
+    refuse_unknown(parsed.required_features, required::KNOWN)?;
+    Ok(parsed)
+}
+
+/// [`Error::UnsupportedFeature`] when `flags` holds a required flag outside `known` (a reader's
+/// [`required::KNOWN`]).
+fn refuse_unknown(flags: u32, known: u32) -> Result<()> {
+    if flags & !known != 0 {
         return Err(Error::UnsupportedFeature);
     }
-    Ok(parsed)
+    Ok(())
 }
 
 /// Checks the header, both checksums, the feature flags and the schema hash, and decodes the
@@ -674,6 +881,16 @@ pub fn decode(bytes: &[u8]) -> Result<ModelBody> {
         body.factors = Some(stored.decode()?);
         unread = after;
     }
+    if header.required_features & (required::ITEM_BIAS | required::ADAPT_SCOPE) != 0 {
+        let (product, after) = postcard::take_from_bytes::<ProductModel>(unread).map_err(|_| Error::MalformedBody)?;
+        body.product = product;
+        unread = after;
+    }
+    if header.required_features & required::FOLD_IN != 0 {
+        let (stored, after) = postcard::take_from_bytes::<StoredFoldIn>(unread).map_err(|_| Error::MalformedBody)?;
+        body.product.fold_in = Some(stored.decode(body.items.len())?);
+        unread = after;
+    }
     if !unread.is_empty() {
         return Err(Error::TrailingBytes);
     }
@@ -699,4 +916,53 @@ fn widen_embeddings(body: &mut ModelBody, compact: &CompactEmbeddings) -> Result
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 2.2 reader knew bits 0 to 6: the 2.3 flags are past its mask, so it refuses a file
+    /// that has them by name ([`Error::UnsupportedFeature`]) instead of scoring without the item
+    /// biases or adapting every weight; this reader takes them, and refuses the next bit.
+    #[test]
+    fn a_2_2_reader_refuses_the_2_3_flags_by_name() {
+        const KNOWN_2_2: u32 = (1 << 7) - 1;
+        let new = required::ITEM_BIAS | required::ADAPT_SCOPE;
+        assert_eq!(KNOWN_2_2, required::KNOWN & !(new | required::FOLD_IN));
+        for flags in [required::ITEM_BIAS, required::ADAPT_SCOPE, new, new | required::CLICK_TASK] {
+            assert_eq!(refuse_unknown(flags, KNOWN_2_2), Err(Error::UnsupportedFeature), "{flags:#x}");
+            assert_eq!(refuse_unknown(flags, required::KNOWN), Ok(()), "{flags:#x}");
+        }
+        assert_eq!(refuse_unknown(required::FACTORS | required::CLICK_TASK, KNOWN_2_2), Ok(()));
+        assert_eq!(refuse_unknown(1 << 10, required::KNOWN), Err(Error::UnsupportedFeature));
+    }
+
+    /// An early 2.3 reader knew bits 0 to 8: a fold-in model's flag is past its mask, so it
+    /// refuses the file by name instead of adapting the output layer by gradient steps.
+    #[test]
+    fn an_early_2_3_reader_refuses_the_fold_in_by_name() {
+        const KNOWN_EARLY_2_3: u32 = (1 << 9) - 1;
+        assert_eq!(KNOWN_EARLY_2_3, required::KNOWN & !required::FOLD_IN);
+        let fold_in = ProductModel { adapt: Adapt::FoldIn, fold_in: Some(FoldInHead::default()), ..Default::default() };
+        let flags = fold_in.required_features();
+        assert_eq!(flags, required::ADAPT_SCOPE | required::FOLD_IN);
+        assert_eq!(refuse_unknown(flags, KNOWN_EARLY_2_3), Err(Error::UnsupportedFeature));
+        assert_eq!(refuse_unknown(flags, required::KNOWN), Ok(()));
+    }
+
+    /// The plain product model needs no flag; each part its own.
+    #[test]
+    fn product_flags_follow_what_is_used() {
+        let plain = ProductModel::default();
+        assert_eq!(plain.required_features(), 0);
+        let scoped = ProductModel { adapt: Adapt::Head, ..ProductModel::default() };
+        assert_eq!(scoped.required_features(), required::ADAPT_SCOPE);
+        let pulled = ProductModel { proximal: 0.5, ..ProductModel::default() };
+        assert_eq!(pulled.required_features(), required::ADAPT_SCOPE);
+        let biased = ProductModel { item_bias: alloc::vec![0.0], ..ProductModel::default() };
+        assert_eq!(biased.required_features(), required::ITEM_BIAS);
+        let refused = ProductModel { proximal: f32::NAN, ..ProductModel::default() };
+        assert_eq!(refused.required_features(), required::ADAPT_SCOPE, "written, so validation refuses it");
+    }
 }

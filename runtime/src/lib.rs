@@ -21,6 +21,7 @@ mod mlp;
 mod model;
 pub mod neighbours;
 pub mod resample;
+mod scope;
 mod session;
 
 pub use error::{Error, Result};

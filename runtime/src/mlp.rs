@@ -102,7 +102,7 @@ impl Layout {
     }
 
     /// Offset of layer `l`'s activations in a batch of `rows` rows.
-    fn act_at(&self, l: usize, rows: usize) -> usize {
+    pub fn act_at(&self, l: usize, rows: usize) -> usize {
         self.layers.iter().take(l).map(|s| s.outputs * rows).sum()
     }
 }
@@ -320,7 +320,8 @@ pub(crate) fn scores<'a>(layout: &Layout, acts: &'a [f32], rows: usize) -> Resul
 /// Adds `Σ_rows dy_row · ∂y_row/∂θ` to `grads` (same layout as `params`) after
 /// [`forward_batch`] over the same rows (`pass`: see [`Backward`]). Layer 0's pre-activation
 /// gradients (`rows × outputs0`) are copied into `pass.delta0`. Layer 0's item-column weight
-/// gradients are formed only when `item_weights` is true.
+/// gradients are formed only when `item_weights` is true. The pass stops at layer
+/// `pass.lowest`: the layers below it get no gradient (nor `delta0`, unless it is 0).
 ///
 /// The ReLU derivative is 1 where the layer output is > 0 and 0 elsewhere, which equals torch's
 /// `threshold_backward(grad, result, 0)`.
@@ -331,7 +332,7 @@ pub(crate) fn backward_batch(
     grads: &mut [f32],
     item_weights: bool,
 ) -> Result<()> {
-    let Backward { user, items, rows, acts, dy, g_cur, g_next, delta0 } = pass;
+    let Backward { user, items, rows, acts, dy, g_cur, g_next, delta0, lowest } = pass;
     let (mut current, mut next) = (g_cur, g_next);
     for (g, d) in current.iter_mut().zip(dy.iter().take(rows)) {
         *g = *d;
@@ -361,6 +362,9 @@ pub(crate) fn backward_batch(
         let input =
             acts.get(input_at..input_at + rows * shape.inputs).invariant("backward: input past the activations")?;
         gemm(1.0, transposed(g, next)?, View::rows(input, rows, shape.inputs), 1.0, grad_weight, shape.inputs)?;
+        if l <= lowest {
+            return Ok(());
+        }
         let g_in = next.get_mut(..rows * shape.inputs).invariant("backward: gradient scratch too short")?;
         gemm(1.0, g, View::rows(weight, shape.outputs, shape.inputs), 0.0, g_in, shape.inputs)?;
         for (gi, &a) in g_in.iter_mut().zip(input) {
@@ -374,7 +378,8 @@ pub(crate) fn backward_batch(
 /// What [`backward_batch`] reads besides the parameters, and its scratch: `user` is the user
 /// part of every row's input, `items` the rows' item inputs (`rows × item_width`), `acts` and
 /// `dy` the forward pass's activations and dL/dy; `g_cur`/`g_next` are scratch of
-/// `rows × layout.max_width` each, `delta0` receives layer 0's pre-activation gradients.
+/// `rows × layout.max_width` each, `delta0` receives layer 0's pre-activation gradients;
+/// `lowest` is the lowest layer that needs its gradient (0 for all).
 #[derive(Debug)]
 pub(crate) struct Backward<'a> {
     pub user: &'a [f32],
@@ -385,6 +390,7 @@ pub(crate) struct Backward<'a> {
     pub g_cur: &'a mut [f32],
     pub g_next: &'a mut [f32],
     pub delta0: &'a mut [f32],
+    pub lowest: usize,
 }
 
 /// Layer 0 as [`layer0_weight_gradients`] sees it.

@@ -8,6 +8,7 @@ use crate::format::{self, FieldKind, FieldSpec, ModelBody};
 use crate::gemm::{gemm, View};
 use crate::limits::{MAX_CANDIDATES, MAX_MODEL_BYTES, MAX_STEPS, MAX_STRING_LEN};
 use crate::mlp::Layout;
+use crate::scope::Scope;
 
 /// A loaded and validated model. Immutable; share it read-only between sessions (`&Model`,
 /// `Arc<Model>`): every per-user state lives in [`crate::Session`].
@@ -28,6 +29,10 @@ pub struct Model {
     layout: Layout,
     /// Meta-SGD's rates in the flat parameter layout (empty for other methods).
     parameter_rates: Vec<f32>,
+    /// Every initialisation's parameters in the flat layout (θ₀ of the proximal term).
+    init_params: Vec<Vec<f32>>,
+    /// The parameters the inner loop updates ([`format::Adapt`]).
+    scope: Scope,
     /// Every item's input part (its field vectors), `items × item_width`: computed once per
     /// model because it does not depend on the user.
     item_inputs: Vec<f32>,
@@ -35,7 +40,8 @@ pub struct Model {
     /// (`items × hidden0` each; bias and user part excluded). Adaptation with one scalar rate
     /// changes W0 by a low-rank term over the support items only, so a session scores with
     /// this plus that correction instead of the full product (see `Session::raw_scores`).
-    /// Empty for per-parameter rates (Meta-SGD), whose update is not low-rank.
+    /// Empty for per-parameter rates (Meta-SGD), whose update is not low-rank, unless the scope
+    /// leaves layer 0's item columns alone (then the item part never changes).
     item_hidden: Vec<Vec<f32>>,
 }
 
@@ -71,15 +77,20 @@ impl Model {
     /// Errors: [`Error::InconsistentDimensions`] when sizes do not fit together (zero embedding
     /// width, embedding tables of the wrong length, unsorted vocabularies or bucket bounds,
     /// layers that do not chain from the input width to one output, item rows out of range or of
-    /// the wrong count, duplicate item ids or user field names, rating `min >= max`);
-    /// [`Error::NonFiniteParameter`] when a weight, embedding, bound or hyper-parameter is NaN or
-    /// infinite, or the inner learning rate is negative; [`Error::ModelTooLarge`] when the model
+    /// the wrong count, duplicate item ids or user field names, rating `min >= max`, item biases
+    /// that are neither none nor one per item, a fold-in head without the fold-in scope or the
+    /// reverse, or one whose sizes do not fit: see [`crate::factors::check_fold_in`]);
+    /// [`Error::NonFiniteParameter`] when a weight, embedding, bound, item bias, item factor or
+    /// hyper-parameter is NaN or infinite, the inner learning rate or the proximal weight is
+    /// negative, or a fold-in ridge weight is not positive (or too small for the item factors);
+    /// [`Error::ModelTooLarge`] when the model
     /// goes past a limit of [`crate::limits`] (more than [`MAX_CANDIDATES`] items, more than
     /// [`MAX_STEPS`] inner steps, an id, field name or vocabulary value longer than
     /// [`MAX_STRING_LEN`] bytes).
     ///
     /// A factor model ([`format::Method::Mf`]) instead has no layers, no embedding tables
-    /// (`embedding_dim` 0) and factors that pass [`crate::factors::check`].
+    /// (`embedding_dim` 0), factors that pass [`crate::factors::check`] and the plain
+    /// [`format::ProductModel`] (its own item biases are the factors').
     pub fn from_body(body: ModelBody) -> Result<Model> {
         check_limits(&body)?;
         if body.factors.is_some() || body.method == format::Method::Mf {
@@ -113,6 +124,8 @@ impl Model {
             }
         }
         validate_learning_rate(&body, &layout, input_width)?;
+        validate_product(&body, &layout)?;
+        let scope = Scope::new(&layout, user_width, body.product.adapt)?;
 
         let items_by_id = validate_items(&body)?;
         let user_fields_by_name = sorted_unique_names(&body.user_fields)?;
@@ -122,6 +135,14 @@ impl Model {
         if let crate::format::LearningRate::PerParameter(rates) = &body.learning_rate {
             write_flat(rates, &mut parameter_rates);
         }
+        let init_params = core::iter::once(&body.layers)
+            .chain(&body.extra_inits)
+            .map(|layers| {
+                let mut flat = Vec::new();
+                write_flat(layers, &mut flat);
+                flat
+            })
+            .collect();
         let mut model = Model {
             body,
             items_by_id,
@@ -130,26 +151,37 @@ impl Model {
             input_width,
             layout,
             parameter_rates,
+            init_params,
+            scope,
             item_inputs: Vec::new(),
             item_hidden: Vec::new(),
         };
-        let item_width = input_width - user_width;
+        model.precompute_items()?;
+        Ok(model)
+    }
+
+    /// Fills what scoring reads per item and not per user: the item inputs, and (where the
+    /// low-rank path applies) layer 0's item part of every initialisation.
+    fn precompute_items(&mut self) -> Result<()> {
+        let bad = Error::InconsistentDimensions;
+        let item_width = self.input_width - self.user_width;
+        let items = self.body.items.len();
         let mut item_inputs = Vec::new();
-        item_inputs.try_reserve_exact(model.body.items.len().checked_mul(item_width).ok_or(bad)?).map_err(|_| bad)?;
-        item_inputs.resize(model.body.items.len() * item_width, 0.0);
+        item_inputs.try_reserve_exact(items.checked_mul(item_width).ok_or(bad)?).map_err(|_| bad)?;
+        item_inputs.resize(items * item_width, 0.0);
         for (i, chunk) in item_inputs.chunks_exact_mut(item_width.max(1)).enumerate() {
-            model.write_item_input(i as u32, chunk)?;
+            self.write_item_input(i as u32, chunk)?;
         }
-        model.item_inputs = item_inputs;
-        if !matches!(model.body.learning_rate, crate::format::LearningRate::PerParameter(_)) {
-            let mut params = Vec::new();
-            for k in 0..model.init_count() {
-                model.write_init_params(k, &mut params);
-                let hidden = model.items_through_layer0(&params)?;
-                model.item_hidden.push(hidden);
+        self.item_inputs = item_inputs;
+        let per_parameter = matches!(self.body.learning_rate, crate::format::LearningRate::PerParameter(_));
+        if !per_parameter || !self.scope.item_columns() {
+            for k in 0..self.init_count() {
+                let params = self.init_params.get(k).invariant("an initialisation without parameters")?;
+                let hidden = self.items_through_layer0(params)?;
+                self.item_hidden.push(hidden);
             }
         }
-        Ok(model)
+        Ok(())
     }
 
     /// [`Model::from_body`] for a factor model: the fields keep their vocabularies (profile
@@ -163,6 +195,7 @@ impl Model {
             || !body.extra_inits.is_empty()
             || body.learning_rate != format::LearningRate::Fixed
             || body.neighbours.is_some()
+            || body.product != format::ProductModel::default()
         {
             return Err(bad);
         }
@@ -181,6 +214,8 @@ impl Model {
             input_width: 0,
             layout: Layout::default(),
             parameter_rates: Vec::new(),
+            init_params: Vec::new(),
+            scope: Scope::default(),
             item_inputs: Vec::new(),
             item_hidden: Vec::new(),
         })
@@ -316,11 +351,46 @@ impl Model {
 
     /// Replaces `out` with initialisation `k`'s parameters (the first one if `k` is out of range).
     pub(crate) fn write_init_params(&self, k: usize, out: &mut Vec<f32>) {
-        let layers = match k.checked_sub(1).and_then(|e| self.body.extra_inits.get(e)) {
-            Some(layers) => layers,
-            None => &self.body.layers,
-        };
-        write_flat(layers, out);
+        out.clear();
+        if let Some(params) = self.init_params.get(k).or(self.init_params.first()) {
+            out.extend_from_slice(params);
+        }
+    }
+
+    /// Initialisation `k`'s parameters in the flat layout (θ₀ of the proximal term), if in range.
+    pub(crate) fn init_params(&self, k: usize) -> Option<&[f32]> {
+        self.init_params.get(k).map(Vec::as_slice)
+    }
+
+    /// The parameters the inner loop updates.
+    pub(crate) fn scope(&self) -> &Scope {
+        &self.scope
+    }
+
+    /// The item biases added to the MLP's raw output, one per item ([`format::ProductModel`];
+    /// empty when the model has none).
+    pub fn item_biases(&self) -> &[f32] {
+        &self.body.product.item_bias
+    }
+
+    /// Which parameters adaptation updates ([`format::ProductModel::adapt`]).
+    pub fn adapt_scope(&self) -> format::Adapt {
+        self.body.product.adapt
+    }
+
+    /// The fold-in's ridge weights and item factors of a model whose output layer adapts by the
+    /// fold-in ([`format::Adapt::FoldIn`]); None otherwise.
+    pub fn fold_in_head(&self) -> Option<&format::FoldInHead> {
+        self.body.product.fold_in.as_ref()
+    }
+
+    /// Item `item`'s factors `q_i` of a fold-in head (k wide; empty without factors), if in
+    /// range.
+    pub(crate) fn fold_in_factors(&self, item: u32) -> Option<&[f32]> {
+        let head = self.fold_in_head()?;
+        let k = head.factors as usize;
+        let start = (item as usize).checked_mul(k)?;
+        head.item_factors.get(start..start.checked_add(k)?)
     }
 
     /// Per-parameter learning rates in the flat parameter layout (Meta-SGD; empty otherwise).
@@ -385,6 +455,28 @@ fn validate_settings(body: &ModelBody) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The product model's parts: one finite bias per item (or none), a finite proximal weight ≥ 0,
+/// and a fold-in head exactly when the scope is the fold-in, valid for the output layer
+/// ([`crate::factors::check_fold_in`]).
+fn validate_product(body: &ModelBody, layout: &Layout) -> Result<()> {
+    let bad = Error::InconsistentDimensions;
+    let product = &body.product;
+    if !product.item_bias.is_empty() && product.item_bias.len() != body.items.len() {
+        return Err(bad);
+    }
+    if !all_finite(&product.item_bias) || !product.proximal.is_finite() || product.proximal < 0.0 {
+        return Err(Error::NonFiniteParameter);
+    }
+    match (&product.fold_in, product.adapt) {
+        (Some(head), format::Adapt::FoldIn) => {
+            let features = layout.layers.last().ok_or(bad)?.inputs;
+            crate::factors::check_fold_in(head, features, body.items.len())
+        }
+        (None, format::Adapt::FoldIn) | (Some(_), _) => Err(bad),
+        (None, _) => Ok(()),
+    }
 }
 
 fn write_flat(layers: &[crate::format::DenseLayer], out: &mut Vec<f32>) {

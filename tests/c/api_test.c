@@ -266,6 +266,7 @@ static void check_text(const MetarecModel *model, TextGetter get, const char *wa
 static void test_model_info(const MetarecModel *model) {
     check_text(model, metarec_model_method, "melu", __LINE__);
     check_text(model, metarec_model_task, "rating", __LINE__);
+    check_text(model, metarec_model_adapt, "all", __LINE__);
     float threshold = -1.0f;
     CHECK_CODE(metarec_model_click_threshold(NULL, &threshold), METAREC_ERR_NULL_POINTER);
     CHECK_CODE(metarec_model_click_threshold(model, &threshold), METAREC_ERR_INVALID_ARGUMENT);

@@ -108,6 +108,7 @@ pub fn model_body(flat: bool) -> ModelBody {
         neighbours: None,
         rating: RatingScale { min: 1.0, max: 5.0, global_mean: 3.5 },
         factors: None,
+        product: Default::default(),
     }
 }
 
@@ -180,6 +181,7 @@ pub fn factor_model_body() -> ModelBody {
             item_bias: (0..ITEM_COUNT).map(factor_item_bias).collect(),
             item_factors: w.take(ITEM_COUNT * FACTOR_COUNT, 0.9),
         }),
+        product: Default::default(),
     }
 }
 

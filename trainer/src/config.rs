@@ -238,6 +238,19 @@ pub fn inner_steps(text: &str) -> Result<u32, String> {
 pub fn mf_factors(text: &str) -> Result<usize, String> {
     MF_FACTORS.parse(text)
 }
+/// The rule of --dropout and --item-id-dropout: a share below 1.
+pub const SHARE: Real = Real { what: "share", min: 0.0, inclusive: true, max: 1.0 };
+/// `value_parser` of --dropout and --item-id-dropout.
+pub fn share(text: &str) -> Result<f64, String> {
+    SHARE.parse(text)
+}
+/// `value_parser` of --adapt: the runtime's spelling of each scope.
+pub fn adapt(text: &str) -> Result<metarec_runtime::format::Adapt, String> {
+    metarec_runtime::format::Adapt::from_name(text).ok_or_else(|| {
+        let names: Vec<&str> = metarec_runtime::format::Adapt::ALL.iter().map(|a| a.name()).collect();
+        format!("'{text}' is not a scope: expected one of {}", names.join(", "))
+    })
+}
 /// `value_parser` of --inner-lr.
 pub fn inner_lr(text: &str) -> Result<f64, String> {
     INNER_LR.parse(text)
@@ -292,6 +305,62 @@ pub fn rating(text: &str) -> Result<f32, String> {
 /// command line (the library's callers): "--epochs 0: expected a whole number >= 1".
 pub fn check_flag(flag: &str, value: impl Display, rule: Result<(), String>) -> Result<()> {
     rule.map_err(|rule| anyhow!("{flag} {value}: {rule}"))
+}
+
+/// `--preset`: a named set of `train` flags (the flags given on the command line, and those of
+/// a `--config` file, override it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Preset {
+    /// The product model: the defaults (item identity, item biases, the fold-in with item
+    /// factors warm-started from matrix factorisation), chosen on validation users.
+    #[default]
+    Product,
+    /// Each paper's published model: the decision MLP over field embeddings, every weight
+    /// adapted by gradient steps, no item identity, no item biases, no regularisation.
+    Paper,
+}
+
+impl Preset {
+    /// The flags the preset sets (the product model's are the defaults: none).
+    pub fn flags(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Preset::Product => &[],
+            Preset::Paper => &[
+                ("--item-id", "false"),
+                ("--item-bias", "false"),
+                ("--adapt", "all"),
+                ("--item-factors", "false"),
+                ("--item-id-dropout", "0"),
+                ("--dropout", "0"),
+                ("--embedding-decay", "0"),
+                ("--proximal", "0"),
+            ],
+        }
+    }
+}
+
+/// Expands `--preset NAME` (or `--preset=NAME`) of the subcommand `args[1]` into the preset's
+/// flags, placed right after the subcommand so that every flag given later (on the command
+/// line or from `--config`) overrides them. An unknown name is left for clap to refuse.
+pub fn expand_preset_args(args: Vec<OsString>) -> Vec<OsString> {
+    let value = args.iter().enumerate().find_map(|(i, a)| {
+        let text = a.to_string_lossy();
+        match text.strip_prefix("--preset") {
+            Some("") => args.get(i + 1).map(|v| v.to_string_lossy().into_owned()),
+            Some(rest) => rest.strip_prefix('=').map(str::to_string),
+            None => None,
+        }
+    });
+    let Some(preset) = value.and_then(|v| <Preset as clap::ValueEnum>::from_str(&v, false).ok()) else {
+        return args;
+    };
+    if args.len() < 2 {
+        return args;
+    }
+    let mut out: Vec<OsString> = args[..2].to_vec();
+    out.extend(preset.flags().iter().flat_map(|(flag, value)| [OsString::from(flag), OsString::from(value)]));
+    out.extend(args[2..].iter().cloned());
+    out
 }
 
 /// Replaces `--config PATH` (or `--config=PATH`) in `args` by the flags of that TOML file, each

@@ -130,6 +130,11 @@ impl Baselines {
         fitted
     }
 
+    /// The fitted item biases, one per item (0 for items no training user rated).
+    pub fn item_biases(&self) -> &[f32] {
+        &self.item_bias
+    }
+
     /// Mean training rating of the item (the global mean for items no training user rated).
     pub fn item_mean(&self, item: u32) -> f32 {
         self.item_mean.get(item as usize).copied().flatten().unwrap_or(self.global_mean)

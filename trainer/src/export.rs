@@ -6,7 +6,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use metarec_runtime::format::{
-    self, Adaptation, DenseLayer, ItemRecord, LearningRate, Method, ModelBody, NeighbourTable, RatingScale, Task,
+    self, Adapt, Adaptation, DenseLayer, FoldInHead, ItemRecord, LearningRate, Method, ModelBody, NeighbourTable,
+    ProductModel, RatingScale, Task,
 };
 
 use crate::data::Dataset;
@@ -63,12 +64,14 @@ fn factor_body(info: &RunInfo, data: &Dataset, model: &FactorModel) -> ModelBody
         neighbours: None,
         rating,
         factors: Some(model.factors.clone()),
+        product: ProductModel::default(),
     }
 }
 
 /// The model body for a meta-learned model: whatever its method needs on the device
 /// (per-parameter rates, the learning-rate network, the neighbour table, the extra
-/// initialisations).
+/// initialisations, the product model's item biases, adaptation scope and proximal weight, a
+/// fold-in's ridge weights and item factors).
 pub fn meta_body(info: &RunInfo, data: &Dataset, model: &MetaModel) -> Result<ModelBody> {
     let spec = &info.spec;
     let method = match spec.method {
@@ -146,7 +149,34 @@ pub fn meta_body(info: &RunInfo, data: &Dataset, model: &MetaModel) -> Result<Mo
         neighbours,
         rating,
         factors: None,
+        product: product(spec, model)?,
     })
+}
+
+/// The bias-aware product model's parts of a meta-learned model (the plain model's defaults,
+/// which the file then leaves out, when it uses none of them): item biases, the adaptation
+/// scope and proximal weight, and for the fold-in its ridge weights and item factors (the
+/// proximal term does not apply to a solve: written as 0).
+fn product(spec: &crate::model::ModelSpec, model: &MetaModel) -> Result<ProductModel> {
+    let options = &spec.options;
+    let item_bias = model.item_bias_values().unwrap_or_default();
+    anyhow::ensure!(
+        options.item_bias != item_bias.is_empty(),
+        "the run's options say item_bias = {} but the model {} item biases",
+        options.item_bias,
+        if item_bias.is_empty() { "has no" } else { "has" }
+    );
+    let fold_in = match options.adapt {
+        Adapt::FoldIn => {
+            let (ridge, factors, item_factors) =
+                model.fold_in_values().context("a fold-in model without its ridge weights")?;
+            let factors = u32::try_from(factors).context("more item factors than a model file holds")?;
+            Some(FoldInHead { factors, ridge, item_factors })
+        }
+        Adapt::All | Adapt::Head | Adapt::User => None,
+    };
+    let proximal = if fold_in.is_some() { 0.0 } else { options.proximal as f32 };
+    Ok(ProductModel { item_bias, adapt: options.adapt, proximal, fold_in })
 }
 
 /// How `trainer export --embeddings` stores the embedding tables.

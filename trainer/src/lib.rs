@@ -40,3 +40,5 @@ pub mod run;
 pub mod split;
 #[cfg(feature = "torch")]
 pub mod train;
+#[cfg(feature = "torch")]
+pub mod tune;

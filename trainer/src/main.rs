@@ -48,6 +48,9 @@ enum Command {
     Compare(CompareArgs),
     /// Train and evaluate every method over several seeds; write the papers' tables and figures.
     Report(ReportArgs),
+    /// Search train's settings: seeded random search with successive halving, scored on the
+    /// validation users over several seeds; writes the best as a `train --config` file.
+    Tune(metarec_trainer::tune::TuneArgs),
     /// Benchmarks (commands that print figures).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -234,6 +237,7 @@ fn main() -> ExitCode {
 fn parse(args: Vec<OsString>) -> Result<Cli> {
     let command = Cli::command();
     let args = metarec_trainer::config::expand_config_args(args, &command)?;
+    let args = metarec_trainer::config::expand_preset_args(args);
     let matches = command.try_get_matches_from(args).unwrap_or_else(|error| error.exit());
     // compare and report take --methods; the --method they inherit from train must not pass silently.
     for name in ["compare", "report"] {
@@ -269,6 +273,7 @@ fn run(cli: Cli) -> Result<()> {
             );
         }
         Command::Export(args) => export(&args)?,
+        Command::Tune(args) => metarec_trainer::tune::command(&args)?,
     }
     Ok(())
 }

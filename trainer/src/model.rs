@@ -7,9 +7,11 @@
 // would corrupt tensors that autograd saved for the backward pass.
 #![allow(clippy::assign_op_pattern)]
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 
-use metarec_runtime::format::FieldSpec;
+use metarec_runtime::format::{Adapt, FieldSpec};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use tch::{nn, Device, Kind, Tensor};
 
@@ -44,6 +46,38 @@ pub struct ModelSpec {
     /// Rating or click prediction (runs written before the click task read as ratings).
     #[serde(default)]
     pub objective: Objective,
+    /// The product model's options (runs written before them read as the papers' model).
+    #[serde(default, flatten)]
+    pub options: ModelOptions,
+}
+
+/// What the product model adds to the papers' decision MLP, and how it is regularised. The
+/// default is the papers' model: no item bias, every weight adapted, no regularisation.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(default)]
+pub struct ModelOptions {
+    /// Output = MLP + a learned bias per item, initialised at the bias baseline's item biases,
+    /// with the output layer starting at zero weights: the unadapted model starts at
+    /// μ + b_item, and the adapted output bias is the user's bias.
+    pub item_bias: bool,
+    /// What the inner loop adapts.
+    pub adapt: Adapt,
+    /// Inner-loop proximal weight: the support loss gets (proximal/2)·‖θ − θ₀‖².
+    pub proximal: f64,
+    /// Dropout of hidden units during meta-training (one mask per user and layer).
+    pub dropout: f64,
+    /// Share of items whose id (embedding row and item bias) is replaced by the unknown item's
+    /// in each training step, so that new items score from their features.
+    pub item_id_dropout: f64,
+    /// Decoupled weight decay of the embedding tables and item biases (per outer step,
+    /// multiplied by the outer learning rate).
+    pub embedding_decay: f64,
+    /// With [`Adapt::FoldIn`]: the starting ridge weight of the hidden features (the user
+    /// bias's starts at half of it; the ridge weights are meta-learned from there).
+    pub fold_in_lambda: f64,
+    /// With [`Adapt::FoldIn`]: per-item factors (`mf_factors` of them) beside the last hidden layer's
+    /// features in the fold-in, warm-started from matrix factorisation (set by the trainer).
+    pub item_factors: bool,
 }
 
 impl ModelSpec {
@@ -56,6 +90,7 @@ impl ModelSpec {
             inner_lr,
             inner_steps,
             objective: Objective::Rating,
+            options: ModelOptions::default(),
         }
     }
 }
@@ -139,6 +174,22 @@ pub struct MetaModel {
     user_rows: Vec<FieldRows>,
     item_rows: Vec<FieldRows>,
     embedding_dim: i64,
+    /// The product model's per-item bias `[items]`.
+    item_bias: Option<Tensor>,
+    /// Position of the `item_id` field among the item fields.
+    item_id_field: Option<usize>,
+    /// Width of the user part of the MLP input.
+    user_width: i64,
+    /// Number of items.
+    items: i64,
+    /// The fold-in's log ridge weights: one per last hidden unit, per item factor, and one for
+    /// the user bias.
+    fold_in_log_lambda: Option<Tensor>,
+    /// Per-item factors `[items, k]` in the fold-in.
+    item_factor_table: Option<Tensor>,
+    /// Seed of the next training step's dropout draws (set by the training loop, so a resumed
+    /// run draws what an uninterrupted one would).
+    noise_seed: Cell<u64>,
 }
 
 /// One layer's `(inputs, outputs, weight [out, in] row-major, bias)` on the host.
@@ -321,6 +372,26 @@ impl MetaModel {
             .then(|| (embed("wide_user_", &data.user_fields, 1), embed("wide_item_", &data.item_fields, 1)));
         let input_width = (data.user_fields.len() + data.item_fields.len()) as i64 * dim;
         let inits = initial_layers(&root, spec, input_width, global_mean);
+        let item_bias = spec.options.item_bias.then(|| root.zeros("item_bias", &[data.items.len() as i64]));
+        let k = spec.config.mf_factors as i64;
+        let fold_in = spec.options.adapt == Adapt::FoldIn;
+        let item_factor_table =
+            (fold_in && spec.options.item_factors).then(|| root.zeros("item_factors", &[data.items.len() as i64, k]));
+        let fold_in_log_lambda = fold_in.then(|| {
+            let last = spec.shape.hidden.last().copied().unwrap_or(input_width);
+            let lambda = spec.options.fold_in_lambda.max(1e-6);
+            let mut start = vec![lambda.ln() as f32; last as usize];
+            if item_factor_table.is_some() {
+                start.extend(std::iter::repeat_n(spec.config.mf_lambda.ln() as f32, k as usize));
+                start.push(spec.config.mf_bias_lambda.ln() as f32);
+            } else {
+                start.push((lambda * 0.5).ln() as f32);
+            }
+            let var = root.zeros("fold_in_log_lambda", &[start.len() as i64]);
+            let _guard = tch::no_grad_guard();
+            var.shallow_clone().copy_(&Tensor::from_slice(&start).to(device));
+            var
+        });
         let per_parameter_lr =
             if spec.method == Method::MetaSgd { meta_sgd_rates(&root, spec, &inits[0]) } else { Vec::new() };
         let h_dim = (data.user_fields.len() + data.item_fields.len()) as i64 * dim;
@@ -347,7 +418,54 @@ impl MetaModel {
             user_rows,
             item_rows,
             embedding_dim: dim,
+            item_bias,
+            item_id_field: data.item_fields.iter().position(|f| f.name == "item_id"),
+            user_width: data.user_fields.len() as i64 * dim,
+            items: data.items.len() as i64,
+            fold_in_log_lambda,
+            item_factor_table,
+            noise_seed: Cell::new(0),
         }
+    }
+
+    /// Sets the item biases (the bias baseline's, at the start of training); `values` holds one
+    /// per item. Does nothing for a model without item biases.
+    pub fn set_item_bias(&self, values: &[f32]) {
+        if let Some(bias) = &self.item_bias {
+            let _guard = tch::no_grad_guard();
+            let values = Tensor::from_slice(values).to(self.device());
+            bias.shallow_clone().copy_(&values);
+        }
+    }
+
+    /// Sets the item factors (matrix factorisation's, at the start of training), row-major
+    /// `[items, k]`. Does nothing for a model without them.
+    pub fn set_item_factors(&self, values: &[f32]) {
+        if let Some(table) = &self.item_factor_table {
+            let _guard = tch::no_grad_guard();
+            let values = Tensor::from_slice(values).view(table.size().as_slice()).to(self.device());
+            table.shallow_clone().copy_(&values);
+        }
+    }
+
+    /// The fold-in's ridge weights (last hidden width + item factors + 1), the number of item
+    /// factors k and the item factors (`[items, k]` row-major), for [`Adapt::FoldIn`].
+    pub fn fold_in_values(&self) -> Option<(Vec<f32>, usize, Vec<f32>)> {
+        let lambda = tensor_values(&self.fold_in_log_lambda.as_ref()?.exp());
+        Some(match &self.item_factor_table {
+            Some(table) => (lambda, table.size()[1] as usize, tensor_values(table)),
+            None => (lambda, 0, Vec::new()),
+        })
+    }
+
+    /// The item biases, one per item, when the model has them.
+    pub fn item_bias_values(&self) -> Option<Vec<f32>> {
+        self.item_bias.as_ref().map(tensor_values)
+    }
+
+    /// Seeds the dropout draws of the next training forward pass.
+    pub fn set_noise_seed(&self, seed: u64) {
+        self.noise_seed.set(seed);
     }
 
     /// The device the model lives on.
@@ -357,7 +475,14 @@ impl MetaModel {
 
     /// Concatenated mean field embeddings: `[N, fields × dim]` for the selected entities (all if None).
     fn field_vectors(&self, tables: &[Tensor], rows: &[FieldRows], select: Option<&Tensor>, n: i64) -> Tensor {
-        self.field_vectors_of_width(tables, rows, select, n, self.embedding_dim)
+        self.field_vectors_of_width(tables, rows, select, n, self.embedding_dim, None)
+    }
+
+    /// Every item's field vectors, with the id of the items where `keep` is 0 replaced by the
+    /// unknown item's (item-id dropout).
+    fn item_vectors(&self, keep: Option<&Tensor>) -> Tensor {
+        let keep = keep.zip(self.item_id_field);
+        self.field_vectors_of_width(&self.item_embeddings, &self.item_rows, None, 0, self.embedding_dim, keep)
     }
 
     fn field_vectors_of_width(
@@ -367,6 +492,7 @@ impl MetaModel {
         select: Option<&Tensor>,
         n: i64,
         width: i64,
+        id_keep: Option<(&Tensor, usize)>,
     ) -> Tensor {
         if tables.is_empty() {
             return Tensor::zeros([n, 0], (Kind::Float, self.device()));
@@ -374,11 +500,18 @@ impl MetaModel {
         let parts: Vec<Tensor> = tables
             .iter()
             .zip(rows)
-            .map(|(table, rows)| {
-                let (idx, weight) = match select {
+            .enumerate()
+            .map(|(f, (table, rows))| {
+                let (mut idx, weight) = match select {
                     Some(s) => (rows.idx.index_select(0, s), rows.weight.index_select(0, s)),
                     None => (rows.idx.shallow_clone(), rows.weight.shallow_clone()),
                 };
+                if let Some((keep, field)) = id_keep {
+                    if field == f {
+                        // Row 0 is the unknown value.
+                        idx = idx * keep.unsqueeze(1);
+                    }
+                }
                 let (n, m) = idx.size2().expect("2-d rows");
                 let embedded = table.index_select(0, &idx.view([-1])).view([n, m, width]);
                 (embedded * weight.unsqueeze(-1)).sum_dim_intlist(1, false, Kind::Float)
@@ -443,84 +576,172 @@ impl MetaModel {
             .collect()
     }
 
-    /// The decision MLP with per-user weights: `[B, S, width]` → `[B, S]`.
-    pub fn mlp(x: &Tensor, fast: &FastWeights) -> Tensor {
+    /// The decision MLP with per-user weights: `[B, S, width]` → `[B, S]`, with the hidden
+    /// units of each user multiplied by `masks` (dropout, `[B, 1, width]` per hidden layer).
+    pub fn mlp(x: &Tensor, fast: &FastWeights, masks: Option<&[Tensor]>) -> Tensor {
+        let last = fast.len() - 1;
+        let (w, b) = &fast[last];
+        (Self::hidden(x, &fast[..last], masks).bmm(w) + b.unsqueeze(1)).squeeze_dim(-1)
+    }
+
+    /// The hidden layers `layers` (ReLU after each): `[B, S, width]` → `[B, S, last width]`.
+    fn hidden(x: &Tensor, layers: &[(Tensor, Tensor)], masks: Option<&[Tensor]>) -> Tensor {
         let mut h = x.shallow_clone();
-        for (l, (w, b)) in fast.iter().enumerate() {
-            h = h.bmm(w) + b.unsqueeze(1);
-            if l + 1 < fast.len() {
-                h = h.relu();
+        for (l, (w, b)) in layers.iter().enumerate() {
+            h = (h.bmm(w) + b.unsqueeze(1)).relu();
+            if let Some(mask) = masks.and_then(|m| m.get(l)) {
+                h = h * mask;
             }
         }
-        h.squeeze_dim(-1)
+        h
     }
 
-    /// `steps` full-batch gradient steps on each user's support loss (entries where `mask` is 1),
-    /// all users at once. Returns the adapted weights and, per user, the squared norm of the
-    /// first step's gradient.
-    #[allow(clippy::too_many_arguments)]
-    fn adapt(
-        objective: Objective,
-        x: &Tensor,
-        values: &Tensor,
-        mask: &Tensor,
-        mut fast: FastWeights,
-        steps: u32,
-        alpha: &Alpha<'_>,
-        order: Order,
+    /// The fold-in: each user's output layer `(w, b)` (and, with item factors, a user factor
+    /// vector p) moved by one Newton step on `Σ_support loss(y, ŷ) + ½ Σ_k λ_k δ_k²` over the
+    /// change δ from the initialisation. The output is linear in δ (the hidden layers stay at
+    /// the initialisation), so for ratings the step is the exact ridge solve
+    /// `(ZᵀZ + Λ) δ = Zᵀ r`; for clicks it is the Laplace/IRLS step `(ZᵀSZ + Λ) δ = Zᵀ(y − σ)`.
+    /// Λ is the meta-learned ridge weights divided by the method's rate relative to
+    /// `inner_lr` (a larger learning rate: a weaker prior).
+    fn fold_in(
+        &self,
+        (x, offset): (&Tensor, Option<&Tensor>),
+        (items, values, mask): (&Tensor, &Tensor, &Tensor),
+        (mut fast, alpha): (FastWeights, &Alpha<'_>),
+        masks: Option<&[Tensor]>,
     ) -> (FastWeights, Option<Tensor>) {
-        let mut first_sqnorm = None;
-        for step in 0..steps {
-            // Each user's loss depends only on its own slice of the fast weights, so the
-            // gradient of the sum is the stack of per-user gradients.
-            let loss = objective.per_user_loss(&Self::mlp(x, &fast), values, mask).sum(Kind::Float);
-            let inputs: Vec<&Tensor> = fast.iter().flat_map(|(w, b)| [w, b]).collect();
-            let create_graph = order == Order::Second;
-            let grads = Tensor::run_backward(&[loss], &inputs, true, create_graph);
-            let grads: Vec<Tensor> = if create_graph { grads } else { grads.iter().map(Tensor::detach).collect() };
-            if step == 0 {
-                let sqnorm = grads
-                    .iter()
-                    .map(|g| g.square().flatten(1, -1).sum_dim_intlist(1, false, Kind::Float))
-                    .reduce(|a, b| a + b);
-                first_sqnorm = sqnorm;
-            }
-            fast = fast
-                .iter()
-                .zip(grads.chunks(2))
-                .enumerate()
-                .map(|(l, ((w, b), g))| match alpha {
-                    Alpha::Scalar(lr) => (w - &g[0] * *lr, b - &g[1] * *lr),
-                    Alpha::PerParameter(rates) => {
-                        (w - &g[0] * rates[l].0.unsqueeze(0), b - &g[1] * rates[l].1.unsqueeze(0))
-                    }
-                    Alpha::PerUser(rates) => (w - &g[0] * rates.view([-1, 1, 1]), b - &g[1] * rates.view([-1, 1])),
-                })
-                .collect();
+        let Some(log_lambda) = &self.fold_in_log_lambda else { return (fast, None) };
+        let last = fast.len() - 1;
+        let mut features = Self::hidden(x, &fast[..last], masks);
+        let hidden_width = features.size()[2];
+        if let Some(q) = self.item_factors_of(items) {
+            features = Tensor::cat(&[features, q], 2);
         }
-        (fast, first_sqnorm)
+        let (w0, b0) = &fast[last];
+        let mut start = features.narrow(2, 0, hidden_width).bmm(w0).squeeze_dim(-1) + b0;
+        if let Some(offset) = offset {
+            start = start + offset;
+        }
+        let rows = mask.unsqueeze(-1);
+        let z = Tensor::cat(&[features * &rows, rows.shallow_clone()], 2);
+        let (residual, curvature) = match self.spec.objective {
+            Objective::Rating => (values - &start, None::<Tensor>),
+            Objective::Click { .. } => {
+                let p = start.sigmoid();
+                (values - &p, Some(&p * (1.0 - &p)))
+            }
+        };
+        let zt = z.transpose(1, 2);
+        let weighted = match &curvature {
+            Some(s) => &z * s.unsqueeze(-1),
+            None => z.shallow_clone(),
+        };
+        let a = zt.bmm(&weighted) + self.fold_in_lambda(log_lambda, alpha, hidden_width).diag_embed(0, -2, -1);
+        let delta = Tensor::linalg_solve(&a, &zt.bmm(&(residual * mask).unsqueeze(-1)), true);
+        let width = z.size()[2];
+        let w = w0 + delta.narrow(1, 0, hidden_width);
+        let b = b0 + delta.narrow(1, width - 1, 1).squeeze_dim(-1);
+        let factors = (width - 1 > hidden_width).then(|| delta.narrow(1, hidden_width, width - 1 - hidden_width));
+        fast[last] = (w, b);
+        (fast, factors)
     }
 
-    /// Adapts on each task's support set and predicts its query set. `steps` overrides the
-    /// model's inner step count (0 = no adaptation). `training` refreshes the AT-PAML memory's
-    /// LRU order and lets HML assign tasks by their query loss (Alg. 1); otherwise HML picks an
-    /// initialisation from the resampled support set.
-    pub fn forward(&self, batch: &TaskBatch, steps: u32, order: Order, training: bool) -> Forward {
-        let n = batch.len();
-        let steps = if self.spec.method.adapts() { steps } else { 0 };
-        let detach = |t: Tensor| if order == Order::Detached { t.detach() } else { t };
-        let item_vectors = detach(self.field_vectors(&self.item_embeddings, &self.item_rows, None, 0));
-        let user_vectors = detach(self.field_vectors(&self.user_embeddings, &self.user_rows, Some(&batch.users), n));
-        let xs = Self::inputs(&user_vectors, &item_vectors, &batch.support.items);
-        let xq = Self::inputs(&user_vectors, &item_vectors, &batch.query.items);
+    /// The fold-in's ridge weights `[B or 1, width]`: exp(log λ), divided by the method's
+    /// rate relative to `inner_lr` (per user for the PAML family, per output weight for
+    /// Meta-SGD; the item factors' and a fixed rate's unchanged).
+    fn fold_in_lambda(&self, log_lambda: &Tensor, alpha: &Alpha<'_>, hidden_width: i64) -> Tensor {
+        let lambda = log_lambda.exp().unsqueeze(0);
+        let base = self.spec.inner_lr.max(1e-12);
+        match alpha {
+            Alpha::Scalar(_) => lambda,
+            Alpha::PerUser(rates) => lambda * base / rates.clamp_min(1e-12).unsqueeze(1),
+            Alpha::PerParameter(rates) => {
+                let Some((w, b)) = rates.last() else { return lambda };
+                let width = lambda.size()[1];
+                let factors = Tensor::full([width - hidden_width - 1], base, (Kind::Float, lambda.device()));
+                let scale = Tensor::cat(&[w.view([-1]), factors, b.view([-1])], 0).clamp_min(1e-12);
+                lambda * base / scale.unsqueeze(0)
+            }
+        }
+    }
 
-        let mut memory_keys = None;
-        let alpha = match self.spec.method {
-            Method::MetaSgd => Alpha::PerParameter(&self.per_parameter_lr),
+    /// The item factors of `items` `[B, S]` → `[B, S, k]`, when the model has them.
+    fn item_factors_of(&self, items: &Tensor) -> Option<Tensor> {
+        let table = self.item_factor_table.as_ref()?;
+        let (b, s) = items.size2().expect("2-d items");
+        Some(table.index_select(0, &items.view([-1])).view([b, s, -1]))
+    }
+
+    /// The inner loop's settings for one batch.
+    fn inner_loop<'a>(&self, alpha: &'a Alpha<'a>, order: Order, masks: Option<&'a [Tensor]>) -> InnerLoop<'a> {
+        InnerLoop {
+            objective: self.spec.objective,
+            alpha,
+            order,
+            parts: adapted_parameters(self.spec.options.adapt, self.inits[0].len(), self.user_width, self.device()),
+            proximal: self.spec.options.proximal,
+            masks,
+        }
+    }
+
+    /// The training step's random draws: which items keep their id (item-id dropout, `[items]`
+    /// of 0/1) and the hidden units' dropout masks, from the seed the training loop set.
+    fn training_noise(&self, users: i64) -> (Option<Tensor>, Option<Vec<Tensor>>) {
+        let options = &self.spec.options;
+        let mut rng = ChaCha8Rng::seed_from_u64(self.noise_seed.get());
+        let has_id = self.item_id_field.is_some() || self.item_bias.is_some();
+        let keep = (options.item_id_dropout > 0.0 && has_id).then(|| {
+            let keep: Vec<i64> =
+                (0..self.items).map(|_| i64::from(rng.gen::<f64>() >= options.item_id_dropout)).collect();
+            Tensor::from_slice(&keep).to(self.device())
+        });
+        let hidden = &self.spec.shape.hidden;
+        let masks = (options.dropout > 0.0 && !hidden.is_empty()).then(|| {
+            let scale = (1.0 / (1.0 - options.dropout)) as f32;
+            hidden
+                .iter()
+                .map(|&width| {
+                    let values: Vec<f32> = (0..users * width)
+                        .map(|_| if rng.gen::<f64>() >= options.dropout { scale } else { 0.0 })
+                        .collect();
+                    Tensor::from_slice(&values).view([users, 1, width]).to(self.device())
+                })
+                .collect()
+        });
+        (keep, masks)
+    }
+
+    /// The item biases of the support and query items (`[B, S]`, `[B, Q]`), those of dropped ids
+    /// at zero, when the model has item biases.
+    fn item_offsets(&self, batch: &TaskBatch, keep: Option<&Tensor>, order: Order) -> Option<(Tensor, Tensor)> {
+        let mut bias = self.item_bias.as_ref()?.shallow_clone();
+        if let Some(keep) = keep {
+            bias = bias * keep.to_kind(Kind::Float);
+        }
+        if order == Order::Detached {
+            bias = bias.detach();
+        }
+        let pick = |items: &Tensor| bias.index_select(0, &items.view([-1])).view(items.size().as_slice());
+        Some((pick(&batch.support.items), pick(&batch.query.items)))
+    }
+
+    /// The inner learning rate(s) of a batch and (AT-PAML) the memory keys of its users.
+    fn inner_rates(
+        &self,
+        batch: &TaskBatch,
+        user_vectors: &Tensor,
+        item_vectors: &Tensor,
+        training: bool,
+    ) -> (Alpha<'_>, Option<Tensor>) {
+        match self.spec.method {
+            Method::MetaSgd => (Alpha::PerParameter(&self.per_parameter_lr), None),
             method if method.has_lr_net() => {
-                let h = Self::user_embedding(&user_vectors, &item_vectors, &batch.support);
-                let lr_net = self.lr_net.as_ref().expect("PAML family has an LR net");
+                let h = Self::user_embedding(user_vectors, item_vectors, &batch.support);
+                let Some(lr_net) = self.lr_net.as_ref() else {
+                    unreachable!("the PAML family is built with a learning-rate network")
+                };
                 let mut rates = lr_net.forward(&h);
+                let mut memory_keys = None;
                 if let Some(memory) = &self.memory {
                     let mut memory = memory.borrow_mut();
                     let keys = memory.key(&h);
@@ -529,29 +750,53 @@ impl MetaModel {
                         rates = rates + memory.neighbour_term(&keys, &neighbours);
                     } else {
                         // Warm-up: these users adapt (and are stored) with the fixed rate.
-                        rates = Tensor::full([n], self.spec.inner_lr, (Kind::Float, self.device()));
+                        rates = Tensor::full([batch.len()], self.spec.inner_lr, (Kind::Float, self.device()));
                     }
                     memory_keys = Some(keys);
                 }
-                Alpha::PerUser(rates)
+                (Alpha::PerUser(rates), memory_keys)
             }
-            _ => Alpha::Scalar(self.spec.inner_lr),
-        };
+            _ => (Alpha::Scalar(self.spec.inner_lr), None),
+        }
+    }
 
-        let choice = (self.inits.len() > 1).then(|| self.choose_init(batch, &xs, &xq, steps, training));
+    /// Adapts on each task's support set and predicts its query set. `steps` overrides the
+    /// model's inner step count (0 = no adaptation). `training` refreshes the AT-PAML memory's
+    /// LRU order, lets HML assign tasks by their query loss (Alg. 1) and draws the dropouts;
+    /// otherwise HML picks an initialisation from the resampled support set.
+    pub fn forward(&self, batch: &TaskBatch, steps: u32, order: Order, training: bool) -> Forward {
+        let n = batch.len();
+        let steps = if self.spec.method.adapts() { steps } else { 0 };
+        let detach = |t: Tensor| if order == Order::Detached { t.detach() } else { t };
+        let (keep, masks) = if training { self.training_noise(n) } else { (None, None) };
+        let item_vectors = detach(self.item_vectors(keep.as_ref()));
+        let user_vectors = detach(self.field_vectors(&self.user_embeddings, &self.user_rows, Some(&batch.users), n));
+        let xs = Self::inputs(&user_vectors, &item_vectors, &batch.support.items);
+        let xq = Self::inputs(&user_vectors, &item_vectors, &batch.query.items);
+        let offsets = self.item_offsets(batch, keep.as_ref(), order);
+        let (alpha, memory_keys) = self.inner_rates(batch, &user_vectors, &item_vectors, training);
+
+        let choice =
+            (self.inits.len() > 1).then(|| self.choose_init(batch, (&xs, &xq), offsets.as_ref(), steps, training));
         let choice_tensor = choice.as_ref().map(|c| Tensor::from_slice(c).to(self.device()));
         let fast = self.initial_fast_weights(n, choice_tensor.as_ref(), order);
-        let (fast, first_sqnorm) = Self::adapt(
-            self.spec.objective,
-            &xs,
-            &batch.support.values,
-            &batch.support.mask,
-            fast,
-            steps,
-            &alpha,
-            order,
-        );
-        let mut predictions = Self::mlp(&xq, &fast);
+        let inner = self.inner_loop(&alpha, order, masks.as_deref());
+        let support = (&xs, offsets.as_ref().map(|o| &o.0));
+        let (fast, first_sqnorm, user_factors) = if self.fold_in_log_lambda.is_some() && steps > 0 {
+            let set = (&batch.support.items, &batch.support.values, &batch.support.mask);
+            let (fast, factors) = self.fold_in(support, set, (fast, &alpha), masks.as_deref());
+            (fast, None, factors)
+        } else {
+            let (fast, sqnorm) = inner.adapt(support, &batch.support.values, &batch.support.mask, fast, steps);
+            (fast, sqnorm, None)
+        };
+        let mut predictions = Self::mlp(&xq, &fast, masks.as_deref());
+        if let (Some(p), Some(q)) = (&user_factors, self.item_factors_of(&batch.query.items)) {
+            predictions = predictions + q.bmm(p).squeeze_dim(-1);
+        }
+        if let Some((_, query_offset)) = &offsets {
+            predictions = predictions + query_offset;
+        }
         if let Some(wide) = &self.wide {
             predictions = predictions + self.wide_and_fm(wide, batch, &xq, detach);
         }
@@ -577,8 +822,8 @@ impl MetaModel {
         detach: impl Fn(Tensor) -> Tensor,
     ) -> Tensor {
         let n = batch.len();
-        let user = detach(self.field_vectors_of_width(&wide.0, &self.user_rows, Some(&batch.users), n, 1));
-        let items = detach(self.field_vectors_of_width(&wide.1, &self.item_rows, None, 0, 1));
+        let user = detach(self.field_vectors_of_width(&wide.0, &self.user_rows, Some(&batch.users), n, 1, None));
+        let items = detach(self.field_vectors_of_width(&wide.1, &self.item_rows, None, 0, 1, None));
         let (b, q) = batch.query.items.size2().expect("2-d items");
         let item_part = items.index_select(0, &batch.query.items.view([-1])).view([b, q, -1]);
         let mut out = user.sum_dim_intlist(1, true, Kind::Float) + item_part.sum_dim_intlist(2, false, Kind::Float);
@@ -593,31 +838,51 @@ impl MetaModel {
 
     /// HML: the initialisation whose adapted model scores best — on the query set in training
     /// (hard task clustering), on the held-out part of the resampled support set otherwise.
-    fn choose_init(&self, batch: &TaskBatch, xs: &Tensor, xq: &Tensor, steps: u32, training: bool) -> Vec<i64> {
+    fn choose_init(
+        &self,
+        batch: &TaskBatch,
+        (xs, xq): (&Tensor, &Tensor),
+        offsets: Option<&(Tensor, Tensor)>,
+        steps: u32,
+        training: bool,
+    ) -> Vec<i64> {
         let xs = xs.detach();
-        let (adapt_mask, score_x, score_values, score_mask) = if training {
-            (&batch.support.mask, xq.detach(), &batch.query.values, &batch.query.mask)
+        let support_offset = offsets.map(|o| o.0.detach());
+        let (adapt_mask, score_x, score_offset, score_set) = if training {
+            let query_offset = offsets.map(|o| o.1.detach());
+            (
+                &batch.support.mask,
+                xq.detach(),
+                query_offset,
+                (&batch.query.items, &batch.query.values, &batch.query.mask),
+            )
         } else {
-            (&batch.resampled.0, xs.shallow_clone(), &batch.support.values, &batch.resampled.1)
+            let offset = support_offset.as_ref().map(Tensor::shallow_clone);
+            let set = (&batch.support.items, &batch.support.values, &batch.resampled.1);
+            (&batch.resampled.0, xs.shallow_clone(), offset, set)
         };
         let n = batch.len();
+        let alpha = Alpha::Scalar(self.spec.inner_lr);
+        let inner = self.inner_loop(&alpha, Order::Detached, None);
         let losses: Vec<Tensor> = (0..self.inits.len() as i64)
             .map(|k| {
                 let choice = Tensor::full([n], k, (Kind::Int64, self.device()));
                 let fast = self.initial_fast_weights(n, Some(&choice), Order::Detached);
-                let alpha = Alpha::Scalar(self.spec.inner_lr);
-                let objective = self.spec.objective;
-                let (fast, _) = Self::adapt(
-                    objective,
-                    &xs,
-                    &batch.support.values,
-                    adapt_mask,
-                    fast,
-                    steps,
-                    &alpha,
-                    Order::Detached,
-                );
-                objective.per_user_loss(&Self::mlp(&score_x, &fast), score_values, score_mask).detach()
+                let support = (&xs, support_offset.as_ref());
+                let (fast, factors) = if self.fold_in_log_lambda.is_some() && steps > 0 {
+                    let set = (&batch.support.items, &batch.support.values, adapt_mask);
+                    self.fold_in(support, set, (fast, &alpha), None)
+                } else {
+                    (inner.adapt(support, &batch.support.values, adapt_mask, fast, steps).0, None)
+                };
+                let mut outputs = Self::mlp(&score_x, &fast, None);
+                if let Some(offset) = &score_offset {
+                    outputs = outputs + offset;
+                }
+                if let (Some(p), Some(q)) = (&factors, self.item_factors_of(score_set.0)) {
+                    outputs = outputs + q.bmm(p).squeeze_dim(-1);
+                }
+                self.spec.objective.per_user_loss(&outputs, score_set.1, score_set.2).detach()
             })
             .collect();
         let best = Tensor::stack(&losses, 0).argmin(0, false);
@@ -689,6 +954,139 @@ impl MetaModel {
     }
 }
 
+/// One adapted parameter of the fast weights: its layer, whether it is the weight (else the
+/// bias), and which of its entries adapt (`[in, 1]` over the weight's inputs; None: all).
+#[derive(Debug)]
+struct Adapted {
+    layer: usize,
+    weight: bool,
+    mask: Option<Tensor>,
+}
+
+/// The parameters `adapt` lets the inner loop change, for an MLP of `layers` layers whose first
+/// `user_width` inputs are the user's fields (see [`Adapt`]).
+fn adapted_parameters(adapt: Adapt, layers: usize, user_width: i64, device: Device) -> Vec<Adapted> {
+    let part = |layer, weight| Adapted { layer, weight, mask: None };
+    let last = layers.saturating_sub(1);
+    match adapt {
+        Adapt::All => (0..layers).flat_map(|l| [part(l, true), part(l, false)]).collect(),
+        Adapt::Head | Adapt::FoldIn => vec![part(last, true), part(last, false)],
+        Adapt::User => {
+            let mut parts = vec![part(0, false)];
+            if user_width > 0 {
+                // Set per use: the mask's height is the layer's input width.
+                parts.push(Adapted { layer: 0, weight: true, mask: Some(Tensor::from(user_width).to(device)) });
+            }
+            if last > 0 {
+                parts.push(part(last, false));
+            }
+            parts
+        }
+    }
+}
+
+/// The inner loop of one batch: what adapts, at which rate, with which regularisation.
+struct InnerLoop<'a> {
+    objective: Objective,
+    alpha: &'a Alpha<'a>,
+    order: Order,
+    parts: Vec<Adapted>,
+    proximal: f64,
+    masks: Option<&'a [Tensor]>,
+}
+
+impl InnerLoop<'_> {
+    fn tensor<'f>(fast: &'f FastWeights, part: &Adapted) -> &'f Tensor {
+        let (w, b) = &fast[part.layer];
+        if part.weight {
+            w
+        } else {
+            b
+        }
+    }
+
+    /// `part`'s gradient with its frozen entries zeroed.
+    fn masked(gradient: Tensor, part: &Adapted) -> Tensor {
+        match &part.mask {
+            Some(user_width) => {
+                let (_, inputs, _) = gradient.size3().expect("3-d weight gradient");
+                let rows = Tensor::arange(inputs, (Kind::Int64, gradient.device())).lt_tensor(user_width);
+                gradient * rows.to_kind(Kind::Float).view([1, inputs, 1])
+            }
+            None => gradient,
+        }
+    }
+
+    /// `rate · gradient` for `part` under the batch's learning rate.
+    fn scaled(&self, gradient: &Tensor, part: &Adapted) -> Tensor {
+        match self.alpha {
+            Alpha::Scalar(lr) => gradient * *lr,
+            Alpha::PerParameter(rates) => {
+                let (w, b) = &rates[part.layer];
+                gradient * if part.weight { w } else { b }.unsqueeze(0)
+            }
+            Alpha::PerUser(rates) => {
+                let shape: &[i64] = if part.weight { &[-1, 1, 1] } else { &[-1, 1] };
+                gradient * rates.view(shape)
+            }
+        }
+    }
+
+    /// `steps` full-batch gradient steps on each user's support loss (entries where `mask` is
+    /// 1; outputs offset by the item biases), all users at once. Returns the adapted weights
+    /// and, per user, the squared norm of the first step's gradient.
+    fn adapt(
+        &self,
+        (x, offset): (&Tensor, Option<&Tensor>),
+        values: &Tensor,
+        mask: &Tensor,
+        mut fast: FastWeights,
+        steps: u32,
+    ) -> (FastWeights, Option<Tensor>) {
+        let start: Vec<Tensor> = if self.proximal > 0.0 {
+            self.parts.iter().map(|p| Self::tensor(&fast, p).shallow_clone()).collect()
+        } else {
+            Vec::new()
+        };
+        let mut first_sqnorm = None;
+        for step in 0..steps {
+            let mut outputs = MetaModel::mlp(x, &fast, self.masks);
+            if let Some(offset) = offset {
+                outputs = outputs + offset;
+            }
+            // Each user's loss depends only on its own slice of the fast weights, so the
+            // gradient of the sum is the stack of per-user gradients.
+            let loss = self.objective.per_user_loss(&outputs, values, mask).sum(Kind::Float);
+            let inputs: Vec<&Tensor> = self.parts.iter().map(|p| Self::tensor(&fast, p)).collect();
+            let create_graph = self.order == Order::Second;
+            let grads = Tensor::run_backward(&[loss], &inputs, true, create_graph);
+            let grads: Vec<Tensor> = grads
+                .into_iter()
+                .zip(&self.parts)
+                .enumerate()
+                .map(|(k, (g, part))| {
+                    let g = Self::masked(if create_graph { g } else { g.detach() }, part);
+                    match start.get(k) {
+                        Some(theta0) => g + (Self::tensor(&fast, part) - theta0) * self.proximal,
+                        None => g,
+                    }
+                })
+                .collect();
+            if step == 0 {
+                let sqnorm = grads.iter().map(|g| g.square().flatten(1, -1).sum_dim_intlist(1, false, Kind::Float));
+                first_sqnorm = sqnorm.reduce(|a, b| a + b);
+            }
+            for (g, part) in grads.iter().zip(&self.parts) {
+                let update = self.scaled(g, part);
+                let (w, b) = &mut fast[part.layer];
+                let target = if part.weight { w } else { b };
+                *target = &*target - update;
+            }
+        }
+        (fast, first_sqnorm)
+    }
+}
+
 /// One embedding table per field, `width` wide, named `prefix` and the field's index.
 fn embedding_tables(root: &nn::Path<'_>, prefix: &str, fields: &[FieldSpec], width: i64) -> Vec<Tensor> {
     fields
@@ -722,7 +1120,10 @@ fn initial_layers(
             for (l, &out) in widths.iter().enumerate() {
                 let bound = 1.0 / (width as f64).sqrt();
                 let uniform = nn::Init::Uniform { lo: -bound, up: bound };
-                let w = root.var(&format!("{prefix}layer{l}_weight"), &[out, width], uniform);
+                // The product model's output layer starts at zero: the unadapted model is μ + b_item.
+                let output = l + 1 == widths.len();
+                let w_init = if output && spec.options.item_bias { nn::Init::Const(0.0) } else { uniform };
+                let w = root.var(&format!("{prefix}layer{l}_weight"), &[out, width], w_init);
                 let bias_init = if l + 1 == widths.len() {
                     nn::Init::Const(spec.objective.initial_output_bias(global_mean))
                 } else {

@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use anyhow::{Context, Result};
 use tch::{nn, Tensor};
 
-/// Adam (Kingma & Ba) with bias correction; no weight decay.
+/// Adam (Kingma & Ba) with bias correction, and optional decoupled weight decay (AdamW,
+/// Loshchilov & Hutter) on chosen variables.
 #[derive(Debug)]
 pub struct Adam {
     lr: f64,
@@ -17,6 +18,8 @@ pub struct Adam {
     step: i64,
     /// Per variable name: (parameter, first moment, second moment).
     state: Vec<(String, Tensor, Tensor, Tensor)>,
+    /// Per variable (as `state`): its decoupled weight decay.
+    decay: Vec<f64>,
 }
 
 impl Adam {
@@ -24,7 +27,7 @@ impl Adam {
     pub fn new(vs: &nn::VarStore, lr: f64) -> Adam {
         let mut variables: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
         variables.sort_by(|a, b| a.0.cmp(&b.0));
-        let state = variables
+        let state: Vec<(String, Tensor, Tensor, Tensor)> = variables
             .into_iter()
             .filter(|(_, t)| t.requires_grad())
             .map(|(name, t)| {
@@ -32,7 +35,14 @@ impl Adam {
                 (name, t, m, v)
             })
             .collect();
-        Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, step: 0, state }
+        let decay = vec![0.0; state.len()];
+        Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, step: 0, state, decay }
+    }
+
+    /// Decays the variables whose name `chosen` accepts by `lr · decay` of their value per step.
+    pub fn with_decay(mut self, decay: f64, chosen: impl Fn(&str) -> bool) -> Adam {
+        self.decay = self.state.iter().map(|(name, ..)| if chosen(name) { decay } else { 0.0 }).collect();
+        self
     }
 
     /// Clears the gradients, back-propagates `loss` and takes one step.
@@ -47,10 +57,13 @@ impl Adam {
         self.step += 1;
         let (c1, c2) = (1.0 - self.beta1.powi(self.step as i32), 1.0 - self.beta2.powi(self.step as i32));
         let _guard = tch::no_grad_guard();
-        for (_, p, m, v) in &mut self.state {
+        for ((_, p, m, v), &decay) in self.state.iter_mut().zip(&self.decay) {
             let grad = p.grad();
             if !grad.defined() {
                 continue;
+            }
+            if decay > 0.0 {
+                let _ = p.g_mul_scalar_(1.0 - self.lr * decay);
             }
             let _ = m.g_mul_scalar_(self.beta1).g_add_(&(&grad * (1.0 - self.beta1)));
             let _ = v.g_mul_scalar_(self.beta2).g_add_(&(grad.square() * (1.0 - self.beta2)));

@@ -22,7 +22,7 @@ use crate::data::{Dataset, Format, LoadOptions};
 use crate::eval::mean_user_loss;
 use crate::fsutil::NewDir;
 use crate::method::{Method, MethodConfig};
-use crate::model::{MetaModel, ModelShape, ModelSpec, Order, TaskBatch};
+use crate::model::{MetaModel, ModelOptions, ModelShape, ModelSpec, Order, TaskBatch};
 use crate::objective::{Objective, TaskKind};
 use crate::optim::Adam;
 use crate::run::{self, EpochRecord, RunDir, RunInfo};
@@ -47,12 +47,49 @@ pub struct TrainConfig {
     /// A split file written by `trainer data split` (default: every user, 7:1:2, 80/20).
     #[arg(long)]
     pub split: Option<PathBuf>,
-    /// Add an item-id embedding to the item fields (learns per-item effects of warm items).
-    #[arg(long)]
+    /// An item-id embedding among the item fields (per-item effects of the items seen in
+    /// training; other items take the unknown row and score from their features).
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub item_id: bool,
+    /// Bias-aware output: MLP + a learned bias per item, starting from the bias baseline
+    /// (μ + item bias; the adapted output bias is the user's bias).
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub item_bias: bool,
+    /// What the inner loop adapts: fold-in (the output layer and a user factor vector, solved
+    /// exactly by ridge regression: matrix factorisation's fold-in over learned item
+    /// features), all (every MLP weight by gradient steps, the papers), head (the output layer)
+    /// or user (layer 0's bias and user-field weights, and the output bias).
+    #[arg(long, default_value = "fold-in", value_parser = config::adapt)]
+    pub adapt: metarec_runtime::format::Adapt,
+    /// Inner-loop proximal weight: (proximal/2)·‖θ − θ₀‖² added to the support loss.
+    #[arg(long, default_value_t = 0.0, value_parser = config::weight, allow_hyphen_values = true)]
+    pub proximal: f64,
+    /// Dropout of the MLP's hidden units during meta-training.
+    #[arg(long, default_value_t = 0.0, value_parser = config::share, allow_hyphen_values = true)]
+    pub dropout: f64,
+    /// Share of item ids (embedding row and item bias) replaced by the unknown item's in each
+    /// training step, so that new items score well from their features.
+    #[arg(long, default_value_t = 0.1, value_parser = config::share, allow_hyphen_values = true)]
+    pub item_id_dropout: f64,
+    /// Decoupled weight decay of the embedding tables and item biases.
+    #[arg(long, default_value_t = 0.0, value_parser = config::weight, allow_hyphen_values = true)]
+    pub embedding_decay: f64,
+    /// With --adapt fold-in: item factors (--mf-factors of them) in the fold-in beside the
+    /// hidden features, warm-started with the item factors and biases of matrix factorisation
+    /// fitted on the training users (the --mf-* settings).
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub item_factors: bool,
+    /// With --adapt fold-in: the starting ridge weight of the hidden features (meta-learned
+    /// from there).
+    #[arg(long, default_value_t = 5.0, value_parser = config::ridge, allow_hyphen_values = true)]
+    pub fold_in_lambda: f64,
     /// Training method.
     #[arg(long, value_enum, default_value_t = Method::Melu)]
     pub method: Method,
+    /// product (the defaults) or paper (each paper's published model: no item identity or
+    /// biases, every MLP weight adapted by gradient steps); flags given override the preset's.
+    #[arg(long, value_enum, default_value_t = config::Preset::Product)]
+    pub preset: config::Preset,
     /// What the model predicts: ratings (MSE) or clicks (binary cross-entropy, AUC).
     #[arg(long, value_enum, default_value_t = TaskKind::Rating)]
     pub task: TaskKind,
@@ -120,35 +157,27 @@ pub struct TrainConfig {
 }
 
 impl TrainConfig {
-    /// Defaults for `data` → `out` (as the command line would give).
+    /// Defaults for `data` → `out` (as the command line would give, with `--quiet`).
     pub fn new(data: impl Into<PathBuf>, out: impl Into<PathBuf>) -> TrainConfig {
-        TrainConfig {
-            data: data.into(),
-            out: out.into(),
-            format: None,
-            skip_invalid: false,
-            split: None,
-            item_id: false,
-            method: Method::Melu,
-            task: TaskKind::Rating,
-            click_threshold: 4.0,
-            method_config: MethodConfig::default(),
-            seed: 1,
-            embedding_dim: 32,
-            hidden: vec![64, 64],
-            inner_lr: 0.05,
-            inner_steps: 5,
-            first_order: false,
-            outer_lr: 2e-3,
-            batch_users: 32,
-            epochs: 30,
-            patience: 5,
-            device: "auto".into(),
-            threads: 1,
-            resume: false,
-            force: false,
-            quiet: true,
+        Self::with_preset(data, out, config::Preset::Product)
+    }
+
+    /// The settings of `trainer train --data DATA --out OUT --preset PRESET`: the preset's
+    /// flags parsed as the command line parses them (one definition of each preset).
+    pub fn with_preset(data: impl Into<PathBuf>, out: impl Into<PathBuf>, preset: config::Preset) -> TrainConfig {
+        #[derive(clap::Parser)]
+        struct Args {
+            #[command(flatten)]
+            train: TrainConfig,
         }
+        let (data, out) = (data.into(), out.into());
+        let mut args: Vec<std::ffi::OsString> =
+            vec!["train".into(), "--data".into(), data.into(), "--out".into(), out.into()];
+        args.extend(preset.flags().iter().flat_map(|(flag, value)| [(*flag).into(), (*value).into()]));
+        let mut config = <Args as clap::Parser>::try_parse_from(args).expect("every preset flag parses").train;
+        config.preset = preset;
+        config.quiet = true;
+        config
     }
 }
 
@@ -386,6 +415,14 @@ fn flag_settings(info: &RunInfo) -> Vec<(String, String)> {
         ("--inner-steps", spec.inner_steps.to_string()),
         ("--first-order", switch(info.first_order)),
         ("--item-id", switch(info.item_id)),
+        ("--item-bias", switch(spec.options.item_bias)),
+        ("--adapt", spec.options.adapt.name().to_string()),
+        ("--proximal", spec.options.proximal.to_string()),
+        ("--dropout", spec.options.dropout.to_string()),
+        ("--item-id-dropout", spec.options.item_id_dropout.to_string()),
+        ("--embedding-decay", spec.options.embedding_decay.to_string()),
+        ("--item-factors", switch(spec.options.item_factors)),
+        ("--fold-in-lambda", spec.options.fold_in_lambda.to_string()),
         ("--seed", info.seed.to_string()),
         ("--format", info.format.map_or("detected".into(), |f| name(f.to_possible_value()))),
         ("--skip-invalid", switch(info.skip_invalid)),
@@ -409,6 +446,16 @@ fn spec_of(config: &TrainConfig, objective: Objective) -> ModelSpec {
         inner_lr: config.inner_lr,
         inner_steps: config.inner_steps,
         objective,
+        options: ModelOptions {
+            item_bias: config.item_bias,
+            adapt: config.adapt,
+            proximal: config.proximal,
+            dropout: config.dropout,
+            item_id_dropout: config.item_id_dropout,
+            embedding_decay: config.embedding_decay,
+            fold_in_lambda: config.fold_in_lambda,
+            item_factors: config.item_factors,
+        },
     }
 }
 
@@ -503,7 +550,9 @@ pub fn train(config: &TrainConfig) -> Result<RunInfo> {
     let Prepared { data, run, split, objective, global_mean } = prepared;
     let spec = spec_of(config, objective);
     let model = MetaModel::new_seeded(&data, &spec, global_mean, device, config.seed);
-    let mut optimizer = Adam::new(&model.vs, config.outer_lr);
+    warm_start(config, &model, &data, &split, objective);
+    let decayed = |name: &str| name.contains("embedding") || name.starts_with("item_");
+    let mut optimizer = Adam::new(&model.vs, config.outer_lr).with_decay(config.embedding_decay, decayed);
     let fresh =
         RunInfo { global_mean, device: format!("{device:?}"), ..run_info(config, objective, run::fingerprint(&data)) };
     let mut progress = Progress { epochs_done: 0, since_best: 0, info: fresh.clone() };
@@ -522,6 +571,16 @@ pub fn train(config: &TrainConfig) -> Result<RunInfo> {
         data.items.len(),
         device
     );
+    if progress.epochs_done == 0 {
+        // Epoch 0, the starting point (the product model's is the baseline it was warm-started
+        // from): kept if no epoch of meta-training beats it on the validation users.
+        let valid_mse = mean_user_loss(&model, &split.valid, config.inner_steps, 256);
+        eprintln!("epoch 0 (start): validation {} {valid_mse:.4}", objective.loss_name());
+        if valid_mse.is_finite() {
+            progress.info.best_valid_mse = valid_mse;
+            run.save_weights(&model)?;
+        }
+    }
     let bar = progress_bar(config, split.train.len(), progress.epochs_done);
     let resumed_seconds = progress.info.train_seconds;
     for epoch in progress.epochs_done + 1..=config.epochs {
@@ -555,6 +614,33 @@ pub fn train(config: &TrainConfig) -> Result<RunInfo> {
     }
     bar.finish_and_clear();
     finish(config, &run, objective, progress.info)
+}
+
+/// Where the product model starts: the item biases and (with item factors) the item factors
+/// of matrix factorisation fitted on the same users, else the bias baseline's item biases. A
+/// click model's biases are those click rates turned into logits around the mean's.
+fn warm_start(config: &TrainConfig, model: &MetaModel, data: &Dataset, split: &Split, objective: Objective) {
+    let items = data.items.len();
+    let (mean, mut biases) = if config.item_factors && config.adapt == metarec_runtime::format::Adapt::FoldIn {
+        let fitted = crate::mf::fit(items, &split.train, &split.valid, objective, &config.method_config, config.seed);
+        model.set_item_factors(&fitted.model.factors.item_factors);
+        (fitted.model.mean, fitted.model.factors.item_bias)
+    } else if config.item_bias {
+        let baselines = crate::eval::Baselines::fit(items, &split.train, &split.valid);
+        (baselines.global_mean, baselines.item_biases().to_vec())
+    } else {
+        return;
+    };
+    if objective.is_click() {
+        let logit = |p: f32| {
+            let p = p.clamp(0.01, 0.99);
+            (p / (1.0 - p)).ln()
+        };
+        for b in &mut biases {
+            *b = logit(mean + *b) - logit(mean);
+        }
+    }
+    model.set_item_bias(&biases);
 }
 
 /// The progress bar over the steps left (hidden with `--quiet`).
@@ -597,7 +683,8 @@ fn train_epoch(
     }
     batches.shuffle(&mut rng);
     let (mut epoch_loss, mut alpha_sum) = (0.0, 0.0);
-    for chunk in &batches {
+    for (step, chunk) in batches.iter().enumerate() {
+        model.set_noise_seed(config.seed ^ ((epoch as u64) << 40) ^ ((step as u64) << 8) ^ 0x5EED);
         let (batch, steps) = if config.method.pooled_training() {
             (TaskBatch::pooled(chunk, device), 0)
         } else {
@@ -646,7 +733,7 @@ fn epoch_line(
 
 /// Writes run.json once training kept an epoch.
 fn finish(config: &TrainConfig, run: &RunDir, objective: Objective, info: RunInfo) -> Result<RunInfo> {
-    if info.best_epoch == 0 {
+    if !info.best_valid_mse.is_finite() {
         bail!(
             "training produced no finite validation {} (diverged?); try a smaller --inner-lr or --outer-lr",
             objective.loss_name()

@@ -240,6 +240,11 @@ fn model_info_describes_the_fixture() {
         unsafe { metarec_model_task(model.0, buf, len, out) }
     });
     assert_eq!(task, "rating");
+    let adapt = text(|buf, len, out| {
+        // SAFETY: as above.
+        unsafe { metarec_model_adapt(model.0, buf, len, out) }
+    });
+    assert_eq!(adapt, "all");
 
     let (mut min, mut max) = (f32::NAN, f32::NAN);
     // SAFETY: a live handle and two writable floats.
@@ -307,4 +312,47 @@ fn unknown_profile_values_score_like_the_unknown_row() {
     // A number that does not parse is the numeric field's unknown row, like the trainer's.
     assert_eq!(scores_with("F", "not-a-number"), scores_with("F", "NaN"));
     assert_ne!(scores_with("F", "not-a-number"), scores_with("F", "28"));
+}
+
+/// A bias-aware product model (format 2.3) loads through the C API, names its adaptation scope,
+/// and scores and adapts exactly as the runtime does (the fold-in's solve included).
+#[test]
+fn product_models_score_as_the_runtime() {
+    use metarec_runtime::format::{self, Adapt, FoldInHead, ProductModel};
+    for adapt in Adapt::ALL {
+        let mut body = fixture::model_body(false);
+        let item_bias = (0..ITEM_COUNT).map(|i| (i % 7) as f32 * 0.25 - 0.75).collect();
+        // The output layer reads 8 hidden units; 2 item factors each.
+        let fold_in = (adapt == Adapt::FoldIn).then(|| FoldInHead {
+            factors: 2,
+            ridge: vec![0.5; 8 + 2 + 1],
+            item_factors: (0..ITEM_COUNT * 2).map(|i| (i % 5) as f32 * 0.2 - 0.4).collect(),
+        });
+        body.product = ProductModel { item_bias, adapt, proximal: 0.5, fold_in };
+        let bytes = format::encode(&body).unwrap();
+        let model = ModelHandle::from_bytes(&bytes).unwrap();
+        let name = text(|buf, len, out| {
+            // SAFETY: a live handle; `text` passes a buffer of `len` bytes (or NULL and 0) and a
+            // writable `out`.
+            unsafe { metarec_model_adapt(model.0, buf, len, out) }
+        });
+        assert_eq!(name, adapt.name());
+        let user = UserFile::fixture();
+        let mut expected = Session::new(Model::from_bytes(&bytes).unwrap());
+        let mut session = model.session();
+        for (field, value) in &user.profile {
+            expected.set_profile(field, value).unwrap();
+            assert_code(session.set_profile(field, value), METAREC_OK);
+        }
+        for (item, rating) in &user.support {
+            expected.add_rating(item, *rating).unwrap();
+            assert_code(session.add_rating(item, *rating), METAREC_OK);
+        }
+        expected.adapt().unwrap();
+        assert_code(session.adapt(0), METAREC_OK);
+        let items: Vec<u32> = (0..ITEM_COUNT as u32).collect();
+        let mut want = vec![0.0; ITEM_COUNT];
+        expected.score_indices(&items, &mut want).unwrap();
+        assert_eq!(session.score_all(ITEM_COUNT).unwrap(), want, "{adapt:?}");
+    }
 }

@@ -159,6 +159,7 @@ fn header_declares_the_opaque_handles_and_every_function() {
         "metarec_model_item_id",
         "metarec_model_method",
         "metarec_model_task",
+        "metarec_model_adapt",
         "metarec_model_rating_range",
         "metarec_model_field_count",
         "metarec_model_field_name",

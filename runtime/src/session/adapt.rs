@@ -18,9 +18,11 @@ pub(super) struct Scratch {
     /// The included support rows' item inputs, `rows × item_width`.
     pub(super) x: Vec<f32>,
     /// Their activations, `rows × act_width`.
-    acts: Vec<f32>,
+    pub(super) acts: Vec<f32>,
     /// Their ratings, then dL/dy (one per row).
     pub(super) dy: Vec<f32>,
+    /// Their item biases (empty when the model has none).
+    pub(super) bias: Vec<f32>,
     /// The gradient, in the flat parameter layout.
     grads: Vec<f32>,
     /// Backpropagation buffers, `rows × max_width` each.
@@ -35,10 +37,18 @@ pub(super) struct Scratch {
 impl Scratch {
     /// Bytes on the heap.
     pub(super) fn heap_bytes(&self) -> usize {
-        let floats = [&self.x, &self.acts, &self.dy, &self.grads, &self.g_cur, &self.g_next, &self.delta0, &self.gram]
-            .iter()
-            .map(|v| v.capacity())
-            .sum::<usize>();
+        let buffers = [
+            &self.x,
+            &self.acts,
+            &self.dy,
+            &self.bias,
+            &self.grads,
+            &self.g_cur,
+            &self.g_next,
+            &self.delta0,
+            &self.gram,
+        ];
+        let floats = buffers.iter().map(|v| v.capacity()).sum::<usize>();
         floats * core::mem::size_of::<f32>()
     }
 
@@ -54,14 +64,20 @@ impl<M: Borrow<Model>> Session<M> {
     /// initialisation, the step size, then `steps` gradient steps.
     pub(super) fn inner_loop(&mut self, steps: u32) -> Result<()> {
         self.profile.refresh(self.model.borrow())?;
-        let init = self.choose_init(steps)?;
+        let lr = self.model().body().adaptation.inner_lr;
+        let init = self.choose_init(|session, mask| {
+            for _ in 0..steps {
+                session.support_gradient(Some(mask))?;
+                session.step(Some(lr))?;
+            }
+            Ok(())
+        })?;
         if init != 0 {
             self.load_init(init);
         }
         let model: &Model = self.model.borrow();
-        let fixed = model.body().adaptation.inner_lr;
         let scalar = match &model.body().learning_rate {
-            LearningRate::Fixed => Some(fixed),
+            LearningRate::Fixed => Some(lr),
             LearningRate::PerParameter(_) => None,
             LearningRate::Network { .. } => Some(self.personal_rate()?),
         };
@@ -76,46 +92,53 @@ impl<M: Borrow<Model>> Session<M> {
         Ok(())
     }
 
-    /// One gradient step: `p -= rate · g`, with one scalar rate or the model's per-parameter
-    /// rates when `scalar` is None.
+    /// One gradient step on the adapted parameters (see [`crate::format::Adapt`]):
+    /// `p -= rate · g`, with one scalar rate or the model's per-parameter rates when `scalar` is
+    /// None.
     fn step(&mut self, scalar: Option<f32>) -> Result<()> {
         let model: &Model = self.model.borrow();
-        let Some(lr) = scalar else {
+        let scope = model.scope();
+        if scalar.is_none() && scope.item_columns() {
+            // Per-parameter rates break the low rank: the weights themselves adapt.
             self.low_rank.materialize(model, &mut self.params)?;
-            let grads = &self.adaptation.grads;
-            for ((p, g), lr) in self.params.iter_mut().zip(grads).zip(model.parameter_rates()) {
-                *p -= lr * g;
-            }
-            return Ok(());
-        };
-        for range in adapted_ranges(model, self.low_rank.valid) {
+        }
+        for range in scope.ranges(self.low_rank.valid) {
             let params = self.params.get_mut(range.clone()).invariant("step: a range past the parameters")?;
-            let grads = self.adaptation.grads.get(range).invariant("step: a range past the gradient")?;
-            for (p, g) in params.iter_mut().zip(grads) {
-                *p -= lr * g;
+            let grads = self.adaptation.grads.get(range.clone()).invariant("step: a range past the gradient")?;
+            match scalar {
+                Some(lr) => {
+                    for (p, g) in params.iter_mut().zip(grads) {
+                        *p -= lr * g;
+                    }
+                }
+                None => {
+                    let rates = model.parameter_rates().get(range.clone()).invariant("step: a range past the rates")?;
+                    for ((p, g), lr) in params.iter_mut().zip(grads).zip(rates) {
+                        *p -= lr * g;
+                    }
+                }
             }
         }
-        self.low_rank.track(lr, &self.adaptation, &mut self.scoring)
+        match scalar {
+            Some(lr) => self.low_rank.track(model, lr, &self.adaptation, &mut self.scoring),
+            None => Ok(()),
+        }
     }
 
-    /// HML: with several initialisations, adapt each on the resampled support's adapt part with
-    /// the fixed rate, score the held-out part, and return the best (lowest support loss, first
-    /// on ties).
-    fn choose_init(&mut self, steps: u32) -> Result<usize> {
-        let model: &Model = self.model.borrow();
-        let count = model.init_count();
+    /// HML: with several initialisations, adapt each on the resampled support's adapt part
+    /// (`adapt_on` with its mask: the fixed rate's gradient steps, or the fold-in with the
+    /// fixed rate's ridge weights), score the held-out part, and return the best (lowest
+    /// support loss, first on ties). Leaves the parameters at initialisation 0.
+    pub(super) fn choose_init(&mut self, mut adapt_on: impl FnMut(&mut Self, &[bool]) -> Result<()>) -> Result<usize> {
+        let count = self.model().init_count();
         if count < 2 {
             return Ok(0);
         }
-        let lr = model.body().adaptation.inner_lr;
         let (adapt, score) = crate::resample::split(self.support.len());
         let mut best = (f32::INFINITY, 0);
         for k in 0..count {
             self.load_init(k);
-            for _ in 0..steps {
-                self.support_gradient(Some(&adapt))?;
-                self.step(Some(lr))?;
-            }
+            adapt_on(self, &adapt)?;
             let mean = self.held_out_loss(&score)?;
             if mean < best.0 {
                 best = (mean, k);
@@ -126,7 +149,7 @@ impl<M: Borrow<Model>> Session<M> {
     }
 
     /// The mean loss of the current parameters over the support ratings where `mask` is true.
-    fn held_out_loss(&mut self, mask: &[bool]) -> Result<f32> {
+    pub(super) fn held_out_loss(&mut self, mask: &[bool]) -> Result<f32> {
         let held_out: Vec<(u32, f32)> =
             self.support.iter().zip(mask).filter(|(_, &s)| s).map(|(&pair, _)| pair).collect();
         let items: Vec<u32> = held_out.iter().map(|&(item, _)| item).collect();
@@ -140,13 +163,47 @@ impl<M: Borrow<Model>> Session<M> {
     /// Sets the gradient to that of the support loss w.r.t. the current parameters, over the
     /// ratings where `mask` is true (all when None): `(1/n) Σ (y_j − r_j)²` with
     /// `dL/dy_j = 2 (y_j − r_j) / n`, or for clicks `(1/n) Σ softplus(z_j) − r_j·z_j` with
-    /// `dL/dz_j = (σ(z_j) − r_j) / n`; accumulated in f32.
+    /// `dL/dz_j = (σ(z_j) − r_j) / n`, `y_j` (`z_j`) the MLP's output plus the item's bias;
+    /// accumulated in f32. The adapted parameters' gradient gets the proximal term's
+    /// `proximal · (θ − θ₀)`.
     pub(super) fn support_gradient(&mut self, mask: Option<&[bool]>) -> Result<()> {
+        let (n, low_rank) = self.support_activations(mask)?;
+        self.loss_gradient(n)?;
+        self.support_backward(n, low_rank)?;
+        self.proximal_gradient(low_rank)
+    }
+
+    /// Gathers the support ratings where `mask` is true (all when None) and runs them forward
+    /// through the current parameters, every layer's activations kept in the scratch (their
+    /// ratings in `dy`, their item biases in `bias`); returns the row count and whether the
+    /// low-rank record holds the adaptation (see [`Session::low_rank_holds`]).
+    pub(super) fn support_activations(&mut self, mask: Option<&[bool]>) -> Result<(usize, bool)> {
         let n = self.gather_support(mask)?;
         let low_rank = self.low_rank_holds(n)?;
         self.support_forward(mask, n, low_rank)?;
-        self.loss_gradient(n)?;
-        self.support_backward(n, low_rank)
+        Ok((n, low_rank))
+    }
+
+    /// Adds `proximal · (θ − θ₀)` to the gradient of every adapted parameter a step changes
+    /// directly (the low-rank record takes its own part: see `LowRank::track`), θ₀ the
+    /// initialisation the adaptation started from.
+    fn proximal_gradient(&mut self, low_rank: bool) -> Result<()> {
+        let model: &Model = self.model.borrow();
+        let weight = model.body().product.proximal;
+        if weight == 0.0 {
+            return Ok(());
+        }
+        let init = model.init_params(self.low_rank.init()).invariant("proximal: an initialisation past the model's")?;
+        for range in model.scope().ranges(low_rank) {
+            let params = self.params.get(range.clone()).invariant("proximal: a range past the parameters")?;
+            let start = init.get(range.clone()).invariant("proximal: a range past the initialisation")?;
+            let grads =
+                self.adaptation.grads.get_mut(range.clone()).invariant("proximal: a range past the gradient")?;
+            for ((g, p), p0) in grads.iter_mut().zip(params).zip(start) {
+                *g += weight * (p - p0);
+            }
+        }
+        Ok(())
     }
 
     /// Gathers the included ratings' item inputs (and their ratings, parked in `dy`) to run the
@@ -158,10 +215,15 @@ impl<M: Borrow<Model>> Session<M> {
         scratch.grads.resize(layout.param_len, 0.0);
         scratch.x.clear();
         scratch.dy.clear();
+        scratch.bias.clear();
+        let biases = model.item_biases();
         for (j, &(item, rating)) in self.support.iter().enumerate() {
             if included(mask, j) {
                 scratch.x.extend_from_slice(model.item_input(item)?);
                 scratch.dy.push(rating);
+                if !biases.is_empty() {
+                    scratch.bias.push(biases.get(item as usize).copied().invariant("a support item past the biases")?);
+                }
             }
         }
         // Adaptation needs ratings, and HML's adapt part holds at least one of them.
@@ -223,26 +285,30 @@ impl<M: Borrow<Model>> Session<M> {
         let model: &Model = self.model.borrow();
         let scratch = &mut self.adaptation;
         let outputs = mlp::scores(model.layout(), &scratch.acts, n)?;
+        // The item bias shifts the output: dL/dy is that of the shifted output.
+        let bias = |j: usize| scratch.bias.get(j).copied().unwrap_or(0.0);
         if model.is_click() {
             let scale = 1.0 / n as f32;
-            for (d, z) in scratch.dy.iter_mut().zip(outputs) {
-                *d = scale * (sigmoid(*z) - *d);
+            for (j, (d, z)) in scratch.dy.iter_mut().zip(outputs).enumerate() {
+                *d = scale * (sigmoid(*z + bias(j)) - *d);
             }
         } else {
             let scale = 2.0 / n as f32;
-            for (d, y) in scratch.dy.iter_mut().zip(outputs) {
-                *d = scale * (y - *d);
+            for (j, (d, y)) in scratch.dy.iter_mut().zip(outputs).enumerate() {
+                *d = scale * ((y + bias(j)) - *d);
             }
         }
         Ok(())
     }
 
-    /// Backpropagates dL/dy into the gradient: every parameter a step changes (see
-    /// [`adapted_ranges`]) is zeroed first.
+    /// Backpropagates dL/dy into the gradient: every parameter it writes (see
+    /// [`written_ranges`]) is zeroed first. Layer 0's item columns are formed only when a step
+    /// changes them directly (adapted, and not held by the low-rank record).
     fn support_backward(&mut self, n: usize, low_rank: bool) -> Result<()> {
         let model: &Model = self.model.borrow();
+        let item_weights = !low_rank && model.scope().item_columns();
         let scratch = &mut self.adaptation;
-        for range in adapted_ranges(model, low_rank) {
+        for range in written_ranges(model, item_weights) {
             scratch.grads.get_mut(range).invariant("backward: a range past the gradient")?.fill(0.0);
         }
         let pass = Backward {
@@ -254,13 +320,14 @@ impl<M: Borrow<Model>> Session<M> {
             g_cur: &mut scratch.g_cur,
             g_next: &mut scratch.g_next,
             delta0: &mut scratch.delta0,
+            lowest: model.scope().lowest_layer(),
         };
-        mlp::backward_batch(model.layout(), &self.params, pass, &mut scratch.grads, !low_rank)
+        mlp::backward_batch(model.layout(), &self.params, pass, &mut scratch.grads, item_weights)
     }
 }
 
 /// Whether support rating `j` takes part (all do without a mask).
-fn included(mask: Option<&[bool]>, j: usize) -> bool {
+pub(super) fn included(mask: Option<&[bool]>, j: usize) -> bool {
     mask.is_none_or(|m| m.get(j).copied().unwrap_or(false))
 }
 
@@ -271,14 +338,13 @@ fn same_bits(a: &[f32], b: &[f32]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u32, |acc, (x, y)| acc | (x.to_bits() ^ y.to_bits())) == 0
 }
 
-/// The ranges of the flat parameters a gradient step changes: all of them, or while the low-rank
-/// record holds the adaptation everything but layer 0's item columns (64 × 128 of the ~20k
-/// parameters of a MovieLens-sized model: their gradient is never formed, so neither zeroing
-/// nor stepping over them does anything).
-fn adapted_ranges(model: &Model, low_rank: bool) -> impl Iterator<Item = core::ops::Range<usize>> + '_ {
+/// The ranges of the flat parameters the backward pass writes: all of them, or without
+/// `item_weights` everything but layer 0's item columns (64 × 128 of the ~20k parameters of a
+/// MovieLens-sized model: their gradient is then never formed, so zeroing them does nothing).
+fn written_ranges(model: &Model, item_weights: bool) -> impl Iterator<Item = core::ops::Range<usize>> + '_ {
     let layout = model.layout();
     let user_width = model.user_width();
-    let first = layout.layers.first().filter(|_| low_rank);
+    let first = layout.layers.first().filter(|_| !item_weights);
     // Layer 0's rows: their user columns only.
     let rows = first.into_iter().flat_map(move |shape| {
         (0..shape.outputs).map(move |o| {

@@ -24,12 +24,14 @@ pub struct Explanation {
     /// The initialisation adapted from (HML's choice; 0 otherwise).
     pub init: u32,
     /// The scalar inner learning rate used (None when every parameter has its own, Meta-SGD).
+    /// A fold-in head's ridge weights are divided by it relative to the model's `inner_lr`.
     pub learning_rate: Option<f32>,
     /// The learning-rate network's part alpha'(h) (PAML family).
     pub network_rate: Option<f32>,
     /// The stored users whose rates were added (AT-PAML), nearest first.
     pub neighbours: heapless::Vec<Neighbour, MAX_NEIGHBOURS>,
-    /// A factor model's fold-in (matrix factorisation): what the ridge solve used.
+    /// A factor model's fold-in (matrix factorisation): what the ridge solve used. None for a
+    /// fold-in head (its ridge weights are a vector: see [`crate::format::FoldInHead`]).
     pub fold_in: Option<FoldIn>,
 }
 

@@ -14,7 +14,12 @@ use crate::model::Model;
 /// steps of `−rate · ∂L/∂z0_j`. So an item's layer-0 item part is the model's precomputed
 /// `W0_item(init) · x` plus `Σ_j c_j (x_j · x)`: `support × (item_width + hidden0)`
 /// multiply-adds instead of `item_width × hidden0`. Per-parameter rates (Meta-SGD) break the
-/// low rank; scoring then multiplies by the adapted weights directly.
+/// low rank; scoring then multiplies by the adapted weights directly. A proximal term keeps it:
+/// it shrinks the change `Σ_j c_j ⊗ x_j` itself, i.e. every `c_j`.
+///
+/// An adaptation scope that leaves layer 0's item columns alone (`Head`, `User`) never changes
+/// layer 0's item part: the record then stays without rows for the whole adaptation, whatever
+/// the learning rate, and every item's item part is the precomputed one.
 #[derive(Debug, Clone, Default)]
 pub(super) struct LowRank {
     /// Whether the current parameters are `init`'s plus the tracked change.
@@ -88,6 +93,11 @@ impl LowRank {
         Ok(())
     }
 
+    /// The initialisation the parameters started from.
+    pub(super) fn init(&self) -> usize {
+        self.init
+    }
+
     /// Parameters were just set to initialisation `init`.
     pub(super) fn restart(&mut self, init: usize, available: bool) {
         self.valid = available;
@@ -100,10 +110,18 @@ impl LowRank {
 
     /// Adds a step's change of layer 0's item weights, `−lr · Σ_j ∂L/∂z0_j ⊗ x_j`, to the record
     /// (the gradient and the gathered support inputs are the last support gradient's, in
-    /// `support`). The first step starts the record and sizes the scoring scratch for it
-    /// (scoring must not allocate).
-    pub(super) fn track(&mut self, lr: f32, support: &adapt::Scratch, scoring: &mut score::Scratch) -> Result<()> {
-        if !self.valid {
+    /// `support`), after shrinking the change so far by `1 − lr · proximal` (the proximal term's
+    /// part of the step, `−lr · proximal · (W0_item − W0_item(init))`). The first step starts
+    /// the record and sizes the scoring scratch for it (scoring must not allocate). Nothing to
+    /// track when the model's scope leaves the item columns alone.
+    pub(super) fn track(
+        &mut self,
+        model: &Model,
+        lr: f32,
+        support: &adapt::Scratch,
+        scoring: &mut score::Scratch,
+    ) -> Result<()> {
+        if !self.valid || !model.scope().item_columns() {
             return Ok(());
         }
         let rows = support.dy.len();
@@ -116,8 +134,15 @@ impl LowRank {
             self.start(x, rows, item_width, support.delta0.len() / rows)?;
             scoring.reserve_gram(self.gram_width());
         }
-        for (c, d) in self.coef.iter_mut().zip(&support.delta0) {
-            *c -= lr * d;
+        let keep = 1.0 - lr * model.body().product.proximal;
+        if keep == 1.0 {
+            for (c, d) in self.coef.iter_mut().zip(&support.delta0) {
+                *c -= lr * d;
+            }
+        } else {
+            for (c, d) in self.coef.iter_mut().zip(&support.delta0) {
+                *c = keep * *c - lr * d;
+            }
         }
         Ok(())
     }

@@ -7,7 +7,7 @@
 //! - `low_rank`: an adaptation with one scalar rate as a low-rank change of layer 0;
 //! - `score`: scoring blocks of items;
 //! - `rate`: the learning-rate network and AT-PAML's neighbour term;
-//! - `fold_in`: the matrix-factorisation path;
+//! - `fold_in`: the exact ridge solve instead of steps (matrix factorisation, fold-in heads);
 //! - `rank`: top-k over the catalogue;
 //! - `explain`: what the last adaptation did.
 
@@ -213,7 +213,12 @@ impl<M: Borrow<Model>> Session<M> {
 
     /// Restarts from the meta-learned weights, then runs `steps` full-batch gradient-descent
     /// steps on `(1/n) Σ (f(x_j) − r_j)²` over the `n` support ratings, updating every layer's
-    /// weights and biases, exactly as the trainer's inner loop does for the model's method:
+    /// weights and biases, exactly as the trainer's inner loop does for the model's method. A
+    /// bias-aware product model ([`crate::format::ProductModel`]) adds its item's bias to
+    /// `f(x_j)` (in every score too), updates only the parameters its scope names (the output
+    /// layer, or the user side: layer 0's bias and user-field weights and the output bias), and
+    /// adds `(proximal/2)·‖θ − θ₀‖²` over them to the loss, θ₀ the initialisation adapted from.
+    /// The step size:
     /// - the step size is the model's fixed `inner_lr`, one rate per parameter (Meta-SGD), or the
     ///   user's own rate alpha'(h) from the learning-rate network (PAML, REG-PAML), plus the
     ///   kernel-weighted rates of the nearest stored users (AT-PAML);
@@ -225,11 +230,17 @@ impl<M: Borrow<Model>> Session<M> {
     ///
     /// A factor model ([`Model::factors`]) has no gradient steps: any `steps > 0` solves the
     /// user's bias and factors from the support ratings exactly (ridge regression, see
-    /// [`crate::factors`]); until then, and with no ratings, it scores `μ + b_i`.
+    /// [`crate::factors`]); until then, and with no ratings, it scores `μ + b_i`. A model whose
+    /// output layer adapts by the fold-in ([`Model::fold_in_head`]) likewise solves its output
+    /// layer and the user's factors once for any `steps > 0` (HML: each initialisation on the
+    /// resampled support first), as [`crate::format::FoldInHead`] defines; the learning rate
+    /// scales the ridge weights instead of a step ([`Explanation::learning_rate`] says which).
     ///
     /// Errors: [`Error::TooManySteps`] when `steps` exceeds [`MAX_STEPS`] (the session is left
-    /// as it was); [`Error::Internal`] (a bug), after which the session scores with the
-    /// meta-learned weights.
+    /// as it was); [`Error::NonFiniteParameter`] when a fold-in head's system is not positive
+    /// definite in f64 (its ridge weights too small for this user's features, or features that
+    /// overflowed: validation cannot bound the hidden features); [`Error::Internal`] (a bug).
+    /// After an error the session scores with the meta-learned weights.
     pub fn adapt_steps(&mut self, steps: u32) -> Result<()> {
         if steps > MAX_STEPS {
             return Err(Error::TooManySteps);
@@ -239,7 +250,14 @@ impl<M: Borrow<Model>> Session<M> {
         if self.support.is_empty() || steps == 0 {
             return Ok(());
         }
-        let adapted = if self.model().factors().is_some() { self.fold_in() } else { self.inner_loop(steps) };
+        let model = self.model();
+        let adapted = if model.factors().is_some() {
+            self.fold_in()
+        } else if model.fold_in_head().is_some() {
+            self.fold_in_head()
+        } else {
+            self.inner_loop(steps)
+        };
         if adapted.is_err() {
             // Never score with a partial adaptation.
             self.drop_adaptation();
@@ -359,10 +377,12 @@ impl<M: Borrow<Model>> Session<M> {
 
     // ---- internals shared by the modules ----
 
-    /// Sets the parameters to initialisation `k` (0: the meta-learned weights).
+    /// Sets the parameters to initialisation `k` (0: the meta-learned weights), with no
+    /// fold-in (the user's factors at zero).
     fn load_init(&mut self, k: usize) {
         let model: &Model = self.model.borrow();
         model.write_init_params(k, &mut self.params);
+        self.factors.clear();
         let available = model.item_hidden(k, 0).is_some();
         #[cfg(test)]
         let available = available && !self.full_weights_only;

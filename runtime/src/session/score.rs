@@ -123,7 +123,8 @@ impl<M: Borrow<Model>> Session<M> {
 
     /// The model's raw outputs (ratings or logits) for checked indices, a block at a time:
     /// gather the items' inputs, then one matrix product per layer (layer 0 only for the item
-    /// part; its user part is `hidden0`, computed once).
+    /// part; its user part is `hidden0`, computed once), then the item biases and a fold-in
+    /// head's `p_u · q_i`.
     pub(super) fn raw_scores(&mut self, items: &[u32], out: &mut [f32]) -> Result<()> {
         let model: &Model = self.model.borrow();
         let layout = model.layout();
@@ -145,9 +146,23 @@ impl<M: Borrow<Model>> Session<M> {
             for (o, y) in scores.iter_mut().zip(outputs) {
                 *o = *y;
             }
+            add_item_bias(model, block, scores)?;
+            self.factors.add_user_term(model, block, scores)?;
         }
         Ok(())
     }
+}
+
+/// Adds each item's bias to its raw output (nothing when the model has no item biases).
+fn add_item_bias(model: &Model, items: &[u32], out: &mut [f32]) -> Result<()> {
+    let biases = model.item_biases();
+    if biases.is_empty() {
+        return Ok(());
+    }
+    for (o, &item) in out.iter_mut().zip(items) {
+        *o += biases.get(item as usize).copied().invariant("scoring: an item past the biases")?;
+    }
+    Ok(())
 }
 
 /// The logistic function, saturating cleanly for large |z|.

@@ -1,7 +1,8 @@
 //! The session's internals against their definitions: the analytic gradient against central
 //! differences, the low-rank path against the full weights, click scoring, unset profile fields,
-//! and the ranking order.
+//! the ranking order, and the product model's scopes, proximal term and item biases.
 
+use alloc::format;
 use alloc::string::ToString;
 use alloc::vec;
 use alloc::vec::Vec;
@@ -10,7 +11,8 @@ use super::rank::{self, Ranked};
 use super::Session;
 use crate::error::Error;
 use crate::format::{
-    Adaptation, DenseLayer, FieldKind, FieldSpec, ItemRecord, LearningRate, Method, ModelBody, RatingScale, Task,
+    Adapt, Adaptation, DenseLayer, FieldKind, FieldSpec, FoldInHead, ItemRecord, LearningRate, Method, ModelBody,
+    ProductModel, RatingScale, Task,
 };
 use crate::model::Model;
 
@@ -53,6 +55,7 @@ fn body() -> ModelBody {
         neighbours: None,
         rating: RatingScale { min: 1.0, max: 5.0, global_mean: 3.0 },
         factors: None,
+        product: Default::default(),
     }
 }
 
@@ -223,4 +226,187 @@ fn top_k_orders_by_score_then_index_with_nan_last() {
     assert_eq!(ranked(0), Vec::<u32>::new());
     assert_eq!(ranked(8), [2, 3, 5, 0, 7, 8, 4, 1]);
     assert_eq!(ranked(100), ranked(9));
+}
+
+// ---- the bias-aware product model: item biases, adaptation scopes, the proximal term ----
+
+/// [`body`] with one bias per item, `adapt` and `proximal` (and for the fold-in, 2 item
+/// factors and ridge weights in 0.3..0.7).
+fn product_body(adapt: Adapt, proximal: f32) -> ModelBody {
+    let mut b = body();
+    let fold_in = (adapt == Adapt::FoldIn).then(|| FoldInHead {
+        factors: 2,
+        ridge: wave(4 + 2 + 1, 0.3, 0.2).iter().map(|r| 0.5 + r).collect(),
+        item_factors: wave(4 * 2, 1.1, 0.9),
+    });
+    b.product = ProductModel { item_bias: wave(4, 0.9, 0.6), adapt, proximal, fold_in };
+    b
+}
+
+/// The learning-rate variants the inner loop has: fixed, the PAML network, per parameter.
+fn with_rates(mut b: ModelBody, which: usize) -> ModelBody {
+    match which {
+        0 => {}
+        1 => {
+            b.learning_rate = LearningRate::Network {
+                hidden: DenseLayer { inputs: 9, outputs: 3, weight: wave(27, 0.7, 0.5), bias: wave(3, 0.1, 0.1) },
+                output: DenseLayer { inputs: 3, outputs: 1, weight: wave(3, 0.2, 0.3), bias: vec![-2.0] },
+            }
+        }
+        _ => {
+            let rates = b.layers.iter().enumerate().map(|(l, layer)| DenseLayer {
+                weight: wave(layer.weight.len(), l as f32, 0.02).iter().map(|r| 0.06 + r).collect(),
+                bias: vec![0.08; layer.bias.len()],
+                ..layer.clone()
+            });
+            b.learning_rate = LearningRate::PerParameter(rates.collect());
+        }
+    }
+    b
+}
+
+/// The analytic gradient of a product model, on the parameters its scope adapts, equals the
+/// central differences of the support loss (item biases in the outputs) plus the proximal
+/// term, away from the initialisation.
+#[test]
+fn product_gradient_matches_central_differences() {
+    for adapt in Adapt::GRADIENT {
+        for click in [false, true] {
+            let mut b = product_body(adapt, 0.8);
+            let mut support = [(0, 4.0), (1, 1.5), (2, 5.0), (3, 2.0)];
+            if click {
+                b.task = Task::Click { threshold: 4.0 };
+                b.rating = RatingScale { min: 0.0, max: 1.0, global_mean: 0.5 };
+                support = [(0, 1.0), (1, 0.0), (2, 1.0), (3, 0.25)];
+            }
+            let model = Model::from_body(b).unwrap();
+            let mut session = Session::new(&model);
+            session.set_profile("u", "b").unwrap();
+            for (item, rating) in support {
+                session.add_rating_by_index(item, rating).unwrap();
+            }
+            session.low_rank.materialize(&model, &mut session.params).unwrap();
+            session.profile.refresh(&model).unwrap();
+            // Away from θ₀, so that the proximal term has a gradient.
+            let start = session.params.clone();
+            for (k, p) in session.params.iter_mut().enumerate() {
+                *p += 0.05 * libm::sinf(k as f32 * 0.61);
+            }
+            session.support_gradient(None).unwrap();
+            let analytic = session.adaptation.grads().to_vec();
+            let proximal = f64::from(model.body().product.proximal);
+            let scope = model.scope();
+            let total = |s: &mut Session<&Model>| {
+                let pull: f64 = (0..start.len())
+                    .filter(|&k| scope.contains(k))
+                    .map(|k| f64::from(s.params[k] - start[k]).powi(2))
+                    .sum();
+                support_loss(s) + proximal / 2.0 * pull
+            };
+            let h = 1e-3f32;
+            let mut checked = 0;
+            for k in (0..analytic.len()).filter(|&k| scope.contains(k)) {
+                let original = session.params[k];
+                session.params[k] = original + h;
+                let plus = total(&mut session);
+                session.params[k] = original - h;
+                let minus = total(&mut session);
+                session.params[k] = original;
+                let numeric = (plus - minus) / (2.0 * f64::from(h));
+                let a = f64::from(analytic[k]);
+                let what = format!("{adapt:?} click {click} parameter {k}");
+                assert!((a - numeric).abs() <= 2e-3 + 2e-3 * numeric.abs(), "{what}: {a} vs {numeric}");
+                checked += 1;
+            }
+            let expected = match adapt {
+                Adapt::All => model.layout().param_len,
+                Adapt::Head | Adapt::FoldIn => 5,
+                Adapt::User => 5 * 3 + 5 + 1,
+            };
+            assert_eq!(checked, expected, "{adapt:?}");
+        }
+    }
+}
+
+/// Each scope changes exactly its parameters, whatever the learning rate: every one with a
+/// gradient at the start moves, and the rest keep the initialisation's values to the bit (the
+/// fold-in's solve as the gradient scopes' steps).
+#[test]
+fn each_scope_updates_exactly_its_parameters() {
+    for adapt in Adapt::ALL {
+        for rates in 0..3 {
+            let model = Model::from_body(with_rates(product_body(adapt, 0.3), rates)).unwrap();
+            let mut session = Session::new(&model);
+            session.full_weights_only = true;
+            session.load_init(0);
+            session.set_profile("u", "a").unwrap();
+            for (item, rating) in [(0, 4.0), (1, 1.5), (2, 5.0)] {
+                session.add_rating_by_index(item, rating).unwrap();
+            }
+            session.profile.refresh(&model).unwrap();
+            session.support_gradient(None).unwrap();
+            let first = session.adaptation.grads().to_vec();
+            session.adapt_steps(3).unwrap();
+            let mut start = Vec::new();
+            model.write_init_params(0, &mut start);
+            let scope = model.scope();
+            let mut moved = 0;
+            for (k, (p, p0)) in session.params.iter().zip(&start).enumerate() {
+                let what = format!("{adapt:?} rates {rates}: parameter {k}");
+                if !scope.contains(k) {
+                    assert_eq!(p.to_bits(), p0.to_bits(), "{what} moved");
+                } else if first[k] != 0.0 {
+                    assert_ne!(p, p0, "{what} has a gradient but did not move");
+                    moved += 1;
+                }
+            }
+            assert!(moved >= 5, "{adapt:?} rates {rates}: {moved} moved");
+        }
+    }
+}
+
+/// Scoring a product model through the low-rank record (or, for the scopes that leave layer
+/// 0's item columns alone, the precomputed item part, whatever the rate) equals scoring with
+/// the adapted weights themselves, HML's choice of initialisation included.
+#[test]
+fn product_low_rank_scores_equal_full_product_scores() {
+    for adapt in Adapt::ALL {
+        for rates in 0..3 {
+            for hml in [false, true] {
+                let mut b = with_rates(product_body(adapt, 0.4), rates);
+                if hml {
+                    let other =
+                        |l: &DenseLayer, p: f32| DenseLayer { weight: wave(l.weight.len(), p, 0.7), ..l.clone() };
+                    b.extra_inits = vec![b.layers.iter().map(|l| other(l, 2.0)).collect()];
+                    b.method = Method::Hml;
+                }
+                let model = Model::from_body(b).unwrap();
+                let what = format!("{adapt:?} rates {rates} hml {hml}");
+                let adapted = |full_weights_only: bool| {
+                    let mut session = Session::new(&model);
+                    session.full_weights_only = full_weights_only;
+                    session.load_init(0);
+                    session.set_profile("u", "b").unwrap();
+                    for (item, rating) in [(0, 4.0), (1, 1.5), (2, 5.0), (3, 1.0)] {
+                        session.add_rating_by_index(item, rating).unwrap();
+                    }
+                    session.adapt_steps(4).unwrap();
+                    let mut out = [0.0; 6];
+                    session.score_indices(&[0, 1, 2, 3, 3, 1], &mut out).unwrap();
+                    (out, session.low_rank.valid, session.low_rank.rows, session.explain().init)
+                };
+                let (fast, valid, rows, init) = adapted(false);
+                let (full, _, _, full_init) = adapted(true);
+                assert_eq!(init, full_init, "{what}");
+                // The fast path holds: with a scalar rate always, and for any rate when the
+                // item columns stay the initialisation's (then without support rows).
+                let item_columns = adapt == Adapt::All;
+                assert_eq!(valid, !(item_columns && rates == 2), "{what}");
+                assert_eq!(rows, if valid && item_columns { 4 } else { 0 }, "{what}");
+                for (a, b) in fast.iter().zip(&full) {
+                    assert!((a - b).abs() <= 1e-5 * (1.0 + b.abs()), "{what}: {fast:?} vs {full:?}");
+                }
+            }
+        }
+    }
 }

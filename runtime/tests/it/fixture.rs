@@ -86,6 +86,7 @@ pub fn tiny_body() -> ModelBody {
         neighbours: None,
         rating: RatingScale { min: 1.0, max: 5.0, global_mean: 3.5 },
         factors: None,
+        product: Default::default(),
     }
 }
 

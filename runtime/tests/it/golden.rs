@@ -94,7 +94,7 @@ fn click_task_sets_its_required_flag() {
     assert!(Model::from_bytes(&bytes).unwrap().is_click());
     // A future flag: the header CRC is recomputed so only the flag is wrong.
     let mut future = bytes.clone();
-    future[16..20].copy_from_slice(&(1u32 << 7 | format::required::CLICK_TASK).to_le_bytes());
+    future[16..20].copy_from_slice(&(1u32 << 10 | format::required::CLICK_TASK).to_le_bytes());
     let crc = crc_of(&future[..44]);
     future[44..48].copy_from_slice(&crc.to_le_bytes());
     assert_eq!(Model::from_bytes(&future).unwrap_err(), metarec_runtime::Error::UnsupportedFeature);

@@ -15,3 +15,4 @@ mod parity;
 mod pipeline;
 mod protocols;
 mod report;
+mod tune;

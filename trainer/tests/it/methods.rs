@@ -7,7 +7,7 @@ use metarec_trainer::data::synth::{self, SynthConfig};
 use metarec_trainer::data::Dataset;
 use metarec_trainer::memory::{Memory, KEY_DIM};
 use metarec_trainer::method::{Method, MethodConfig};
-use metarec_trainer::model::{MetaModel, ModelShape, ModelSpec, Order, TaskBatch};
+use metarec_trainer::model::{MetaModel, ModelOptions, ModelShape, ModelSpec, Order, TaskBatch};
 use metarec_trainer::objective::Objective;
 use metarec_trainer::split::Split;
 use metarec_trainer::train::{train, TrainConfig};
@@ -30,7 +30,21 @@ fn spec(method: Method) -> ModelSpec {
         inner_lr: 0.1,
         inner_steps: 2,
         objective: Objective::Rating,
+        options: ModelOptions::default(),
     }
+}
+
+/// The product model: item biases, item-id dropout, hidden dropout and the fold-in with item
+/// factors (set to small non-zero values, so every part of the solve carries a gradient).
+fn product_spec(method: Method, objective: Objective) -> ModelSpec {
+    let options = ModelOptions {
+        item_bias: true,
+        adapt: metarec_runtime::format::Adapt::FoldIn,
+        item_factors: true,
+        fold_in_lambda: 2.0,
+        ..ModelOptions::default()
+    };
+    ModelSpec { objective, options, config: MethodConfig { mf_factors: 3, ..spec(method).config }, ..spec(method) }
 }
 
 fn variables(model: &MetaModel) -> HashMap<String, Tensor> {
@@ -46,11 +60,27 @@ fn check_gradient(method: Method, variable: &str, index: &[i64]) {
 /// [`check_gradient`] for either task (click: labels `rating >= 4`, binary cross-entropy in
 /// the inner and the outer loop).
 pub(crate) fn check_gradient_for(method: Method, objective: Objective, variable: &str, index: &[i64]) {
+    check_gradient_of(&ModelSpec { objective, ..spec(method) }, variable, index);
+}
+
+/// [`check_gradient`] for any model.
+fn check_gradient_of(spec: &ModelSpec, variable: &str, index: &[i64]) {
+    let (method, objective) = (spec.method, spec.objective);
     let (_dir, data, mut split) = tiny();
     objective.apply(&mut split);
-    let spec = ModelSpec { objective, ..spec(method) };
-    let model = MetaModel::new_seeded(&data, &spec, if objective.is_click() { 0.4 } else { 3.5 }, Device::Cpu, 5);
+    let model = MetaModel::new_seeded(&data, spec, if objective.is_click() { 0.4 } else { 3.5 }, Device::Cpu, 5);
+    let k = spec.config.mf_factors;
+    model.set_item_factors(&(0..data.items.len() * k).map(|i| ((i * 7 % 11) as f32 - 5.0) * 0.1).collect::<Vec<_>>());
+    model.set_item_bias(&(0..data.items.len()).map(|i| ((i * 3 % 5) as f32 - 2.0) * 0.1).collect::<Vec<_>>());
     let batch = TaskBatch::new(&split.train[..8], Device::Cpu);
+    // A negative row: the first query item of the batch (an item the loss depends on).
+    let index: Vec<i64> = match index.split_first() {
+        Some((&row, rest)) if row < 0 => {
+            [i64::from(split.train[0].query[0].item)].into_iter().chain(rest.iter().copied()).collect()
+        }
+        _ => index.to_vec(),
+    };
+    let index = index.as_slice();
     let gamma = if method == Method::RegPaml { 0.5 } else { 0.0 };
     let loss = |model: &MetaModel| model.forward(&batch, 2, Order::Second, false).outer_loss(gamma);
 
@@ -87,6 +117,20 @@ pub(crate) fn check_gradient_for(method: Method, objective: Objective, variable:
 fn lr_network_gradient_matches_finite_differences() {
     check_gradient(Method::Paml, "lr_net_b2", &[0]);
     check_gradient(Method::Paml, "lr_net_w2", &[0, 3]);
+}
+
+#[test]
+fn fold_in_gradient_matches_finite_differences() {
+    for objective in [Objective::Rating, Objective::Click { threshold: 4.0 }] {
+        let melu = product_spec(Method::Melu, objective);
+        check_gradient_of(&melu, "item_factors", &[-1, 1]);
+        check_gradient_of(&melu, "fold_in_log_lambda", &[11]);
+        check_gradient_of(&melu, "fold_in_log_lambda", &[9]);
+        check_gradient_of(&melu, "item_bias", &[-1]);
+        check_gradient_of(&melu, "item_embedding_0", &[1, 2]);
+        check_gradient_of(&product_spec(Method::Paml, objective), "lr_net_b2", &[0]);
+        check_gradient_of(&product_spec(Method::MetaSgd, objective), "meta_sgd_lr_b1", &[0]);
+    }
 }
 
 #[test]
@@ -211,7 +255,9 @@ fn config(data: &std::path::Path, out: &std::path::Path, method: Method, epochs:
 fn meta_sgd_learning_rates_change_in_training() {
     let (dir, data, _) = tiny();
     let out = dir.path().join("run");
-    train(&config(dir.path(), &out, Method::MetaSgd, 2)).unwrap();
+    let paper = TrainConfig::with_preset(dir.path(), &out, metarec_trainer::config::Preset::Paper);
+    let config = config(dir.path(), &out, Method::MetaSgd, 2);
+    train(&TrainConfig { adapt: paper.adapt, item_bias: paper.item_bias, item_id: paper.item_id, ..config }).unwrap();
     let (_, _, _, model) = metarec_trainer::run::RunDir(out).load(Device::Cpu).unwrap();
     let (mean, min, max) = model.per_parameter_lr_summary().expect("Meta-SGD has rates");
     assert!(max - min > 1e-4, "rates moved apart from their common start: [{min}, {max}]");
