@@ -1,5 +1,6 @@
 //! Loading, inspecting and freeing models.
 
+use alloc::borrow::Cow;
 use alloc::format;
 use alloc::string::String;
 use alloc::sync::Arc;
@@ -147,15 +148,35 @@ pub unsafe extern "C" fn metarec_model_item_id(
     buf_len: usize,
     out_len: *mut usize,
 ) -> i32 {
+    // SAFETY: forwarded contract.
+    unsafe {
+        model_text(model, buf, buf_len, out_len, |model| {
+            let id = u32::try_from(index).ok().and_then(|index| model.item_id(index));
+            Ok(Cow::Borrowed(id.ok_or(Code(METAREC_ERR_INVALID_ARGUMENT))?))
+        })
+    }
+}
+
+/// The body of every string getter: inside the panic boundary, the model behind `model`
+/// (`METAREC_ERR_NULL_POINTER` when NULL), the string `text` picks from it (or its error), copied
+/// into `buf` by [`copy_text`].
+///
+/// # Safety
+/// `model` is NULL or a live model handle; unless `buf_len` is 0, `buf` points to `buf_len`
+/// writable bytes; `out_len` is NULL or writable.
+unsafe fn model_text(
+    model: *const MetarecModel,
+    buf: *mut c_char,
+    buf_len: usize,
+    out_len: *mut usize,
+    text: impl FnOnce(&Model) -> Status<Cow<'_, str>>,
+) -> i32 {
     guard(|| {
         // SAFETY: NULL or a live handle (caller's contract).
         let model = unsafe { handle::model_ref(model) }?;
-        let id = u32::try_from(index)
-            .ok()
-            .and_then(|index| model.item_id(index))
-            .ok_or(Code(METAREC_ERR_INVALID_ARGUMENT))?;
+        let text = text(model)?;
         // SAFETY: forwarded contract.
-        unsafe { copy_text(id, buf, buf_len, out_len) }
+        unsafe { copy_text(&text, buf, buf_len, out_len) }
     })
 }
 
@@ -210,13 +231,12 @@ pub unsafe extern "C" fn metarec_model_method(
     buf_len: usize,
     out_len: *mut usize,
 ) -> i32 {
-    guard(|| {
-        // SAFETY: NULL or a live handle (caller's contract).
-        let model = unsafe { handle::model_ref(model) }?;
-        let name = kebab_name(&format!("{:?}", model.body().method));
-        // SAFETY: forwarded contract.
-        unsafe { copy_text(&name, buf, buf_len, out_len) }
-    })
+    // SAFETY: forwarded contract.
+    unsafe {
+        model_text(model, buf, buf_len, out_len, |model| {
+            Ok(Cow::Owned(kebab_name(&format!("{:?}", model.body().method))))
+        })
+    }
 }
 
 /// Copies the name of what the model predicts into `buf`, with the conventions of
@@ -235,16 +255,15 @@ pub unsafe extern "C" fn metarec_model_task(
     buf_len: usize,
     out_len: *mut usize,
 ) -> i32 {
-    guard(|| {
-        // SAFETY: NULL or a live handle (caller's contract).
-        let model = unsafe { handle::model_ref(model) }?;
-        let name = match model.task() {
-            Task::Rating => "rating",
-            Task::Click { .. } => "click",
-        };
-        // SAFETY: forwarded contract.
-        unsafe { copy_text(name, buf, buf_len, out_len) }
-    })
+    // SAFETY: forwarded contract.
+    unsafe {
+        model_text(model, buf, buf_len, out_len, |model| {
+            Ok(Cow::Borrowed(match model.task() {
+                Task::Rating => "rating",
+                Task::Click { .. } => "click",
+            }))
+        })
+    }
 }
 
 /// Copies the name of what adaptation updates into `buf`, with the conventions of
@@ -265,12 +284,8 @@ pub unsafe extern "C" fn metarec_model_adapt(
     buf_len: usize,
     out_len: *mut usize,
 ) -> i32 {
-    guard(|| {
-        // SAFETY: NULL or a live handle (caller's contract).
-        let model = unsafe { handle::model_ref(model) }?;
-        // SAFETY: forwarded contract.
-        unsafe { copy_text(model.adapt_scope().name(), buf, buf_len, out_len) }
-    })
+    // SAFETY: forwarded contract.
+    unsafe { model_text(model, buf, buf_len, out_len, |model| Ok(Cow::Borrowed(model.adapt_scope().name()))) }
 }
 
 /// Writes the rating at or above which training counted a click, for a click model: an app
@@ -368,13 +383,10 @@ pub unsafe extern "C" fn metarec_model_field_name(
     buf_len: usize,
     out_len: *mut usize,
 ) -> i32 {
-    guard(|| {
-        // SAFETY: NULL or a live handle (caller's contract).
-        let model = unsafe { handle::model_ref(model) }?;
-        let field = field(model, side, index)?;
-        // SAFETY: forwarded contract.
-        unsafe { copy_text(&field.name, buf, buf_len, out_len) }
-    })
+    // SAFETY: forwarded contract.
+    unsafe {
+        model_text(model, buf, buf_len, out_len, |model| Ok(Cow::Borrowed(field(model, side, index)?.name.as_str())))
+    }
 }
 
 /// Describes field `index` of `side`: `*out_kind` receives `METAREC_FIELD_CATEGORICAL` (one

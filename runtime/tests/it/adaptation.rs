@@ -2,31 +2,9 @@
 
 use metarec_runtime::{Model, Session};
 
-use crate::fixture::{fd_adapt, fd_gradient, forward, input, loss, params_of, tiny_body};
-
-/// Profile `gender = F`, `age = 40` (rows 1 and 4), and a support set.
-const SUPPORT: [(u32, f32); 4] = [(0, 4.0), (3, 1.0), (2, 5.0), (5, 2.5)];
-
-fn user_rows() -> Vec<Vec<u32>> {
-    vec![vec![1], vec![4]]
-}
-
-fn session(model: &Model) -> Session<&Model> {
-    let mut session = Session::new(model);
-    session.set_profile("gender", "F").unwrap();
-    session.set_profile("age", "40").unwrap();
-    for (item, rating) in SUPPORT {
-        session.add_rating_by_index(item, rating).unwrap();
-    }
-    session
-}
-
-fn all_scores(session: &mut Session<&Model>) -> Vec<f32> {
-    let items: Vec<u32> = (0..session.model().item_count() as u32).collect();
-    let mut out = vec![0.0; items.len()];
-    session.score_indices(&items, &mut out).unwrap();
-    out
-}
+use crate::fixture::{
+    all_scores, fd_adapt, fd_gradient, forward, input, loss, params_of, session, tiny_body, user_rows, SUPPORT,
+};
 
 fn support_xs() -> (Vec<Vec<f64>>, Vec<f64>) {
     let body = tiny_body();

@@ -4,7 +4,7 @@
 use metarec_runtime::format::{self, required, EmbeddingPrecision};
 use metarec_runtime::{Error, Model};
 
-use crate::fixture::tiny_body;
+use crate::fixture::{seal, tiny_body};
 
 fn tables(body: &format::ModelBody) -> Vec<Vec<f32>> {
     body.user_fields.iter().chain(&body.item_fields).map(|f| f.embedding.clone()).collect()
@@ -99,12 +99,7 @@ fn inconsistent_compact_tables_are_refused() {
 
 /// `template`'s header with `body`'s schema hash and `payload`'s length and CRC.
 fn with_header(template: &[u8], body: &format::ModelBody, payload: &[u8]) -> Vec<u8> {
-    let mut out = template[..48].to_vec();
-    out[24..32].copy_from_slice(&format::schema_hash(body).to_le_bytes());
-    out[32..40].copy_from_slice(&(payload.len() as u64).to_le_bytes());
-    out[40..44].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    let crc = crc32fast::hash(&out[..44]);
-    out[44..48].copy_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(payload);
-    out
+    let mut header = template[..48].to_vec();
+    header[24..32].copy_from_slice(&format::schema_hash(body).to_le_bytes());
+    seal(header, payload)
 }

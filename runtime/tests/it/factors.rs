@@ -2,13 +2,13 @@
 //! session on a factor model (no ratings, duplicates, extremes, the most ratings a session
 //! takes), the file (golden bytes, compact tables) and what validation refuses.
 
-use std::path::PathBuf;
-
 use metarec_runtime::factors::{Ridge, MAX_FACTORS};
 use metarec_runtime::format::{self, required, EmbeddingPrecision, Method};
 use metarec_runtime::{Error, Model, Session, MAX_SUPPORT_RATINGS};
 
-use crate::fixture::{reference_fold_in, reference_score, tiny_body, tiny_factor_body, Lcg};
+use crate::fixture::{
+    assert_matches_golden, golden_path, reference_fold_in, reference_score, tiny_body, tiny_factor_body, Lcg,
+};
 
 fn model() -> Model {
     Model::from_body(tiny_factor_body()).expect("the factor fixture is valid")
@@ -152,20 +152,11 @@ fn click_factor_models_score_probabilities() {
     assert_eq!((got[0], got[1]), (1.0 - floor, floor));
 }
 
-fn golden_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/tiny-mf.mrec")
-}
-
 #[test]
 fn factor_model_matches_its_golden_file() {
     let bytes = format::encode(&tiny_factor_body()).unwrap();
-    let path = golden_path();
-    if std::env::var_os("METAREC_BLESS").is_some_and(|v| v == "1") {
-        std::fs::write(&path, &bytes).unwrap();
-    }
-    let golden = std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}; run with METAREC_BLESS=1 to write it", path.display()));
-    assert!(golden == bytes, "encoding differs from {}; if intended, re-bless", path.display());
+    let path = golden_path("tiny-mf.mrec");
+    assert_matches_golden(&path, &bytes);
     // Format 2.2, the factors flag alone, and the MLP model's schema hash (same fields).
     assert_eq!(&bytes[8..12], &[0x02, 0x00, 0x02, 0x00]);
     assert_eq!(&bytes[16..20], &required::FACTORS.to_le_bytes());

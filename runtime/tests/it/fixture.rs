@@ -1,9 +1,12 @@
-//! A tiny deterministic model and an independent f64 reference of the runtime's math.
+//! A tiny deterministic model, the fixture's user, golden files and resealed payloads, and an
+//! independent f64 reference of the runtime's math.
+
+use std::path::{Path, PathBuf};
 
 use metarec_runtime::format::{
-    Adaptation, DenseLayer, FieldKind, FieldSpec, ItemRecord, LearningRate, Method, RatingScale, Task,
+    Adaptation, DenseLayer, FieldKind, FieldSpec, ItemRecord, LearningRate, Method, RatingScale, Task, HEADER_LEN,
 };
-use metarec_runtime::ModelBody;
+use metarec_runtime::{Error, Model, ModelBody, Session};
 
 /// Tiny LCG (Knuth's MMIX constants) giving values exactly representable in f32.
 pub struct Lcg(u64);
@@ -87,6 +90,143 @@ pub fn tiny_body() -> ModelBody {
         rating: RatingScale { min: 1.0, max: 5.0, global_mean: 3.5 },
         factors: None,
         product: Default::default(),
+    }
+}
+
+// ---- the fixture's user ----
+
+/// Profile `gender = F`, `age = 40` (rows 1 and 4), and a support set.
+pub const SUPPORT: [(u32, f32); 4] = [(0, 4.0), (3, 1.0), (2, 5.0), (5, 2.5)];
+
+pub fn user_rows() -> Vec<Vec<u32>> {
+    vec![vec![1], vec![4]]
+}
+
+/// A session with the fixture's profile (`gender = F`, `age = 40`) and no ratings.
+pub fn user_session(model: &Model) -> Session<&Model> {
+    let mut session = Session::new(model);
+    session.set_profile("gender", "F").unwrap();
+    session.set_profile("age", "40").unwrap();
+    session
+}
+
+/// [`user_session`] with the ratings of [`SUPPORT`], not adapted.
+pub fn session(model: &Model) -> Session<&Model> {
+    let mut session = user_session(model);
+    for (item, rating) in SUPPORT {
+        session.add_rating_by_index(item, rating).unwrap();
+    }
+    session
+}
+
+/// The session's score of every item, by index.
+pub fn all_scores(session: &mut Session<&Model>) -> Vec<f32> {
+    let items: Vec<u32> = (0..session.model().item_count() as u32).collect();
+    let mut out = vec![0.0; items.len()];
+    session.score_indices(&items, &mut out).unwrap();
+    out
+}
+
+/// Top-4 is the four best of `scores` (ties to the lower index), with those scores.
+pub fn assert_top_k_follows_scores(session: &mut Session<&Model>, scores: &[f32]) {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
+    let top: Vec<(usize, f32)> = session.top_k(4, false).unwrap().iter().map(|r| (r.item as usize, r.score)).collect();
+    let want: Vec<(usize, f32)> = order[..4].iter().map(|&i| (i, scores[i])).collect();
+    assert_eq!(top, want);
+}
+
+// ---- files ----
+
+/// The committed golden file `name`.
+pub fn golden_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name)
+}
+
+/// `bytes` equal the golden file at `path`, which `METAREC_BLESS=1` (re)writes first.
+pub fn assert_matches_golden(path: &Path, bytes: &[u8]) {
+    if std::env::var_os("METAREC_BLESS").is_some_and(|v| v == "1") {
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+    let golden =
+        std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}; run with METAREC_BLESS=1 to write it", path.display()));
+    assert!(golden == bytes, "encoding differs from {}; if intended, re-bless", path.display());
+}
+
+/// `bytes` with `payload` as its body: length, body CRC and header CRC rewritten, and the
+/// required flags set to `flags`.
+pub fn reseal(bytes: &[u8], payload: &[u8], flags: u32) -> Vec<u8> {
+    let mut header = bytes[..HEADER_LEN].to_vec();
+    header[16..20].copy_from_slice(&flags.to_le_bytes());
+    seal(header, payload)
+}
+
+/// `out`, a file's `HEADER_LEN` header bytes, with `payload`'s length and CRC and its own CRC
+/// rewritten, then `payload`.
+pub fn seal(mut out: Vec<u8>, payload: &[u8]) -> Vec<u8> {
+    out[32..40].copy_from_slice(&(payload.len() as u64).to_le_bytes());
+    out[40..44].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
+    let crc = crc32fast::hash(&out[..44]);
+    out[44..48].copy_from_slice(&crc.to_le_bytes());
+    out.extend_from_slice(payload);
+    out
+}
+
+/// A good file whose payload ends in a trailer under test (what follows its first `plain_len`
+/// bytes), damaged and resealed (checksums made right, so the decoder sees the damage).
+pub struct Trailer<'a> {
+    pub good: &'a [u8],
+    pub plain_len: usize,
+    /// The required flags of the good file.
+    pub flags: u32,
+    /// What the messages call the trailer.
+    pub name: &'a str,
+}
+
+impl Trailer<'_> {
+    /// The good file's payload.
+    pub fn payload(&self) -> &[u8] {
+        &self.good[HEADER_LEN..]
+    }
+
+    /// Loads `payload` resealed with `flags`.
+    pub fn load(&self, payload: &[u8], flags: u32) -> Result<(), Error> {
+        Model::from_bytes(&reseal(self.good, payload, flags)).map(drop)
+    }
+
+    /// Every shorter trailer is malformed, and one byte more is left over.
+    pub fn assert_cuts_and_extension_refused(&self) {
+        let payload = self.payload();
+        for len in self.plain_len..payload.len() {
+            let cut = len - self.plain_len;
+            assert_eq!(self.load(&payload[..len], self.flags), Err(Error::MalformedBody), "{} cut to {cut}", self.name);
+        }
+        let mut longer = payload.to_vec();
+        longer.push(0);
+        assert_eq!(self.load(&longer, self.flags), Err(Error::TrailingBytes));
+    }
+
+    /// `bytes` written from trailer byte `at` on give `want`.
+    pub fn edit(&self, at: usize, bytes: &[u8], want: Error) {
+        let mut damaged = self.payload().to_vec();
+        damaged[self.plain_len + at..self.plain_len + at + bytes.len()].copy_from_slice(bytes);
+        assert_eq!(self.load(&damaged, self.flags), Err(want), "{} byte {at} set to {bytes:02x?}", self.name);
+    }
+
+    /// Every trailer byte set to every value: an error or a model, never a panic.
+    pub fn assert_no_byte_panics(&self) {
+        let payload = self.payload();
+        for at in self.plain_len..payload.len() {
+            for value in 0..=255u8 {
+                let mut damaged = payload.to_vec();
+                damaged[at] = value;
+                let file = reseal(self.good, &damaged, self.flags);
+                let _verdict = std::panic::catch_unwind(|| Model::from_bytes(&file).map(drop)).unwrap_or_else(|_| {
+                    panic!("panic with {} byte {} set to {value:#04x}", self.name, at - self.plain_len)
+                });
+            }
+        }
     }
 }
 
@@ -256,6 +396,12 @@ pub fn reference_fold_in(f: &metarec_runtime::format::Factors, mean: f32, suppor
             a[p][n] += x[p] * t;
         }
     }
+    gauss(a)
+}
+
+/// Gaussian elimination with partial pivoting of an augmented `n × (n + 1)` system.
+pub fn gauss(mut a: Vec<Vec<f64>>) -> Vec<f64> {
+    let n = a.len();
     for c in 0..n {
         let pivot = (c..n).max_by(|&p, &q| a[p][c].abs().total_cmp(&a[q][c].abs())).unwrap();
         a.swap(c, pivot);

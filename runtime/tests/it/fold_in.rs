@@ -11,8 +11,10 @@ use metarec_runtime::format::{
 };
 use metarec_runtime::{Error, Model, Session, MAX_SUPPORT_RATINGS};
 
-use crate::fixture::{input, params_of, tiny_body, Lcg, Params};
-use crate::product::{all_scores, assert_top_k_follows_scores, reseal, user_rows, SUPPORT};
+use crate::fixture::{
+    all_scores, assert_matches_golden, assert_top_k_follows_scores, gauss, golden_path, input, params_of, reseal,
+    tiny_body, user_rows, user_session, Lcg, Params, Trailer, SUPPORT,
+};
 
 /// Where a fold-in's ridge weights are divided (see [`format::FoldInHead`]).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -220,23 +222,13 @@ fn head_mut(body: &mut ModelBody) -> &mut FoldInHead {
     body.product.fold_in.as_mut().unwrap()
 }
 
-/// Gaussian elimination with partial pivoting of an augmented `n × (n + 1)` system.
-fn gauss(mut a: Vec<Vec<f64>>) -> Vec<f64> {
-    let n = a.len();
-    for c in 0..n {
-        let pivot = (c..n).max_by(|&p, &q| a[p][c].abs().total_cmp(&a[q][c].abs())).unwrap();
-        a.swap(c, pivot);
-        let pivot_row = a[c].clone();
-        for (r, row) in a.iter_mut().enumerate() {
-            if r != c {
-                let factor = row[c] / pivot_row[c];
-                for (value, p) in row.iter_mut().zip(&pivot_row).skip(c) {
-                    *value -= factor * p;
-                }
-            }
-        }
-    }
-    (0..n).map(|d| a[d][n] / a[d][d]).collect()
+/// Gives the head of a model with `d` hidden features and six items `k` factors: `d + k + 1`
+/// ridge weights of 1, and item factors all `value`.
+fn resize_head(body: &mut ModelBody, d: usize, k: u32, value: f32) {
+    let h = head_mut(body);
+    h.factors = k;
+    h.ridge = vec![1.0; d + k as usize + 1];
+    h.item_factors = vec![value; 6 * k as usize];
 }
 
 /// The PAML family's personal rate alpha'(h) in f64, h = [user input; Σ_j (r_j − r̄)/n · x_item_j].
@@ -327,14 +319,6 @@ fn support_for(case: Case) -> Vec<(u32, f32)> {
     } else {
         SUPPORT.to_vec()
     }
-}
-
-/// A session with the fixture's profile (`gender = F`, `age = 40`) and no ratings.
-fn user_session(model: &Model) -> Session<&Model> {
-    let mut s = Session::new(model);
-    s.set_profile("gender", "F").unwrap();
-    s.set_profile("age", "40").unwrap();
-    s
 }
 
 fn adapted_session<'m>(model: &'m Model, support: &[(u32, f32)]) -> Session<&'m Model> {
@@ -563,20 +547,11 @@ fn golden_body() -> ModelBody {
     body
 }
 
-fn golden_path() -> std::path::PathBuf {
-    crate::product::golden_path().with_file_name("tiny-fold-in.mrec")
-}
-
 #[test]
 fn fold_in_model_matches_its_golden_file() {
     let bytes = format::encode(&golden_body()).unwrap();
-    let path = golden_path();
-    if std::env::var_os("METAREC_BLESS").is_some_and(|v| v == "1") {
-        std::fs::write(&path, &bytes).unwrap();
-    }
-    let golden = std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}; run with METAREC_BLESS=1 to write it", path.display()));
-    assert!(golden == bytes, "encoding differs from {}; if intended, re-bless", path.display());
+    let path = golden_path("tiny-fold-in.mrec");
+    assert_matches_golden(&path, &bytes);
     assert_eq!(&bytes[8..12], &[0x02, 0x00, 0x03, 0x00], "format 2.3");
     let flags = required::ITEM_BIAS | required::ADAPT_SCOPE | required::FOLD_IN;
     assert_eq!(&bytes[16..20], &flags.to_le_bytes());
@@ -651,26 +626,17 @@ fn damaged_heads_are_refused_by_name() {
     let mut without = golden_body();
     without.product.fold_in = None;
     let plain_len = format::encode(&without).unwrap().len() - HEADER_LEN;
-    let payload = &good[HEADER_LEN..];
     let all = required::ITEM_BIAS | required::ADAPT_SCOPE | required::FOLD_IN;
-    let load = |payload: &[u8], flags: u32| Model::from_bytes(&reseal(&good, payload, flags)).map(drop);
+    let head = Trailer { good: &good, plain_len, flags: all, name: "head" };
+    let (payload, load) = (head.payload(), |payload: &[u8], flags: u32| head.load(payload, flags));
     assert_eq!(load(payload, all), Ok(()));
     // The flag without a head; a head without the flag; the scope without a head.
     assert_eq!(load(&payload[..plain_len], all), Err(Error::MalformedBody));
     assert_eq!(load(payload, all & !required::FOLD_IN), Err(Error::TrailingBytes));
     assert_eq!(load(&payload[..plain_len], all & !required::FOLD_IN), Err(Error::InconsistentDimensions));
     // Every shorter head, and one byte more.
-    for len in plain_len..payload.len() {
-        assert_eq!(load(&payload[..len], all), Err(Error::MalformedBody), "head cut to {}", len - plain_len);
-    }
-    let mut longer = payload.to_vec();
-    longer.push(0);
-    assert_eq!(load(&longer, all), Err(Error::TrailingBytes));
-    let edit = |at: usize, bytes: &[u8], want: Error| {
-        let mut damaged = payload.to_vec();
-        damaged[plain_len + at..plain_len + at + bytes.len()].copy_from_slice(bytes);
-        assert_eq!(load(&damaged, all), Err(want), "head byte {at} set to {bytes:02x?}");
-    };
+    head.assert_cuts_and_extension_refused();
+    let edit = |at: usize, bytes: &[u8], want: Error| head.edit(at, bytes, want);
     // k disagreeing with the ridge weights (and the factors); a longer varint that shifts what
     // follows (k = 1024, no ridge weights, no factors, then bytes left over).
     edit(0, &[3], Error::InconsistentDimensions);
@@ -690,15 +656,7 @@ fn damaged_heads_are_refused_by_name() {
     damaged[plain_len - 5] = 1;
     assert_eq!(load(&damaged, all), Err(Error::InconsistentDimensions));
     // Every head byte set to every value: an error or a model, never a panic.
-    for at in plain_len..payload.len() {
-        for value in 0..=255u8 {
-            let mut damaged = payload.to_vec();
-            damaged[at] = value;
-            let file = reseal(&good, &damaged, all);
-            let _verdict = std::panic::catch_unwind(|| Model::from_bytes(&file).map(drop))
-                .unwrap_or_else(|_| panic!("panic with head byte {} set to {value:#04x}", at - plain_len));
-        }
-    }
+    head.assert_no_byte_panics();
 }
 
 /// What validation refuses, from the body and from its file alike.
@@ -724,15 +682,7 @@ fn validation_refuses_inconsistent_heads() {
         bad,
     );
     check(&|b| head_mut(b).item_factors.push(1.0), bad);
-    check(
-        &|b| {
-            let h = head_mut(b);
-            h.factors = 257;
-            h.ridge = vec![1.0; 5 + 257 + 1];
-            h.item_factors = vec![0.0; 6 * 257];
-        },
-        bad,
-    );
+    check(&|b| resize_head(b, 5, 257, 0.0), bad);
     check(&|b| head_mut(b).ridge[0] = 0.0, non_finite);
     check(&|b| head_mut(b).ridge[7] = -1e-3, non_finite);
     check(&|b| head_mut(b).ridge[3] = f32::NAN, non_finite);
@@ -743,15 +693,7 @@ fn validation_refuses_inconsistent_heads() {
     // The hidden features' weights need only be positive.
     check(&|b| head_mut(b).ridge[..5].fill(1e-30), Ok(()));
     // A head of 256 factors, and the proximal weight (unused by the fold-in) still validated.
-    check(
-        &|b| {
-            let h = head_mut(b);
-            h.factors = 256;
-            h.ridge = vec![1.0; 5 + 256 + 1];
-            h.item_factors = vec![0.01; 6 * 256];
-        },
-        Ok(()),
-    );
+    check(&|b| resize_head(b, 5, 256, 0.01), Ok(()));
     check(&|b| b.product.proximal = -1.0, non_finite);
     // A factor model has no MLP to fold a head into.
     let mut factors = crate::fixture::tiny_factor_body();

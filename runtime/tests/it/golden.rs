@@ -1,27 +1,15 @@
 //! The encoded tiny model must stay byte-identical to the committed golden file.
 
-use std::path::PathBuf;
-
 use metarec_runtime::format::{self, FORMAT_MAJOR, HEADER_LEN, MAGIC};
 use metarec_runtime::Model;
 
-use crate::fixture::tiny_body;
-
-fn golden_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/tiny.mrec")
-}
+use crate::fixture::{assert_matches_golden, golden_path, tiny_body};
 
 #[test]
 fn tiny_model_matches_golden_file() {
     let bytes = format::encode(&tiny_body()).unwrap();
-    let path = golden_path();
-    if std::env::var_os("METAREC_BLESS").is_some_and(|v| v == "1") {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, &bytes).unwrap();
-    }
-    let golden = std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}; run with METAREC_BLESS=1 to write it", path.display()));
-    assert!(golden == bytes, "encoding differs from {}; if intended, re-bless", path.display());
+    let path = golden_path("tiny.mrec");
+    assert_matches_golden(&path, &bytes);
     // The committed file loads back to the same model through the std helper.
     let model = Model::from_path(&path).unwrap();
     assert_eq!(model.body(), &tiny_body());
@@ -70,7 +58,7 @@ const TINY_HEADER: [u8; 48] = [
 /// unchanged, to the same model.
 #[test]
 fn format_2_0_files_still_load() {
-    let path = golden_path().with_file_name("tiny-2.0.mrec");
+    let path = golden_path("tiny-2.0.mrec");
     let bytes = std::fs::read(&path).unwrap();
     assert_eq!(&bytes[8..12], &[0x02, 0x00, 0x00, 0x00], "a 2.0 file");
     let model = Model::from_bytes(&bytes).unwrap();

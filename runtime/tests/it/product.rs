@@ -2,19 +2,13 @@
 //! scopes and the proximal term against an independent f64 reference, and the file (golden
 //! bytes, flags, the trailer and what a damaged one gives).
 
-use std::path::PathBuf;
-
 use metarec_runtime::format::{self, required, Adapt, ProductModel, HEADER_LEN};
 use metarec_runtime::{Error, Model, ModelBody, Session};
 
-use crate::fixture::{forward, input, params_of, tiny_body, tiny_factor_body, Lcg, Params};
-
-/// Profile `gender = F`, `age = 40` (rows 1 and 4), and a support set.
-pub const SUPPORT: [(u32, f32); 4] = [(0, 4.0), (3, 1.0), (2, 5.0), (5, 2.5)];
-
-pub fn user_rows() -> Vec<Vec<u32>> {
-    vec![vec![1], vec![4]]
-}
+use crate::fixture::{
+    all_scores, assert_matches_golden, assert_top_k_follows_scores, forward, golden_path, input, params_of, reseal,
+    session, tiny_body, tiny_factor_body, user_rows, Lcg, Params, Trailer, SUPPORT,
+};
 
 /// [`tiny_body`] with item biases in ±0.75 (exact in f32), `adapt` and `proximal`.
 pub fn product_body(adapt: Adapt, proximal: f32) -> ModelBody {
@@ -23,23 +17,6 @@ pub fn product_body(adapt: Adapt, proximal: f32) -> ModelBody {
     let item_bias = Lcg::new(0x6269_6173_6573_2121).vec(items, 1.5);
     body.product = ProductModel { item_bias, adapt, proximal, fold_in: None };
     body
-}
-
-fn session(model: &Model) -> Session<&Model> {
-    let mut session = Session::new(model);
-    session.set_profile("gender", "F").unwrap();
-    session.set_profile("age", "40").unwrap();
-    for (item, rating) in SUPPORT {
-        session.add_rating_by_index(item, rating).unwrap();
-    }
-    session
-}
-
-pub fn all_scores(session: &mut Session<&Model>) -> Vec<f32> {
-    let items: Vec<u32> = (0..session.model().item_count() as u32).collect();
-    let mut out = vec![0.0; items.len()];
-    session.score_indices(&items, &mut out).unwrap();
-    out
 }
 
 // ---- the f64 reference: output + bias, masked gradient, proximal term ----
@@ -230,19 +207,7 @@ fn adapted_top_k_ranks_by_biased_scores() {
     }
 }
 
-pub fn assert_top_k_follows_scores(session: &mut Session<&Model>, scores: &[f32]) {
-    let mut order: Vec<usize> = (0..scores.len()).collect();
-    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]).then(a.cmp(&b)));
-    let top: Vec<(usize, f32)> = session.top_k(4, false).unwrap().iter().map(|r| (r.item as usize, r.score)).collect();
-    let want: Vec<(usize, f32)> = order[..4].iter().map(|&i| (i, scores[i])).collect();
-    assert_eq!(top, want);
-}
-
 // ---- the file ----
-
-pub fn golden_path() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden/tiny-product.mrec")
-}
 
 fn golden_body() -> ModelBody {
     product_body(Adapt::User, 0.5)
@@ -251,13 +216,8 @@ fn golden_body() -> ModelBody {
 #[test]
 fn product_model_matches_its_golden_file() {
     let bytes = format::encode(&golden_body()).unwrap();
-    let path = golden_path();
-    if std::env::var_os("METAREC_BLESS").is_some_and(|v| v == "1") {
-        std::fs::write(&path, &bytes).unwrap();
-    }
-    let golden = std::fs::read(&path)
-        .unwrap_or_else(|e| panic!("{}: {e}; run with METAREC_BLESS=1 to write it", path.display()));
-    assert!(golden == bytes, "encoding differs from {}; if intended, re-bless", path.display());
+    let path = golden_path("tiny-product.mrec");
+    assert_matches_golden(&path, &bytes);
     // Format 2.3, both flags, the plain model's schema hash (same fields).
     assert_eq!(&bytes[8..12], &[0x02, 0x00, 0x03, 0x00]);
     assert_eq!(&bytes[16..20], &(required::ITEM_BIAS | required::ADAPT_SCOPE).to_le_bytes());
@@ -279,16 +239,15 @@ fn product_model_matches_its_golden_file() {
 /// golden files re-encode byte for byte, and the 2.0 file still loads.
 #[test]
 fn older_files_still_load_and_encode_byte_for_byte() {
-    let dir = golden_path().with_file_name("");
     for (name, body, minor) in [("tiny.mrec", tiny_body(), 1u8), ("tiny-mf.mrec", tiny_factor_body(), 2)] {
-        let committed = std::fs::read(dir.join(name)).unwrap();
+        let committed = std::fs::read(golden_path(name)).unwrap();
         assert_eq!(committed[10], minor, "{name}");
         let model = Model::from_bytes(&committed).unwrap();
         assert_eq!(model.body(), &body, "{name}");
         assert_eq!(model.body().product, ProductModel::default());
         assert_eq!(format::encode(model.body()).unwrap(), committed, "{name} re-encodes unchanged");
     }
-    let old = Model::from_bytes(&std::fs::read(dir.join("tiny-2.0.mrec")).unwrap()).unwrap();
+    let old = Model::from_bytes(&std::fs::read(golden_path("tiny-2.0.mrec")).unwrap()).unwrap();
     assert_eq!(old.body(), &tiny_body());
 }
 
@@ -319,28 +278,15 @@ fn each_feature_sets_its_flag_and_the_minor() {
     }
 }
 
-/// `bytes` with `payload` as its body: length, body CRC and header CRC rewritten, and the
-/// required flags set to `flags`.
-pub fn reseal(bytes: &[u8], payload: &[u8], flags: u32) -> Vec<u8> {
-    let mut out = bytes[..HEADER_LEN].to_vec();
-    out[16..20].copy_from_slice(&flags.to_le_bytes());
-    out[32..40].copy_from_slice(&(payload.len() as u64).to_le_bytes());
-    out[40..44].copy_from_slice(&crc32fast::hash(payload).to_le_bytes());
-    let crc = crc32fast::hash(&out[..44]);
-    out[44..48].copy_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(payload);
-    out
-}
-
 /// A damaged trailer (checksums made right, so the decoder sees it) is refused with a typed
 /// error, never a panic.
 #[test]
 fn damaged_trailers_are_refused_by_name() {
     let good = format::encode(&golden_body()).unwrap();
     let plain_len = format::encode(&tiny_body()).unwrap().len() - HEADER_LEN;
-    let payload = &good[HEADER_LEN..];
     let both = required::ITEM_BIAS | required::ADAPT_SCOPE;
-    let load = |payload: &[u8], flags: u32| Model::from_bytes(&reseal(&good, payload, flags)).map(drop);
+    let trailer = Trailer { good: &good, plain_len, flags: both, name: "trailer" };
+    let (payload, load) = (trailer.payload(), |payload: &[u8], flags: u32| trailer.load(payload, flags));
     assert_eq!(load(payload, both), Ok(()));
     // The flags without a trailer; a trailer without the flags.
     assert_eq!(load(&payload[..plain_len], both), Err(Error::MalformedBody));
@@ -350,36 +296,18 @@ fn damaged_trailers_are_refused_by_name() {
     assert_eq!(load(payload, required::ITEM_BIAS), Err(Error::InconsistentDimensions));
     assert_eq!(load(payload, required::ADAPT_SCOPE), Err(Error::InconsistentDimensions));
     // Every shorter trailer, and one byte more.
-    for len in plain_len..payload.len() {
-        assert_eq!(load(&payload[..len], both), Err(Error::MalformedBody), "trailer cut to {}", len - plain_len);
-    }
-    let mut longer = payload.to_vec();
-    longer.push(0);
-    assert_eq!(load(&longer, both), Err(Error::TrailingBytes));
+    trailer.assert_cuts_and_extension_refused();
     // The fold-in without its head; a scope this reader does not know; more biases than items;
     // a NaN bias; a bad weight.
-    let edit = |at: usize, bytes: &[u8], want: Error| {
-        let mut damaged = payload.to_vec();
-        damaged[plain_len + at..plain_len + at + bytes.len()].copy_from_slice(bytes);
-        assert_eq!(load(&damaged, both), Err(want), "trailer byte {at} set to {bytes:02x?}");
-    };
-    edit(25, &[3], Error::InconsistentDimensions);
-    edit(25, &[4], Error::MalformedBody);
-    edit(25, &[0x80], Error::MalformedBody);
-    edit(0, &[100], Error::MalformedBody);
-    edit(1, &f32::NAN.to_le_bytes(), Error::NonFiniteParameter);
-    edit(26, &(-0.5f32).to_le_bytes(), Error::NonFiniteParameter);
-    edit(26, &f32::INFINITY.to_le_bytes(), Error::NonFiniteParameter);
+    trailer.edit(25, &[3], Error::InconsistentDimensions);
+    trailer.edit(25, &[4], Error::MalformedBody);
+    trailer.edit(25, &[0x80], Error::MalformedBody);
+    trailer.edit(0, &[100], Error::MalformedBody);
+    trailer.edit(1, &f32::NAN.to_le_bytes(), Error::NonFiniteParameter);
+    trailer.edit(26, &(-0.5f32).to_le_bytes(), Error::NonFiniteParameter);
+    trailer.edit(26, &f32::INFINITY.to_le_bytes(), Error::NonFiniteParameter);
     // Every trailer byte set to every value: an error or a model, never a panic.
-    for at in plain_len..payload.len() {
-        for value in 0..=255u8 {
-            let mut damaged = payload.to_vec();
-            damaged[at] = value;
-            let file = reseal(&good, &damaged, both);
-            let _verdict = std::panic::catch_unwind(|| Model::from_bytes(&file).map(drop))
-                .unwrap_or_else(|_| panic!("panic with trailer byte {} set to {value:#04x}", at - plain_len));
-        }
-    }
+    trailer.assert_no_byte_panics();
 }
 
 /// Validation of the product parts, from the body and from its file alike.
