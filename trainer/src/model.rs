@@ -665,6 +665,45 @@ impl MetaModel {
         }
     }
 
+    /// Adapts each user's `fast` weights on a support set (inputs `x` with the items' biases;
+    /// the items, values and mask of the rows adapted on): the fold-in for [`Adapt::FoldIn`],
+    /// else `steps` gradient steps of `inner`.
+    fn adapt_users(
+        &self,
+        inner: &InnerLoop<'_>,
+        support: (&Tensor, Option<&Tensor>),
+        set: (&Tensor, &Tensor, &Tensor),
+        fast: FastWeights,
+        steps: u32,
+    ) -> AdaptedUsers {
+        if self.fold_in_log_lambda.is_some() && steps > 0 {
+            let (fast, factors) = self.fold_in(support, set, (fast, inner.alpha), inner.masks);
+            AdaptedUsers { fast, first_sqnorm: None, factors }
+        } else {
+            let (fast, first_sqnorm) = inner.adapt(support, set.1, set.2, fast, steps);
+            AdaptedUsers { fast, first_sqnorm, factors: None }
+        }
+    }
+
+    /// The adapted users' raw outputs `[B, S]` for inputs `x` of `items`: the MLP, plus the
+    /// fold-in's p·q_i, plus the items' biases `offset`.
+    fn adapted_outputs(
+        &self,
+        adapted: &AdaptedUsers,
+        (x, items): (&Tensor, &Tensor),
+        offset: Option<&Tensor>,
+        inner: &InnerLoop<'_>,
+    ) -> Tensor {
+        let mut outputs = Self::mlp(x, &adapted.fast, inner.masks);
+        if let (Some(p), Some(q)) = (&adapted.factors, self.item_factors_of(items)) {
+            outputs = outputs + q.bmm(p).squeeze_dim(-1);
+        }
+        if let Some(offset) = offset {
+            outputs = outputs + offset;
+        }
+        outputs
+    }
+
     /// The item factors of `items` `[B, S]` → `[B, S, k]`, when the model has them.
     fn item_factors_of(&self, items: &Tensor) -> Option<Tensor> {
         let table = self.item_factor_table.as_ref()?;
@@ -678,7 +717,7 @@ impl MetaModel {
             objective: self.spec.objective,
             alpha,
             order,
-            parts: adapted_parameters(self.spec.options.adapt, self.inits[0].len(), self.user_width, self.device()),
+            parts: adapted_parameters(self.spec.options.adapt, self.inits[0].len(), self.user_width),
             proximal: self.spec.options.proximal,
             masks,
         }
@@ -782,21 +821,10 @@ impl MetaModel {
         let fast = self.initial_fast_weights(n, choice_tensor.as_ref(), order);
         let inner = self.inner_loop(&alpha, order, masks.as_deref());
         let support = (&xs, offsets.as_ref().map(|o| &o.0));
-        let (fast, first_sqnorm, user_factors) = if self.fold_in_log_lambda.is_some() && steps > 0 {
-            let set = (&batch.support.items, &batch.support.values, &batch.support.mask);
-            let (fast, factors) = self.fold_in(support, set, (fast, &alpha), masks.as_deref());
-            (fast, None, factors)
-        } else {
-            let (fast, sqnorm) = inner.adapt(support, &batch.support.values, &batch.support.mask, fast, steps);
-            (fast, sqnorm, None)
-        };
-        let mut predictions = Self::mlp(&xq, &fast, masks.as_deref());
-        if let (Some(p), Some(q)) = (&user_factors, self.item_factors_of(&batch.query.items)) {
-            predictions = predictions + q.bmm(p).squeeze_dim(-1);
-        }
-        if let Some((_, query_offset)) = &offsets {
-            predictions = predictions + query_offset;
-        }
+        let set = (&batch.support.items, &batch.support.values, &batch.support.mask);
+        let adapted = self.adapt_users(&inner, support, set, fast, steps);
+        let query_offset = offsets.as_ref().map(|o| &o.1);
+        let mut predictions = self.adapted_outputs(&adapted, (&xq, &batch.query.items), query_offset, &inner);
         if let Some(wide) = &self.wide {
             predictions = predictions + self.wide_and_fm(wide, batch, &xq, detach);
         }
@@ -805,7 +833,7 @@ impl MetaModel {
             Alpha::PerUser(rates) => Some(rates),
             _ => None,
         };
-        let regularizer = match (self.spec.method, &alpha_per_user, first_sqnorm) {
+        let regularizer = match (self.spec.method, &alpha_per_user, adapted.first_sqnorm) {
             (Method::RegPaml, Some(rates), Some(sqnorm)) => Some(sqnorm * rates.abs()),
             _ => None,
         };
@@ -869,19 +897,9 @@ impl MetaModel {
                 let choice = Tensor::full([n], k, (Kind::Int64, self.device()));
                 let fast = self.initial_fast_weights(n, Some(&choice), Order::Detached);
                 let support = (&xs, support_offset.as_ref());
-                let (fast, factors) = if self.fold_in_log_lambda.is_some() && steps > 0 {
-                    let set = (&batch.support.items, &batch.support.values, adapt_mask);
-                    self.fold_in(support, set, (fast, &alpha), None)
-                } else {
-                    (inner.adapt(support, &batch.support.values, adapt_mask, fast, steps).0, None)
-                };
-                let mut outputs = Self::mlp(&score_x, &fast, None);
-                if let Some(offset) = &score_offset {
-                    outputs = outputs + offset;
-                }
-                if let (Some(p), Some(q)) = (&factors, self.item_factors_of(score_set.0)) {
-                    outputs = outputs + q.bmm(p).squeeze_dim(-1);
-                }
+                let set = (&batch.support.items, &batch.support.values, adapt_mask);
+                let adapted = self.adapt_users(&inner, support, set, fast, steps);
+                let outputs = self.adapted_outputs(&adapted, (&score_x, score_set.0), score_offset.as_ref(), &inner);
                 self.spec.objective.per_user_loss(&outputs, score_set.1, score_set.2).detach()
             })
             .collect();
@@ -955,18 +973,19 @@ impl MetaModel {
 }
 
 /// One adapted parameter of the fast weights: its layer, whether it is the weight (else the
-/// bias), and which of its entries adapt (`[in, 1]` over the weight's inputs; None: all).
+/// bias), and which of its input rows adapt.
 #[derive(Debug)]
 struct Adapted {
     layer: usize,
     weight: bool,
-    mask: Option<Tensor>,
+    /// Only the weight's first this many input rows adapt (None: all of it).
+    rows: Option<i64>,
 }
 
 /// The parameters `adapt` lets the inner loop change, for an MLP of `layers` layers whose first
 /// `user_width` inputs are the user's fields (see [`Adapt`]).
-fn adapted_parameters(adapt: Adapt, layers: usize, user_width: i64, device: Device) -> Vec<Adapted> {
-    let part = |layer, weight| Adapted { layer, weight, mask: None };
+fn adapted_parameters(adapt: Adapt, layers: usize, user_width: i64) -> Vec<Adapted> {
+    let part = |layer, weight| Adapted { layer, weight, rows: None };
     let last = layers.saturating_sub(1);
     match adapt {
         Adapt::All => (0..layers).flat_map(|l| [part(l, true), part(l, false)]).collect(),
@@ -974,8 +993,7 @@ fn adapted_parameters(adapt: Adapt, layers: usize, user_width: i64, device: Devi
         Adapt::User => {
             let mut parts = vec![part(0, false)];
             if user_width > 0 {
-                // Set per use: the mask's height is the layer's input width.
-                parts.push(Adapted { layer: 0, weight: true, mask: Some(Tensor::from(user_width).to(device)) });
+                parts.push(Adapted { layer: 0, weight: true, rows: Some(user_width) });
             }
             if last > 0 {
                 parts.push(part(last, false));
@@ -983,6 +1001,15 @@ fn adapted_parameters(adapt: Adapt, layers: usize, user_width: i64, device: Devi
             parts
         }
     }
+}
+
+/// A batch of users adapted on their support sets.
+struct AdaptedUsers {
+    fast: FastWeights,
+    /// Per user, the squared norm of the first gradient step's gradient (gradient steps only).
+    first_sqnorm: Option<Tensor>,
+    /// The fold-in's user factors `[B, k, 1]` (with item factors).
+    factors: Option<Tensor>,
 }
 
 /// The inner loop of one batch: what adapts, at which rate, with which regularisation.
@@ -1007,11 +1034,11 @@ impl InnerLoop<'_> {
 
     /// `part`'s gradient with its frozen entries zeroed.
     fn masked(gradient: Tensor, part: &Adapted) -> Tensor {
-        match &part.mask {
-            Some(user_width) => {
+        match part.rows {
+            Some(rows) => {
                 let (_, inputs, _) = gradient.size3().expect("3-d weight gradient");
-                let rows = Tensor::arange(inputs, (Kind::Int64, gradient.device())).lt_tensor(user_width);
-                gradient * rows.to_kind(Kind::Float).view([1, inputs, 1])
+                let kept = Tensor::arange(inputs, (Kind::Int64, gradient.device())).lt(rows);
+                gradient * kept.to_kind(Kind::Float).view([1, inputs, 1])
             }
             None => gradient,
         }

@@ -165,20 +165,25 @@ impl TrainConfig {
     /// The settings of `trainer train --data DATA --out OUT --preset PRESET`: the preset's
     /// flags parsed as the command line parses them (one definition of each preset).
     pub fn with_preset(data: impl Into<PathBuf>, out: impl Into<PathBuf>, preset: config::Preset) -> TrainConfig {
-        #[derive(clap::Parser)]
-        struct Args {
-            #[command(flatten)]
-            train: TrainConfig,
-        }
         let (data, out) = (data.into(), out.into());
         let mut args: Vec<std::ffi::OsString> =
             vec!["train".into(), "--data".into(), data.into(), "--out".into(), out.into()];
         args.extend(preset.flags().iter().flat_map(|(flag, value)| [(*flag).into(), (*value).into()]));
-        let mut config = <Args as clap::Parser>::try_parse_from(args).expect("every preset flag parses").train;
+        let mut config = <TrainArgs as clap::Parser>::try_parse_from(args).expect("every preset flag parses").train;
         config.preset = preset;
         config.quiet = true;
         config
     }
+}
+
+/// `train`'s command line alone: `train` flags parsed into a [`TrainConfig`] as the command
+/// line parses them (presets, `trainer tune`'s trials).
+#[derive(Debug, clap::Parser)]
+#[command(name = "train", args_override_self = true)]
+pub struct TrainArgs {
+    /// The parsed settings.
+    #[command(flatten)]
+    pub train: TrainConfig,
 }
 
 /// Parses `--device`.

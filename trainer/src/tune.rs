@@ -29,7 +29,7 @@ use crate::fsutil::{self, NewDir};
 use crate::method::Method;
 use crate::objective::{Objective, TaskKind};
 use crate::split::Split;
-use crate::train::{self, TrainConfig};
+use crate::train::{self, TrainArgs, TrainConfig};
 
 /// How the values of one flag of the search space are drawn.
 #[derive(Debug, Clone, Copy)]
@@ -117,14 +117,6 @@ pub struct TuneArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
-}
-
-/// `train`'s command line alone, to turn a trial's flags into a [`TrainConfig`].
-#[derive(Debug, Parser)]
-#[command(name = "train", args_override_self = true)]
-struct TrialArgs {
-    #[command(flatten)]
-    train: TrainConfig,
 }
 
 /// One sampled set of `train` flags.
@@ -338,7 +330,7 @@ fn settings(args: &TuneArgs, splits: &[Option<PathBuf>]) -> Result<BTreeMap<Stri
 /// [`SPACE`] without the flags `train` does not have. Every candidate value (and both bounds of
 /// a range) must pass the flag's own parser.
 pub fn known_space() -> Result<Vec<(&'static str, Values)>> {
-    let command = TrialArgs::command();
+    let command = TrainArgs::command();
     let mut space = Vec::new();
     for &(flag, values) in SPACE {
         let long = flag.trim_start_matches("--");
@@ -351,7 +343,7 @@ pub fn known_space() -> Result<Vec<(&'static str, Values)>> {
         };
         for value in candidates {
             let words = ["train", "--data", "d", "--out", "o", &format!("{flag}={value}")];
-            TrialArgs::try_parse_from(words)
+            TrainArgs::try_parse_from(words)
                 .map_err(|e| anyhow!("search space: train rejects {flag} {value}: {}", clap_message(&e)))?;
         }
         space.push((flag, values));
@@ -643,7 +635,7 @@ fn trial_config(
         (false, _) => words.push("--resume".into()),
     }
     words.extend(trial.flags.iter().map(|(flag, value)| OsString::from(format!("{flag}={value}"))));
-    TrialArgs::try_parse_from(words)
+    TrainArgs::try_parse_from(words)
         .map(|parsed| parsed.train)
         .map_err(|e| anyhow!("trial {}: train rejects its flags: {}", trial.number, clap_message(&e)))
 }
@@ -739,7 +731,7 @@ fn best_line(args: &TuneArgs, objective: Objective, best: &TrialRecord) -> Strin
 /// `best.toml`: the best trial's flags with the method, the task and its epochs, as the keys of
 /// a `trainer train --config` file, under a comment saying how it was found.
 fn best_toml(args: &TuneArgs, objective: Objective, best: &TrialRecord) -> Result<String> {
-    let command = TrialArgs::command();
+    let command = TrainArgs::command();
     let name = |value: Option<clap::builder::PossibleValue>| value.map_or(String::new(), |v| v.get_name().into());
     let mut text = format!(
         "# Found by `trainer tune` (random search, successive halving η = {ETA}): trial {} of {} (--tune-seed {}),\n\
