@@ -162,7 +162,9 @@ fn exercise(model: &Model, seed: &[u8]) {
         let rating = (scale.min + t * (scale.max - scale.min)).clamp(scale.min, scale.max);
         session.add_rating(&body.items[j].id, rating).unwrap();
     }
-    assert_eq!(session.add_rating_by_index(0, f32::NAN), Err(Error::InvalidRating));
+    // The item is checked first: a catalogue without items has no index 0.
+    let refused = if count == 0 { Error::UnknownItem } else { Error::InvalidRating };
+    assert_eq!(session.add_rating_by_index(0, f32::NAN), Err(refused));
     // Keep an execution short: the model's own step count when small, else a few steps.
     let steps = body.adaptation.inner_steps;
     adapted(model, session.adapt_steps(steps.min(16)));
