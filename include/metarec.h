@@ -241,6 +241,23 @@
 #define METAREC_ERR_STRING_TOO_LONG 207
 
 /**
+ * `metarec_session_contribute` was asked of a model whose adaptation is not gradient steps over
+ * every decision-MLP parameter (a factor model, a fold-in head, several initialisations (HML), a
+ * restricted adaptation scope, or zero inner steps).
+ */
+#define METAREC_ERR_NOT_CONTRIBUTABLE 208
+
+/**
+ * `metarec_session_contribute` needs at least two support ratings.
+ */
+#define METAREC_ERR_TOO_FEW_RATINGS 209
+
+/**
+ * A clip norm is NaN, infinite, zero or negative.
+ */
+#define METAREC_ERR_INVALID_CLIP_NORM 210
+
+/**
  * An internal invariant of the library is broken (a bug in metarec, never the caller's input;
  * please report it). Any call that loads a model, adapts or scores may return it instead of a
  * wrong result. Its outputs are unspecified; a session that returned it scores with the
@@ -314,8 +331,9 @@ typedef struct {
 } MetarecNeighbour;
 
 /**
- * How a matrix-factorisation model's last adaptation (its fold-in) solved the user's bias and
- * factors (`metarec_model_method` says `"mf"`).
+ * How a fold-in solved the user's bias and factors: a matrix-factorisation model's
+ * (`metarec_model_method` says `"mf"`) or a fold-in head's (`metarec_model_adapt` says
+ * `"fold-in"`; its ridge weights are vectors, so the fields hold their means, see below).
  */
 typedef struct {
     /**
@@ -327,15 +345,18 @@ typedef struct {
      */
     uint32_t support_count;
     /**
-     * Ridge weight on the user's factors.
+     * Ridge weight on the user's factors (a fold-in head: the mean over its item factors, or
+     * over its hidden features when it has none, after the method's learning rate; 0 before
+     * its first fold-in).
      */
     float regularisation;
     /**
-     * Ridge weight on the user's bias.
+     * Ridge weight on the user's bias (a fold-in head: after the method's learning rate).
      */
     float bias_regularisation;
     /**
-     * The solved user bias (0 when no fold-in ran).
+     * The solved user bias (a fold-in head: the change of its output bias; 0 when no fold-in
+     * ran).
      */
     float user_bias;
 } MetarecFoldIn;
@@ -375,6 +396,40 @@ int32_t metarec_check_version(uint32_t major,
 size_t metarec_error_message(int32_t code,
                              char *buf,
                              size_t buf_len);
+
+/**
+ * Computes this user's first-order meta-update from the session's support ratings (FOMAML on
+ * a deterministic 80/20 support/query split of them: adapt on the first part with the model's
+ * own inner loop, then the gradient of the second part's loss at the adapted weights over every
+ * decision-MLP weight and bias), clips it to L2 norm `clip_norm`, and writes it into `out_buf`
+ * as a versioned, CRC-checked blob bound to the model (a model id derived from its parameters,
+ * and its schema hash). The blob holds the update only: no rating count, loss or metric; it is
+ * `(32 + 4 × parameters + 4)` bytes. Embeddings, learning rates and the neighbour memory are
+ * not part of it.
+ *
+ * `*out_len` (if `out_len` is not NULL) receives the blob's size both on success and on
+ * `METAREC_ERR_BUFFER_TOO_SMALL`, so a call with `buf_len` 0 (and `out_buf` NULL) asks for the
+ * size without computing anything. After a call that computed (`METAREC_OK` or
+ * `METAREC_ERR_NON_FINITE_PARAMETER`) the session scores with the meta-learned weights (call
+ * `metarec_session_adapt` again); profile and ratings are kept. The other errors leave the
+ * session as it was.
+ *
+ * Returns `METAREC_ERR_NULL_POINTER` (`session` NULL, or `out_buf` NULL with `buf_len` > 0),
+ * `METAREC_ERR_INVALID_CLIP_NORM` (`clip_norm` NaN, infinite or not positive),
+ * `METAREC_ERR_NOT_CONTRIBUTABLE` (a factor model, a fold-in head, several initialisations, a
+ * restricted adaptation scope or zero inner steps), `METAREC_ERR_TOO_FEW_RATINGS` (fewer than
+ * two support ratings), `METAREC_ERR_BUFFER_TOO_SMALL` (nothing is computed or written) or
+ * `METAREC_ERR_NON_FINITE_PARAMETER` (the update overflowed). Those checks come in that order.
+ *
+ * # Safety
+ * `session` is NULL or a live session handle not in use by another thread; unless `buf_len` is
+ * 0, `out_buf` points to `buf_len` writable bytes; `out_len` is NULL or writable.
+ */
+int32_t metarec_session_contribute(MetarecSession *session,
+                                   float clip_norm,
+                                   uint8_t *out_buf,
+                                   size_t buf_len,
+                                   size_t *out_len);
 
 /**
  * Loads and validates the model file at `path` (a NUL-terminated path in the platform's
@@ -739,12 +794,12 @@ int32_t metarec_session_explain(MetarecSession *session,
                                 size_t capacity);
 
 /**
- * Explains the last adaptation of a session on a matrix-factorisation model: whether the
- * fold-in ran, over how many ratings, its ridge weights and the user bias it found.
- * `metarec_session_explain` works on such a session too (no learning rate: NaN).
+ * Explains the last adaptation of a session on a model that folds users in (a matrix
+ * factorisation, or a fold-in head): whether the fold-in ran, over how many ratings, its ridge
+ * weights and the user bias it found. `metarec_session_explain` works on such a session too.
  *
- * Returns `METAREC_ERR_NULL_POINTER` or `METAREC_ERR_INVALID_ARGUMENT` (a model of another
- * method, which has no fold-in).
+ * Returns `METAREC_ERR_NULL_POINTER` or `METAREC_ERR_INVALID_ARGUMENT` (a model that adapts by
+ * gradient steps, which has no fold-in).
  *
  * # Safety
  * `session` is NULL or a live session handle not in use by another thread; `out` is NULL or

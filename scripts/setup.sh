@@ -43,6 +43,17 @@ for target in thumbv7em-none-eabihf aarch64-unknown-linux-gnu; do
   fi
 done
 
+# Google's dp-accounting, the oracle the privacy accountant is checked against
+# (scripts/accountant_check.py, a step of scripts/test.sh). Pinned, in its own venv.
+dp_accounting_version=0.6.0
+dp_venv=.deps/dp-accounting-venv
+if ! "$dp_venv/bin/python" -c "import importlib.metadata as m, sys; sys.exit(m.version('dp-accounting') != '$dp_accounting_version')" 2>/dev/null; then
+  say "installing dp-accounting $dp_accounting_version into $dp_venv"
+  mkdir -p .deps
+  [ -x "$dp_venv/bin/python" ] || python3 -m venv "$dp_venv"
+  "$dp_venv/bin/pip" install --quiet --disable-pip-version-check "dp-accounting==$dp_accounting_version"
+fi
+
 # cargo-fuzz runs the fuzz targets (scripts/fuzz.sh, a short run in scripts/test.sh); building
 # it takes ~2-4 min on 2 cores, once. Pinned, so every machine fuzzes with the same driver.
 cargo_fuzz_version=0.13.2

@@ -27,12 +27,24 @@ step "tests"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace 2>&1 | tee "$log"
+if [ -n "${METAREC_ML_LATEST_SMALL:-}" ]; then
+  # Real data is not in the repository; with its directory named, its loader is checked too.
+  cargo test -p metarec-trainer --test it -- --ignored ml_latest_small 2>&1 | tee -a "$log"
+fi
+
+step "privacy accountant against dp-accounting 0.6.0 (scripts/accountant_check.py)"
+# `cargo test --workspace` built the trainer binary.
+.deps/dp-accounting-venv/bin/python scripts/accountant_check.py "${CARGO_TARGET_DIR:-target}/debug/trainer"
 
 step "runtime tests on aarch64 under qemu (its NEON kernels), and its lints for that target"
 CARGO_TARGET_DIR=target/cross cargo clippy --quiet -p metarec-runtime --target aarch64-unknown-linux-gnu \
   --all-targets -- -D warnings
 CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu" CARGO_TARGET_DIR=target/cross \
   cargo test -p metarec-runtime --target aarch64-unknown-linux-gnu 2>&1 | tee -a "$log"
+
+step "the release x86-64 library on a CPU without AVX: the C example under qemu-x86_64 -cpu Nehalem and -cpu max"
+cargo build --quiet --release -p metarec-ffi
+METAREC_LIB_DIR="$root/target/release" cargo test -p metarec-tests --test it portable 2>&1 | tee -a "$log"
 
 step "fuzz targets, ${METAREC_FUZZ_SECONDS:-20} s each (scripts/fuzz.sh)"
 ./scripts/fuzz.sh "${METAREC_FUZZ_SECONDS:-20}"

@@ -16,7 +16,7 @@
  * 1e999, empty, 4.5x), is reported with the file, line number and value, and nothing else runs.
  *
  * For a click model (metarec_model_task gives "click") the values are click labels, 0 or 1,
- * as the trainer exports them for a `--task ctr` run; an app holding ratings would pass
+ * as the trainer exports them for a `--task click` run; an app holding ratings would pass
  * `rating >= metarec_model_click_threshold` instead.
  *
  * The program loads the model, opens a session, sets the profile, adds the support ratings,

@@ -8,7 +8,6 @@
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;
-use alloc::vec::Vec;
 use core::ffi::{c_char, CStr};
 use core::mem::size_of;
 
@@ -39,13 +38,11 @@ pub struct MetarecModel {
 #[derive(Debug)]
 pub struct MetarecSession {
     pub(crate) session: Session<Arc<Model>>,
-    /// `0..item_count`, built on first use by `metarec_session_score_all`.
-    pub(crate) all_items: Vec<u32>,
 }
 
 impl MetarecSession {
     pub(crate) fn new(model: Arc<Model>) -> Self {
-        MetarecSession { session: Session::new(model), all_items: Vec::new() }
+        MetarecSession { session: Session::new(model) }
     }
 }
 

@@ -32,6 +32,7 @@ extern crate alloc;
 /// cbindgen:ignore
 #[cfg(not(feature = "std"))]
 mod bare;
+mod contribute;
 #[cfg(feature = "std")]
 mod file;
 mod handle;
@@ -42,6 +43,7 @@ pub mod status;
 
 use core::ffi::{c_char, CStr};
 
+pub use contribute::*;
 pub use handle::{MetarecModel, MetarecSession};
 pub use limits::*;
 pub use model::*;

@@ -1,8 +1,6 @@
 //! Loading, inspecting and freeing models.
 
 use alloc::borrow::Cow;
-use alloc::format;
-use alloc::string::String;
 use alloc::sync::Arc;
 use core::ffi::c_char;
 
@@ -201,20 +199,6 @@ unsafe fn copy_text(text: &str, buf: *mut c_char, buf_len: usize, out_len: *mut 
     Ok(())
 }
 
-/// A unit enum variant's name in kebab case (`Melu` → `melu`, `AtPaml` → `at-paml`): the
-/// spelling of the trainer's `--method` values, derived so that methods the runtime learns later
-/// get a name without a table to keep in step.
-fn kebab_name(debug: &str) -> String {
-    let mut name = String::with_capacity(debug.len() + 4);
-    for (i, c) in debug.chars().take_while(|c| c.is_ascii_alphanumeric()).enumerate() {
-        if c.is_ascii_uppercase() && i > 0 {
-            name.push('-');
-        }
-        name.push(c.to_ascii_lowercase());
-    }
-    name
-}
-
 /// Copies the name of the meta-learning method that trained the model (`"melu"`, spelled like the
 /// trainer's `--method` values) into `buf`, with the conventions of `metarec_model_item_id`
 /// (`*out_len` receives the size needed, NUL included; `buf_len` 0 asks for the size).
@@ -232,11 +216,7 @@ pub unsafe extern "C" fn metarec_model_method(
     out_len: *mut usize,
 ) -> i32 {
     // SAFETY: forwarded contract.
-    unsafe {
-        model_text(model, buf, buf_len, out_len, |model| {
-            Ok(Cow::Owned(kebab_name(&format!("{:?}", model.body().method))))
-        })
-    }
+    unsafe { model_text(model, buf, buf_len, out_len, |model| Ok(Cow::Borrowed(model.body().method.name()))) }
 }
 
 /// Copies the name of what the model predicts into `buf`, with the conventions of
@@ -256,14 +236,7 @@ pub unsafe extern "C" fn metarec_model_task(
     out_len: *mut usize,
 ) -> i32 {
     // SAFETY: forwarded contract.
-    unsafe {
-        model_text(model, buf, buf_len, out_len, |model| {
-            Ok(Cow::Borrowed(match model.task() {
-                Task::Rating => "rating",
-                Task::Click { .. } => "click",
-            }))
-        })
-    }
+    unsafe { model_text(model, buf, buf_len, out_len, |model| Ok(Cow::Borrowed(model.task().name()))) }
 }
 
 /// Copies the name of what adaptation updates into `buf`, with the conventions of
@@ -428,18 +401,4 @@ pub unsafe extern "C" fn metarec_model_field_info(
         }
         Ok(())
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::kebab_name;
-
-    #[test]
-    fn method_names_are_the_trainers_kebab_case() {
-        assert_eq!(kebab_name("Melu"), "melu");
-        assert_eq!(kebab_name("MetaSgd"), "meta-sgd");
-        assert_eq!(kebab_name("AtPaml"), "at-paml");
-        assert_eq!(kebab_name("Rating"), "rating");
-        assert_eq!(kebab_name("Hml { inits: 3 }"), "hml");
-    }
 }

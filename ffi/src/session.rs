@@ -191,16 +191,6 @@ pub unsafe extern "C" fn metarec_session_score(
     unsafe { with_session(session, body) }
 }
 
-/// Fills `all_items` with `0..item_count` if it is not already.
-fn all_items(session: &mut MetarecSession) -> Status<()> {
-    let count = session.session.model().item_count();
-    if session.all_items.len() != count {
-        let count = u32::try_from(count).map_err(|_| Code(METAREC_ERR_INVALID_ARGUMENT))?;
-        session.all_items = (0..count).collect();
-    }
-    Ok(())
-}
-
 /// Predicts the user's rating of every catalogue item: `out_scores[i]` receives the score of
 /// item index `i` (see `metarec_model_item_id`). `len` must equal `metarec_model_item_count`
 /// exactly. On failure the contents of `out_scores` are unspecified.
@@ -223,8 +213,7 @@ pub unsafe extern "C" fn metarec_session_score_all(
         if len != s.session.model().item_count() {
             return Err(Code(METAREC_ERR_INVALID_ARGUMENT));
         }
-        all_items(s)?;
-        Ok(s.session.score_indices(&s.all_items, out)?)
+        Ok(s.session.score_all(out)?)
     };
     // SAFETY: NULL or a live session used by this thread only (caller's contract).
     unsafe { with_session(session, body) }
@@ -349,8 +338,9 @@ pub unsafe extern "C" fn metarec_session_explain(
     unsafe { with_session(session, body) }
 }
 
-/// How a matrix-factorisation model's last adaptation (its fold-in) solved the user's bias and
-/// factors (`metarec_model_method` says `"mf"`).
+/// How a fold-in solved the user's bias and factors: a matrix-factorisation model's
+/// (`metarec_model_method` says `"mf"`) or a fold-in head's (`metarec_model_adapt` says
+/// `"fold-in"`; its ridge weights are vectors, so the fields hold their means, see below).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct MetarecFoldIn {
@@ -358,20 +348,23 @@ pub struct MetarecFoldIn {
     pub adapted: i32,
     /// Support ratings the ridge regression ran over (0 when none ran).
     pub support_count: u32,
-    /// Ridge weight on the user's factors.
+    /// Ridge weight on the user's factors (a fold-in head: the mean over its item factors, or
+    /// over its hidden features when it has none, after the method's learning rate; 0 before
+    /// its first fold-in).
     pub regularisation: f32,
-    /// Ridge weight on the user's bias.
+    /// Ridge weight on the user's bias (a fold-in head: after the method's learning rate).
     pub bias_regularisation: f32,
-    /// The solved user bias (0 when no fold-in ran).
+    /// The solved user bias (a fold-in head: the change of its output bias; 0 when no fold-in
+    /// ran).
     pub user_bias: f32,
 }
 
-/// Explains the last adaptation of a session on a matrix-factorisation model: whether the
-/// fold-in ran, over how many ratings, its ridge weights and the user bias it found.
-/// `metarec_session_explain` works on such a session too (no learning rate: NaN).
+/// Explains the last adaptation of a session on a model that folds users in (a matrix
+/// factorisation, or a fold-in head): whether the fold-in ran, over how many ratings, its ridge
+/// weights and the user bias it found. `metarec_session_explain` works on such a session too.
 ///
-/// Returns `METAREC_ERR_NULL_POINTER` or `METAREC_ERR_INVALID_ARGUMENT` (a model of another
-/// method, which has no fold-in).
+/// Returns `METAREC_ERR_NULL_POINTER` or `METAREC_ERR_INVALID_ARGUMENT` (a model that adapts by
+/// gradient steps, which has no fold-in).
 ///
 /// # Safety
 /// `session` is NULL or a live session handle not in use by another thread; `out` is NULL or
@@ -380,17 +373,21 @@ pub struct MetarecFoldIn {
 pub unsafe extern "C" fn metarec_session_explain_fold_in(session: *mut MetarecSession, out: *mut MetarecFoldIn) -> i32 {
     let body = |s: &mut MetarecSession| -> Status<()> {
         crate::handle::check_out(out)?;
-        let Some(factors) = s.session.model().factors() else {
-            return Err(Code(METAREC_ERR_INVALID_ARGUMENT));
-        };
-        let mut value = MetarecFoldIn {
-            regularisation: factors.regularisation,
-            bias_regularisation: factors.bias_regularisation,
-            ..MetarecFoldIn::default()
+        let model = s.session.model();
+        let mut value = match (model.factors(), model.fold_in_head()) {
+            (Some(factors), _) => MetarecFoldIn {
+                regularisation: factors.regularisation,
+                bias_regularisation: factors.bias_regularisation,
+                ..MetarecFoldIn::default()
+            },
+            (None, Some(_)) => MetarecFoldIn::default(),
+            (None, None) => return Err(Code(METAREC_ERR_INVALID_ARGUMENT)),
         };
         if let Some(fold_in) = s.session.explain().fold_in {
             value.adapted = 1;
             value.support_count = fold_in.support;
+            value.regularisation = fold_in.regularisation;
+            value.bias_regularisation = fold_in.bias_regularisation;
             value.user_bias = fold_in.user_bias;
         }
         // SAFETY: `out` was checked non-NULL and aligned above; writable by the caller's contract.

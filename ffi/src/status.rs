@@ -67,6 +67,14 @@ pub const METAREC_ERR_TOO_MANY_CANDIDATES: i32 = 205;
 pub const METAREC_ERR_TOO_MANY_STEPS: i32 = 206;
 /// An item id, field name or value is longer than `METAREC_MAX_STRING_LEN` bytes.
 pub const METAREC_ERR_STRING_TOO_LONG: i32 = 207;
+/// `metarec_session_contribute` was asked of a model whose adaptation is not gradient steps over
+/// every decision-MLP parameter (a factor model, a fold-in head, several initialisations (HML), a
+/// restricted adaptation scope, or zero inner steps).
+pub const METAREC_ERR_NOT_CONTRIBUTABLE: i32 = 208;
+/// `metarec_session_contribute` needs at least two support ratings.
+pub const METAREC_ERR_TOO_FEW_RATINGS: i32 = 209;
+/// A clip norm is NaN, infinite, zero or negative.
+pub const METAREC_ERR_INVALID_CLIP_NORM: i32 = 210;
 /// An internal invariant of the library is broken (a bug in metarec, never the caller's input;
 /// please report it). Any call that loads a model, adapts or scores may return it instead of a
 /// wrong result. Its outputs are unspecified; a session that returned it scores with the

@@ -16,12 +16,14 @@ use libfuzzer_sys::fuzz_target;
 use metarec_runtime::format::{
     self, FactorValues, Factors, FoldInHead, ModelBody, ProductModel, StoredFactors, StoredFoldIn, HEADER_LEN,
 };
-use metarec_runtime::{factors, Error, Model, Session, MAX_STEPS};
+use metarec_runtime::{contribution, factors, Error, Model, Session, MAX_STEPS};
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
+    // Any bytes: a contribution decodes or is refused, never panics.
+    let _ = contribution::decode(rest);
     if mode % 2 == 0 {
         if let Ok(model) = Model::from_bytes(rest) {
             exercise(&model, rest);
@@ -187,11 +189,34 @@ fn exercise(model: &Model, seed: &[u8]) {
     session.score_indices(&all, &mut again).unwrap();
     assert!(same(&by_index, &again), "adaptation is not repeatable");
     check_fold_in(model, &session, &by_index);
+    check_contribution(&mut session, 0.01 + pick(5) as f32 / 16.0);
     let _ = session.memory_bytes();
     session.clear_ratings();
     let mut after = vec![0.0; count];
     session.score_indices(&all, &mut after).unwrap();
     assert!(same(&before, &after), "clearing the ratings does not restore the meta-learned scores");
+}
+
+/// A contribution decodes, is bound to the model and stays within its clip norm, or is one of the
+/// documented refusals (a model without a gradient inner loop, too few ratings, an overflow).
+fn check_contribution(session: &mut Session<&Model>, clip: f32) {
+    let was_adapted = session.is_adapted();
+    let computed = match session.contribute(clip) {
+        Ok(blob) => {
+            assert_eq!(blob.len(), session.contribution_len());
+            let decoded = contribution::decode(&blob).expect("a contribution decodes");
+            assert_eq!(decoded.model_id, contribution::model_id(session.model()));
+            let norm = decoded.update.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt();
+            assert!(norm <= f64::from(clip) * (1.0 + 1e-5), "norm {norm} above the clip {clip}");
+            true
+        }
+        Err(Error::NonFiniteParameter) => true,
+        Err(Error::NotContributable | Error::TooFewRatings) => false,
+        Err(other) => panic!("contribution failed: {other}"),
+    };
+    // A computed contribution drops the adaptation; a refusal before computing changes nothing.
+    let expected = !computed && was_adapted;
+    assert_eq!(session.is_adapted(), expected, "adaptation state after a contribution");
 }
 
 /// An adaptation succeeds, but for a fold-in head's, whose system may not be positive definite
@@ -233,11 +258,20 @@ fn check_top_k(session: &mut Session<&Model>, scores: &[f32], k: usize) {
 
 /// A factor model's adaptation is the runtime's ridge solve over the support, and its scores are
 /// `factors::predict` of the solved user, to the bit (clamped for a click model); the explanation
-/// says so. Other models explain no fold-in.
+/// says so. A fold-in head explains its solve over the whole support once it adapted; models that
+/// take gradient steps explain no fold-in.
 fn check_fold_in(model: &Model, session: &Session<&Model>, scores: &[f32]) {
     let explanation = session.explain();
     let Some(factors) = model.factors() else {
-        assert!(explanation.fold_in.is_none(), "a fold-in explained on a model without factors");
+        match (model.fold_in_head(), explanation.fold_in) {
+            (Some(_), Some(fold_in)) => {
+                assert!(explanation.adapted, "a fold-in explained before any adaptation");
+                assert_eq!(fold_in.support as usize, session.support().len());
+                assert!(fold_in.regularisation >= 0.0 && fold_in.bias_regularisation >= 0.0, "ridge weights");
+            }
+            (Some(_), None) => {}
+            (None, fold_in) => assert!(fold_in.is_none(), "a fold-in explained on a model that steps"),
+        }
         return;
     };
     let body = model.body();

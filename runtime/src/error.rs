@@ -48,6 +48,15 @@ pub enum Error {
     TooManySteps,
     /// An item id, field name or value is longer than [`crate::limits::MAX_STRING_LEN`] bytes.
     StringTooLong,
+    /// A federated contribution was asked of a model whose adaptation is not gradient steps over
+    /// every decision-MLP parameter (a factor model, a fold-in head, several initialisations, a
+    /// restricted adaptation scope, or zero inner steps).
+    NotContributable,
+    /// A federated contribution needs at least two support ratings (one to adapt on, one to
+    /// score the adapted weights on).
+    TooFewRatings,
+    /// A clip norm is NaN, infinite, zero or negative.
+    InvalidClipNorm,
     /// An internal invariant is broken: a bug in metarec, never the caller's input (a validated
     /// model makes every one of them hold). The call's outputs are unspecified; a session that
     /// returned it scores with the meta-learned weights until it adapts again. Debug builds
@@ -79,12 +88,15 @@ impl Error {
             Error::TooManyCandidates => 205,
             Error::TooManySteps => 206,
             Error::StringTooLong => 207,
+            Error::NotContributable => 208,
+            Error::TooFewRatings => 209,
+            Error::InvalidClipNorm => 210,
             Error::Internal => 300,
         }
     }
 
     /// Every variant, for tables and exhaustive tests.
-    pub const ALL: [Error; 19] = [
+    pub const ALL: [Error; 22] = [
         Error::BadMagic,
         Error::UnsupportedVersion,
         Error::Truncated,
@@ -103,6 +115,9 @@ impl Error {
         Error::TooManyCandidates,
         Error::TooManySteps,
         Error::StringTooLong,
+        Error::NotContributable,
+        Error::TooFewRatings,
+        Error::InvalidClipNorm,
         Error::Internal,
     ];
 
@@ -131,6 +146,11 @@ impl Error {
             Error::TooManyCandidates => "too many candidate items in one scoring call",
             Error::TooManySteps => "too many adaptation steps",
             Error::StringTooLong => "item id, field name or value is too long",
+            Error::NotContributable => {
+                "this model's adaptation has no first-order meta-update to contribute (factor model, fold-in head, several initialisations or a restricted scope)"
+            }
+            Error::TooFewRatings => "a contribution needs at least two support ratings",
+            Error::InvalidClipNorm => "clip norm is NaN, infinite or not positive",
             Error::Internal => "internal invariant broken (a bug in metarec; please report)",
         }
     }

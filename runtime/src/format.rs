@@ -130,28 +130,128 @@ pub struct Header {
     pub body_crc: u32,
 }
 
-/// Which meta-learning method produced the weights (informational: how the device adapts
-/// follows from [`ModelBody::learning_rate`], [`ModelBody::neighbours`] and
-/// [`ModelBody::extra_inits`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A method: the one that produced a model file's weights, and (one definition for every tool)
+/// what `trainer --method` trains, the run folders, the reports and `metarec_model_method` name.
+///
+/// On the device it is informational: how a session adapts follows from
+/// [`ModelBody::learning_rate`], [`ModelBody::neighbours`], [`ModelBody::extra_inits`] and
+/// [`ModelBody::factors`]. [`Method::WideDeep`] and [`Method::DeepFm`] are supervised baselines the
+/// trainer fits for its tables; they do not adapt, are never exported, and a file naming them is
+/// refused ([`crate::Error::UnsupportedFeature`]). The postcard encoding is the variant's index:
+/// new methods go at the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Method {
-    /// MAML with one fixed inner learning rate, adapting the decision MLP.
+    /// MAML with one fixed inner learning rate, adapting the decision MLP (MeLU).
     Melu,
-    /// A learned learning rate per adapted parameter.
+    /// A learned learning rate per adapted parameter (Meta-SGD).
     MetaSgd,
-    /// Per-user learning rate from the learning-rate network.
+    /// Per-user learning rate from the learning-rate network alpha'(h_i) (PAML).
     Paml,
-    /// PAML trained with the memory-agnostic regularizer.
+    /// PAML trained with the memory-agnostic regularizer gamma·||dL/dθ||²·|alpha(h_i)|.
     RegPaml,
-    /// PAML plus the learning rates of the nearest stored users.
+    /// PAML plus the learning rates of the nearest stored users (kd-tree memory).
     AtPaml,
-    /// Several initialisations, one chosen per user.
+    /// Several initialisations, one chosen per user (HML).
     Hml,
-    /// Supervised pre-training, plain SGD fine-tuning.
+    /// Supervised pre-training on all training ratings, plain SGD fine-tuning per user.
     Transfer,
     /// Biased matrix factorisation; a user's bias and factors are solved from their ratings by
     /// ridge regression (fold-in) instead of gradient steps ([`ModelBody::factors`]).
     Mf,
+    /// Wide & Deep: linear over the features plus the MLP; no adaptation (trainer only).
+    WideDeep,
+    /// DeepFM: linear + factorization-machine interactions + the MLP; no adaptation (trainer only).
+    DeepFm,
+}
+
+impl Method {
+    /// Every method `trainer compare` and `trainer report` train, in report order. Matrix
+    /// factorisation is not among them: it is fitted in seconds, so every table carries it as a
+    /// baseline row.
+    pub const TRAINED: [Method; 9] = [
+        Method::Melu,
+        Method::MetaSgd,
+        Method::Paml,
+        Method::RegPaml,
+        Method::AtPaml,
+        Method::Hml,
+        Method::Transfer,
+        Method::WideDeep,
+        Method::DeepFm,
+    ];
+    /// Every method, in encoding order.
+    pub const ALL: [Method; 10] = [
+        Method::Melu,
+        Method::MetaSgd,
+        Method::Paml,
+        Method::RegPaml,
+        Method::AtPaml,
+        Method::Hml,
+        Method::Transfer,
+        Method::Mf,
+        Method::WideDeep,
+        Method::DeepFm,
+    ];
+
+    /// The canonical spelling: command line, run folders, run files, reports' files and the C
+    /// API.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Method::Melu => "melu",
+            Method::MetaSgd => "meta-sgd",
+            Method::Paml => "paml",
+            Method::RegPaml => "reg-paml",
+            Method::AtPaml => "at-paml",
+            Method::Hml => "hml",
+            Method::Transfer => "transfer",
+            Method::Mf => "mf",
+            Method::WideDeep => "wide-deep",
+            Method::DeepFm => "deep-fm",
+        }
+    }
+
+    /// The name the papers use, for the rows of tables (`Meta-SGD`, `REG-PAML`).
+    pub const fn title(self) -> &'static str {
+        match self {
+            Method::Melu => "MeLU",
+            Method::MetaSgd => "Meta-SGD",
+            Method::Paml => "PAML",
+            Method::RegPaml => "REG-PAML",
+            Method::AtPaml => "AT-PAML",
+            Method::Hml => "HML",
+            Method::Transfer => "transfer learning",
+            Method::Mf => "MF fold-in",
+            Method::WideDeep => "Wide&Deep",
+            Method::DeepFm => "DeepFM",
+        }
+    }
+
+    /// The method spelt `name` ([`Method::name`]).
+    pub fn from_name(name: &str) -> Option<Method> {
+        Method::ALL.into_iter().find(|m| m.name() == name)
+    }
+
+    /// Whether the method adapts to a user's support set (all but the supervised baselines).
+    pub const fn adapts(self) -> bool {
+        !matches!(self, Method::WideDeep | Method::DeepFm)
+    }
+
+    /// Whether a model file may name it: every method that adapts.
+    pub const fn runs_on_device(self) -> bool {
+        self.adapts()
+    }
+
+    /// Whether training is supervised on pooled ratings rather than episodic (matrix
+    /// factorisation trains by its own alternating least squares).
+    pub const fn pooled_training(self) -> bool {
+        matches!(self, Method::Transfer | Method::WideDeep | Method::DeepFm)
+    }
+
+    /// Whether the inner learning rate comes from the learning-rate network alpha'(h_i).
+    pub const fn has_lr_net(self) -> bool {
+        matches!(self, Method::Paml | Method::RegPaml | Method::AtPaml)
+    }
 }
 
 /// Where the inner learning rate comes from.
@@ -194,9 +294,10 @@ pub struct NeighbourTable {
 pub const MAX_NEIGHBOURS: usize = 16;
 
 /// What the model predicts.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub enum Task {
     /// Explicit rating regression (linear output, squared-error inner loss).
+    #[default]
     Rating,
     /// Click-through prediction: the output is a logit, scores are click probabilities
     /// σ(logit), and adaptation minimises binary cross-entropy on support labels in [0, 1]
@@ -206,6 +307,21 @@ pub enum Task {
         /// rather than clicks maps them to labels with it.
         threshold: f32,
     },
+}
+
+impl Task {
+    /// The canonical spelling (`--task`, run files, reports, `metarec_model_task`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Task::Rating => "rating",
+            Task::Click { .. } => "click",
+        }
+    }
+
+    /// Whether this is the click task.
+    pub const fn is_click(self) -> bool {
+        matches!(self, Task::Click { .. })
+    }
 }
 
 /// How a raw string value of a field maps to embedding rows.
@@ -604,7 +720,7 @@ impl ModelBody {
         if !self.extra_inits.is_empty() {
             flags |= required::MULTIPLE_INITS;
         }
-        if matches!(self.task, Task::Click { .. }) {
+        if self.task.is_click() {
             flags |= required::CLICK_TASK;
         }
         if self.factors.is_some() {
@@ -624,6 +740,26 @@ pub enum EmbeddingPrecision {
     F16,
     /// Symmetric 8-bit per table row: `value = q · scale_row`, `scale_row = max|row| / 127`.
     Int8,
+}
+
+impl EmbeddingPrecision {
+    /// Every precision, the exact one first.
+    pub const ALL: [EmbeddingPrecision; 3] =
+        [EmbeddingPrecision::F32, EmbeddingPrecision::F16, EmbeddingPrecision::Int8];
+
+    /// The canonical spelling (`trainer export --embeddings`, reports).
+    pub const fn name(self) -> &'static str {
+        match self {
+            EmbeddingPrecision::F32 => "f32",
+            EmbeddingPrecision::F16 => "f16",
+            EmbeddingPrecision::Int8 => "int8",
+        }
+    }
+
+    /// The precision spelt `name`.
+    pub fn from_name(name: &str) -> Option<EmbeddingPrecision> {
+        EmbeddingPrecision::ALL.into_iter().find(|p| p.name() == name)
+    }
 }
 
 /// Embedding tables in fewer bits, one per field (user fields, then item fields), following the

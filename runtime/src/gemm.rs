@@ -126,24 +126,59 @@ fn small_product(alpha: f32, a: View<'_>, b: View<'_>, beta: f32, c: &mut [f32],
     let b = b.data.get(..k * n).invariant("small product: b shorter than its shape")?;
     let a =
         span(m, k, lda, 1).and_then(|len| a.data.get(..len)).invariant("small product: a shorter than its shape")?;
+    let at = Tile { b, ldb: n, col: 0, c_at: 0, ldc, accumulate: beta == 1.0 };
+    let shape = Tiled { a, lda, m, k, n };
+    #[cfg(target_arch = "x86_64")]
+    if crate::simd::avx2_fma() {
+        // SAFETY: `simd::avx2_fma` found AVX2 and FMA on this CPU (cpuid), with the AVX
+        // register state enabled by the OS (xgetbv).
+        return unsafe { tiled_avx2_fma(shape, at, c) }.map(|()| true);
+    }
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    return tiled::<Fma<Neon>>(shape, at, c).map(|()| true);
+    #[cfg(not(all(target_arch = "aarch64", target_feature = "neon")))]
+    tiled::<Portable>(shape, at, c).map(|()| true)
+}
+
+/// The operand `a` of a small product as [`tiled`] reads it: `m` rows of `k` floats, `lda`
+/// apart, and the product's dimensions.
+#[derive(Debug, Clone, Copy)]
+struct Tiled<'a> {
+    a: &'a [f32],
+    lda: usize,
+    m: usize,
+    k: usize,
+    n: usize,
+}
+
+/// [`tiled`] with the AVX2 + FMA tiles, compiled for them.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tiled_avx2_fma(shape: Tiled<'_>, at: Tile<'_>, c: &mut [f32]) -> Result<()> {
+    tiled::<Fma<Avx>>(shape, at, c)
+}
+
+/// [`small_product`]'s loops over tiles of `c`: 4 rows × 16 (then 8) columns, then single rows.
+#[inline(always)]
+fn tiled<T: Tiles>(shape: Tiled<'_>, mut at: Tile<'_>, c: &mut [f32]) -> Result<()> {
+    let Tiled { a, lda, m, k, n } = shape;
     let row = |r: usize| a.get(r * lda..r * lda + k).invariant("small product: a row out of range");
-    let mut at = Tile { b, ldb: n, col: 0, c_at: 0, ldc, accumulate: beta == 1.0 };
     let mut r = 0;
     while r + 4 <= m {
         let rows = [row(r)?, row(r + 1)?, row(r + 2)?, row(r + 3)?];
-        at.c_at = r * ldc;
+        at.c_at = r * at.ldc;
         at.col = 0;
         while at.col + 16 <= n {
-            tile4_16(rows, at, c)?;
+            T::tile4_16(rows, at, c)?;
             at.col += 16;
         }
         if at.col < n {
-            tile4_8(rows, at, c)?;
+            T::tile4_8(rows, at, c)?;
         }
         r += 4;
     }
     while r < m {
-        at.c_at = r * ldc;
+        at.c_at = r * at.ldc;
         at.col = 0;
         while at.col < n {
             tile1::<8>(row(r)?, at, c)?;
@@ -151,7 +186,7 @@ fn small_product(alpha: f32, a: View<'_>, b: View<'_>, beta: f32, c: &mut [f32],
         }
         r += 1;
     }
-    Ok(true)
+    Ok(())
 }
 
 /// Where a tile reads `b` (`ldb` wide) and writes `c`: columns from `col`, `c`'s rows from
@@ -166,45 +201,56 @@ struct Tile<'b> {
     accumulate: bool,
 }
 
-/// The `4 × 16` tile with the best instructions the build targets: FMA on x86-64 (v3, this
-/// repository's default) and on aarch64 (NEON, always there), the portable loop elsewhere.
-#[inline(always)]
-fn tile4_16(rows: [&[f32]; 4], at: Tile<'_>, c: &mut [f32]) -> Result<()> {
-    #[cfg(all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma"))]
-    return tile4_fma::<Avx, 2>(rows, at, c);
-    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
-    return tile4_fma::<Neon, 4>(rows, at, c);
-    #[cfg(not(any(
-        all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma"),
-        all(target_arch = "aarch64", target_feature = "neon")
-    )))]
-    return tile4::<16>(rows, at, c);
+/// The `4 × 16` and `4 × 8` tiles of one instruction set.
+trait Tiles {
+    fn tile4_16(rows: [&[f32]; 4], at: Tile<'_>, c: &mut [f32]) -> Result<()>;
+    fn tile4_8(rows: [&[f32]; 4], at: Tile<'_>, c: &mut [f32]) -> Result<()>;
 }
 
-/// [`tile4_16`] for 8 columns.
-#[inline(always)]
-fn tile4_8(rows: [&[f32]; 4], at: Tile<'_>, c: &mut [f32]) -> Result<()> {
-    #[cfg(all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma"))]
-    return tile4_fma::<Avx, 1>(rows, at, c);
-    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
-    return tile4_fma::<Neon, 2>(rows, at, c);
-    #[cfg(not(any(
-        all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma"),
-        all(target_arch = "aarch64", target_feature = "neon")
-    )))]
-    return tile4::<8>(rows, at, c);
+/// The portable tiles: plain loops the compiler vectorises (SSE2 on the x86-64 baseline).
+#[cfg_attr(all(target_arch = "aarch64", target_feature = "neon"), allow(dead_code))]
+struct Portable;
+
+impl Tiles for Portable {
+    #[inline(always)]
+    fn tile4_16(rows: [&[f32]; 4], at: Tile<'_>, c: &mut [f32]) -> Result<()> {
+        tile4::<16>(rows, at, c)
+    }
+    #[inline(always)]
+    fn tile4_8(rows: [&[f32]; 4], at: Tile<'_>, c: &mut [f32]) -> Result<()> {
+        tile4::<8>(rows, at, c)
+    }
+}
+
+/// The tiles with fused multiply-adds in registers `L`: two (16 columns) or one (8) AVX
+/// registers per row, four or two NEON ones.
+#[cfg(any(target_arch = "x86_64", all(target_arch = "aarch64", target_feature = "neon")))]
+struct Fma<L>(core::marker::PhantomData<L>);
+
+#[cfg(any(target_arch = "x86_64", all(target_arch = "aarch64", target_feature = "neon")))]
+impl<L: Lanes> Tiles for Fma<L> {
+    #[inline(always)]
+    fn tile4_16(rows: [&[f32]; 4], at: Tile<'_>, c: &mut [f32]) -> Result<()> {
+        if L::WIDTH == 8 {
+            tile4_fma::<L, 2>(rows, at, c)
+        } else {
+            tile4_fma::<L, 4>(rows, at, c)
+        }
+    }
+    #[inline(always)]
+    fn tile4_8(rows: [&[f32]; 4], at: Tile<'_>, c: &mut [f32]) -> Result<()> {
+        if L::WIDTH == 8 {
+            tile4_fma::<L, 1>(rows, at, c)
+        } else {
+            tile4_fma::<L, 2>(rows, at, c)
+        }
+    }
 }
 
 /// The `4 × N` block of `c` at `at`: `Σ_k rows[i][k] · b[k][col..col + N]`.
 #[inline(always)]
-// Builds with FMA use `tile4_fma`; the tests still run this one.
-#[cfg_attr(
-    any(
-        all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma"),
-        all(target_arch = "aarch64", target_feature = "neon")
-    ),
-    allow(dead_code)
-)]
+// aarch64 builds use `tile4_fma`; the tests still run this one.
+#[cfg_attr(all(target_arch = "aarch64", target_feature = "neon"), allow(dead_code))]
 fn tile4<const N: usize>(rows: [&[f32]; 4], at: Tile<'_>, c: &mut [f32]) -> Result<()> {
     let mut acc = [[0f32; N]; 4];
     let [a0, a1, a2, a3] = rows;
@@ -222,11 +268,9 @@ fn tile4<const N: usize>(rows: [&[f32]; 4], at: Tile<'_>, c: &mut [f32]) -> Resu
 
 /// [`tile4`] with fused multiply-adds in `V` vectors of `L::WIDTH` columns per row. Rust never
 /// contracts the portable loop's multiply and add into one instruction; with them the 4 × 64 ×
-/// 64 product of scoring ran ~20% faster on this machine (x86-64-v3).
-#[cfg(any(
-    all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma"),
-    all(target_arch = "aarch64", target_feature = "neon")
-))]
+/// 64 product of scoring ran ~20% faster on this machine (x86-64-v3). On x86-64 it runs only
+/// inside [`tiled_avx2_fma`], compiled for AVX2 and FMA.
+#[cfg(any(target_arch = "x86_64", all(target_arch = "aarch64", target_feature = "neon")))]
 #[inline(always)]
 fn tile4_fma<L: Lanes, const V: usize>(rows: [&[f32]; 4], at: Tile<'_>, c: &mut [f32]) -> Result<()> {
     let mut acc = [[L::zero(); V]; 4];
@@ -259,12 +303,8 @@ fn tile4_fma<L: Lanes, const V: usize>(rows: [&[f32]; 4], at: Tile<'_>, c: &mut 
     Ok(())
 }
 
-/// One SIMD register of floats, for [`tile4_fma`]: one implementation per instruction set the
-/// build targets.
-#[cfg(any(
-    all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma"),
-    all(target_arch = "aarch64", target_feature = "neon")
-))]
+/// One SIMD register of floats, for [`tile4_fma`]: one implementation per instruction set.
+#[cfg(any(target_arch = "x86_64", all(target_arch = "aarch64", target_feature = "neon")))]
 trait Lanes: Copy {
     /// Floats per register (at most 8).
     const WIDTH: usize;
@@ -278,15 +318,17 @@ trait Lanes: Copy {
     fn store(self, to: &mut [f32]);
 }
 
-/// AVX registers with FMA (x86-64-v3, this repository's default for x86-64 builds).
-#[cfg(all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma"))]
+/// AVX registers with FMA, chosen at run time (`crate::simd`).
+#[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
 struct Avx(core::arch::x86_64::__m256);
 
 // Parallel to `impl Lanes for Neon` on purpose: other intrinsics and register, same operations.
-// Every intrinsic below needs the avx and fma target features, which the cfg guarantees for the
-// whole build; loads and stores check the slice holds the 8 floats they touch.
-#[cfg(all(target_arch = "x86_64", target_feature = "avx", target_feature = "fma"))]
+// Every intrinsic below needs the avx and fma target features: these functions are inlined only
+// into `tiled_avx2_fma` (through `tiled` and `tile4_fma`, all `inline(always)`), which is
+// compiled for them and called only after `simd::avx2_fma` found them on the CPU. Loads and
+// stores check the slice holds the 8 floats they touch.
+#[cfg(target_arch = "x86_64")]
 impl Lanes for Avx {
     const WIDTH: usize = 8;
     #[inline(always)]
@@ -463,6 +505,36 @@ mod tests {
         assert!(!small_product(2.0, View::rows(&x, 2, 4), View::rows(&x, 4, 8), 0.0, &mut c, 8).unwrap());
         assert!(!small_product(1.0, View::rows(&x, 2, 4), View::rows(&x, 4, 8), 0.5, &mut c, 8).unwrap());
         assert!(!small_product(1.0, View::rows(&x, 2, 4), View::rows(&x, 8, 4).t(), 0.0, &mut c, 8).unwrap());
+    }
+
+    /// The portable tiles and the AVX2 + FMA ones (when the CPU has them; the NEON ones on
+    /// aarch64) give the same products, to rounding (FMA rounds once per multiply-add).
+    #[test]
+    fn every_kernel_gives_the_same_products() {
+        let value = |i: usize| ((i * 7919 % 1009) as f32 / 1009.0 - 0.5) * 2.0;
+        for &(m, k, n) in &[(1, 3, 8), (7, 20, 24), (128, 64, 64), (130, 128, 16)] {
+            let a: alloc::vec::Vec<f32> = (0..m * k).map(value).collect();
+            let b: alloc::vec::Vec<f32> = (0..k * n).map(|i| value(i + 5)).collect();
+            let shape = Tiled { a: &a, lda: k, m, k, n };
+            let at = Tile { b: &b, ldb: n, col: 0, c_at: 0, ldc: n, accumulate: true };
+            let mut portable = vec![0.5f32; m * n];
+            tiled::<Portable>(shape, at, &mut portable).unwrap();
+            let mut fast = vec![0.5f32; m * n];
+            #[cfg(target_arch = "x86_64")]
+            if crate::simd::x86_avx2_fma() {
+                // SAFETY: the CPU has AVX2 and FMA (checked just above).
+                unsafe { tiled_avx2_fma(shape, at, &mut fast) }.unwrap();
+            } else {
+                fast.copy_from_slice(&portable);
+            }
+            #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+            tiled::<Fma<Neon>>(shape, at, &mut fast).unwrap();
+            #[cfg(not(any(target_arch = "x86_64", all(target_arch = "aarch64", target_feature = "neon"))))]
+            fast.copy_from_slice(&portable);
+            for (i, (p, f)) in portable.iter().zip(&fast).enumerate() {
+                assert!((p - f).abs() <= 1e-5 * (1.0 + p.abs()), "{m}x{k}x{n} [{i}]: {p} vs {f}");
+            }
+        }
     }
 
     #[test]

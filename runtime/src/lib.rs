@@ -12,6 +12,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+pub mod contribution;
 pub mod error;
 pub mod factors;
 pub mod format;
@@ -23,6 +24,7 @@ pub mod neighbours;
 pub mod resample;
 mod scope;
 mod session;
+pub mod simd;
 
 pub use error::{Error, Result};
 pub use factors::CLICK_FACTOR_FLOOR;

@@ -252,9 +252,7 @@ pub(crate) fn forward_upper(
             return Ok(());
         }
         if l != last {
-            for z in out.iter_mut() {
-                *z = relu(*z);
-            }
+            relu_in_place(out);
         }
     }
     Ok(())
@@ -283,32 +281,90 @@ fn relu_slope(a: f32) -> f32 {
     }
 }
 
-/// `Σ_j relu(z_j + bias_j) · w_j` over the shortest of the three, in eight independent lanes.
-fn relu_dot(z: &[f32], bias: &[f32], w: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let n = z.len().min(bias.len()).min(w.len());
-    let (z8, b8, w8) = (z[..n].chunks_exact(8), bias[..n].chunks_exact(8), w[..n].chunks_exact(8));
-    let tail: f32 =
-        (z8.remainder().iter().zip(b8.remainder()).zip(w8.remainder())).map(|((z, b), w)| relu(z + b) * w).sum();
-    for ((z, b), w) in z8.zip(b8).zip(w8) {
-        for k in 0..8 {
-            lanes[k] += relu(z[k] + b[k]) * w[k];
+crate::simd::kernel! {
+    /// [`relu`] of every element, in place.
+    fn relu_in_place(z: &mut [f32]) {
+        for z in z.iter_mut() {
+            *z = relu(*z);
         }
     }
-    lanes.iter().sum::<f32>() + tail
 }
 
-/// Dot product in eight independent lanes, so the compiler can vectorise it.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut lanes = [0f32; 8];
-    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = a8.remainder().iter().zip(b8.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in a8.zip(b8) {
-        for k in 0..8 {
-            lanes[k] += x[k] * y[k];
+crate::simd::kernel! {
+    /// `Σ_j relu(z_j + bias_j) · w_j` over the shortest of the three, in eight independent lanes.
+    fn relu_dot(z: &[f32], bias: &[f32], w: &[f32]) -> f32 {
+        let mut lanes = [0f32; 8];
+        let n = z.len().min(bias.len()).min(w.len());
+        let (z8, b8, w8) = (z[..n].chunks_exact(8), bias[..n].chunks_exact(8), w[..n].chunks_exact(8));
+        let tail: f32 =
+            (z8.remainder().iter().zip(b8.remainder()).zip(w8.remainder())).map(|((z, b), w)| relu(z + b) * w).sum();
+        for ((z, b), w) in z8.zip(b8).zip(w8) {
+            for k in 0..8 {
+                lanes[k] += relu(z[k] + b[k]) * w[k];
+            }
+        }
+        lanes.iter().sum::<f32>() + tail
+    }
+}
+
+crate::simd::kernel! {
+    /// Dot product in eight independent lanes, so the compiler can vectorise it.
+    fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let mut lanes = [0f32; 8];
+        let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+        let tail: f32 = a8.remainder().iter().zip(b8.remainder()).map(|(x, y)| x * y).sum();
+        for (x, y) in a8.zip(b8) {
+            for k in 0..8 {
+                lanes[k] += x[k] * y[k];
+            }
+        }
+        lanes.iter().sum::<f32>() + tail
+    }
+}
+
+crate::simd::kernel! {
+    /// `out[j] = a[j] + b[j]` over the shortest of the three.
+    pub(crate) fn sum_into(out: &mut [f32], a: &[f32], b: &[f32]) {
+        for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
+            *o = x + y;
         }
     }
-    lanes.iter().sum::<f32>() + tail
+}
+
+crate::simd::kernel! {
+    /// `out[j] += s · x[j]` over the shorter of the two.
+    pub(crate) fn add_scaled(out: &mut [f32], s: f32, x: &[f32]) {
+        for (o, x) in out.iter_mut().zip(x) {
+            *o += s * x;
+        }
+    }
+}
+
+crate::simd::kernel! {
+    /// `out[j] -= rate[j] · x[j]` over the shortest of the three.
+    pub(crate) fn sub_scaled_each(out: &mut [f32], rate: &[f32], x: &[f32]) {
+        for ((o, x), r) in out.iter_mut().zip(x).zip(rate) {
+            *o -= r * x;
+        }
+    }
+}
+
+crate::simd::kernel! {
+    /// `out[j] += x[j]` over the shorter of the two.
+    fn add_into(out: &mut [f32], x: &[f32]) {
+        for (o, x) in out.iter_mut().zip(x) {
+            *o += x;
+        }
+    }
+}
+
+crate::simd::kernel! {
+    /// The backward pass through a ReLU: `g[j] *= relu_slope(a[j])` (see [`relu_slope`]).
+    fn relu_backward(g: &mut [f32], a: &[f32]) {
+        for (gi, &a) in g.iter_mut().zip(a) {
+            *gi *= relu_slope(a);
+        }
+    }
 }
 
 /// Scores of the last forward pass over `rows` rows.
@@ -346,9 +402,7 @@ pub(crate) fn backward_batch(
             grads.get_mut(shape.weight_at..bias_at + shape.outputs).invariant("backward: gradients too short")?;
         let (grad_weight, grad_bias) = layer_grads.split_at_mut(shape.weight_len());
         for row in g.data.chunks_exact(shape.outputs) {
-            for (gb, gv) in grad_bias.iter_mut().zip(row) {
-                *gb += gv;
-            }
+            add_into(grad_bias, row);
         }
         if l == 0 {
             delta0
@@ -367,9 +421,7 @@ pub(crate) fn backward_batch(
         }
         let g_in = next.get_mut(..rows * shape.inputs).invariant("backward: gradient scratch too short")?;
         gemm(1.0, g, View::rows(weight, shape.outputs, shape.inputs), 0.0, g_in, shape.inputs)?;
-        for (gi, &a) in g_in.iter_mut().zip(input) {
-            *gi *= relu_slope(a);
-        }
+        relu_backward(g_in, input);
         core::mem::swap(&mut current, &mut next);
     }
     Ok(())
@@ -411,9 +463,7 @@ fn layer0_weight_gradients(layer: Layer0<'_>, g: View<'_>, grad_weight: &mut [f3
     // User columns: every row shares the user input, so dW[:, u] = (Σ_rows g) ⊗ user.
     for (o, grad_row) in grad_weight.chunks_exact_mut(shape.inputs).enumerate() {
         let total: f32 = g.data.chunks_exact(shape.outputs).map(|row| row[o]).sum();
-        for (gw, u) in grad_row.iter_mut().zip(user) {
-            *gw += total * u;
-        }
+        add_scaled(grad_row, total, user);
     }
     if !item_weights {
         return Ok(());

@@ -88,11 +88,17 @@ impl Model {
     /// [`MAX_STEPS`] inner steps, an id, field name or vocabulary value longer than
     /// [`MAX_STRING_LEN`] bytes).
     ///
+    /// A model of a method that does not run on the device ([`format::Method::runs_on_device`])
+    /// is [`Error::UnsupportedFeature`].
+    ///
     /// A factor model ([`format::Method::Mf`]) instead has no layers, no embedding tables
     /// (`embedding_dim` 0), factors that pass [`crate::factors::check`] and the plain
     /// [`format::ProductModel`] (its own item biases are the factors').
     pub fn from_body(body: ModelBody) -> Result<Model> {
         check_limits(&body)?;
+        if !body.method.runs_on_device() {
+            return Err(Error::UnsupportedFeature);
+        }
         if body.factors.is_some() || body.method == format::Method::Mf {
             return Model::from_factor_body(body);
         }
@@ -281,7 +287,7 @@ impl Model {
 
     /// Whether scores are click probabilities (the click task) rather than ratings.
     pub fn is_click(&self) -> bool {
-        matches!(self.body.task, crate::format::Task::Click { .. })
+        self.body.task.is_click()
     }
 
     /// Number of items in the catalogue.

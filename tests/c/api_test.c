@@ -585,6 +585,52 @@ static void test_explanation(const MetarecModel *model) {
     metarec_session_free(session);
 }
 
+/* A device's federated contribution (the fixture is a MeLU model adapting every weight): the size
+ * is asked with buf_len 0, the blob is written whole or not at all, and bad arguments come back
+ * as their codes. */
+static void test_contribution(const MetarecModel *model) {
+    size_t needed = 0;
+    uint8_t small[4];
+    CHECK_CODE(metarec_session_contribute(NULL, 1.0f, NULL, 0, &needed), METAREC_ERR_NULL_POINTER);
+    MetarecSession *session = NULL;
+    CHECK_CODE(metarec_session_new(model, &session), METAREC_OK);
+    if (session == NULL) {
+        return;
+    }
+    char id[64];
+    CHECK_CODE(metarec_model_item_id(model, 0, id, sizeof id, &needed), METAREC_OK);
+    CHECK_CODE(metarec_session_add_rating(session, id, 4.0f), METAREC_OK);
+    CHECK_CODE(metarec_session_contribute(session, 1.0f, NULL, 0, &needed), METAREC_ERR_TOO_FEW_RATINGS);
+    CHECK_CODE(metarec_model_item_id(model, 1, id, sizeof id, &needed), METAREC_OK);
+    CHECK_CODE(metarec_session_add_rating(session, id, 2.0f), METAREC_OK);
+    CHECK_CODE(metarec_model_item_id(model, 2, id, sizeof id, &needed), METAREC_OK);
+    CHECK_CODE(metarec_session_add_rating(session, id, 5.0f), METAREC_OK);
+    float bad_norms[] = {0.0f, -1.0f, NAN, INFINITY};
+    for (size_t i = 0; i < sizeof bad_norms / sizeof bad_norms[0]; i++) {
+        CHECK_CODE(metarec_session_contribute(session, bad_norms[i], NULL, 0, &needed), METAREC_ERR_INVALID_CLIP_NORM);
+    }
+    needed = 0;
+    CHECK_CODE(metarec_session_contribute(session, 1.0f, NULL, 0, &needed), METAREC_ERR_BUFFER_TOO_SMALL);
+    CHECK(needed > 16);
+    memset(small, 0xAB, sizeof small);
+    CHECK_CODE(metarec_session_contribute(session, 1.0f, small, sizeof small, &needed), METAREC_ERR_BUFFER_TOO_SMALL);
+    CHECK(small[0] == 0xAB);
+    uint8_t *blob = malloc(needed);
+    uint8_t *again = malloc(needed);
+    CHECK(blob != NULL && again != NULL);
+    if (blob != NULL && again != NULL) {
+        size_t written = 0;
+        CHECK_CODE(metarec_session_contribute(session, 1.0f, blob, needed, &written), METAREC_OK);
+        CHECK(written == needed && memcmp(blob, "MRFU", 4) == 0);
+        /* The same ratings give the same bytes. */
+        CHECK_CODE(metarec_session_contribute(session, 1.0f, again, needed, &written), METAREC_OK);
+        CHECK(written == needed && memcmp(blob, again, needed) == 0);
+    }
+    free(blob);
+    free(again);
+    metarec_session_free(session);
+}
+
 /* A click model (SCRATCH_DIR/click.mrec): labels in 0..1, scores are probabilities. */
 static void test_click_model(const char *scratch) {
     char path[4096];
@@ -685,6 +731,9 @@ static void test_factor_model(const char *scratch) {
     }
     CHECK(metarec_session_memory_bytes(session) > 0);
 
+    /* A factor model folds users in: it has no gradient to contribute. */
+    size_t blob_len = 0;
+    CHECK_CODE(metarec_session_contribute(session, 1.0f, NULL, 0, &blob_len), METAREC_ERR_NOT_CONTRIBUTABLE);
     /* The profile calls work as for any model (the fields keep their vocabularies). */
     CHECK_CODE(metarec_session_set_profile(session, "gender", "F"), METAREC_OK);
     CHECK_CODE(metarec_session_set_profile(session, "age", "28"), METAREC_OK);
@@ -970,6 +1019,7 @@ int main(int argc, char **argv) {
         test_call_order(model);
         test_session(model);
         test_explanation(model);
+        test_contribution(model);
         test_limits(model, argv[2]);
         metarec_model_free(model);
     }

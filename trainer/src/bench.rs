@@ -28,6 +28,8 @@ use crate::objective::Objective;
 use crate::run::{RunInfo, Trained};
 use crate::split::Task;
 
+mod catalogue;
+
 /// Benchmark settings.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DeviceBench {
@@ -338,7 +340,7 @@ fn bench_run_info(spec: &ModelSpec) -> RunInfo {
         first_order: false,
         global_mean: 3.5,
         best_epoch: 1,
-        best_valid_mse: 0.0,
+        best_valid_loss: 0.0,
         history: Vec::new(),
         train_seconds: 0.0,
         device: "Cpu".into(),
@@ -546,5 +548,6 @@ pub fn device_benchmark(config: &DeviceBench) -> Result<String> {
     let mut out = String::new();
     write_device_lines(&mut out, config, &rt, &figures)?;
     write_factor_lines(&mut out, config, &factor, rt.runtime_ms)?;
+    catalogue::write_lines(&mut out, &body, &user, config.repeat)?;
     Ok(out)
 }

@@ -341,8 +341,16 @@ impl Preset {
 
 /// Expands `--preset NAME` (or `--preset=NAME`) of the subcommand `args[1]` into the preset's
 /// flags, placed right after the subcommand so that every flag given later (on the command
-/// line or from `--config`) overrides them. An unknown name is left for clap to refuse.
-pub fn expand_preset_args(args: Vec<OsString>) -> Vec<OsString> {
+/// line or from `--config`) overrides them. An unknown name, or `--preset` given to a subcommand
+/// without it (found in `cli`), is left for clap to refuse.
+pub fn expand_preset_args(args: Vec<OsString>, cli: &Command) -> Vec<OsString> {
+    let takes_preset = args
+        .get(1..2)
+        .and_then(|words| subcommand_of(cli, words))
+        .is_some_and(|command| command.get_arguments().any(|a| a.get_id() == "preset"));
+    if !takes_preset {
+        return args;
+    }
     let value = args.iter().enumerate().find_map(|(i, a)| {
         let text = a.to_string_lossy();
         match text.strip_prefix("--preset") {

@@ -5,7 +5,7 @@ use core::fmt::Write as _;
 
 use crate::data::Dataset;
 use crate::model::{tensor_values, MetaModel, Order, TaskBatch};
-use crate::objective::Objective;
+use crate::objective::{Loss as _, Objective};
 use crate::split::Task;
 
 /// One user's query ratings and a method's predictions for them.
@@ -379,14 +379,14 @@ pub fn click_metrics(users: &[UserPredictions]) -> ClickMetrics {
 pub fn method_rows(model: &MetaModel, tasks: &[Task]) -> Vec<(String, Vec<UserPredictions>)> {
     let spec = &model.spec;
     if !spec.method.adapts() {
-        return vec![(spec.method.name().to_string(), predict_tasks(model, tasks, 0, 256))];
+        return vec![(spec.method.title().to_string(), predict_tasks(model, tasks, 0, 256))];
     }
     vec![
         (
-            format!("{} ({} steps)", spec.method.name(), spec.inner_steps),
+            format!("{} ({} steps)", spec.method.title(), spec.inner_steps),
             predict_tasks(model, tasks, spec.inner_steps, 256),
         ),
-        (format!("{} without adaptation", spec.method.name()), predict_tasks(model, tasks, 0, 256)),
+        (format!("{} without adaptation", spec.method.title()), predict_tasks(model, tasks, 0, 256)),
     ]
 }
 

@@ -5,9 +5,10 @@ use core::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use metarec_runtime::format::{
-    self, Adapt, Adaptation, DenseLayer, FoldInHead, ItemRecord, LearningRate, Method, ModelBody, NeighbourTable,
-    ProductModel, RatingScale, Task,
+    self, Adapt, Adaptation, DenseLayer, EmbeddingPrecision, FoldInHead, ItemRecord, LearningRate, Method, ModelBody,
+    NeighbourTable, ProductModel, RatingScale, Task,
 };
 
 use crate::data::Dataset;
@@ -74,20 +75,16 @@ fn factor_body(info: &RunInfo, data: &Dataset, model: &FactorModel) -> ModelBody
 /// fold-in's ridge weights and item factors).
 pub fn meta_body(info: &RunInfo, data: &Dataset, model: &MetaModel) -> Result<ModelBody> {
     let spec = &info.spec;
-    let method = match spec.method {
-        crate::method::Method::Melu => Method::Melu,
-        crate::method::Method::MetaSgd => Method::MetaSgd,
-        crate::method::Method::Paml => Method::Paml,
-        crate::method::Method::RegPaml => Method::RegPaml,
-        crate::method::Method::AtPaml => Method::AtPaml,
-        crate::method::Method::Hml => Method::Hml,
-        crate::method::Method::Transfer => Method::Transfer,
-        crate::method::Method::Mf => anyhow::bail!("a matrix factorisation is exported by model_body"),
-        other => anyhow::bail!(
+    let method = spec.method;
+    if method == Method::Mf {
+        anyhow::bail!("a matrix factorisation is exported by model_body");
+    }
+    if !method.runs_on_device() {
+        anyhow::bail!(
             "{} is a supervised baseline without on-device adaptation; it is evaluated, not exported",
-            other.name()
-        ),
-    };
+            method.title()
+        );
+    }
     let with_embeddings = |user: bool, fields: &[format::FieldSpec]| {
         fields
             .iter()
@@ -117,7 +114,7 @@ pub fn meta_body(info: &RunInfo, data: &Dataset, model: &MetaModel) -> Result<Mo
             }
             None => LearningRate::Network { hidden: dense(hidden), output: dense(output) },
         }
-    } else if spec.method == crate::method::Method::MetaSgd {
+    } else if method == Method::MetaSgd {
         LearningRate::PerParameter(
             model
                 .per_parameter_lr_values()
@@ -179,38 +176,27 @@ fn product(spec: &crate::model::ModelSpec, model: &MetaModel) -> Result<ProductM
     Ok(ProductModel { item_bias, adapt: options.adapt, proximal, fold_in })
 }
 
-/// How `trainer export --embeddings` stores the embedding tables.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
-pub enum Embeddings {
-    /// 32-bit floats (exact).
-    #[default]
-    F32,
-    /// Half precision: the tables take half their bytes (the rest of the file is unchanged).
-    F16,
-    /// 8 bits per value with one scale per row: the tables take about a quarter of their bytes
-    /// (the rest of the file is unchanged).
-    Int8,
-}
-
-impl Embeddings {
-    fn precision(self) -> format::EmbeddingPrecision {
-        match self {
-            Embeddings::F32 => format::EmbeddingPrecision::F32,
-            Embeddings::F16 => format::EmbeddingPrecision::F16,
-            Embeddings::Int8 => format::EmbeddingPrecision::Int8,
-        }
-    }
+/// How `trainer export --embeddings` stores the embedding tables: the format's precisions,
+/// spelt by their canonical names and described in `--help`.
+pub fn embeddings_parser() -> impl TypedValueParser<Value = EmbeddingPrecision> {
+    let values = EmbeddingPrecision::ALL.map(|p| {
+        PossibleValue::new(p.name()).help(match p {
+            EmbeddingPrecision::F32 => "32-bit floats (exact)",
+            EmbeddingPrecision::F16 => "half precision: the tables take half their bytes",
+            EmbeddingPrecision::Int8 => "8 bits per value, one scale per row: about a quarter of their bytes",
+        })
+    });
+    PossibleValuesParser::new(values).try_map(|name| EmbeddingPrecision::from_name(&name).ok_or("not a precision"))
 }
 
 /// Encodes and writes the model file atomically; returns its size in bytes.
 pub fn write_model(body: &ModelBody, path: &Path) -> Result<usize> {
-    write_model_with(body, path, Embeddings::F32)
+    write_model_with(body, path, EmbeddingPrecision::F32)
 }
 
 /// [`write_model`] with the embedding tables stored as `embeddings`.
-pub fn write_model_with(body: &ModelBody, path: &Path, embeddings: Embeddings) -> Result<usize> {
-    let bytes =
-        format::encode_with(body, embeddings.precision()).map_err(|e| anyhow::anyhow!("encoding the model: {e}"))?;
+pub fn write_model_with(body: &ModelBody, path: &Path, embeddings: EmbeddingPrecision) -> Result<usize> {
+    let bytes = format::encode_with(body, embeddings).map_err(|e| anyhow::anyhow!("encoding the model: {e}"))?;
     // Read back through the device's own loader before anything is written.
     metarec_runtime::Model::from_bytes(&bytes)
         .map_err(|e| anyhow::anyhow!("the exported model does not pass the runtime's validation: {e}"))?;

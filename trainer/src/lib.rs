@@ -19,6 +19,8 @@ pub mod data;
 pub mod eval;
 #[cfg(feature = "torch")]
 pub mod export;
+#[cfg(feature = "torch")]
+pub mod federated;
 pub mod fsutil;
 pub mod kdtree;
 #[cfg(feature = "torch")]

@@ -18,7 +18,7 @@ use metarec_trainer::export;
 use metarec_trainer::fsutil;
 use metarec_trainer::method::Method;
 use metarec_trainer::mf;
-use metarec_trainer::objective::Objective;
+use metarec_trainer::objective::{Loss as _, Objective};
 use metarec_trainer::report::{self, ReportArgs};
 use metarec_trainer::run::{self as run_dir, RunDir, RunInfo, Trained};
 use metarec_trainer::split::Task;
@@ -54,6 +54,9 @@ enum Command {
     /// Benchmarks (commands that print figures).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Federated meta-learning with user-level differential privacy (server side).
+    #[command(subcommand)]
+    Federated(metarec_trainer::federated::FederatedCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -180,7 +183,7 @@ struct EvalArgs {
 )]
 struct CompareArgs {
     /// Methods to train, comma-separated (default: all). Each run goes to OUT/<method>.
-    #[arg(long, value_enum, value_delimiter = ',')]
+    #[arg(long, value_parser = metarec_trainer::method::parser(), value_delimiter = ',')]
     methods: Vec<Method>,
     #[command(flatten)]
     train: TrainConfig,
@@ -212,8 +215,8 @@ struct ExportArgs {
     /// tables shrink; the vocabularies, the item catalogue and the MLP stay as they are, so the
     /// file shrinks by the tables' share of it (the demo's model: 79,037 bytes in f32, 75,851 in
     /// f16, 74,456 in int8). Measure the accuracy change with `trainer eval --model`.
-    #[arg(long, value_enum, default_value_t = export::Embeddings::F32)]
-    embeddings: export::Embeddings,
+    #[arg(long, value_parser = export::embeddings_parser(), default_value = "f32")]
+    embeddings: metarec_runtime::format::EmbeddingPrecision,
 }
 
 fn main() -> ExitCode {
@@ -237,7 +240,7 @@ fn main() -> ExitCode {
 fn parse(args: Vec<OsString>) -> Result<Cli> {
     let command = Cli::command();
     let args = metarec_trainer::config::expand_config_args(args, &command)?;
-    let args = metarec_trainer::config::expand_preset_args(args);
+    let args = metarec_trainer::config::expand_preset_args(args, &command);
     let matches = command.try_get_matches_from(args).unwrap_or_else(|error| error.exit());
     // compare and report take --methods; the --method they inherit from train must not pass silently.
     for name in ["compare", "report"] {
@@ -274,6 +277,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Export(args) => export(&args)?,
         Command::Tune(args) => metarec_trainer::tune::command(&args)?,
+        Command::Federated(command) => metarec_trainer::federated::command(&command)?,
     }
     Ok(())
 }
@@ -421,10 +425,11 @@ fn check_model_of_run(
         ));
     }
     if file.method != body.method {
-        differences.push(format!("method {:?}, the run's {:?}", file.method, body.method));
+        differences.push(format!("method {}, the run's {}", file.method.name(), body.method.name()));
     }
     if file.task != body.task {
         differences.push(format!("task {:?}, the run's {:?}", file.task, body.task));
+        // names and thresholds
     }
     if differences.is_empty() {
         Ok(())
@@ -440,7 +445,7 @@ fn print_table(data: &Dataset, objective: Objective, tasks: &[Task], rows: &[(St
 }
 
 fn compare(args: &CompareArgs) -> Result<()> {
-    let methods = if args.methods.is_empty() { Method::ALL.to_vec() } else { args.methods.clone() };
+    let methods = if args.methods.is_empty() { Method::TRAINED.to_vec() } else { args.methods.clone() };
     metarec_trainer::train::check_factors(&args.train.method_config)?;
     // Every run directory is checked before the first method trains.
     let out = &args.train.out;
@@ -449,7 +454,7 @@ fn compare(args: &CompareArgs) -> Result<()> {
     }
     if !args.train.resume {
         for method in &methods {
-            run_dir::check_new_run(&args.train.out.join(format!("{method:?}").to_lowercase()), args.train.force)?;
+            run_dir::check_new_run(&args.train.out.join(method.name()), args.train.force)?;
         }
     }
     let mut rows = Vec::new();
@@ -458,7 +463,7 @@ fn compare(args: &CompareArgs) -> Result<()> {
     for &method in &methods {
         let mut config = args.train.clone();
         config.method = method;
-        config.out = args.train.out.join(format!("{method:?}").to_lowercase());
+        config.out = args.train.out.join(method.name());
         let info = train::train(&config)?;
         timings.push((method, info.train_seconds, info.best_epoch));
         let (_, data, split, trained) = RunDir(config.out.clone()).load_trained(parse_device(&config.device)?)?;
@@ -475,7 +480,7 @@ fn compare(args: &CompareArgs) -> Result<()> {
     }
     print_table(&data, objective, &split.test, &rows);
     for (method, seconds, epoch) in timings {
-        println!("{}: trained in {seconds:.1} s, kept epoch {epoch}", method.name());
+        println!("{}: trained in {seconds:.1} s, kept epoch {epoch}", method.title());
     }
     Ok(())
 }

@@ -1,84 +1,20 @@
 //! The meta-learning methods and their settings. All share the base model (embeddings + decision
 //! MLP), the data pipeline and the evaluation; they differ in the inner learning rate, the outer
-//! objective and the number of initialisations (see ../shared/reference/algorithms.md).
+//! objective and the number of initialisations (the README cites the papers).
 
+use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
 use serde::{Deserialize, Serialize};
 
 use crate::config;
 
-/// A training method.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum Method {
-    /// MAML with one fixed inner learning rate (MeLU).
-    Melu,
-    /// A learned learning rate per adapted parameter (Li et al. 2017).
-    MetaSgd,
-    /// Per-user learning rate from the user embedding: alpha'(h_i) (the PAML paper).
-    Paml,
-    /// PAML plus the memory-agnostic regularizer gamma·||dL/dθ||²·|alpha(h_i)|.
-    RegPaml,
-    /// PAML plus the learning rates of the K nearest stored users (kd-tree memory).
-    AtPaml,
-    /// Several initialisations, one chosen per user (the HML paper).
-    Hml,
-    /// Supervised pre-training on all training ratings, plain SGD fine-tuning per user.
-    Transfer,
-    /// Wide & Deep (Cheng et al. 2016): linear over the features plus the MLP; no adaptation.
-    WideDeep,
-    /// DeepFM (Guo et al. 2017): linear + factorization-machine interactions + the MLP; no adaptation.
-    DeepFm,
-    /// Biased matrix factorisation (ALS), new users folded in by ridge regression: no
-    /// meta-learning, the baseline every table carries (see `mf`).
-    Mf,
-}
+/// The methods, defined once by the model format (the file records which one trained it).
+pub use metarec_runtime::format::Method;
 
-impl Method {
-    /// Every method `compare` and `report` train, in report order. Matrix factorisation is not
-    /// among them: it is fitted in seconds, so every table carries it as a baseline row.
-    pub const ALL: [Method; 9] = [
-        Method::Melu,
-        Method::MetaSgd,
-        Method::Paml,
-        Method::RegPaml,
-        Method::AtPaml,
-        Method::Hml,
-        Method::Transfer,
-        Method::WideDeep,
-        Method::DeepFm,
-    ];
-
-    /// Display name as in the papers.
-    pub fn name(self) -> &'static str {
-        match self {
-            Method::Melu => "MeLU",
-            Method::MetaSgd => "Meta-SGD",
-            Method::Paml => "PAML",
-            Method::RegPaml => "REG-PAML",
-            Method::AtPaml => "AT-PAML",
-            Method::Hml => "HML",
-            Method::Transfer => "transfer learning",
-            Method::WideDeep => "Wide&Deep",
-            Method::DeepFm => "DeepFM",
-            Method::Mf => crate::mf::NAME,
-        }
-    }
-
-    /// Whether the method adapts to a user's support set (all but the supervised baselines).
-    pub fn adapts(self) -> bool {
-        !matches!(self, Method::WideDeep | Method::DeepFm)
-    }
-
-    /// Whether training is supervised on pooled ratings rather than episodic (matrix
-    /// factorisation trains by its own alternating least squares, not by these batches).
-    pub fn pooled_training(self) -> bool {
-        matches!(self, Method::Transfer | Method::WideDeep | Method::DeepFm)
-    }
-
-    /// Whether the inner learning rate comes from the learning-rate network alpha'(h_i).
-    pub fn has_lr_net(self) -> bool {
-        matches!(self, Method::Paml | Method::RegPaml | Method::AtPaml)
-    }
+/// The command line's parser for a method: its canonical name ([`Method::name`]), every method
+/// listed in `--help` with the papers' name.
+pub fn parser() -> impl TypedValueParser<Value = Method> {
+    let values = Method::ALL.map(|m| PossibleValue::new(m.name()).help(m.title()));
+    PossibleValuesParser::new(values).try_map(|name| Method::from_name(&name).ok_or("not a method"))
 }
 
 /// Method-specific settings (defaults from algorithms.md).
@@ -126,37 +62,32 @@ pub struct MethodConfig {
 }
 
 // The matrix factorisation defaults were chosen on validation users (ml-latest-small, PAML
-// protocol, seeds 1-3; the synthetic data agreed): see the README's "Measured".
+// protocol, seeds 1-3; the synthetic data agreed): see the README's "Measured". Run files written
+// before a setting existed read its default (the clap attribute above, the one place it is set).
 fn default_mf_factors() -> usize {
-    8
+    MethodConfig::default().mf_factors
 }
 
 fn default_mf_lambda() -> f64 {
-    5.0
+    MethodConfig::default().mf_lambda
 }
 
 fn default_mf_bias_lambda() -> f64 {
-    3.0
+    MethodConfig::default().mf_bias_lambda
 }
 
 fn default_mf_sweeps() -> usize {
-    30
+    MethodConfig::default().mf_sweeps
 }
 
 impl Default for MethodConfig {
+    /// The command line's defaults.
     fn default() -> Self {
-        MethodConfig {
-            gamma: 1e-3,
-            lr_hidden: 32,
-            memory_size: 4096,
-            neighbours: 4,
-            delta: 1.0,
-            warmup: 32,
-            inits: 3,
-            mf_factors: default_mf_factors(),
-            mf_lambda: default_mf_lambda(),
-            mf_bias_lambda: default_mf_bias_lambda(),
-            mf_sweeps: default_mf_sweeps(),
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            config: MethodConfig,
         }
+        <Defaults as clap::Parser>::parse_from(["defaults"]).config
     }
 }

@@ -32,13 +32,11 @@ use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
 
 use crate::eval::UserPredictions;
+use crate::method::Method;
 use crate::method::MethodConfig;
 use crate::objective::Objective;
 use crate::run::EpochRecord;
 use crate::split::Task;
-
-/// Name of the method in tables and reports.
-pub const NAME: &str = "MF fold-in";
 
 /// Standard deviation of the initial item factors.
 const INIT_STD: f64 = 0.1;
@@ -123,8 +121,8 @@ impl FactorModel {
     /// The method's rows: with the fold-in, and without it (`μ + b_i`: the adaptation gain).
     pub fn rows(&self, tasks: &[Task]) -> Vec<(String, Vec<UserPredictions>)> {
         vec![
-            (format!("{NAME} (k = {})", self.factors.factors), self.predict_tasks(tasks, true)),
-            (format!("{NAME} without adaptation"), self.predict_tasks(tasks, false)),
+            (format!("{} (k = {})", Method::Mf.title(), self.factors.factors), self.predict_tasks(tasks, true)),
+            (format!("{} without adaptation", Method::Mf.title()), self.predict_tasks(tasks, false)),
         ]
     }
 }
@@ -210,7 +208,7 @@ pub fn fit(
         let model = to_model(&item_rows, width, mean, config, objective);
         let train_loss = training_loss(&ratings.by_user, &user_rows, &item_rows, mean, width, objective);
         let valid_loss = model.mean_user_loss(valid, objective);
-        history.push(EpochRecord { epoch: sweep, train_mse: train_loss, valid_mse: valid_loss });
+        history.push(EpochRecord { epoch: sweep, train_loss, valid_loss });
         if valid_loss.is_finite() && best.as_ref().is_none_or(|(b, _, _)| valid_loss < *b) {
             best = Some((valid_loss, sweep, model));
         }
@@ -303,5 +301,5 @@ pub fn baseline_row(
     tasks: &[Task],
 ) -> (String, Vec<UserPredictions>) {
     let fitted = fit(items, &split.train, &split.valid, objective, config, seed);
-    (NAME.to_string(), fitted.model.predict_tasks(tasks, true))
+    (Method::Mf.title().to_string(), fitted.model.predict_tasks(tasks, true))
 }

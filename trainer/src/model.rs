@@ -18,7 +18,7 @@ use tch::{nn, Device, Kind, Tensor};
 use crate::data::{Dataset, Entity, Rating};
 use crate::memory::Memory;
 use crate::method::{Method, MethodConfig};
-use crate::objective::Objective;
+use crate::objective::{Loss as _, Objective};
 use crate::split::Task;
 
 /// Shape of the base model.

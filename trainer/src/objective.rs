@@ -5,50 +5,53 @@
 //! The split file always keeps the raw ratings, so rating and click runs share the same users
 //! and items; a click run turns the values into 0/1 labels after reading it.
 
-use serde::{Deserialize, Serialize};
 use tch::{Kind, Tensor};
 
 use crate::split::Split;
 
-/// The prediction task of a model.
-#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
-pub enum Objective {
-    /// Rating regression: linear output, mean squared error.
-    #[default]
-    Rating,
-    /// Click-through: one logit, binary cross-entropy on labels `rating >= threshold`.
-    Click {
-        /// Lowest rating that counts as a click.
-        threshold: f32,
-    },
-}
+/// What a model predicts: the model format's task, one definition for the trainer, the file and
+/// the device (called the objective here, where a [`crate::split::Task`] is one user's episode).
+pub use metarec_runtime::format::Task as Objective;
 
 /// `--task` on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum TaskKind {
     /// Rating regression (MSE).
     Rating,
-    /// Click-through prediction (binary cross-entropy; AUC and normalised entropy).
-    Ctr,
+    /// Click-through prediction (binary cross-entropy; AUC and normalised entropy). `ctr` is
+    /// accepted too.
+    #[value(alias = "ctr")]
+    Click,
 }
 
-impl Objective {
+/// The objective's training side: its losses on tensors, its labels and its names.
+pub trait Loss: Sized {
     /// From the command line's `--task` and `--click-threshold`.
-    pub fn from_cli(task: TaskKind, threshold: f32) -> Objective {
+    fn from_cli(task: TaskKind, threshold: f32) -> Self;
+    /// Per-user mean loss over the entries where `mask` is 1: `[B]`. `outputs` are the model's
+    /// raw outputs (ratings, or logits for clicks).
+    fn per_user_loss(self, outputs: &Tensor, values: &Tensor, mask: &Tensor) -> Tensor;
+    /// What a raw output means to a user: the rating itself, or the click probability σ(z).
+    fn prediction(self, outputs: &Tensor) -> Tensor;
+    /// Initial output bias for a mean training label `mean`.
+    fn initial_output_bias(self, mean: f32) -> f64;
+    /// Turns a split's ratings into this task's labels (no change for ratings).
+    fn apply(self, split: &mut Split);
+    /// Name of the loss the validation criterion uses.
+    fn loss_name(self) -> &'static str;
+}
+
+impl Loss for Objective {
+    fn from_cli(task: TaskKind, threshold: f32) -> Objective {
         match task {
             TaskKind::Rating => Objective::Rating,
-            TaskKind::Ctr => Objective::Click { threshold },
+            TaskKind::Click => Objective::Click { threshold },
         }
-    }
-
-    /// Whether this is the click task.
-    pub fn is_click(self) -> bool {
-        matches!(self, Objective::Click { .. })
     }
 
     /// Per-user mean loss over the entries where `mask` is 1: `[B]`. `outputs` are the model's
     /// raw outputs (ratings, or logits for clicks).
-    pub fn per_user_loss(self, outputs: &Tensor, values: &Tensor, mask: &Tensor) -> Tensor {
+    fn per_user_loss(self, outputs: &Tensor, values: &Tensor, mask: &Tensor) -> Tensor {
         let elementwise = match self {
             Objective::Rating => (outputs - values).square(),
             // log(1 + e^z) − y·z = BCE(σ(z), y), stable for any z and twice differentiable.
@@ -59,7 +62,7 @@ impl Objective {
     }
 
     /// What a raw output means to a user: the rating itself, or the click probability σ(z).
-    pub fn prediction(self, outputs: &Tensor) -> Tensor {
+    fn prediction(self, outputs: &Tensor) -> Tensor {
         match self {
             Objective::Rating => outputs.shallow_clone(),
             Objective::Click { .. } => outputs.sigmoid(),
@@ -68,7 +71,7 @@ impl Objective {
 
     /// Initial output bias for a mean training label `mean`: the mean rating, or the logit of
     /// the click rate (so an untrained model predicts the base rate).
-    pub fn initial_output_bias(self, mean: f32) -> f64 {
+    fn initial_output_bias(self, mean: f32) -> f64 {
         match self {
             Objective::Rating => f64::from(mean),
             Objective::Click { .. } => {
@@ -79,7 +82,7 @@ impl Objective {
     }
 
     /// Turns a split's ratings into this task's labels (no change for ratings).
-    pub fn apply(self, split: &mut Split) {
+    fn apply(self, split: &mut Split) {
         let Objective::Click { threshold } = self else { return };
         for task in split.train.iter_mut().chain(&mut split.valid).chain(&mut split.test) {
             for r in task.support.iter_mut().chain(&mut task.query) {
@@ -89,7 +92,7 @@ impl Objective {
     }
 
     /// Name of the loss the validation criterion uses.
-    pub fn loss_name(self) -> &'static str {
+    fn loss_name(self) -> &'static str {
         match self {
             Objective::Rating => "MSE",
             Objective::Click { .. } => "log loss",

@@ -12,6 +12,7 @@ use crate::eval::UserPredictions;
 use crate::method::Method;
 use crate::mf::FactorModel;
 use crate::model::{MetaModel, ModelSpec};
+use crate::objective::Loss as _;
 use crate::split::{Split, Task};
 
 /// What a run trained: a meta-learned model on libtorch, or a matrix factorisation.
@@ -60,7 +61,8 @@ pub struct RunInfo {
     /// Epoch whose weights were kept (best validation loss), 1-based.
     pub best_epoch: usize,
     /// Validation loss of the kept weights (MSE, or log loss for the click task).
-    pub best_valid_mse: f64,
+    #[serde(alias = "best_valid_mse")]
+    pub best_valid_loss: f64,
     /// Training and validation loss per epoch.
     pub history: Vec<EpochRecord>,
     /// Wall time of training in seconds.
@@ -75,9 +77,11 @@ pub struct EpochRecord {
     /// 1-based epoch.
     pub epoch: usize,
     /// Mean query loss (MSE or log loss) of the training users during the epoch.
-    pub train_mse: f64,
+    #[serde(alias = "train_mse")]
+    pub train_loss: f64,
     /// Mean query loss of the validation users after the epoch.
-    pub valid_mse: f64,
+    #[serde(alias = "valid_mse")]
+    pub valid_loss: f64,
 }
 
 /// Files inside a run directory.

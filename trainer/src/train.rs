@@ -23,7 +23,7 @@ use crate::eval::mean_user_loss;
 use crate::fsutil::NewDir;
 use crate::method::{Method, MethodConfig};
 use crate::model::{MetaModel, ModelOptions, ModelShape, ModelSpec, Order, TaskBatch};
-use crate::objective::{Objective, TaskKind};
+use crate::objective::{Loss as _, Objective, TaskKind};
 use crate::optim::Adam;
 use crate::run::{self, EpochRecord, RunDir, RunInfo};
 use crate::split::{Split, Task};
@@ -84,7 +84,7 @@ pub struct TrainConfig {
     #[arg(long, default_value_t = 5.0, value_parser = config::ridge, allow_hyphen_values = true)]
     pub fold_in_lambda: f64,
     /// Training method.
-    #[arg(long, value_enum, default_value_t = Method::Melu)]
+    #[arg(long, value_parser = crate::method::parser(), default_value = "melu")]
     pub method: Method,
     /// product (the defaults) or paper (each paper's published model: no item identity or
     /// biases, every MLP weight adapted by gradient steps); flags given override the preset's.
@@ -93,7 +93,7 @@ pub struct TrainConfig {
     /// What the model predicts: ratings (MSE) or clicks (binary cross-entropy, AUC).
     #[arg(long, value_enum, default_value_t = TaskKind::Rating)]
     pub task: TaskKind,
-    /// `--task ctr`: ratings at or above this value count as clicks (the rest as non-clicks).
+    /// `--task click`: ratings at or above this value count as clicks (the rest as non-clicks).
     #[arg(long, default_value_t = 4.0, value_parser = config::rating, allow_hyphen_values = true)]
     pub click_threshold: f32,
     /// Method-specific settings.
@@ -331,9 +331,9 @@ fn prepare(config: &TrainConfig) -> Result<Prepared> {
     Ok(Prepared { data, run, split, objective, global_mean })
 }
 
-/// `--task ctr`: the training ratings (raw) must fall on both sides of the threshold.
+/// `--task click`: the training ratings (raw) must fall on both sides of the threshold.
 fn check_labels(config: &TrainConfig, data: &Dataset, split: &Split) -> Result<()> {
-    if config.task != TaskKind::Ctr {
+    if config.task != TaskKind::Click {
         return Ok(());
     }
     let threshold = config.click_threshold;
@@ -342,7 +342,7 @@ fn check_labels(config: &TrainConfig, data: &Dataset, split: &Split) -> Result<(
     let total = labels.count();
     if clicks == 0 || clicks == total {
         bail!(
-            "--task ctr: every training label is {} at --click-threshold {threshold}; choose a threshold inside the \
+            "--task click: every training label is {} at --click-threshold {threshold}; choose a threshold inside the \
              rating scale {}..{}",
             if clicks == 0 { "0" } else { "1" },
             data.rating_min,
@@ -412,8 +412,8 @@ fn flag_settings(info: &RunInfo) -> Vec<(String, String)> {
     let switch = |on: bool| if on { "on" } else { "off" }.to_string();
     let name = |value: Option<clap::builder::PossibleValue>| value.map_or(String::new(), |v| v.get_name().into());
     let mut settings = vec![
-        ("--method", name(spec.method.to_possible_value())),
-        ("--task", if spec.objective.is_click() { "ctr" } else { "rating" }.to_string()),
+        ("--method", spec.method.name().to_string()),
+        ("--task", spec.objective.name().to_string()),
         ("--embedding-dim", spec.shape.embedding_dim.to_string()),
         ("--hidden", spec.shape.hidden.iter().map(i64::to_string).collect::<Vec<_>>().join(",")),
         ("--inner-lr", spec.inner_lr.to_string()),
@@ -477,7 +477,7 @@ fn run_info(config: &TrainConfig, objective: Objective, fingerprint: u32) -> Run
         first_order: config.first_order,
         global_mean: 0.0,
         best_epoch: 0,
-        best_valid_mse: f64::INFINITY,
+        best_valid_loss: f64::INFINITY,
         history: Vec::new(),
         train_seconds: 0.0,
         device: String::new(),
@@ -491,7 +491,7 @@ fn train_factors(config: &TrainConfig, prepared: Prepared, started: Instant) -> 
     let Prepared { data, run, split, objective, .. } = prepared;
     eprintln!(
         "training {} on {} users ({} validation, {} test), {} items",
-        Method::Mf.name(),
+        Method::Mf.title(),
         split.train.len(),
         split.valid.len(),
         split.test.len(),
@@ -501,7 +501,10 @@ fn train_factors(config: &TrainConfig, prepared: Prepared, started: Instant) -> 
         crate::mf::fit(data.items.len(), &split.train, &split.valid, objective, &config.method_config, config.seed);
     let loss_name = objective.loss_name();
     for r in &fitted.history {
-        eprintln!("sweep {}: train {loss_name} {:.4}, validation {loss_name} {:.4}", r.epoch, r.train_mse, r.valid_mse);
+        eprintln!(
+            "sweep {}: train {loss_name} {:.4}, validation {loss_name} {:.4}",
+            r.epoch, r.train_loss, r.valid_loss
+        );
     }
     // What eval, export and the device will check: refused here, not by every later command.
     if let Err(e) = metarec_runtime::factors::check(&fitted.model.factors, data.items.len()) {
@@ -516,7 +519,7 @@ fn train_factors(config: &TrainConfig, prepared: Prepared, started: Instant) -> 
     let info = RunInfo {
         global_mean: fitted.model.mean,
         best_epoch: fitted.best_sweep,
-        best_valid_mse: fitted.best_valid,
+        best_valid_loss: fitted.best_valid,
         history: fitted.history,
         train_seconds: started.elapsed().as_secs_f64(),
         device: "Cpu".into(),
@@ -527,7 +530,7 @@ fn train_factors(config: &TrainConfig, prepared: Prepared, started: Instant) -> 
     eprintln!(
         "kept sweep {} (validation {loss_name} {:.4}) in {} after {:.1} s",
         info.best_epoch,
-        info.best_valid_mse,
+        info.best_valid_loss,
         config.out.display(),
         info.train_seconds
     );
@@ -569,7 +572,7 @@ pub fn train(config: &TrainConfig) -> Result<RunInfo> {
     }
     eprintln!(
         "training {} on {} users ({} validation, {} test), {} items, device {:?}",
-        config.method.name(),
+        config.method.title(),
         split.train.len(),
         split.valid.len(),
         split.test.len(),
@@ -579,10 +582,10 @@ pub fn train(config: &TrainConfig) -> Result<RunInfo> {
     if progress.epochs_done == 0 {
         // Epoch 0, the starting point (the product model's is the baseline it was warm-started
         // from): kept if no epoch of meta-training beats it on the validation users.
-        let valid_mse = mean_user_loss(&model, &split.valid, config.inner_steps, 256);
-        eprintln!("epoch 0 (start): validation {} {valid_mse:.4}", objective.loss_name());
-        if valid_mse.is_finite() {
-            progress.info.best_valid_mse = valid_mse;
+        let valid_loss = mean_user_loss(&model, &split.valid, config.inner_steps, 256);
+        eprintln!("epoch 0 (start): validation {} {valid_loss:.4}", objective.loss_name());
+        if valid_loss.is_finite() {
+            progress.info.best_valid_loss = valid_loss;
             run.save_weights(&model)?;
         }
     }
@@ -592,18 +595,18 @@ pub fn train(config: &TrainConfig) -> Result<RunInfo> {
         if progress.since_best >= config.patience {
             break;
         }
-        let (train_mse, alpha_mean) = train_epoch(config, &model, &mut optimizer, &split.train, epoch, &bar);
-        let valid_mse = mean_user_loss(&model, &split.valid, config.inner_steps, 256);
-        let line = epoch_line(config, &model, objective, epoch, (train_mse, valid_mse), alpha_mean);
+        let (train_loss, alpha_mean) = train_epoch(config, &model, &mut optimizer, &split.train, epoch, &bar);
+        let valid_loss = mean_user_loss(&model, &split.valid, config.inner_steps, 256);
+        let line = epoch_line(config, &model, objective, epoch, (train_loss, valid_loss), alpha_mean);
         if config.quiet {
             eprintln!("{line}");
         } else {
             bar.println(&line);
         }
         let info = &mut progress.info;
-        info.history.push(EpochRecord { epoch, train_mse, valid_mse });
-        if valid_mse < info.best_valid_mse {
-            info.best_valid_mse = valid_mse;
+        info.history.push(EpochRecord { epoch, train_loss, valid_loss });
+        if valid_loss < info.best_valid_loss {
+            info.best_valid_loss = valid_loss;
             info.best_epoch = epoch;
             run.save_weights(&model)?;
             progress.since_best = 0;
@@ -721,12 +724,12 @@ fn epoch_line(
     model: &MetaModel,
     objective: Objective,
     epoch: usize,
-    (train_mse, valid_mse): (f64, f64),
+    (train_loss, valid_loss): (f64, f64),
     alpha_mean: f64,
 ) -> String {
     let loss_name = objective.loss_name();
     let mut line =
-        format!("epoch {epoch}: train query {loss_name} {train_mse:.4}, validation {loss_name} {valid_mse:.4}");
+        format!("epoch {epoch}: train query {loss_name} {train_loss:.4}, validation {loss_name} {valid_loss:.4}");
     if config.method.has_lr_net() {
         line += &format!(", mean inner lr {alpha_mean:.4}");
     }
@@ -738,7 +741,7 @@ fn epoch_line(
 
 /// Writes run.json once training kept an epoch.
 fn finish(config: &TrainConfig, run: &RunDir, objective: Objective, info: RunInfo) -> Result<RunInfo> {
-    if !info.best_valid_mse.is_finite() {
+    if !info.best_valid_loss.is_finite() {
         bail!(
             "training produced no finite validation {} (diverged?); try a smaller --inner-lr or --outer-lr",
             objective.loss_name()
@@ -749,7 +752,7 @@ fn finish(config: &TrainConfig, run: &RunDir, objective: Objective, info: RunInf
         "kept epoch {} (validation {} {:.4}) in {} after {:.1} s",
         info.best_epoch,
         objective.loss_name(),
-        info.best_valid_mse,
+        info.best_valid_loss,
         config.out.display(),
         info.train_seconds
     );

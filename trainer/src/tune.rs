@@ -27,7 +27,7 @@ use crate::config::{self, Capped, Whole};
 use crate::data::{Dataset, LoadOptions};
 use crate::fsutil::{self, NewDir};
 use crate::method::Method;
-use crate::objective::{Objective, TaskKind};
+use crate::objective::{Loss as _, Objective, TaskKind};
 use crate::split::Split;
 use crate::train::{self, TrainArgs, TrainConfig};
 
@@ -78,7 +78,7 @@ pub struct TuneArgs {
     #[arg(long)]
     pub data: PathBuf,
     /// Training method whose settings are searched.
-    #[arg(long, value_enum, default_value_t = Method::Melu)]
+    #[arg(long, value_parser = crate::method::parser(), default_value = "melu")]
     pub method: Method,
     /// Trials (sets of train flags) to sample. All train a ninth of --epochs, the best third a
     /// third, the best third of those all of them.
@@ -133,7 +133,7 @@ pub struct Trial {
 pub struct SeedScore {
     /// The seed.
     pub seed: u64,
-    /// `RunInfo::best_valid_mse`: validation MSE, or log loss for clicks.
+    /// `RunInfo::best_valid_loss`: validation MSE, or log loss for clicks.
     pub valid: f64,
 }
 
@@ -316,7 +316,7 @@ fn settings(args: &TuneArgs, splits: &[Option<PathBuf>]) -> Result<BTreeMap<Stri
     let seeds: Vec<String> = args.seeds.iter().map(u64::to_string).collect();
     Ok(BTreeMap::from([
         ("data fingerprint".to_string(), format!("{:08x}", crate::run::fingerprint(&data))),
-        ("--method".to_string(), name(args.method.to_possible_value())),
+        ("--method".to_string(), args.method.name().to_string()),
         ("--task".to_string(), name(args.task.to_possible_value())),
         ("--budget".to_string(), args.budget.to_string()),
         ("--seeds".to_string(), seeds.join(",")),
@@ -586,7 +586,7 @@ fn train_trial(
         let outcome = bar.suspend(|| train::train(&config));
         bar.inc(1);
         match outcome {
-            Ok(info) => record.seeds.push(SeedScore { seed, valid: info.best_valid_mse }),
+            Ok(info) => record.seeds.push(SeedScore { seed, valid: info.best_valid_loss }),
             Err(error) => {
                 record.error = Some(format!("seed {seed}: {error:#}"));
                 bar.inc((seeds.len() - i - 1) as u64);
@@ -620,7 +620,7 @@ fn trial_config(
     let mut words: Vec<OsString> = vec!["train".into(), "--data".into(), args.data.clone().into(), "--out".into()];
     words.push(run_dir(&args.out, args.budget, trial.number, seed).into());
     for (flag, value) in [
-        ("--method", name(args.method.to_possible_value())),
+        ("--method", args.method.name().to_string()),
         ("--seed", seed.to_string()),
         ("--task", name(args.task.to_possible_value())),
         ("--epochs", epochs.to_string()),
@@ -655,7 +655,7 @@ fn description(args: &TuneArgs, objective: Objective) -> String {
          (--tune-seed {}), up to {} epochs, seeds {}; a trial's score is its mean validation {} over the seeds \
          (validation users only: the test users are never read).",
         args.budget,
-        args.method.to_possible_value().map_or(String::new(), |v| v.get_name().to_string()),
+        args.method.name(),
         args.data.display(),
         args.tune_seed,
         args.epochs,
@@ -746,7 +746,7 @@ fn best_toml(args: &TuneArgs, objective: Objective, best: &TrialRecord) -> Resul
         best.epochs
     );
     let mut keys = vec![
-        ("method".to_string(), toml::Value::String(name(args.method.to_possible_value()))),
+        ("method".to_string(), toml::Value::String(args.method.name().to_string())),
         ("task".to_string(), toml::Value::String(name(args.task.to_possible_value()))),
         ("epochs".to_string(), toml::Value::Integer(i64::try_from(best.epochs).context("--epochs is too large")?)),
     ];

@@ -6,6 +6,7 @@
 mod fixture;
 
 mod api;
+mod contribute;
 mod errors;
 mod factors;
 mod header;

@@ -53,7 +53,6 @@ impl Scratch {
     }
 
     /// The gradient of the last [`Session::support_gradient`].
-    #[cfg(test)]
     pub(super) fn grads(&self) -> &[f32] {
         &self.grads
     }
@@ -95,7 +94,7 @@ impl<M: Borrow<Model>> Session<M> {
     /// One gradient step on the adapted parameters (see [`crate::format::Adapt`]):
     /// `p -= rate · g`, with one scalar rate or the model's per-parameter rates when `scalar` is
     /// None.
-    fn step(&mut self, scalar: Option<f32>) -> Result<()> {
+    pub(super) fn step(&mut self, scalar: Option<f32>) -> Result<()> {
         let model: &Model = self.model.borrow();
         let scope = model.scope();
         if scalar.is_none() && scope.item_columns() {
@@ -106,16 +105,10 @@ impl<M: Borrow<Model>> Session<M> {
             let params = self.params.get_mut(range.clone()).invariant("step: a range past the parameters")?;
             let grads = self.adaptation.grads.get(range.clone()).invariant("step: a range past the gradient")?;
             match scalar {
-                Some(lr) => {
-                    for (p, g) in params.iter_mut().zip(grads) {
-                        *p -= lr * g;
-                    }
-                }
+                Some(lr) => mlp::add_scaled(params, -lr, grads),
                 None => {
                     let rates = model.parameter_rates().get(range.clone()).invariant("step: a range past the rates")?;
-                    for ((p, g), lr) in params.iter_mut().zip(grads).zip(rates) {
-                        *p -= lr * g;
-                    }
+                    mlp::sub_scaled_each(params, rates, grads);
                 }
             }
         }

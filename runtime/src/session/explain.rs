@@ -30,20 +30,21 @@ pub struct Explanation {
     pub network_rate: Option<f32>,
     /// The stored users whose rates were added (AT-PAML), nearest first.
     pub neighbours: heapless::Vec<Neighbour, MAX_NEIGHBOURS>,
-    /// A factor model's fold-in (matrix factorisation): what the ridge solve used. None for a
-    /// fold-in head (its ridge weights are a vector: see [`crate::format::FoldInHead`]).
+    /// The last fold-in (a factor model's, or a fold-in head's over the whole support set):
+    /// what the ridge solve used and the user bias it found. None after gradient steps.
     pub fold_in: Option<FoldIn>,
 }
 
-/// How a factor model's fold-in solved the user's bias and factors.
+/// How a fold-in solved the user's bias and factors.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct FoldIn {
     /// Support ratings the solve ran over.
     pub support: u32,
-    /// λ on the user's factors.
+    /// λ on the user's factors (a fold-in head: the mean of its Λ over the item factors, or over
+    /// the last hidden layer's features when it has no factors, after the method's rate).
     pub regularisation: f32,
-    /// λ_b on the user's bias.
+    /// λ_b on the user's bias (a fold-in head: its output bias's Λ).
     pub bias_regularisation: f32,
-    /// The solved user bias b_u.
+    /// The solved user bias b_u (a fold-in head: the change of its output bias).
     pub user_bias: f32,
 }

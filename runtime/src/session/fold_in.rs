@@ -157,6 +157,10 @@ impl<M: Borrow<Model>> Session<M> {
         let (d, k) = (last.inputs, head.factors as usize);
         ensure(head.ridge.len() == d + k + 1, "fold-in head: ridge weights of another width")?;
         let ridge = ridge_weights(model, head, rates, last.weight_at, d)?;
+        // What the explanation reports: the mean Λ over the factors (the hidden features' when
+        // there are none) and the bias's.
+        let mean_of = |m: core::ops::Range<usize>| m.clone().map(&ridge).sum::<f64>() / m.len().max(1) as f64;
+        let lambdas = (if k > 0 { mean_of(d..d + k) } else { mean_of(0..d) }, ridge(d + k));
         self.factors.ridge.reset_with(d + k + 1, ridge);
         self.add_head_rows(mask, n, d, k)?;
         self.factors.ridge.solve_if_definite(&mut self.factors.row)?;
@@ -174,7 +178,16 @@ impl<M: Borrow<Model>> Session<M> {
             *w += dw;
         }
         let b = self.params.get_mut(last.weight_at + d).invariant("fold-in head: bias past θ")?;
-        *b += delta_b.first().copied().invariant("fold-in head: no bias in δ")?;
+        let user_bias = delta_b.first().copied().invariant("fold-in head: no bias in δ")?;
+        *b += user_bias;
+        if mask.is_none() {
+            self.explanation.fold_in = Some(FoldIn {
+                support: u32::try_from(n).unwrap_or(u32::MAX),
+                regularisation: lambdas.0 as f32,
+                bias_regularisation: lambdas.1 as f32,
+                user_bias,
+            });
+        }
         ensure(self.factors.values.len() == k, "fold-in head: a user vector of another width")?;
         self.factors.values.copy_from_slice(delta_p);
         Ok(())

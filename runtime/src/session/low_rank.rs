@@ -57,9 +57,7 @@ impl LowRank {
         for (row, item) in z0.chunks_exact_mut(hidden_width.max(1)).zip(items) {
             let precomputed =
                 model.item_hidden(self.init, item).invariant("low rank: no precomputed layer 0 for the init")?;
-            for ((z, u), p) in row.iter_mut().zip(hidden0).zip(precomputed) {
-                *z = u + p;
-            }
+            mlp::sum_into(row, hidden0, precomputed);
         }
         if self.rows == 0 {
             return Ok(());

@@ -9,9 +9,11 @@
 //! - `rate`: the learning-rate network and AT-PAML's neighbour term;
 //! - `fold_in`: the exact ridge solve instead of steps (matrix factorisation, fold-in heads);
 //! - `rank`: top-k over the catalogue;
-//! - `explain`: what the last adaptation did.
+//! - `explain`: what the last adaptation did;
+//! - `contribute`: this user's clipped first-order meta-update for federated training.
 
 mod adapt;
+mod contribute;
 mod explain;
 mod fold_in;
 mod low_rank;
@@ -26,7 +28,7 @@ use alloc::vec::Vec;
 use core::borrow::Borrow;
 use core::fmt;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Invariant, Result};
 use crate::limits::{MAX_CANDIDATES, MAX_STEPS, MAX_STRING_LEN, MAX_SUPPORT_RATINGS};
 use crate::model::Model;
 
@@ -318,6 +320,25 @@ impl<M: Borrow<Model>> Session<M> {
         self.score_checked(items, out)
     }
 
+    /// Scores the whole catalogue into `out`, by index (`out[i]` is item `i`'s score, the one
+    /// [`Session::score_indices`] over `0..item_count()` gives), a block of items at a time:
+    /// no memory that grows with the catalogue besides `out`.
+    ///
+    /// Errors: [`Error::LengthMismatch`] (`out.len()` is not [`Model::item_count`]);
+    /// [`Error::Internal`] (a bug; `out` is then unspecified).
+    pub fn score_all(&mut self, out: &mut [f32]) -> Result<()> {
+        if out.len() != self.model().item_count() {
+            return Err(Error::LengthMismatch);
+        }
+        let mut at = 0;
+        self.score_catalogue(|_, scores| {
+            let to = at + scores.len();
+            out.get_mut(at..to).invariant("score_all: a block past the catalogue")?.copy_from_slice(scores);
+            at = to;
+            Ok(())
+        })
+    }
+
     /// Scores items by id into `out` (same length). Nothing is written on a caller error.
     ///
     /// Errors: [`Error::LengthMismatch`], [`Error::TooManyCandidates`] (more than
@@ -366,9 +387,11 @@ impl<M: Borrow<Model>> Session<M> {
     /// out. The result holds `min(k, candidates)` items with the scores [`Session::score_indices`]
     /// gives them; it borrows the session's ranking scratch until the next call.
     ///
-    /// Scores the whole catalogue (as [`Session::score_indices`] over `0..item_count()`), then
-    /// selects in O(items + k log k). The first call allocates the scratch (17 bytes an item);
-    /// later calls on the same session do not allocate.
+    /// Scores the catalogue a block of items at a time (the scores [`Session::score_indices`]
+    /// over `0..item_count()` gives) and keeps the best in a bounded heap: O(items · log k)
+    /// comparisons at most, and memory for `min(k, items)` results (8 bytes each) plus the rated
+    /// items, never for the catalogue. The scratch grows to the largest `k` asked so far: a call
+    /// with no larger `k` does not allocate.
     ///
     /// Errors: [`Error::Internal`] (a bug).
     pub fn top_k(&mut self, k: usize, exclude_rated: bool) -> Result<&[Ranked]> {

@@ -107,12 +107,64 @@ impl<M: Borrow<Model>> Session<M> {
     /// Scores items whose indices were checked: the factor model's prediction, or
     /// [`Session::raw_scores`] (then σ for a click model).
     pub(super) fn score_checked(&mut self, items: &[u32], out: &mut [f32]) -> Result<()> {
+        self.prepare_scoring()?;
+        for (block, scores) in items.chunks(SCORE_BLOCK).zip(out.chunks_mut(SCORE_BLOCK)) {
+            self.score_prepared(block, scores)?;
+        }
+        Ok(())
+    }
+
+    /// Scores the catalogue, a block of [`SCORE_BLOCK`] items at a time (`0..128`, `128..256`,
+    /// …: the blocks [`Session::score_checked`] forms over `0..item_count`, so every score is
+    /// the one it gives), handing each block's indices and scores to `visit`. Needs no memory
+    /// that grows with the catalogue.
+    pub(super) fn score_catalogue(&mut self, mut visit: impl FnMut(&[u32], &[f32]) -> Result<()>) -> Result<()> {
+        // Validation keeps the catalogue within u32 indices.
+        let count = u32::try_from(self.model().item_count()).ok().invariant("scoring: a catalogue past u32 indices")?;
+        self.prepare_scoring()?;
+        let mut indices = [0u32; SCORE_BLOCK];
+        let mut scores = [0f32; SCORE_BLOCK];
+        let mut start = 0u32;
+        while start < count {
+            let rows = (count - start).min(SCORE_BLOCK as u32) as usize;
+            for (slot, item) in indices.iter_mut().zip(start..) {
+                *slot = item;
+            }
+            let (block, out) = (&indices[..rows], &mut scores[..rows]);
+            self.score_prepared(block, out)?;
+            visit(block, out)?;
+            start += rows as u32;
+        }
+        Ok(())
+    }
+
+    /// What every block of a scoring call shares, computed once per call: for a network, the
+    /// profile's input, layer 0's user part and the upper layers transposed.
+    fn prepare_scoring(&mut self) -> Result<()> {
         let model: &Model = self.model.borrow();
-        if let Some(factors) = model.factors() {
-            return self.factors.score(model, factors, items, out);
+        if model.factors().is_some() {
+            return Ok(());
         }
         self.profile.refresh(model)?;
-        self.raw_scores(items, out)?;
+        let layout = model.layout();
+        mlp::user_hidden(layout, &self.params, self.profile.input()?, &mut self.hidden0)?;
+        mlp::transpose_upper(layout, &self.params, &mut self.scoring.upper_t)?;
+        if let Some(record) = Some(&self.low_rank).filter(|record| record.valid) {
+            let sized = self.scoring.gram.len() >= SCORE_BLOCK * record.gram_width();
+            ensure(sized, "low-rank scoring scratch not sized when the record started")?;
+        }
+        Ok(())
+    }
+
+    /// Scores of one block (at most [`SCORE_BLOCK`] checked indices) after
+    /// [`Session::prepare_scoring`]: the factor model's prediction, or the network's raw output
+    /// (then σ for a click model).
+    fn score_prepared(&mut self, block: &[u32], out: &mut [f32]) -> Result<()> {
+        let model: &Model = self.model.borrow();
+        if let Some(factors) = model.factors() {
+            return self.factors.score(model, factors, block, out);
+        }
+        self.raw_block(block, out)?;
         if self.model().is_click() {
             for y in out.iter_mut() {
                 *y = sigmoid(*y);
@@ -126,30 +178,29 @@ impl<M: Borrow<Model>> Session<M> {
     /// part; its user part is `hidden0`, computed once), then the item biases and a fold-in
     /// head's `p_u · q_i`.
     pub(super) fn raw_scores(&mut self, items: &[u32], out: &mut [f32]) -> Result<()> {
-        let model: &Model = self.model.borrow();
-        let layout = model.layout();
-        mlp::user_hidden(layout, &self.params, self.profile.input()?, &mut self.hidden0)?;
-        mlp::transpose_upper(layout, &self.params, &mut self.scoring.upper_t)?;
-        // While the record holds the adaptation, layer 0's item weights in `params` are the
-        // initialisation's: the full product would score without it.
-        let record = Some(&self.low_rank).filter(|record| record.valid);
-        if let Some(record) = record {
-            let sized = self.scoring.gram.len() >= SCORE_BLOCK * record.gram_width();
-            ensure(sized, "low-rank scoring scratch not sized when the record started")?;
-        }
+        self.prepare_scoring()?;
         for (block, scores) in items.chunks(SCORE_BLOCK).zip(out.chunks_mut(SCORE_BLOCK)) {
-            match record {
-                Some(record) => self.scoring.low_rank_block(model, &self.params, &self.hidden0, record, block)?,
-                None => self.scoring.full_block(model, &self.params, &self.hidden0, block)?,
-            }
-            let outputs = mlp::scores(layout, &self.scoring.acts, block.len())?;
-            for (o, y) in scores.iter_mut().zip(outputs) {
-                *o = *y;
-            }
-            add_item_bias(model, block, scores)?;
-            self.factors.add_user_term(model, block, scores)?;
+            self.raw_block(block, scores)?;
         }
         Ok(())
+    }
+
+    /// [`Session::raw_scores`] of one block, after [`Session::prepare_scoring`].
+    fn raw_block(&mut self, block: &[u32], scores: &mut [f32]) -> Result<()> {
+        let model: &Model = self.model.borrow();
+        ensure(block.len() <= SCORE_BLOCK, "scoring: a block past the scratch")?;
+        // While the record holds the adaptation, layer 0's item weights in `params` are the
+        // initialisation's: the full product would score without it.
+        match Some(&self.low_rank).filter(|record| record.valid) {
+            Some(record) => self.scoring.low_rank_block(model, &self.params, &self.hidden0, record, block)?,
+            None => self.scoring.full_block(model, &self.params, &self.hidden0, block)?,
+        }
+        let outputs = mlp::scores(model.layout(), &self.scoring.acts, block.len())?;
+        for (o, y) in scores.iter_mut().zip(outputs) {
+            *o = *y;
+        }
+        add_item_bias(model, block, scores)?;
+        self.factors.add_user_term(model, block, scores)
     }
 }
 

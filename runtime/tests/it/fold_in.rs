@@ -287,8 +287,9 @@ fn lambda(body: &ModelBody, alpha: Option<f64>, scalar_only: bool) -> Vec<f64> {
     }
 }
 
-/// The reference's adapted scores of every item for `support`, and the init it chose.
-fn reference_scores(body: &ModelBody, support: &[(u32, f32)]) -> (Vec<f64>, usize) {
+/// The reference's adapted scores of every item for `support`, the init it chose and the change
+/// of its output bias (the user bias).
+fn reference_scores(body: &ModelBody, support: &[(u32, f32)]) -> (Vec<f64>, usize, f64) {
     let inits = 1 + body.extra_inits.len();
     let mut init = 0;
     if inits > 1 {
@@ -309,8 +310,10 @@ fn reference_scores(body: &ModelBody, support: &[(u32, f32)]) -> (Vec<f64>, usiz
     }
     let alpha = matches!(body.learning_rate, LearningRate::Network { .. }).then(|| personal_rate(body, support));
     let mut reference = Reference::new(body, init);
+    let start = reference.params.last().unwrap().1[0];
     reference.fold_in(support, &lambda(body, alpha, false));
-    ((0..body.items.len()).map(|i| reference.score(i)).collect(), init)
+    let user_bias = reference.params.last().unwrap().1[0] - start;
+    ((0..body.items.len()).map(|i| reference.score(i)).collect(), init, user_bias)
 }
 
 fn support_for(case: Case) -> Vec<(u32, f32)> {
@@ -342,11 +345,17 @@ fn check_case(case: Case) {
     let support = support_for(case);
     let mut s = adapted_session(&model, &support);
     let got = all_scores(&mut s);
-    let (want, init) = reference_scores(&body, &support);
+    let (want, init, user_bias) = reference_scores(&body, &support);
     let what = format!("{case:?}");
     assert_close(&got, &want, &what);
     let explanation = s.explain();
-    assert!(explanation.adapted && explanation.fold_in.is_none(), "{what}");
+    assert!(explanation.adapted, "{what}");
+    check_explained_fold_in(
+        &body,
+        &support,
+        explanation.fold_in.expect("a fold-in head explains its solve"),
+        user_bias,
+    );
     assert_eq!(explanation.init as usize, init, "{what}");
     match case.rates {
         Rates::Fixed => assert_eq!(explanation.learning_rate, Some(body.adaptation.inner_lr), "{what}"),
@@ -364,6 +373,21 @@ fn check_case(case: Case) {
     };
     let moved = got.iter().zip(&unadapted).map(|(a, u)| (f64::from(*a) - u).abs()).fold(0.0, f64::max);
     assert!(moved > 1e-2, "{what}: the fold-in moved the scores by at most {moved}");
+}
+
+/// What the explanation reports of a fold-in head's solve: the support, the mean Λ over the
+/// factors (the hidden features without them), the bias's Λ and the change of the output bias.
+fn check_explained_fold_in(body: &ModelBody, support: &[(u32, f32)], got: metarec_runtime::FoldIn, user_bias: f64) {
+    let alpha = matches!(body.learning_rate, LearningRate::Network { .. }).then(|| personal_rate(body, support));
+    let lambdas = lambda(body, alpha, false);
+    let (d, k) = (body.layers.last().unwrap().inputs as usize, head(body).factors as usize);
+    let spread = if k > 0 { &lambdas[d..d + k] } else { &lambdas[..d] };
+    let mean = spread.iter().sum::<f64>() / spread.len() as f64;
+    let close = |a: f32, b: f64| (f64::from(a) - b).abs() <= 1e-4 * b.abs().max(1.0);
+    assert_eq!(got.support as usize, support.len());
+    assert!(close(got.regularisation, mean), "mean Λ {} vs {mean}", got.regularisation);
+    assert!(close(got.bias_regularisation, lambdas[d + k]), "bias Λ {} vs {}", got.bias_regularisation, lambdas[d + k]);
+    assert!(close(got.user_bias, user_bias), "user bias {} vs {user_bias}", got.user_bias);
 }
 
 /// The device's fold-in equals the direct f64 solve, for ratings and clicks, fixed, per-user and

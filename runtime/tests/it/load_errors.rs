@@ -204,3 +204,22 @@ fn mutated_bodies_never_panic() {
         }
     }
 }
+
+#[test]
+fn methods_that_do_not_adapt_are_refused_and_names_round_trip() {
+    use metarec_runtime::format::Method;
+    for method in Method::ALL {
+        assert_eq!(Method::from_name(method.name()), Some(method));
+        let mut body = crate::fixture::tiny_body();
+        body.method = method;
+        let loaded = metarec_runtime::Model::from_body(body);
+        match method {
+            Method::WideDeep | Method::DeepFm => assert_eq!(loaded.unwrap_err(), Error::UnsupportedFeature),
+            // The tiny body is an MLP: a factor model must carry factors.
+            Method::Mf => assert_eq!(loaded.unwrap_err(), Error::InconsistentDimensions),
+            _ => assert!(loaded.is_ok(), "{}", method.name()),
+        }
+    }
+    assert!(Method::TRAINED.iter().all(|m| Method::ALL.contains(m) && *m != Method::Mf));
+    assert_eq!(Method::from_name("MeLU"), None);
+}

@@ -3,6 +3,7 @@
 
 mod adaptation;
 mod compact;
+mod contribution;
 mod corruption;
 mod factors;
 mod fixture;

@@ -92,15 +92,81 @@ fn equal_scores_rank_by_the_lower_index() {
 }
 
 #[test]
-fn top_k_allocates_only_on_its_first_call() {
+fn top_k_allocates_only_for_a_larger_k() {
     let model = Model::from_body(tiny_body()).unwrap();
     let mut session = Session::new(&model);
     session.add_rating("m3", 4.0).unwrap();
     session.adapt().unwrap();
-    session.top_k(3, true).unwrap();
+    session.top_k(100, true).unwrap();
     let bytes = session.memory_bytes();
-    for (k, exclude_rated) in [(0, false), (6, false), (2, true), (100, true)] {
+    for (k, exclude_rated) in [(0, false), (6, false), (2, true), (100, true), (3, false)] {
         session.top_k(k, exclude_rated).unwrap();
         assert_eq!(session.memory_bytes(), bytes, "k {k}");
     }
+}
+
+/// [`tiny_body`] with `count` items: every combination of rating and genres, repeated (so many
+/// scores tie, across blocks of the scoring too).
+fn catalogue_body(count: usize) -> metarec_runtime::ModelBody {
+    let mut body = tiny_body();
+    body.items = (0..count)
+        .map(|i| {
+            let genres: Vec<u32> = (0..4).filter(|g| (i / 5) >> g & 1 == 1).collect();
+            ItemRecord { id: format!("c{i}"), rows: vec![vec![(i % 5) as u32], genres] }
+        })
+        .collect();
+    body
+}
+
+/// Issue 16: top-k streams the catalogue through a bounded heap. Over several scoring blocks,
+/// with many ties, it gives exactly the full sort's ranking, for every k around the block edges,
+/// rated items left out or not, before and after adaptation.
+#[test]
+fn top_k_over_many_blocks_is_the_full_sort() {
+    let model = Model::from_body(catalogue_body(300)).unwrap();
+    let mut session = Session::new(&model);
+    session.set_profile("gender", "M").unwrap();
+    for (item, rating) in [(299, 4.0), (0, 1.0), (128, 5.0), (127, 2.0), (17, 3.0), (17, 4.0)] {
+        session.add_rating_by_index(item, rating).unwrap();
+    }
+    for adapted in [false, true] {
+        if adapted {
+            session.adapt().unwrap();
+        }
+        let scores = scores(&mut session);
+        // `score_all` streams the same blocks: the same scores, bit for bit.
+        let mut all = vec![f32::NAN; scores.len()];
+        session.score_all(&mut all).unwrap();
+        assert_eq!(
+            all.iter().map(|s| s.to_bits()).collect::<Vec<_>>(),
+            scores.iter().map(|s| s.to_bits()).collect::<Vec<_>>()
+        );
+        assert_eq!(session.score_all(&mut all[1..]), Err(metarec_runtime::Error::LengthMismatch));
+        let rated: Vec<u32> = session.support().iter().map(|&(item, _)| item).collect();
+        for k in [1, 2, 10, 79, 80, 81, 127, 128, 129, 255, 256, 294, 295, 299, 300, 301, 1000] {
+            for exclude_rated in [false, true] {
+                let leave_out = if exclude_rated { &rated[..] } else { &[] };
+                let top = session.top_k(k, exclude_rated).unwrap().to_vec();
+                assert_eq!(top, by_definition(&scores, leave_out, k), "k {k}, exclude {exclude_rated}, {adapted}");
+            }
+        }
+    }
+}
+
+/// Issue 16: top-k keeps `k` results, never a score per item: its memory does not grow with the
+/// catalogue.
+#[test]
+fn top_k_memory_does_not_grow_with_the_catalogue() {
+    let grown = |count: usize| {
+        let model = Model::from_body(catalogue_body(count)).unwrap();
+        let mut session = Session::new(&model);
+        session.add_rating_by_index(3, 4.0).unwrap();
+        session.adapt().unwrap();
+        let before = session.memory_bytes();
+        assert_eq!(session.top_k(10, true).unwrap().len(), 10);
+        session.memory_bytes() - before
+    };
+    let small = grown(20);
+    assert_eq!(grown(5_000), small);
+    assert!(small <= 10 * 8 + 64, "{small} bytes for a top 10");
 }

@@ -6,5 +6,6 @@ mod api_test;
 mod kotlin;
 mod packaging;
 mod personalize;
+mod portable;
 mod support;
 mod thread_test;

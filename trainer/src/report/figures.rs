@@ -194,7 +194,7 @@ pub fn learning_curves(path: &Path, title: &str, runs: &[(String, Vec<EpochRecor
         let root = root.titled(title, (FONT, 22)).map_err(&err)?;
         let panels = root.split_evenly((panel_rows, cols));
         for ((name, history), panel) in runs.iter().zip(&panels) {
-            let values = history.iter().flat_map(|e| [e.train_mse, e.valid_mse]).filter(|v| v.is_finite());
+            let values = history.iter().flat_map(|e| [e.train_loss, e.valid_loss]).filter(|v| v.is_finite());
             let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| (l.min(v), h.max(v)));
             let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
             let pad = ((hi - lo) * 0.1).max(1e-3);
@@ -218,7 +218,7 @@ pub fn learning_curves(path: &Path, title: &str, runs: &[(String, Vec<EpochRecor
                 let colour = COLOURS[k];
                 let points: Vec<(f64, f64)> = history
                     .iter()
-                    .map(|e| (e.epoch as f64, if pick == 0 { e.train_mse } else { e.valid_mse }))
+                    .map(|e| (e.epoch as f64, if pick == 0 { e.train_loss } else { e.valid_loss }))
                     .filter(|(_, v)| v.is_finite())
                     .collect();
                 chart

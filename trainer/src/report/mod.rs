@@ -83,7 +83,7 @@ pub struct ReportArgs {
     #[arg(long, default_value_t = 3, value_parser = crate::config::seeds, allow_hyphen_values = true)]
     pub seeds: u64,
     /// Methods to train, comma-separated (default: all).
-    #[arg(long, value_enum, value_delimiter = ',')]
+    #[arg(long, value_parser = crate::method::parser(), value_delimiter = ',')]
     pub methods: Vec<Method>,
     /// REG-PAML regularizer weights of the ablation (Table 4), comma-separated.
     #[arg(
@@ -168,6 +168,8 @@ struct Row {
 struct RunRecord {
     label: String,
     seed: u64,
+    /// A REG-PAML ablation run (another gamma than the method's own row).
+    ablation: bool,
     outcome: std::result::Result<RunInfo, String>,
     eval_seconds: f64,
 }
@@ -223,7 +225,7 @@ fn state_title(state: State) -> &'static str {
 }
 
 fn slug(method: Method) -> String {
-    format!("{method:?}").to_lowercase()
+    method.name().to_string()
 }
 
 /// SHA-256 of a file, hex.
@@ -251,7 +253,7 @@ fn check(args: &ReportArgs) -> Result<Vec<Method>> {
     // The tables, statistics and figures are the rating papers' (MSE, nDCG, per-user MSE tests).
     ensure!(
         args.train.task == crate::objective::TaskKind::Rating,
-        "trainer report covers the rating task; for --task ctr use `trainer compare --task ctr` (AUC, user AUC, \
+        "trainer report covers the rating task; for --task click use `trainer compare --task click` (AUC, user AUC, \
          NE, log loss and nDCG@3 of every method beside the click-rate baselines) or `trainer eval`"
     );
     for &gamma in &args.gammas {
@@ -268,7 +270,7 @@ fn check(args: &ReportArgs) -> Result<Vec<Method>> {
         // Fail before hours of training rather than after.
         figures::register_font()?;
     }
-    let methods: Vec<Method> = if args.methods.is_empty() { Method::ALL.to_vec() } else { dedup(&args.methods) };
+    let methods: Vec<Method> = if args.methods.is_empty() { Method::TRAINED.to_vec() } else { dedup(&args.methods) };
     ensure!(
         !methods.contains(&Method::Mf),
         "--methods mf: matrix factorisation with fold-in is a baseline row of every report table already; leave it \
@@ -315,8 +317,8 @@ pub fn run(args: &ReportArgs, command_line: &[String]) -> Result<Report> {
         }
         for (position, &job) in jobs.iter().enumerate() {
             let label = match job.1 {
-                Some(g) => format!("{} (gamma {g:e})", job.0.name()),
-                None => job.0.name().to_string(),
+                Some(g) => format!("{} (gamma {g:e})", job.0.title()),
+                None => job.0.title().to_string(),
             };
             eprintln!("[report] seed {seed}: {label} ({}/{})", position + 1, jobs.len());
             let context = JobContext { args, device, fingerprint, primary, ablation_gammas: &ablation_gammas };
@@ -387,7 +389,7 @@ fn push_baselines(args: &ReportArgs, data: &Dataset, seed: u64, seed_split: &See
         seed,
     );
     let sets = seed_split.sets.iter().map(|tasks| factors.model.predict_tasks(tasks, true)).collect();
-    collected.push(crate::mf::NAME, RowKind::Baseline, seed, sets);
+    collected.push(Method::Mf.title(), RowKind::Baseline, seed, sets);
 }
 
 /// What every training job of a report shares.
@@ -441,11 +443,12 @@ fn run_job(
                 Some(g) => collected.push(&gamma_name(g), RowKind::Gamma(g), seed, evaluated.adapted),
                 None => record_method(context, method, seed, evaluated, collected),
             }
-            collected.runs.push(RunRecord { label, seed, outcome: Ok(info), eval_seconds });
+            collected.runs.push(RunRecord { label, seed, ablation: gamma.is_some(), outcome: Ok(info), eval_seconds });
         }
         Err(error) => {
             eprintln!("[report] seed {seed}: {label} failed: {error:#}");
-            collected.runs.push(RunRecord { label, seed, outcome: Err(format!("{error:#}")), eval_seconds: 0.0 });
+            let outcome = Err(format!("{error:#}"));
+            collected.runs.push(RunRecord { label, seed, ablation: gamma.is_some(), outcome, eval_seconds: 0.0 });
         }
     }
     wall
@@ -454,14 +457,14 @@ fn run_job(
 /// The rows of a method's run: adapted, without adaptation, the ablation's row of the chosen
 /// gamma, and the first seed's embeddings and learning rates.
 fn record_method(context: &JobContext<'_>, method: Method, seed: u64, evaluated: Evaluated, collected: &mut Collected) {
-    collected.push(method.name(), RowKind::Method(method), seed, evaluated.adapted);
+    collected.push(method.title(), RowKind::Method(method), seed, evaluated.adapted);
     if let Some(sets) = evaluated.without_adaptation {
-        let name = format!("{} without adaptation", method.name());
+        let name = format!("{} without adaptation", method.title());
         collected.push(&name, RowKind::NoAdaptation(method), seed, sets);
     }
     let gamma = context.args.train.method_config.gamma;
     if method == Method::RegPaml && context.ablation_gammas.contains(&gamma) {
-        let row = collected.rows.iter().find(|r| r.name == method.name()).expect("pushed");
+        let row = collected.rows.iter().find(|r| r.kind == RowKind::Method(method)).expect("pushed");
         let sets = row.seeds.last().expect("pushed").1.clone();
         collected.push(&gamma_name(gamma), RowKind::Gamma(gamma), seed, sets);
     }
@@ -658,7 +661,7 @@ fn learning_curves_figure(
     let curves: Vec<(String, Vec<run::EpochRecord>)> = collected
         .runs
         .iter()
-        .filter(|r| r.seed == first && !r.label.contains("gamma"))
+        .filter(|r| r.seed == first && !r.ablation)
         .filter_map(|r| r.outcome.as_ref().ok().map(|info| (r.label.clone(), info.history.clone())))
         .collect();
     if curves.is_empty() {
@@ -705,7 +708,7 @@ fn embeddings_figure(
                 }
             }
             let path = dir.join("user_embeddings_pca.png");
-            let title = format!("User embeddings h_i of {} (seed {first}, {set_title}): PCA", method.name());
+            let title = format!("User embeddings h_i of {} (seed {first}, {set_title}): PCA", method.title());
             let axes = (
                 format!("PC1 ({:.1}% of variance)", 100.0 * pca.explained[0]),
                 format!("PC2 ({:.1}% of variance)", 100.0 * pca.explained[1]),

@@ -189,9 +189,9 @@ fn table2(context: &Context<'_>, rows: &[Row]) -> String {
     // The test against matrix factorisation gets its own column unless it is the best baseline.
     let factors = rows
         .iter()
-        .find(|r| r.kind == RowKind::Baseline && r.name == crate::mf::NAME)
+        .find(|r| r.kind == RowKind::Baseline && r.name == Method::Mf.title())
         .filter(|f| best.is_none_or(|b| b.name != f.name));
-    let p_factors_title = format!("p vs {}", crate::mf::NAME);
+    let p_factors_title = format!("p vs {}", Method::Mf.title());
     let mut columns = vec![
         ("method", Better::Neither),
         ("MSE", Better::Lower),
@@ -454,7 +454,7 @@ fn write_table2_section(out: &mut String, context: &Context<'_>, rows: &[Row]) {
          fold-in. \"Without adaptation\": \
          the meta-learned initialisation with the inner loop switched off; the difference to MSE is the adaptation \
          gain.\n",
-        mf = crate::mf::NAME
+        mf = Method::Mf.title()
     );
 }
 
@@ -611,7 +611,7 @@ fn runs_section(collected: &Collected, seconds_per_method: &[(String, f64)]) -> 
             Cell::text(format!("{} / {}", ok.len(), runs.len())),
             Cell::text(list(&|i| i.history.len().to_string())),
             Cell::text(list(&|i| i.best_epoch.to_string())),
-            Cell::text(list(&|i| format!("{:.4}", i.best_valid_mse))),
+            Cell::text(list(&|i| format!("{:.4}", i.best_valid_loss))),
             Cell::text(if train.is_empty() { "—".into() } else { format!("{:.1}", mean(&train)) }),
             Cell::text(if eval.is_empty() { "—".into() } else { format!("{:.1}", mean(&eval)) }),
             Cell::text(format!("{wall:.1}")),
@@ -681,7 +681,7 @@ fn reproduce_settings(context: &Context<'_>, collected: &Collected) -> [(&'stati
         .rows
         .iter()
         .filter_map(|r| match r.kind {
-            RowKind::Method(m) => Some(m.name()),
+            RowKind::Method(m) => Some(m.title()),
             _ => None,
         })
         .collect();

@@ -590,7 +590,7 @@ const TRAIN_FLAGS: &[(&str, &[&str])] = &[
     ("--embedding-decay", &["0", "0.01"]),
     ("--preset", &["product", "paper", "newest"]),
     ("--method", &["melu", "meta-sgd", "paml", "reg-paml", "at-paml", "hml", "transfer", "wide-deep", "deep-fm", "mf"]),
-    ("--task", &["rating", "ctr"]),
+    ("--task", &["rating", "click", "ctr"]),
     ("--click-threshold", &["1", "3", "4.5", "5"]),
     ("--gamma", &["0", "0.01", "1"]),
     ("--lr-hidden", &["1", "4"]),

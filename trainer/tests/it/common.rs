@@ -215,3 +215,16 @@ pub fn tiny_workspace() -> &'static Path {
         dir
     })
 }
+
+/// A generated population for a test: `users` users over `items` items with `ratings` ratings
+/// each, a fifth of them in the minor group (`SynthConfig { minor_share, ..population(…) }` for
+/// another share).
+pub fn population(
+    seed: u64,
+    users: usize,
+    items: usize,
+    ratings: std::ops::RangeInclusive<usize>,
+) -> metarec_trainer::data::synth::SynthConfig {
+    let (min_ratings, max_ratings) = ratings.into_inner();
+    metarec_trainer::data::synth::SynthConfig { seed, users, items, minor_share: 0.2, min_ratings, max_ratings }
+}

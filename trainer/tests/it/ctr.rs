@@ -52,11 +52,11 @@ fn click_run_trains_evaluates_and_exports() {
     use metarec_trainer::train::{train, TrainConfig};
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
-    let config = SynthConfig { seed: 7, users: 400, items: 120, minor_share: 0.15, min_ratings: 10, max_ratings: 60 };
+    let config = SynthConfig { minor_share: 0.15, ..crate::common::population(7, 400, 120, 10..=60) };
     synth::generate(&config, &data_dir).unwrap();
     let out = dir.path().join("run");
     let mut train_config = TrainConfig::new(&data_dir, &out);
-    train_config.task = TaskKind::Ctr;
+    train_config.task = TaskKind::Click;
     train_config.epochs = 4;
     train_config.device = "cpu".into();
     let info = train(&train_config).unwrap();
@@ -87,13 +87,13 @@ fn click_run_trains_evaluates_and_exports() {
 /// A threshold outside the scale leaves one class only: refused with the reason.
 #[test]
 fn click_threshold_outside_the_scale_is_refused() {
-    use metarec_trainer::data::synth::{self, SynthConfig};
+    use metarec_trainer::data::synth;
     use metarec_trainer::train::{train, TrainConfig};
     let dir = tempfile::tempdir().unwrap();
-    let config = SynthConfig { seed: 3, users: 60, items: 40, minor_share: 0.2, min_ratings: 4, max_ratings: 20 };
+    let config = crate::common::population(3, 60, 40, 4..=20);
     synth::generate(&config, dir.path()).unwrap();
     let mut train_config = TrainConfig::new(dir.path(), dir.path().join("run"));
-    train_config.task = TaskKind::Ctr;
+    train_config.task = TaskKind::Click;
     train_config.click_threshold = 9.0;
     train_config.device = "cpu".into();
     let error = format!("{:#}", train(&train_config).unwrap_err());

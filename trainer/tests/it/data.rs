@@ -7,7 +7,7 @@ use metarec_trainer::data::Dataset;
 use metarec_trainer::split::Split;
 
 fn config(seed: u64) -> SynthConfig {
-    SynthConfig { seed, users: 50, items: 30, minor_share: 0.2, min_ratings: 3, max_ratings: 12 }
+    crate::common::population(seed, 50, 30, 3..=12)
 }
 
 fn read_all(dir: &Path) -> Vec<(String, Vec<u8>)> {

@@ -1,7 +1,7 @@
 //! `--method mf`: alternating least squares, the sweep kept on validation users, fold-in of new
 //! users, and the exported model replayed on the device (parity with the trainer).
 
-use metarec_trainer::data::synth::{self, SynthConfig};
+use metarec_trainer::data::synth;
 use metarec_trainer::eval::{device_predictions, UserPredictions};
 use metarec_trainer::export;
 use metarec_trainer::method::Method;
@@ -11,7 +11,7 @@ use metarec_trainer::train::{train, TrainConfig};
 
 fn dataset(dir: &std::path::Path) -> std::path::PathBuf {
     let data = dir.join("data");
-    let cfg = SynthConfig { seed: 5, users: 150, items: 40, minor_share: 0.2, min_ratings: 5, max_ratings: 20 };
+    let cfg = crate::common::population(5, 150, 40, 5..=20);
     synth::generate(&cfg, &data).unwrap();
     data
 }
@@ -44,12 +44,12 @@ fn mf_trains_keeps_the_best_validation_sweep_and_replays_on_the_device() {
     let out = dir.path().join("mf");
     let info = train(&config(&data, &out)).unwrap();
     assert_eq!(info.history.len(), 6);
-    let best = info.history.iter().min_by(|a, b| a.valid_mse.total_cmp(&b.valid_mse)).unwrap();
-    assert_eq!((info.best_epoch, info.best_valid_mse), (best.epoch, best.valid_mse));
-    assert!(info.history.last().unwrap().train_mse < info.history[0].train_mse, "{:?}", info.history);
+    let best = info.history.iter().min_by(|a, b| a.valid_loss.total_cmp(&b.valid_loss)).unwrap();
+    assert_eq!((info.best_epoch, info.best_valid_loss), (best.epoch, best.valid_loss));
+    assert!(info.history.last().unwrap().train_loss < info.history[0].train_loss, "{:?}", info.history);
     // Deterministic: the same settings give the same run.
     let again = train(&config(&data, &dir.path().join("mf-again"))).unwrap();
-    assert_eq!(again.best_valid_mse, info.best_valid_mse);
+    assert_eq!(again.best_valid_loss, info.best_valid_loss);
 
     let error = format!("{:#}", RunDir(out.clone()).load(tch::Device::Cpu).unwrap_err());
     assert!(error.contains("--method mf"), "{error}");
@@ -66,9 +66,11 @@ fn mf_trains_keeps_the_best_validation_sweep_and_replays_on_the_device() {
     }
 
     let body = export::model_body(&info, &data, &trained).unwrap();
-    for (embeddings, tolerance) in
-        [(export::Embeddings::F32, 1e-4), (export::Embeddings::F16, 2e-2), (export::Embeddings::Int8, 5e-2)]
-    {
+    for (embeddings, tolerance) in [
+        (metarec_runtime::format::EmbeddingPrecision::F32, 1e-4),
+        (metarec_runtime::format::EmbeddingPrecision::F16, 2e-2),
+        (metarec_runtime::format::EmbeddingPrecision::Int8, 5e-2),
+    ] {
         let path = out.join(format!("{embeddings:?}.mrec"));
         export::write_model_with(&body, &path, embeddings).unwrap();
         let device = metarec_runtime::Model::from_path(&path).unwrap();
@@ -85,7 +87,7 @@ fn mf_clicks_are_probabilities_on_both_sides() {
     let data = dataset(dir.path());
     let out = dir.path().join("mf-ctr");
     let mut config = config(&data, &out);
-    config.task = TaskKind::Ctr;
+    config.task = TaskKind::Click;
     train(&config).unwrap();
     let (info, data, split, trained) = RunDir(out.clone()).load_trained(tch::Device::Cpu).unwrap();
     let rows = trained.rows(&split.test);
@@ -116,10 +118,11 @@ fn mf_knobs_are_checked_and_zero_factors_is_the_bias_model() {
     let mut biases = config(&data, &dir.path().join("k0"));
     biases.method_config.mf_factors = 0;
     let info = train(&biases).unwrap();
-    assert!(info.best_valid_mse.is_finite());
+    assert!(info.best_valid_loss.is_finite());
     let (info, data, split, trained) = RunDir(biases.out.clone()).load_trained(tch::Device::Cpu).unwrap();
     let body = export::model_body(&info, &data, &trained).unwrap();
-    export::write_model_with(&body, &biases.out.join("k0.mrec"), export::Embeddings::Int8).unwrap();
+    export::write_model_with(&body, &biases.out.join("k0.mrec"), metarec_runtime::format::EmbeddingPrecision::Int8)
+        .unwrap();
     let device = metarec_runtime::Model::from_path(biases.out.join("k0.mrec")).unwrap();
     let replayed = device_predictions(&device, &data, &split.test).unwrap();
     assert!(largest_difference(&trained.rows(&split.test)[0].1, &replayed) <= 1e-4);

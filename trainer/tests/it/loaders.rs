@@ -16,7 +16,7 @@ use crate::common::{command, copy_fixture, fixture, output, text, top_files as s
 /// A small synthetic plain dataset (50 users, 30 items).
 fn synthetic() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let config = SynthConfig { seed: 3, users: 50, items: 30, minor_share: 0.2, min_ratings: 3, max_ratings: 12 };
+    let config = crate::common::population(3, 50, 30, 3..=12);
     synth::generate(&config, dir.path()).unwrap();
     dir
 }
@@ -285,7 +285,7 @@ fn plain_items_declare_their_release_year() {
 #[test]
 fn the_melu_protocol_runs_on_the_synthetic_dataset() {
     let dir = tempfile::tempdir().unwrap();
-    let config = SynthConfig { seed: 7, users: 300, items: 120, minor_share: 0.15, min_ratings: 10, max_ratings: 60 };
+    let config = SynthConfig { minor_share: 0.15, ..crate::common::population(7, 300, 120, 10..=60) };
     synth::generate(&config, dir.path()).unwrap();
     let data = load(dir.path(), false).unwrap();
     let (states, report) = split::melu(&data, &MeluConfig::default(), 1).unwrap();

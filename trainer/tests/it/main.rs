@@ -6,6 +6,7 @@ mod crash;
 mod ctr;
 mod data;
 mod factors;
+mod federated;
 mod formats;
 mod loaders;
 mod methods;

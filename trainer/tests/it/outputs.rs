@@ -180,7 +180,7 @@ fn resume_names_every_setting_that_differs() {
         (vec!["--method", "paml"], "--method: the run has melu, given paml"),
         (vec!["--inner-lr", "0.1"], "--inner-lr: the run has 0.05, given 0.1"),
         (vec!["--inner-steps", "3"], "--inner-steps: the run has 5, given 3"),
-        (vec!["--task", "ctr"], "--task: the run has rating, given ctr"),
+        (vec!["--task", "ctr"], "--task: the run has rating, given click"),
         (vec!["--item-id", "false"], "--item-id: the run has on, given off"),
         (vec!["--adapt", "all"], "--adapt: the run has fold-in, given all"),
         (vec!["--preset", "paper"], "--item-bias: the run has on, given off"),
@@ -262,6 +262,18 @@ fn flags_are_checked_against_their_ranges_when_parsed() {
     );
 }
 
+/// `--preset` belongs to the subcommands that train: elsewhere clap names it, not a flag of the
+/// preset's.
+#[test]
+fn preset_is_refused_where_nothing_trains() {
+    let work = tempfile::tempdir().unwrap();
+    for args in
+        [&["eval", "--run", "run", "--preset", "paper"][..], &["export", "--run", "r", "--out", "m", "--preset=paper"]]
+    {
+        refused(work.path(), args, "unexpected argument '--preset");
+    }
+}
+
 #[test]
 fn config_files_are_checked_against_the_subcommand() {
     let work = tempfile::tempdir().unwrap();
@@ -275,7 +287,7 @@ fn config_files_are_checked_against_the_subcommand() {
         ("hidden = 32.5\n", "exp.toml: key 'hidden': invalid value '32.5'"),
         ("first_order = 1\n", "exp.toml: key 'first_order' is a switch: expected true or false, got 1"),
         ("method = [\"paml\"]\n", "exp.toml: key 'method' takes one value, not a list"),
-        ("task = \"click\"\n", "exp.toml: key 'task': invalid value 'click'"),
+        ("task = \"clicks\"\n", "exp.toml: key 'task': invalid value 'clicks'"),
     ] {
         std::fs::write(dir.join("exp.toml"), text).unwrap();
         refused(dir, &["train", "--data", "data", "--out", "new", "--config", "exp.toml"], fragment);
@@ -321,7 +333,7 @@ fn eval_refuses_a_model_of_another_run() {
     let foreign = "does not belong to the run run:";
     let message = refused(dir, &eval("other.mrec"), &format!("--model other.mrec {foreign} schema hash"));
     assert!(message.contains("(other fields or vocabularies)"), "{message}");
-    refused(dir, &eval("paml.mrec"), &format!("--model paml.mrec {foreign} method Paml, the run's Melu"));
+    refused(dir, &eval("paml.mrec"), &format!("--model paml.mrec {foreign} method paml, the run's melu"));
     refused(dir, &eval("ctr.mrec"), &format!("--model ctr.mrec {foreign} task Click"));
     // One good model beside a foreign one: refused before anything is replayed.
     let mut both = eval("own.mrec");

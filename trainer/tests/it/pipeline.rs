@@ -1,6 +1,6 @@
 //! train → run directory → export, on a tiny dataset.
 
-use metarec_trainer::data::synth::{self, SynthConfig};
+use metarec_trainer::data::synth;
 use metarec_trainer::export;
 use metarec_trainer::run::RunDir;
 use metarec_trainer::train::{train, TrainConfig};
@@ -23,12 +23,12 @@ fn config(data: &std::path::Path, out: &std::path::Path, first_order: bool) -> T
 fn train_export_and_reload() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let cfg = SynthConfig { seed: 8, users: 80, items: 30, minor_share: 0.2, min_ratings: 4, max_ratings: 15 };
+    let cfg = crate::common::population(8, 80, 30, 4..=15);
     synth::generate(&cfg, &data).unwrap();
     for first_order in [false, true] {
         let out = dir.path().join(format!("run-{first_order}"));
         let info = train(&config(&data, &out, first_order)).unwrap();
-        assert!(info.best_epoch >= 1 && info.best_valid_mse.is_finite());
+        assert!(info.best_epoch >= 1 && info.best_valid_loss.is_finite());
         let (info, data_back, split, model) = RunDir(out.clone()).load(tch::Device::Cpu).unwrap();
         let body = export::meta_body(&info, &data_back, &model).unwrap();
         let path = out.join("model.mrec");
@@ -53,7 +53,7 @@ fn compact_exports_replay_close_to_libtorch() {
     use metarec_trainer::eval::{device_predictions, metrics, predict_tasks};
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let cfg = SynthConfig { seed: 9, users: 90, items: 40, minor_share: 0.2, min_ratings: 4, max_ratings: 15 };
+    let cfg = crate::common::population(9, 90, 40, 4..=15);
     synth::generate(&cfg, &data).unwrap();
     let out = dir.path().join("run");
     let mut train_config = config(&data, &out, false);
@@ -64,9 +64,11 @@ fn compact_exports_replay_close_to_libtorch() {
     let body = export::meta_body(&info, &data, &model).unwrap();
     let libtorch = predict_tasks(&model, &split.test, info.spec.inner_steps, 16);
     let mut sizes = Vec::new();
-    for (embeddings, tolerance) in
-        [(export::Embeddings::F32, 1e-4), (export::Embeddings::F16, 2e-2), (export::Embeddings::Int8, 5e-2)]
-    {
+    for (embeddings, tolerance) in [
+        (metarec_runtime::format::EmbeddingPrecision::F32, 1e-4),
+        (metarec_runtime::format::EmbeddingPrecision::F16, 2e-2),
+        (metarec_runtime::format::EmbeddingPrecision::Int8, 5e-2),
+    ] {
         let path = out.join(format!("{embeddings:?}.mrec"));
         sizes.push(export::write_model_with(&body, &path, embeddings).unwrap());
         let device_model = metarec_runtime::Model::from_path(&path).unwrap();

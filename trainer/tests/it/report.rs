@@ -148,7 +148,7 @@ const BASELINES: [&str; 5] =
 fn paml_report_on_synthetic_data() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
-    let cfg = SynthConfig { seed: 3, users: 160, items: 40, minor_share: 0.25, min_ratings: 5, max_ratings: 16 };
+    let cfg = SynthConfig { minor_share: 0.25, ..crate::common::population(3, 160, 40, 5..=16) };
     synth::generate(&cfg, &data_dir).unwrap();
     let out = dir.path().join("report");
     let mut args = ReportArgs::new(&data_dir, &out);
@@ -273,7 +273,7 @@ fn melu_report_has_every_state() {
 fn a_failed_method_is_reported_not_fatal() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
-    let cfg = SynthConfig { seed: 4, users: 80, items: 30, minor_share: 0.2, min_ratings: 4, max_ratings: 12 };
+    let cfg = crate::common::population(4, 80, 30, 4..=12);
     synth::generate(&cfg, &data_dir).unwrap();
     let out = dir.path().join("report");
     let mut args = ReportArgs::new(&data_dir, &out);
@@ -296,8 +296,8 @@ fn a_click_report_is_refused_before_anything_is_written() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("report");
     let mut args = ReportArgs::new(dir.path().join("data"), &out);
-    args.train.task = metarec_trainer::objective::TaskKind::Ctr;
+    args.train.task = metarec_trainer::objective::TaskKind::Click;
     let error = report::run(&args, &[]).unwrap_err().to_string();
-    assert!(error.contains("--task ctr") && error.contains("trainer compare"), "{error}");
+    assert!(error.contains("--task click") && error.contains("trainer compare"), "{error}");
     assert!(!out.exists(), "the refused report created {}", out.display());
 }

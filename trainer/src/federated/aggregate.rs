@@ -1,0 +1,226 @@
+//! `trainer federated aggregate`: one DP-FedAvg round over device contributions.
+//!
+//! Every blob is validated (format, CRC, the model it was computed against, length, finite
+//! values, norm ≤ S, duplicates); the accepted updates are summed and divided by the *fixed*
+//! denominator m (the expected number of clients, not the number received, so one device moves
+//! the mean by at most S/m whatever the others do); Gaussian noise N(0, (zS/m)²) is added once per
+//! coordinate from a cryptographic generator; the server steps θ ← θ − β·(mean + noise) (the
+//! contributions are meta-gradients); the next model is written atomically; and the round is
+//! charged to the privacy ledger before the model is published.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use metarec_runtime::contribution;
+use metarec_runtime::format::{self, ModelBody};
+use metarec_runtime::Model;
+use rand::rngs::OsRng;
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use rand_distr::{Distribution, Normal};
+
+use super::ledger::{self, LedgerRow};
+use crate::fsutil;
+
+/// Arguments of `trainer federated aggregate`.
+#[derive(Debug, clap::Args)]
+pub struct AggregateArgs {
+    /// The current model file (the one devices computed their contributions against).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Directory of contribution blobs (every regular file in it is read; other entries are skipped).
+    #[arg(long)]
+    pub updates: PathBuf,
+    /// The next model file to write (an existing file is refused unless --force).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Clip norm S: contributions with a larger L2 norm are refused.
+    #[arg(long)]
+    pub clip: f64,
+    /// Noise multiplier z: the noise on the mean has standard deviation z·S/m per coordinate.
+    #[arg(long)]
+    pub noise_multiplier: f64,
+    /// Expected clients per round m (the fixed denominator; q = m / population).
+    #[arg(long)]
+    pub expected_clients: f64,
+    /// Number of users devices are sampled from, for the sampling rate q = m / population and the
+    /// default δ = 1 / population of the ledger.
+    #[arg(long)]
+    pub population: u64,
+    /// Target δ of the ledger's ε (default: 1 / population).
+    #[arg(long)]
+    pub delta: Option<f64>,
+    /// Server learning rate β.
+    #[arg(long, default_value_t = 1.0)]
+    pub server_lr: f64,
+    /// Seed the noise (tests only: without it the noise comes from the operating system's
+    /// cryptographic generator).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Privacy ledger to append the round to (default: `privacy-ledger.tsv` beside --out).
+    #[arg(long)]
+    pub ledger: Option<PathBuf>,
+    /// Replace an existing --out.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// What a round did: accepted contributions and refusals by reason.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoundCounts {
+    /// Contributions summed.
+    pub accepted: usize,
+    /// Not a readable contribution: truncated, bad magic, other version, CRC, non-finite.
+    pub malformed: usize,
+    /// Computed against another model (stale round or foreign model) or of the wrong length.
+    pub wrong_model: usize,
+    /// L2 norm above the clip.
+    pub over_clip: usize,
+    /// Byte-identical to a contribution already counted.
+    pub duplicate: usize,
+}
+
+/// Runs one round (see the module docs).
+pub fn command(args: &AggregateArgs) -> Result<()> {
+    check_args(args)?;
+    fsutil::refuse_existing_file("--out", &args.out, args.force)?;
+    let bytes = std::fs::read(&args.model).with_context(|| format!("reading --model {}", args.model.display()))?;
+    let model =
+        Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("--model {}: {}", args.model.display(), e.message()))?;
+    check_model(&model)?;
+    let mut body = format::decode(&bytes).map_err(|e| anyhow::anyhow!("--model: {}", e.message()))?;
+    let (sum, counts) = sum_contributions(&model, &args.updates, args.clip)?;
+    let mut rng: Box<dyn RngCore> = match args.seed {
+        Some(seed) => Box::new(ChaCha20Rng::seed_from_u64(seed)),
+        None => Box::new(ChaCha20Rng::from_rng(OsRng).context("seeding the noise from the OS")?),
+    };
+    let step = noisy_mean(&sum, args, &mut *rng)?;
+    apply_step(&mut body, &step, args.server_lr)?;
+    let next_bytes = format::encode(&body).map_err(|e| anyhow::anyhow!("encoding the next model: {}", e.message()))?;
+    let next = Model::from_bytes(&next_bytes).map_err(|e| anyhow::anyhow!("the next model: {}", e.message()))?;
+    let ledger_path = args.ledger.clone().unwrap_or_else(|| default_ledger(&args.out));
+    let row = LedgerRow {
+        round: 0,
+        model_in: contribution::model_id(&model),
+        model_out: contribution::model_id(&next),
+        accepted: counts.accepted,
+        refused: counts.malformed + counts.wrong_model + counts.over_clip + counts.duplicate,
+        expected_clients: args.expected_clients,
+        q: args.expected_clients / args.population as f64,
+        noise_multiplier: args.noise_multiplier,
+        clip: args.clip,
+        delta: args.delta.unwrap_or(1.0 / args.population as f64),
+        epsilon: 0.0,
+    };
+    // Charge the round before the model that reveals it exists.
+    let row = ledger::append(&ledger_path, row)?;
+    fsutil::write_atomic(&args.out, &next_bytes)?;
+    println!(
+        "round {}: {} accepted, refused {} malformed, {} stale or foreign, {} above the clip, {} duplicates",
+        row.round, counts.accepted, counts.malformed, counts.wrong_model, counts.over_clip, counts.duplicate
+    );
+    println!("privacy so far: epsilon {:.6} at delta {:e} after {} rounds", row.epsilon, row.delta, row.round);
+    Ok(())
+}
+
+fn check_args(args: &AggregateArgs) -> Result<()> {
+    if !(args.clip.is_finite() && args.clip > 0.0) {
+        bail!("--clip must be a positive number, got {}", args.clip);
+    }
+    if !(args.noise_multiplier.is_finite() && args.noise_multiplier >= 0.0) {
+        bail!("--noise-multiplier must be a non-negative number, got {}", args.noise_multiplier);
+    }
+    if !(args.expected_clients.is_finite() && args.expected_clients >= 1.0) {
+        bail!("--expected-clients must be at least 1, got {}", args.expected_clients);
+    }
+    if args.population == 0 || args.expected_clients > args.population as f64 {
+        bail!("--population must be at least --expected-clients ({}), got {}", args.expected_clients, args.population);
+    }
+    if let Some(delta) = args.delta {
+        if !(delta > 0.0 && delta < 1.0) {
+            bail!("--delta must be in (0, 1), got {delta}");
+        }
+    }
+    if !(args.server_lr.is_finite() && args.server_lr > 0.0) {
+        bail!("--server-lr must be a positive number, got {}", args.server_lr);
+    }
+    Ok(())
+}
+
+/// Devices can only contribute to a model that adapts by gradient steps over one MLP.
+fn check_model(model: &Model) -> Result<()> {
+    if model.factors().is_some() || model.fold_in_head().is_some() || model.init_count() != 1 {
+        bail!("--model: a factor model, a fold-in head or several initialisations have no federated update");
+    }
+    Ok(())
+}
+
+/// Sums every acceptable contribution in `dir` (in f64), files in name order.
+pub fn sum_contributions(model: &Model, dir: &Path, clip: f64) -> Result<(Vec<f64>, RoundCounts)> {
+    let id = contribution::model_id(model);
+    let schema = format::schema_hash(model.body());
+    let len: usize = model.body().layers.iter().map(|l| l.weight.len() + l.bias.len()).sum();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading --updates {}", dir.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<_>>()
+        .with_context(|| format!("reading --updates {}", dir.display()))?;
+    entries.sort();
+    let (mut sum, mut counts, mut seen) = (vec![0.0f64; len], RoundCounts::default(), HashSet::new());
+    for path in entries.iter().filter(|p| p.is_file()) {
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let blob = match contribution::decode(&bytes) {
+            Ok(blob) => blob,
+            Err(_) => {
+                counts.malformed += 1;
+                continue;
+            }
+        };
+        if blob.model_id != id || blob.schema_hash != schema || blob.update.len() != len {
+            counts.wrong_model += 1;
+            continue;
+        }
+        let norm = blob.update.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt();
+        if norm > clip * (1.0 + 1e-6) {
+            counts.over_clip += 1;
+            continue;
+        }
+        if !seen.insert(bytes) {
+            counts.duplicate += 1;
+            continue;
+        }
+        for (s, v) in sum.iter_mut().zip(&blob.update) {
+            *s += f64::from(*v);
+        }
+        counts.accepted += 1;
+    }
+    Ok((sum, counts))
+}
+
+/// `sum / m + N(0, (z·S/m)²)` per coordinate.
+fn noisy_mean(sum: &[f64], args: &AggregateArgs, rng: &mut dyn RngCore) -> Result<Vec<f64>> {
+    let m = args.expected_clients;
+    let stddev = args.noise_multiplier * args.clip / m;
+    let normal = Normal::new(0.0, stddev).context("noise distribution")?;
+    Ok(sum.iter().map(|s| s / m + if stddev > 0.0 { normal.sample(rng) } else { 0.0 }).collect())
+}
+
+/// θ ← θ − β·step over the decision MLP, in the flat layout (per layer: weights, then biases).
+pub fn apply_step(body: &mut ModelBody, step: &[f64], server_lr: f64) -> Result<()> {
+    let mut values = step.iter();
+    for layer in &mut body.layers {
+        for p in layer.weight.iter_mut().chain(layer.bias.iter_mut()) {
+            let s = values.next().context("the update is shorter than the model's parameters")?;
+            *p = (f64::from(*p) - server_lr * s) as f32;
+        }
+    }
+    if values.next().is_some() {
+        bail!("the update is longer than the model's parameters");
+    }
+    Ok(())
+}
+
+fn default_ledger(out: &Path) -> PathBuf {
+    out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).join("privacy-ledger.tsv")
+}

@@ -1,0 +1,324 @@
+//! Federated learning's server side: the RDP accountant against dp-accounting 0.6.0's figures
+//! (the federated anchors' §4.2/§4.3), adaptive clipping's sign, and `trainer federated`.
+
+use metarec_trainer::federated::accountant::{self, poisson_gaussian_rdp, RdpAccountant};
+use metarec_trainer::federated::adaptive_clip::AdaptiveClip;
+use rand::SeedableRng;
+use rand_chacha::ChaCha20Rng;
+use rand_distr::{Distribution, LogNormal};
+
+use crate::common;
+
+fn assert_rel(actual: f64, expected: f64, rtol: f64, what: &str) {
+    let rel = (actual - expected).abs() / expected.abs();
+    assert!(rel <= rtol, "{what}: {actual} vs {expected} (relative {rel:.2e})");
+}
+
+#[test]
+fn one_round_rdp_at_integer_orders_matches_dp_accounting() {
+    // q = 0.01, σ = 1.1, one step (anchors §4.2).
+    for (order, expected) in [
+        (2.0, 1.285100816052e-04),
+        (4.0, 2.667183146271e-04),
+        (8.0, 5.840703355203e-04),
+        (16.0, 1.699826727753e+00),
+        (32.0, 8.469416433676e+00),
+    ] {
+        assert_rel(poisson_gaussian_rdp(0.01, 1.1, order).unwrap(), expected, 1e-9, &format!("order {order}"));
+    }
+}
+
+#[test]
+fn fractional_orders_match_dp_accountings_test_vector() {
+    // dp-accounting's own test: q = 0.01, z = 2.5, 50 steps.
+    let orders = vec![1.5, 2.5, 5.0, 50.0, 100.0, f64::INFINITY];
+    let mut acc = RdpAccountant::new(orders).unwrap();
+    acc.compose_poisson_gaussian(0.01, 2.5, 50).unwrap();
+    let expected = [6.70579741e-04, 1.08548710e-03, 2.18075656e-03, 2.38460375e-02, 1.67416308e+02];
+    for (r, e) in acc.rdp().iter().zip(expected) {
+        assert_rel(*r, e, 1e-7, "rdp");
+    }
+    assert_eq!(acc.rdp()[5], f64::INFINITY);
+    // dp-accounting's upper bound at α = 1.5 (exact integration gives 9.5545285719e-05).
+    assert_rel(poisson_gaussian_rdp(0.01, 1.1, 1.5).unwrap(), 9.8587569680e-05, 1e-8, "alpha 1.5");
+}
+
+#[test]
+fn epsilon_matches_the_reference_table_with_default_orders() {
+    // Anchors §4.3: dp-accounting RDP, default orders, (ε, optimal order).
+    for (q, z, steps, delta, eps, order) in [
+        (0.01, 1.1, 10_000, 1e-5, 5.632011, 4.7),
+        (0.01, 1.0, 1000, 1e-5, 2.101367, 7.8),
+        (256.0 / 60000.0, 1.1, 14040, 1e-5, 2.594363, 8.1),
+        (0.05, 1.0, 100, 1e-5, 4.038913, 4.6),
+        (1.0, 1.0, 1, 1e-5, 4.728507, 5.4),
+    ] {
+        let (e, o) = accountant::poisson_gaussian_epsilon(q, z, steps, delta).unwrap();
+        assert_rel(e, eps, 1e-6, &format!("q {q} z {z} T {steps}"));
+        assert_eq!(o, order, "optimal order of q {q} z {z} T {steps}");
+    }
+    let (e, o) = accountant::poisson_gaussian_epsilon(0.001, 1.0, 1000, 1e-6).unwrap();
+    assert!((e - 0.870).abs() < 5e-4 && o == 13.0, "{e} {o}");
+}
+
+#[test]
+fn epsilon_matches_the_reference_table_with_integer_orders() {
+    let orders: Vec<f64> = (2..=64).map(f64::from).chain([128.0, 256.0]).collect();
+    for (q, z, steps, delta, eps, order) in [
+        (0.01, 1.1, 10_000, 1e-5, 5.654308, 5.0),
+        (0.01, 1.0, 1000, 1e-5, 2.107753, 8.0),
+        (0.05, 1.0, 100, 1e-5, 4.111652, 5.0),
+        (0.001, 1.0, 1000, 1e-6, 0.869708, 13.0),
+    ] {
+        let mut acc = RdpAccountant::new(orders.clone()).unwrap();
+        acc.compose_poisson_gaussian(q, z, steps).unwrap();
+        let (e, o) = acc.epsilon(delta).unwrap();
+        assert_rel(e, eps, 1e-6, &format!("q {q} z {z} T {steps}"));
+        assert_eq!(o, order);
+    }
+}
+
+#[test]
+fn conversion_matches_dp_accountings_test_vectors() {
+    // q = 1, z = 4.530877117: exactly (1, 1e-6).
+    let (e, _) = accountant::poisson_gaussian_epsilon(1.0, 4.530877117, 1, 1e-6).unwrap();
+    assert_rel(e, 1.0, 1e-6, "q = 1");
+    // A constant RDP of 1.1 on orders 2..32 at δ = 1e-5: ε = 1.32783806176 at order 32.
+    let orders: Vec<f64> = (2..=32).map(f64::from).collect();
+    let (e, o) = accountant::epsilon(&orders, &vec![1.1; orders.len()], 1e-5).unwrap();
+    assert_rel(e, 1.32783806176, 1e-10, "constant RDP");
+    assert_eq!(o, 32.0);
+}
+
+#[test]
+fn edge_cases_and_bad_arguments() {
+    assert_eq!(poisson_gaussian_rdp(0.0, 1.0, 2.0).unwrap(), 0.0);
+    assert_eq!(poisson_gaussian_rdp(0.1, 0.0, 2.0).unwrap(), f64::INFINITY);
+    assert_eq!(poisson_gaussian_rdp(1.0, 2.0, 4.0).unwrap(), 0.5);
+    assert_eq!(accountant::poisson_gaussian_epsilon(0.0, 1.0, 100, 1e-5).unwrap().0, 0.0);
+    assert_eq!(accountant::poisson_gaussian_epsilon(0.01, 1.0, 0, 1e-5).unwrap().0, 0.0);
+    assert_eq!(accountant::poisson_gaussian_epsilon(0.01, 0.0, 10, 1e-5).unwrap().0, f64::INFINITY);
+    for (q, z, order) in [(-0.1, 1.0, 2.0), (1.1, 1.0, 2.0), (f64::NAN, 1.0, 2.0), (0.1, -1.0, 2.0), (0.1, 1.0, 1.0)] {
+        assert!(poisson_gaussian_rdp(q, z, order).is_err(), "{q} {z} {order}");
+    }
+    assert!(accountant::poisson_gaussian_epsilon(0.01, 1.0, 10, 1.5).is_err());
+    assert!(accountant::poisson_gaussian_epsilon(0.01, 1.0, 10, -1e-5).is_err());
+    assert!(RdpAccountant::new(vec![]).is_err());
+    assert!(RdpAccountant::new(vec![0.5]).is_err());
+    // More rounds never cost less.
+    let mut last = 0.0;
+    for steps in [1, 10, 100, 1000] {
+        let (e, _) = accountant::poisson_gaussian_epsilon(0.01, 1.0, steps, 1e-5).unwrap();
+        assert!(e > last);
+        last = e;
+    }
+}
+
+/// Noise-free rounds over log-normal update norms with median 1, starting from C = 0.1.
+fn track_median(flower_sign: bool) -> f64 {
+    let rule = AdaptiveClip { count_stddev: 0.0, ..AdaptiveClip::with_defaults(1000.0) };
+    let norms = LogNormal::new(0.0, 1.0).unwrap();
+    let mut rng = ChaCha20Rng::seed_from_u64(7);
+    let mut clip = 0.1;
+    for _ in 0..60 {
+        let fits: Vec<bool> = (0..1000).map(|_| norms.sample(&mut rng) <= clip).collect();
+        let unclipped = rule.noisy_unclipped_fraction(&fits, 1000.0, &mut rng).unwrap();
+        // Flower counts clipped updates and feeds that fraction to the same formula.
+        clip = rule.next_clip(clip, if flower_sign { 1.0 - unclipped } else { unclipped });
+    }
+    clip
+}
+
+#[test]
+fn adaptive_clipping_tracks_the_median_norm_and_flowers_sign_collapses() {
+    let clip = track_median(false);
+    assert!((clip - 1.0).abs() < 0.15, "the clip should reach the median norm 1, got {clip}");
+    let flower = track_median(true);
+    assert!(flower < 1e-2, "Flower's sign should shrink the clip towards 0, got {flower}");
+}
+
+#[test]
+fn adaptive_clipping_shares_the_budget_with_the_count() {
+    let rule = AdaptiveClip::with_defaults(100.0);
+    assert_eq!(rule.count_stddev, 5.0);
+    // z_Δ = (z⁻² − (2σ_b)⁻²)^(−1/2), slightly above z.
+    let z_delta = rule.update_noise_multiplier(1.0).unwrap();
+    assert_rel(z_delta, (1.0f64 - 0.01).powf(-0.5), 1e-12, "z_delta");
+    let tight = AdaptiveClip { count_stddev: 0.4, ..rule };
+    assert!(tight.update_noise_multiplier(1.0).is_err());
+    let mut rng = ChaCha20Rng::seed_from_u64(1);
+    let f = rule.noisy_unclipped_fraction(&[true; 100], 100.0, &mut rng).unwrap();
+    assert!((0.0..=1.0).contains(&f));
+}
+
+#[test]
+fn the_epsilon_command_prints_one_line_per_round_count_and_delta() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = ["federated", "epsilon", "--q", "0.01", "--noise-multiplier", "1.1", "--steps", "1000,10000"];
+    let out = common::succeed(dir.path(), &[&args[..], &["--delta", "1e-5"]].concat());
+    let text = common::text(&out.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[1].starts_with("epsilon 5.6320") && lines[1].contains("order 4.7"), "{text}");
+    let bad = common::trainer(dir.path(), &[&args[..], &["--delta", "2"]].concat());
+    assert!(!bad.status.success());
+    assert!(common::text(&bad.stderr).contains("delta"), "{}", common::text(&bad.stderr));
+}
+
+// ---- trainer federated aggregate ----
+
+use metarec_runtime::contribution;
+use metarec_runtime::{Model, Session};
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// A MeLU model of the tiny workspace's data trained with `--preset paper` (every MLP weight
+/// adapted by gradient steps: a model devices can contribute to), exported once per test run.
+fn paper_model() -> &'static Path {
+    static MODEL: OnceLock<PathBuf> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("federated-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let data = common::tiny_workspace().join("data");
+        let train = ["train", "--data", data.to_str().unwrap(), "--out", "run", "--preset", "paper"];
+        common::succeed(&dir, &[&train[..], &common::TINY_MODEL].concat());
+        common::succeed(&dir, &["export", "--run", "run", "--out", "model.mrec"]);
+        dir.join("model.mrec")
+    })
+}
+
+/// A fresh directory holding a copy of [`paper_model`] as `model.mrec`.
+fn round_dir() -> tempfile::TempDir {
+    let work = tempfile::tempdir().unwrap();
+    std::fs::copy(paper_model(), work.path().join("model.mrec")).unwrap();
+    work
+}
+
+/// The decision MLP's parameters in the flat layout (per layer: weights, then biases).
+fn flat_params(model: &Model) -> Vec<f32> {
+    model.body().layers.iter().flat_map(|l| l.weight.iter().chain(&l.bias).copied()).collect()
+}
+
+/// Contributions of `users` devices with different ratings, written to `dir` as `uK.bin`;
+/// returns the decoded updates.
+fn write_contributions(model: &Model, dir: &Path, users: usize, clip: f32) -> Vec<Vec<f32>> {
+    std::fs::create_dir_all(dir).unwrap();
+    let items = model.item_count() as u32;
+    let scale = model.body().rating;
+    (0..users)
+        .map(|u| {
+            let mut session = Session::new(model);
+            for k in 0..5u32 {
+                let item = (u as u32 * 3 + k * 7) % items;
+                let rating = scale.min + (scale.max - scale.min) * ((u as u32 + k) % 5) as f32 / 4.0;
+                session.add_rating_by_index(item, rating).unwrap();
+            }
+            let blob = session.contribute(clip).unwrap();
+            std::fs::write(dir.join(format!("u{u}.bin")), &blob).unwrap();
+            contribution::decode(&blob).unwrap().update
+        })
+        .collect()
+}
+
+fn aggregate(dir: &Path, extra: &[&str]) -> std::process::Output {
+    let base = ["federated", "aggregate", "--model", "model.mrec", "--updates", "updates", "--out", "next.mrec"];
+    common::trainer(dir, &[&base[..], extra].concat())
+}
+
+#[test]
+fn a_noise_free_round_with_every_client_is_the_mean_meta_gradient_step() {
+    let work = round_dir();
+    let model = Model::from_path(work.path().join("model.mrec")).unwrap();
+    let updates = write_contributions(&model, &work.path().join("updates"), 6, 10.0);
+    let args = ["--clip", "10", "--noise-multiplier", "0", "--expected-clients", "6", "--population", "60"];
+    let out = aggregate(work.path(), &[&args[..], &["--server-lr", "0.5", "--seed", "1"]].concat());
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    assert!(common::text(&out.stdout).contains("6 accepted"), "{}", common::text(&out.stdout));
+    let next = Model::from_path(work.path().join("next.mrec")).unwrap();
+    let (before, after) = (flat_params(&model), flat_params(&next));
+    let mut moved = 0.0f64;
+    for (k, (b, a)) in before.iter().zip(&after).enumerate() {
+        let mean = updates.iter().map(|u| u[k] as f64).sum::<f64>() / 6.0;
+        let expected = *b as f64 - 0.5 * mean;
+        assert!((*a as f64 - expected).abs() < 1e-6, "parameter {k}: {a} vs {expected}");
+        moved += (*a as f64 - *b as f64).abs();
+    }
+    assert!(moved > 1e-4, "the round moved nothing");
+    assert_ne!(contribution::model_id(&next), contribution::model_id(&model), "a new model id");
+    // The ledger holds the round and the ε the accountant gives for one round at q = 6/60.
+    let ledger = std::fs::read_to_string(work.path().join("privacy-ledger.tsv")).unwrap();
+    assert_eq!(ledger.lines().count(), 2, "{ledger}");
+    assert!(ledger.lines().nth(1).unwrap().ends_with("inf"), "z = 0 gives no privacy: {ledger}");
+}
+
+#[test]
+fn bad_stale_foreign_oversized_and_duplicate_blobs_are_refused_and_counted() {
+    let work = round_dir();
+    let model = Model::from_path(work.path().join("model.mrec")).unwrap();
+    let dir = work.path().join("updates");
+    let updates = write_contributions(&model, &dir, 3, 1.0);
+    let good = std::fs::read(dir.join("u0.bin")).unwrap();
+    std::fs::write(dir.join("dup.bin"), &good).unwrap();
+    let mut tampered = good.clone();
+    tampered[40] ^= 1;
+    std::fs::write(dir.join("tampered.bin"), &tampered).unwrap();
+    std::fs::write(dir.join("short.bin"), &good[..20]).unwrap();
+    let schema = metarec_runtime::format::schema_hash(model.body());
+    let foreign = contribution::encode(contribution::model_id(&model) ^ 1, schema, 1.0, &updates[0]);
+    std::fs::write(dir.join("foreign.bin"), foreign).unwrap();
+    let big: Vec<f32> = updates[0].iter().map(|v| v * 100.0 + 0.01).collect();
+    let oversized = contribution::encode(contribution::model_id(&model), schema, 1.0, &big);
+    std::fs::write(dir.join("oversized.bin"), oversized).unwrap();
+    let args = ["--clip", "1", "--noise-multiplier", "0", "--expected-clients", "3", "--population", "60"];
+    let out = aggregate(work.path(), &args);
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    let text = common::text(&out.stdout);
+    assert!(
+        text.contains("3 accepted, refused 2 malformed, 1 stale or foreign, 1 above the clip, 1 duplicates"),
+        "{text}"
+    );
+    // The next round: last round's blobs are stale against the new model.
+    let next = ["federated", "aggregate", "--model", "next.mrec", "--updates", "updates", "--out", "third.mrec"];
+    let out = common::trainer(work.path(), &[&next[..], &args[..]].concat());
+    assert!(out.status.success(), "{}", common::text(&out.stderr));
+    assert!(common::text(&out.stdout).contains("round 2: 0 accepted"), "{}", common::text(&out.stdout));
+    // An existing --out is refused without --force, and nothing changes.
+    let again = aggregate(work.path(), &args);
+    assert!(!again.status.success());
+    assert!(common::text(&again.stderr).contains("--force"), "{}", common::text(&again.stderr));
+}
+
+#[test]
+fn the_noise_spread_is_z_s_over_m_and_the_ledger_composes_rounds() {
+    let work = round_dir();
+    std::fs::create_dir(work.path().join("updates")).unwrap();
+    let model = Model::from_path(work.path().join("model.mrec")).unwrap();
+    let (z, s, m) = (1.5, 2.0, 10.0);
+    let args = ["--clip", "2", "--noise-multiplier", "1.5", "--expected-clients", "10", "--population", "1000"];
+    let mut deviations = Vec::new();
+    let mut current = "model.mrec".to_string();
+    for round in 0..3 {
+        let out_name = format!("round{round}.mrec");
+        let cmd = ["federated", "aggregate", "--model", &current, "--updates", "updates", "--out", &out_name];
+        let seed = (round + 11).to_string();
+        let out = common::trainer(work.path(), &[&cmd[..], &args[..], &["--seed", &seed]].concat());
+        assert!(out.status.success(), "{}", common::text(&out.stderr));
+        let before = flat_params(&Model::from_path(work.path().join(&current)).unwrap());
+        let after = flat_params(&Model::from_path(work.path().join(&out_name)).unwrap());
+        deviations.extend(before.iter().zip(&after).map(|(b, a)| *a as f64 - *b as f64));
+        current = out_name;
+    }
+    let n = deviations.len() as f64;
+    let std = (deviations.iter().map(|d| d * d).sum::<f64>() / n).sqrt();
+    let expected = z * s / m;
+    // The sample std of n normal draws is within ±4·σ/√(2n) of σ.
+    assert!((std - expected).abs() < 4.0 * expected / (2.0 * n).sqrt(), "noise std {std} vs zS/m {expected} (n {n})");
+    assert!(flat_params(&model).len() > 50);
+    let ledger = std::fs::read_to_string(work.path().join("privacy-ledger.tsv")).unwrap();
+    let last: Vec<&str> = ledger.lines().last().unwrap().split('\t').collect();
+    assert_eq!(last[0], "3");
+    let (eps, _) = accountant::poisson_gaussian_epsilon(0.01, 1.5, 3, 1e-3).unwrap();
+    let logged: f64 = last[10].parse().unwrap();
+    assert!((logged - eps).abs() < 1e-6, "ledger ε {logged} vs accountant {eps}");
+}
