@@ -166,20 +166,6 @@ pub enum Method {
 }
 
 impl Method {
-    /// Every method `trainer compare` and `trainer report` train, in report order. Matrix
-    /// factorisation is not among them: it is fitted in seconds, so every table carries it as a
-    /// baseline row.
-    pub const TRAINED: [Method; 9] = [
-        Method::Melu,
-        Method::MetaSgd,
-        Method::Paml,
-        Method::RegPaml,
-        Method::AtPaml,
-        Method::Hml,
-        Method::Transfer,
-        Method::WideDeep,
-        Method::DeepFm,
-    ];
     /// Every method, in encoding order.
     pub const ALL: [Method; 10] = [
         Method::Melu,

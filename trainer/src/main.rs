@@ -445,7 +445,7 @@ fn print_table(data: &Dataset, objective: Objective, tasks: &[Task], rows: &[(St
 }
 
 fn compare(args: &CompareArgs) -> Result<()> {
-    let methods = if args.methods.is_empty() { Method::TRAINED.to_vec() } else { args.methods.clone() };
+    let methods = if args.methods.is_empty() { metarec_trainer::method::trained() } else { args.methods.clone() };
     metarec_trainer::train::check_factors(&args.train.method_config)?;
     // Every run directory is checked before the first method trains.
     let out = &args.train.out;

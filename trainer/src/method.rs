@@ -10,6 +10,12 @@ use crate::config;
 /// The methods, defined once by the model format (the file records which one trained it).
 pub use metarec_runtime::format::Method;
 
+/// Every method `trainer compare` and `trainer report` train, in report order: all but matrix
+/// factorisation, which is fitted in seconds, so every table carries it as a baseline row.
+pub fn trained() -> Vec<Method> {
+    Method::ALL.into_iter().filter(|&m| m != Method::Mf).collect()
+}
+
 /// The command line's parser for a method: its canonical name ([`Method::name`]), every method
 /// listed in `--help` with the papers' name.
 pub fn parser() -> impl TypedValueParser<Value = Method> {

@@ -95,7 +95,7 @@ pub fn command(args: &AggregateArgs) -> Result<()> {
         Some(seed) => Box::new(ChaCha20Rng::seed_from_u64(seed)),
         None => Box::new(ChaCha20Rng::from_rng(OsRng).context("seeding the noise from the OS")?),
     };
-    let step = noisy_mean(&sum, args, &mut *rng)?;
+    let step = noisy_mean(&sum, args.expected_clients, args.noise_multiplier, args.clip, &mut *rng)?;
     apply_step(&mut body, &step, args.server_lr)?;
     let next_bytes = format::encode(&body).map_err(|e| anyhow::anyhow!("encoding the next model: {}", e.message()))?;
     let next = Model::from_bytes(&next_bytes).map_err(|e| anyhow::anyhow!("the next model: {}", e.message()))?;
@@ -149,7 +149,7 @@ fn check_args(args: &AggregateArgs) -> Result<()> {
 }
 
 /// Devices can only contribute to a model that adapts by gradient steps over one MLP.
-fn check_model(model: &Model) -> Result<()> {
+pub fn check_model(model: &Model) -> Result<()> {
     if model.factors().is_some() || model.fold_in_head().is_some() || model.init_count() != 1 {
         bail!("--model: a factor model, a fold-in head or several initialisations have no federated update");
     }
@@ -158,50 +158,88 @@ fn check_model(model: &Model) -> Result<()> {
 
 /// Sums every acceptable contribution in `dir` (in f64), files in name order.
 pub fn sum_contributions(model: &Model, dir: &Path, clip: f64) -> Result<(Vec<f64>, RoundCounts)> {
-    let id = contribution::model_id(model);
-    let schema = format::schema_hash(model.body());
-    let len: usize = model.body().layers.iter().map(|l| l.weight.len() + l.bias.len()).sum();
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("reading --updates {}", dir.display()))?
         .map(|e| e.map(|e| e.path()))
         .collect::<std::io::Result<_>>()
         .with_context(|| format!("reading --updates {}", dir.display()))?;
     entries.sort();
-    let (mut sum, mut counts, mut seen) = (vec![0.0f64; len], RoundCounts::default(), HashSet::new());
+    let mut round = RoundSum::new(model, clip);
     for path in entries.iter().filter(|p| p.is_file()) {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let blob = match contribution::decode(&bytes) {
-            Ok(blob) => blob,
-            Err(_) => {
-                counts.malformed += 1;
-                continue;
-            }
-        };
-        if blob.model_id != id || blob.schema_hash != schema || blob.update.len() != len {
-            counts.wrong_model += 1;
-            continue;
-        }
-        let norm = blob.update.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt();
-        if norm > clip * (1.0 + 1e-6) {
-            counts.over_clip += 1;
-            continue;
-        }
-        if !seen.insert(bytes) {
-            counts.duplicate += 1;
-            continue;
-        }
-        for (s, v) in sum.iter_mut().zip(&blob.update) {
-            *s += f64::from(*v);
-        }
-        counts.accepted += 1;
+        round.add(bytes);
     }
-    Ok((sum, counts))
+    Ok(round.finish())
 }
 
-/// `sum / m + N(0, (z·S/m)²)` per coordinate.
-fn noisy_mean(sum: &[f64], args: &AggregateArgs, rng: &mut dyn RngCore) -> Result<Vec<f64>> {
-    let m = args.expected_clients;
-    let stddev = args.noise_multiplier * args.clip / m;
+/// One round's running sum: validates each contribution (format and CRC, the model it was
+/// computed against, length, norm ≤ the clip, duplicates) and adds the accepted ones in f64.
+#[derive(Debug)]
+pub struct RoundSum {
+    id: u64,
+    schema: u64,
+    clip: f64,
+    sum: Vec<f64>,
+    counts: RoundCounts,
+    seen: HashSet<Vec<u8>>,
+}
+
+impl RoundSum {
+    /// An empty round against `model` with clip norm `clip`.
+    pub fn new(model: &Model, clip: f64) -> RoundSum {
+        let len: usize = model.body().layers.iter().map(|l| l.weight.len() + l.bias.len()).sum();
+        RoundSum {
+            id: contribution::model_id(model),
+            schema: format::schema_hash(model.body()),
+            clip,
+            sum: vec![0.0; len],
+            counts: RoundCounts::default(),
+            seen: HashSet::new(),
+        }
+    }
+
+    /// Adds one blob if it is acceptable, else counts why not.
+    pub fn add(&mut self, bytes: Vec<u8>) {
+        let Ok(blob) = contribution::decode(&bytes) else {
+            self.counts.malformed += 1;
+            return;
+        };
+        if blob.model_id != self.id || blob.schema_hash != self.schema || blob.update.len() != self.sum.len() {
+            self.counts.wrong_model += 1;
+            return;
+        }
+        let norm = blob.update.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt();
+        if norm > self.clip * (1.0 + 1e-6) {
+            self.counts.over_clip += 1;
+            return;
+        }
+        if !self.seen.insert(bytes) {
+            self.counts.duplicate += 1;
+            return;
+        }
+        for (s, v) in self.sum.iter_mut().zip(&blob.update) {
+            *s += f64::from(*v);
+        }
+        self.counts.accepted += 1;
+    }
+
+    /// The sum of the accepted contributions and the counts.
+    pub fn finish(self) -> (Vec<f64>, RoundCounts) {
+        (self.sum, self.counts)
+    }
+}
+
+/// `sum / m + N(0, (z·S/m)²)` per coordinate, for m = `expected_clients`, z =
+/// `noise_multiplier`, S = `clip`.
+pub fn noisy_mean(
+    sum: &[f64],
+    expected_clients: f64,
+    noise_multiplier: f64,
+    clip: f64,
+    rng: &mut dyn RngCore,
+) -> Result<Vec<f64>> {
+    let m = expected_clients;
+    let stddev = noise_multiplier * clip / m;
     let normal = Normal::new(0.0, stddev).context("noise distribution")?;
     Ok(sum.iter().map(|s| s / m + if stddev > 0.0 { normal.sample(rng) } else { 0.0 }).collect())
 }

@@ -10,6 +10,7 @@ pub mod accountant;
 pub mod adaptive_clip;
 pub mod aggregate;
 pub mod ledger;
+pub mod simulate;
 
 use anyhow::{bail, Result};
 use clap::Subcommand;
@@ -25,6 +26,10 @@ pub enum FederatedCommand {
     /// add Gaussian noise once, step the model, write the next model file and charge the
     /// privacy ledger.
     Aggregate(aggregate::AggregateArgs),
+    /// Simulate DP-FedAvg rounds: a model meta-trained centrally on a share of the training
+    /// users, the other training users as devices running the runtime's contribution, the
+    /// server's aggregation, test MSE and ε per round (table, rounds.csv, PNG plot).
+    Simulate(simulate::SimulateArgs),
 }
 
 /// Arguments of `trainer federated epsilon`.
@@ -49,6 +54,9 @@ pub struct EpsilonArgs {
 pub fn command(command: &FederatedCommand) -> Result<()> {
     match command {
         FederatedCommand::Aggregate(args) => aggregate::command(args)?,
+        FederatedCommand::Simulate(args) => {
+            simulate::command(args)?;
+        }
         FederatedCommand::Epsilon(args) => {
             if !args.q.is_finite() || !args.noise_multiplier.is_finite() {
                 bail!("--q and --noise-multiplier must be finite numbers");

@@ -270,7 +270,7 @@ fn check(args: &ReportArgs) -> Result<Vec<Method>> {
         // Fail before hours of training rather than after.
         figures::register_font()?;
     }
-    let methods: Vec<Method> = if args.methods.is_empty() { Method::TRAINED.to_vec() } else { dedup(&args.methods) };
+    let methods: Vec<Method> = if args.methods.is_empty() { crate::method::trained() } else { dedup(&args.methods) };
     ensure!(
         !methods.contains(&Method::Mf),
         "--methods mf: matrix factorisation with fold-in is a baseline row of every report table already; leave it \

@@ -322,3 +322,128 @@ fn the_noise_spread_is_z_s_over_m_and_the_ledger_composes_rounds() {
     let logged: f64 = last[10].parse().unwrap();
     assert!((logged - eps).abs() < 1e-6, "ledger ε {logged} vs accountant {eps}");
 }
+
+/// `trainer federated simulate` on the tiny workspace's data with a tiny central model.
+fn simulate(dir: &Path, out: &str, extra: &[&str]) -> std::process::Output {
+    let data = common::tiny_workspace().join("data");
+    let base = ["federated", "simulate", "--data", data.to_str().unwrap(), "--out", out];
+    let central = ["--central-share", "0.3", "--central-epochs", "1", "--central-flags"];
+    let flags = "--hidden 8 --embedding-dim 4 --batch-users 8 --threads=1 --inner-steps 2";
+    common::trainer(dir, &[&base[..], &central[..], &[flags], extra].concat())
+}
+
+fn rounds_csv(dir: &Path) -> Vec<Vec<String>> {
+    let text = std::fs::read_to_string(dir.join("rounds.csv")).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("round,clients,test_mse,epsilon"));
+    lines.map(|l| l.split(',').map(String::from).collect()).collect()
+}
+
+#[test]
+fn a_seeded_simulation_is_deterministic_and_charges_the_accountant() {
+    let work = tempfile::tempdir().unwrap();
+    let args =
+        ["--clients-per-round", "5", "--clip", "1", "--noise-multiplier", "1.2", "--seed", "3", "--threads", "2"];
+    let args = [&args[..], &["--rounds", "2"]].concat();
+    for out in ["a", "b"] {
+        let ran = simulate(work.path(), out, &args);
+        assert!(ran.status.success(), "{}", common::text(&ran.stderr));
+        assert!(common::text(&ran.stdout).contains("| round | sampled | clients | test MSE | epsilon |"));
+    }
+    let (a, b) = (work.path().join("a"), work.path().join("b"));
+    for name in ["rounds.csv", "model.mrec", "initial.mrec", "devices.txt", "split.csv"] {
+        assert_eq!(std::fs::read(a.join(name)).unwrap(), std::fs::read(b.join(name)).unwrap(), "{name} differs");
+    }
+    for name in ["simulate.md", "privacy-ledger.tsv", "simulate.png"] {
+        assert!(a.join(name).is_file(), "{name} missing");
+    }
+    assert_eq!(&std::fs::read(a.join("simulate.png")).unwrap()[1..4], b"PNG");
+    let rows = rounds_csv(&a);
+    assert_eq!(rows.len(), 3, "round 0 and two rounds: {rows:?}");
+    let devices = std::fs::read_to_string(a.join("devices.txt")).unwrap().lines().count() as f64;
+    for row in &rows[1..] {
+        let round: u64 = row[0].parse().unwrap();
+        let (eps, _) = accountant::poisson_gaussian_epsilon(5.0 / devices, 1.2, round, 1.0 / devices).unwrap();
+        let logged: f64 = row[3].parse().unwrap();
+        assert!((logged - eps).abs() < 1e-5, "round {round}: ε {logged} vs accountant {eps}");
+        assert!(row[2].parse::<f64>().unwrap().is_finite());
+    }
+    assert_ne!(std::fs::read(a.join("model.mrec")).unwrap(), std::fs::read(a.join("initial.mrec")).unwrap());
+    // Another seed samples other devices and draws other noise.
+    let ran = simulate(work.path(), "c", &[&args[..6], &["--seed", "4", "--rounds", "2"]].concat());
+    assert!(ran.status.success(), "{}", common::text(&ran.stderr));
+    assert_ne!(std::fs::read(a.join("model.mrec")).unwrap(), std::fs::read(work.path().join("c/model.mrec")).unwrap());
+    // Existing outputs are refused without --force.
+    let again = simulate(work.path(), "a", &args);
+    assert!(!again.status.success() && common::text(&again.stderr).contains("--force"));
+}
+
+#[test]
+fn a_noise_free_simulation_with_every_device_steps_by_the_mean_fomaml_update() {
+    let work = tempfile::tempdir().unwrap();
+    let devices = {
+        // Every device each round: K = the number of devices (known after the split).
+        let ran = simulate(
+            work.path(),
+            "probe",
+            &["--clients-per-round", "1", "--clip", "1", "--noise-multiplier", "0", "--rounds", "1"],
+        );
+        assert!(ran.status.success(), "{}", common::text(&ran.stderr));
+        std::fs::read_to_string(work.path().join("probe/devices.txt")).unwrap().lines().count()
+    };
+    let k = devices.to_string();
+    let args = ["--clients-per-round", &k, "--clip", "50", "--noise-multiplier", "0", "--server-lr", "0.5"];
+    let ran = simulate(work.path(), "out", &[&args[..], &["--rounds", "1"]].concat());
+    assert!(ran.status.success(), "{}", common::text(&ran.stderr));
+    let out = work.path().join("out");
+    let rows = rounds_csv(&out);
+    assert_eq!(rows[1][1], k, "every device contributes: {rows:?}");
+    assert_eq!(rows[1][3], "inf", "z = 0 gives no privacy");
+    // The mean FOMAML update, computed directly on the runtime for the same users and ratings.
+    let data = metarec_trainer::data::Dataset::load(&common::tiny_workspace().join("data")).unwrap();
+    let split = metarec_trainer::split::Split::read(&data, &out.join("split.csv")).unwrap();
+    let ids: Vec<String> =
+        std::fs::read_to_string(out.join("devices.txt")).unwrap().lines().map(String::from).collect();
+    let initial = Model::from_path(out.join("initial.mrec")).unwrap();
+    let mut mean = vec![0.0f64; flat_params(&initial).len()];
+    for task in split.train.iter().filter(|t| ids.contains(&data.users[t.user as usize].id)) {
+        let mut session = Session::new(&initial);
+        let user = &data.users[task.user as usize];
+        for (field, value) in data.user_fields.iter().zip(&user.raw) {
+            session.set_profile(&field.name, value).unwrap();
+        }
+        for r in task.support.iter().chain(&task.query) {
+            session.add_rating_by_index(initial.item_index(&data.items[r.item as usize].id).unwrap(), r.value).unwrap();
+        }
+        let update = contribution::decode(&session.contribute(50.0).unwrap()).unwrap().update;
+        for (m, u) in mean.iter_mut().zip(update) {
+            *m += f64::from(u) / devices as f64;
+        }
+    }
+    let after = flat_params(&Model::from_path(out.join("model.mrec")).unwrap());
+    for (k, ((b, a), m)) in flat_params(&initial).iter().zip(&after).zip(&mean).enumerate() {
+        let expected = f64::from(*b) - 0.5 * m;
+        assert!((f64::from(*a) - expected).abs() < 1e-6, "parameter {k}: {a} vs {expected}");
+    }
+    assert!(mean.iter().any(|m| m.abs() > 1e-6), "the update is not zero");
+}
+
+#[test]
+fn simulate_refuses_bad_flags_by_name() {
+    let work = tempfile::tempdir().unwrap();
+    for (flag, value, message) in [
+        ("--clip", "0", "--clip"),
+        ("--noise-multiplier", "-1", "--noise-multiplier"),
+        ("--clients-per-round", "100000", "--clients-per-round"),
+        ("--rounds", "0", "--rounds"),
+    ] {
+        let mut args = vec!["--clients-per-round", "3", "--clip", "1", "--noise-multiplier", "1", "--rounds", "1"];
+        match args.iter().position(|a| *a == flag) {
+            Some(at) => args[at + 1] = value,
+            None => args.extend([flag, value]),
+        }
+        let ran = simulate(work.path(), "bad", &args);
+        assert!(!ran.status.success(), "{flag} {value} accepted");
+        assert!(common::text(&ran.stderr).contains(message), "{flag}: {}", common::text(&ran.stderr));
+    }
+}

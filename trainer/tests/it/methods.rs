@@ -268,7 +268,7 @@ fn meta_sgd_learning_rates_change_in_training() {
 #[test]
 fn every_method_trains_and_evaluates() {
     let (dir, _, _) = tiny();
-    for method in Method::TRAINED {
+    for method in metarec_trainer::method::trained() {
         let out = dir.path().join(format!("{method:?}"));
         let info = train(&config(dir.path(), &out, method, 2)).unwrap();
         assert!(info.best_valid_loss.is_finite(), "{method:?}");

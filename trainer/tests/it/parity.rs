@@ -147,7 +147,7 @@ fn fold_in_models_without_item_factors_match_libtorch() {
 fn every_method_matches(preset: Preset, task: metarec_trainer::objective::TaskKind) {
     use metarec_runtime::format::{required, Adapt};
     let (dir, _) = small_dataset();
-    for method in metarec_trainer::method::Method::TRAINED.into_iter().filter(|m| m.adapts()) {
+    for method in metarec_trainer::method::trained().into_iter().filter(|m| m.adapts()) {
         let body = train_and_compare(dir.path(), preset, method, task, |_| {});
         let what = format!("{method:?} ({task:?}, {preset:?})");
         let flags = u32::from_le_bytes(metarec_runtime::format::encode(&body).unwrap()[16..20].try_into().unwrap());
