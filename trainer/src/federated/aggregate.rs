@@ -7,6 +7,11 @@
 //! coordinate from a cryptographic generator; the server steps θ ← θ − β·(mean + noise) (the
 //! contributions are meta-gradients); the next model is written atomically; and the round is
 //! charged to the privacy ledger before the model is published.
+//!
+//! `--robust median|trimmed-mean` replaces the mean by a coordinate-wise median or trimmed mean of
+//! the accepted updates, against poisoned updates (Yin et al. 2018, "Byzantine-robust
+//! distributed learning"). Its sensitivity is not the mean's, so it runs without noise
+//! (`--noise-multiplier 0`) and the ledger records ε = ∞ for the round.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -64,6 +69,21 @@ pub struct AggregateArgs {
     /// Replace an existing --out.
     #[arg(long)]
     pub force: bool,
+    /// A robust estimate instead of the noisy mean (needs --noise-multiplier 0: no DP guarantee).
+    #[arg(long, value_enum)]
+    pub robust: Option<Robust>,
+    /// --robust trimmed-mean: the share of updates dropped at each end of every coordinate.
+    #[arg(long, default_value_t = 0.1)]
+    pub trim: f64,
+}
+
+/// A coordinate-wise robust aggregate of the accepted updates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Robust {
+    /// The median of every coordinate (the mean of the middle two for an even count).
+    Median,
+    /// The mean of every coordinate after dropping the --trim share at each end.
+    TrimmedMean,
 }
 
 /// What a round did: accepted contributions and refusals by reason.
@@ -90,12 +110,7 @@ pub fn command(args: &AggregateArgs) -> Result<()> {
         Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("--model {}: {}", args.model.display(), e.message()))?;
     check_model(&model)?;
     let mut body = format::decode(&bytes).map_err(|e| anyhow::anyhow!("--model: {}", e.message()))?;
-    let (sum, counts) = sum_contributions(&model, &args.updates, args.clip)?;
-    let mut rng: Box<dyn RngCore> = match args.seed {
-        Some(seed) => Box::new(ChaCha20Rng::seed_from_u64(seed)),
-        None => Box::new(ChaCha20Rng::from_rng(OsRng).context("seeding the noise from the OS")?),
-    };
-    let step = noisy_mean(&sum, args.expected_clients, args.noise_multiplier, args.clip, &mut *rng)?;
+    let (step, counts) = round_step(args, &model)?;
     apply_step(&mut body, &step, args.server_lr)?;
     let next_bytes = format::encode(&body).map_err(|e| anyhow::anyhow!("encoding the next model: {}", e.message()))?;
     let next = Model::from_bytes(&next_bytes).map_err(|e| anyhow::anyhow!("the next model: {}", e.message()))?;
@@ -124,7 +139,59 @@ pub fn command(args: &AggregateArgs) -> Result<()> {
     Ok(())
 }
 
+/// The round's step (the noisy mean, or the robust aggregate) and its counts.
+fn round_step(args: &AggregateArgs, model: &Model) -> Result<(Vec<f64>, RoundCounts)> {
+    let mut round = RoundSum::new(model, args.clip);
+    if let Some(rule) = args.robust {
+        round.keep_updates();
+        read_contributions(&mut round, &args.updates)?;
+        let updates = round.updates.take().unwrap_or_default();
+        let (_, counts) = round.finish();
+        if updates.is_empty() {
+            bail!("--robust: no contribution was accepted ({counts:?})");
+        }
+        return Ok((robust_aggregate(&updates, rule, args.trim), counts));
+    }
+    read_contributions(&mut round, &args.updates)?;
+    let (sum, counts) = round.finish();
+    let mut rng: Box<dyn RngCore> = match args.seed {
+        Some(seed) => Box::new(ChaCha20Rng::seed_from_u64(seed)),
+        None => Box::new(ChaCha20Rng::from_rng(OsRng).context("seeding the noise from the OS")?),
+    };
+    Ok((noisy_mean(&sum, args.expected_clients, args.noise_multiplier, args.clip, &mut *rng)?, counts))
+}
+
+/// The coordinate-wise median or trimmed mean of `updates` (each of one length, at least one).
+pub fn robust_aggregate(updates: &[Vec<f32>], rule: Robust, trim: f64) -> Vec<f64> {
+    let n = updates.len();
+    let cut = match rule {
+        Robust::Median => 0,
+        // At least one value is kept.
+        Robust::TrimmedMean => ((trim * n as f64).floor() as usize).min((n - 1) / 2),
+    };
+    let mut column = vec![0f64; n];
+    (0..updates.first().map_or(0, Vec::len))
+        .map(|k| {
+            for (c, u) in column.iter_mut().zip(updates) {
+                *c = f64::from(u[k]);
+            }
+            column.sort_by(f64::total_cmp);
+            match rule {
+                Robust::Median if n % 2 == 1 => column[n / 2],
+                Robust::Median => 0.5 * (column[n / 2 - 1] + column[n / 2]),
+                Robust::TrimmedMean => column[cut..n - cut].iter().sum::<f64>() / (n - 2 * cut) as f64,
+            }
+        })
+        .collect()
+}
+
 fn check_args(args: &AggregateArgs) -> Result<()> {
+    if args.robust.is_some() && args.noise_multiplier != 0.0 {
+        bail!("--robust runs without noise (its sensitivity is not the mean's): give --noise-multiplier 0");
+    }
+    if !(args.trim.is_finite() && (0.0..0.5).contains(&args.trim)) {
+        bail!("--trim must be in [0, 0.5), got {}", args.trim);
+    }
     if !(args.clip.is_finite() && args.clip > 0.0) {
         bail!("--clip must be a positive number, got {}", args.clip);
     }
@@ -158,18 +225,24 @@ pub fn check_model(model: &Model) -> Result<()> {
 
 /// Sums every acceptable contribution in `dir` (in f64), files in name order.
 pub fn sum_contributions(model: &Model, dir: &Path, clip: f64) -> Result<(Vec<f64>, RoundCounts)> {
+    let mut round = RoundSum::new(model, clip);
+    read_contributions(&mut round, dir)?;
+    Ok(round.finish())
+}
+
+/// Adds every regular file in `dir` to `round`, in name order.
+fn read_contributions(round: &mut RoundSum, dir: &Path) -> Result<()> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("reading --updates {}", dir.display()))?
         .map(|e| e.map(|e| e.path()))
         .collect::<std::io::Result<_>>()
         .with_context(|| format!("reading --updates {}", dir.display()))?;
     entries.sort();
-    let mut round = RoundSum::new(model, clip);
     for path in entries.iter().filter(|p| p.is_file()) {
         let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
         round.add(bytes);
     }
-    Ok(round.finish())
+    Ok(())
 }
 
 /// One round's running sum: validates each contribution (format and CRC, the model it was
@@ -182,6 +255,8 @@ pub struct RoundSum {
     sum: Vec<f64>,
     counts: RoundCounts,
     seen: HashSet<Vec<u8>>,
+    /// The accepted updates themselves, for a robust aggregate ([`RoundSum::keep_updates`]).
+    updates: Option<Vec<Vec<f32>>>,
 }
 
 impl RoundSum {
@@ -195,7 +270,13 @@ impl RoundSum {
             sum: vec![0.0; len],
             counts: RoundCounts::default(),
             seen: HashSet::new(),
+            updates: None,
         }
+    }
+
+    /// Keeps every accepted update as well as the sum (memory: one update per client).
+    pub fn keep_updates(&mut self) {
+        self.updates.get_or_insert_with(Vec::new);
     }
 
     /// Adds one blob if it is acceptable, else counts why not.
@@ -219,6 +300,9 @@ impl RoundSum {
         }
         for (s, v) in self.sum.iter_mut().zip(&blob.update) {
             *s += f64::from(*v);
+        }
+        if let Some(updates) = &mut self.updates {
+            updates.push(blob.update);
         }
         self.counts.accepted += 1;
     }

@@ -252,6 +252,49 @@ fn a_noise_free_round_with_every_client_is_the_mean_meta_gradient_step() {
     assert!(ledger.lines().nth(1).unwrap().ends_with("inf"), "z = 0 gives no privacy: {ledger}");
 }
 
+/// Two poisoned updates (all of the clip on one coordinate) move a plain mean but not the
+/// coordinate-wise median or trimmed mean, whose step stays within the honest updates' range.
+#[test]
+fn robust_aggregates_resist_poisoned_updates() {
+    let work = round_dir();
+    let model = Model::from_path(work.path().join("model.mrec")).unwrap();
+    let dir = work.path().join("updates");
+    let honest = write_contributions(&model, &dir, 5, 10.0);
+    let schema = metarec_runtime::format::schema_hash(model.body());
+    for (k, sign) in [(0usize, 1.0f32), (1, -1.0)] {
+        let mut poison = vec![0f32; honest[0].len()];
+        poison[k] = 10.0 * sign;
+        let blob = contribution::encode(contribution::model_id(&model), schema, 10.0, &poison);
+        std::fs::write(dir.join(format!("poison{k}.bin")), blob).unwrap();
+    }
+    let before = flat_params(&model);
+    let base = ["--clip", "10", "--expected-clients", "7", "--population", "70", "--noise-multiplier", "0"];
+    for (rule, extra) in [("median", &[][..]), ("trimmed-mean", &["--trim", "0.3"][..])] {
+        let out = aggregate(work.path(), &[&base[..], &["--robust", rule, "--force"], extra].concat());
+        assert!(out.status.success(), "{rule}: {}", common::text(&out.stderr));
+        assert!(common::text(&out.stdout).contains("7 accepted"), "{}", common::text(&out.stdout));
+        let after = flat_params(&Model::from_path(work.path().join("next.mrec")).unwrap());
+        for k in 0..before.len() {
+            let step = f64::from(before[k]) - f64::from(after[k]);
+            let column = honest.iter().map(|u| f64::from(u[k]));
+            let (lo, hi) = column.fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| (l.min(v), h.max(v)));
+            assert!(step >= lo - 1e-5 && step <= hi + 1e-5, "{rule}, parameter {k}: step {step} outside [{lo}, {hi}]");
+        }
+    }
+    // The plain mean moves by the poison: 10/7 on the first coordinate beyond the honest mean.
+    let mean = aggregate(work.path(), &[&base[..], &["--force"]].concat());
+    assert!(mean.status.success(), "{}", common::text(&mean.stderr));
+    let after = flat_params(&Model::from_path(work.path().join("next.mrec")).unwrap());
+    let honest_sum: f64 = honest.iter().map(|u| f64::from(u[0])).sum();
+    let step = f64::from(before[0]) - f64::from(after[0]);
+    assert!((step - (honest_sum + 10.0) / 7.0).abs() < 1e-4, "mean step {step}");
+    // Robust aggregation has no DP guarantee: with noise it is refused.
+    let noisy = ["--clip", "10", "--expected-clients", "7", "--population", "70", "--noise-multiplier", "1"];
+    let refused = aggregate(work.path(), &[&noisy[..], &["--robust", "median", "--force"]].concat());
+    assert!(!refused.status.success());
+    assert!(common::text(&refused.stderr).contains("--noise-multiplier 0"), "{}", common::text(&refused.stderr));
+}
+
 #[test]
 fn bad_stale_foreign_oversized_and_duplicate_blobs_are_refused_and_counted() {
     let work = round_dir();
