@@ -21,6 +21,8 @@
 
 use alloc::vec::Vec;
 
+use crate::error::Error;
+use crate::format::Adapt;
 use crate::model::Model;
 
 /// The magic bytes that start every contribution.
@@ -186,5 +188,20 @@ impl Fnv {
             self.0 ^= u64::from(b);
             self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
         }
+    }
+}
+
+/// [`Error::NotContributable`] unless the model adapts by gradient steps over every parameter of
+/// one decision MLP: the models a device can contribute to, and a server can aggregate for.
+pub fn check_contributable(model: &Model) -> crate::Result<()> {
+    let steps = model.factors().is_none()
+        && model.fold_in_head().is_none()
+        && model.init_count() == 1
+        && model.adapt_scope() == Adapt::All
+        && model.body().adaptation.inner_steps > 0;
+    if steps {
+        Ok(())
+    } else {
+        Err(Error::NotContributable)
     }
 }

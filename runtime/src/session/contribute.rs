@@ -30,7 +30,7 @@ use core::borrow::Borrow;
 use super::Session;
 use crate::contribution;
 use crate::error::{Error, Invariant, Result};
-use crate::format::{Adapt, LearningRate};
+use crate::format::LearningRate;
 use crate::model::Model;
 
 impl<M: Borrow<Model>> Session<M> {
@@ -73,7 +73,7 @@ impl<M: Borrow<Model>> Session<M> {
         if !clip_norm.is_finite() || clip_norm <= 0.0 {
             return Err(Error::InvalidClipNorm);
         }
-        check_contributable(self.model())?;
+        contribution::check_contributable(self.model())?;
         if self.support.len() < 2 {
             return Err(Error::TooFewRatings);
         }
@@ -107,20 +107,5 @@ impl<M: Borrow<Model>> Session<M> {
         let grads = self.adaptation.grads();
         let len = self.model().layout().param_len;
         Ok(grads.get(..len).invariant("contribute: gradient shorter than the parameters")?.to_vec())
-    }
-}
-
-/// [`Error::NotContributable`] unless the model adapts by gradient steps over every parameter of
-/// one decision MLP.
-fn check_contributable(model: &Model) -> Result<()> {
-    let steps = model.factors().is_none()
-        && model.fold_in_head().is_none()
-        && model.init_count() == 1
-        && model.adapt_scope() == Adapt::All
-        && model.body().adaptation.inner_steps > 0;
-    if steps {
-        Ok(())
-    } else {
-        Err(Error::NotContributable)
     }
 }

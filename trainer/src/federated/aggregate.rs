@@ -108,7 +108,9 @@ pub fn command(args: &AggregateArgs) -> Result<()> {
     let bytes = std::fs::read(&args.model).with_context(|| format!("reading --model {}", args.model.display()))?;
     let model =
         Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("--model {}: {}", args.model.display(), e.message()))?;
-    check_model(&model)?;
+    contribution::check_contributable(&model).map_err(|e| {
+        anyhow::anyhow!("--model {}: {} (devices contribute to paper models only)", args.model.display(), e.message())
+    })?;
     let mut body = format::decode(&bytes).map_err(|e| anyhow::anyhow!("--model: {}", e.message()))?;
     let (step, counts) = round_step(args, &model)?;
     apply_step(&mut body, &step, args.server_lr)?;
@@ -211,14 +213,6 @@ fn check_args(args: &AggregateArgs) -> Result<()> {
     }
     if !(args.server_lr.is_finite() && args.server_lr > 0.0) {
         bail!("--server-lr must be a positive number, got {}", args.server_lr);
-    }
-    Ok(())
-}
-
-/// Devices can only contribute to a model that adapts by gradient steps over one MLP.
-pub fn check_model(model: &Model) -> Result<()> {
-    if model.factors().is_some() || model.fold_in_head().is_some() || model.init_count() != 1 {
-        bail!("--model: a factor model, a fold-in head or several initialisations have no federated update");
     }
     Ok(())
 }
