@@ -181,7 +181,7 @@ fn tiled<T: Tiles>(shape: Tiled<'_>, mut at: Tile<'_>, c: &mut [f32]) -> Result<
         at.c_at = r * at.ldc;
         at.col = 0;
         while at.col < n {
-            tile1::<8>(row(r)?, at, c)?;
+            T::tile1_8(row(r)?, at, c)?;
             at.col += 8;
         }
         r += 1;
@@ -201,10 +201,13 @@ struct Tile<'b> {
     accumulate: bool,
 }
 
-/// The `4 × 16` and `4 × 8` tiles of one instruction set.
+/// The `4 × 16`, `4 × 8` and `1 × 8` tiles of one instruction set. A row's sums round alike in
+/// all three (fused or not), so a product's row does not depend on how many rows it has: one
+/// item scored alone equals the same item scored in a batch, to the bit.
 trait Tiles {
     fn tile4_16(rows: [&[f32]; 4], at: Tile<'_>, c: &mut [f32]) -> Result<()>;
     fn tile4_8(rows: [&[f32]; 4], at: Tile<'_>, c: &mut [f32]) -> Result<()>;
+    fn tile1_8(row: &[f32], at: Tile<'_>, c: &mut [f32]) -> Result<()>;
 }
 
 /// The portable tiles: plain loops the compiler vectorises (SSE2 on the x86-64 baseline).
@@ -219,6 +222,10 @@ impl Tiles for Portable {
     #[inline(always)]
     fn tile4_8(rows: [&[f32]; 4], at: Tile<'_>, c: &mut [f32]) -> Result<()> {
         tile4::<8>(rows, at, c)
+    }
+    #[inline(always)]
+    fn tile1_8(row: &[f32], at: Tile<'_>, c: &mut [f32]) -> Result<()> {
+        tile1::<8>(row, at, c)
     }
 }
 
@@ -243,6 +250,14 @@ impl<L: Lanes> Tiles for Fma<L> {
             tile4_fma::<L, 1>(rows, at, c)
         } else {
             tile4_fma::<L, 2>(rows, at, c)
+        }
+    }
+    #[inline(always)]
+    fn tile1_8(row: &[f32], at: Tile<'_>, c: &mut [f32]) -> Result<()> {
+        if L::WIDTH == 8 {
+            tile1_fma::<L, 1>(row, at, c)
+        } else {
+            tile1_fma::<L, 2>(row, at, c)
         }
     }
 }
@@ -288,6 +303,28 @@ fn tile4_fma<L: Lanes, const V: usize>(rows: [&[f32]; 4], at: Tile<'_>, c: &mut 
             }
         }
     }
+    store_fma(&acc, at, c)
+}
+
+/// One row of [`tile4_fma`]: the same fused sums, so the row rounds as it would in a 4-row tile.
+#[cfg(any(target_arch = "x86_64", all(target_arch = "aarch64", target_feature = "neon")))]
+#[inline(always)]
+fn tile1_fma<L: Lanes, const V: usize>(row: &[f32], at: Tile<'_>, c: &mut [f32]) -> Result<()> {
+    let mut acc = [L::zero(); V];
+    for (x, b_row) in row.iter().zip(at.b.chunks_exact(at.ldb)) {
+        let b = b_row.get(at.col..at.col + L::WIDTH * V).invariant("tile: columns past b's row")?;
+        let x = L::splat(*x);
+        for (s, chunk) in acc.iter_mut().zip(b.chunks_exact(L::WIDTH)) {
+            *s = s.mul_add(x, L::load(chunk));
+        }
+    }
+    store_fma(&[acc], at, c)
+}
+
+/// Adds (or stores) the registers of `R` tile rows into `c` at `at`.
+#[cfg(any(target_arch = "x86_64", all(target_arch = "aarch64", target_feature = "neon")))]
+#[inline(always)]
+fn store_fma<L: Lanes, const V: usize, const R: usize>(acc: &[[L; V]; R], at: Tile<'_>, c: &mut [f32]) -> Result<()> {
     // `WIDTH` is at most 8: every register fits.
     let mut lanes = [0f32; 8];
     for (i, acc_row) in acc.iter().enumerate() {
@@ -408,6 +445,7 @@ impl Lanes for Neon {
 
 /// [`tile4`] for one row.
 #[inline(always)]
+#[cfg_attr(all(target_arch = "aarch64", target_feature = "neon"), allow(dead_code))]
 fn tile1<const N: usize>(row: &[f32], at: Tile<'_>, c: &mut [f32]) -> Result<()> {
     let mut acc = [[0f32; N]; 1];
     for (x, b_row) in row.iter().zip(at.b.chunks_exact(at.ldb)) {
@@ -454,6 +492,26 @@ mod tests {
 
     /// The register-tiled path against a plain triple loop: row counts around the tile of 4,
     /// column counts of 8, 16, 24 and 64, strided `a` rows, storing and accumulating.
+    /// A row of a small product is the same, to the bit, whether it sits in a 4-row tile or is
+    /// computed alone (one item scored alone equals it scored in a batch), on every kernel path.
+    #[test]
+    fn a_row_alone_equals_the_row_in_a_batch() {
+        let value = |i: usize| ((i * 7919 % 1009) as f32 / 1009.0 - 0.5) * 2.0;
+        let (m, k, n) = (6, 37, 24);
+        let a: alloc::vec::Vec<f32> = (0..m * k).map(value).collect();
+        let b: alloc::vec::Vec<f32> = (0..k * n).map(|i| value(i + 5)).collect();
+        let mut batch = vec![0.0; m * n];
+        assert!(small_product(1.0, View::rows(&a, m, k), View::rows(&b, k, n), 0.0, &mut batch, n).unwrap());
+        for r in 0..m {
+            let mut alone = vec![0.0; n];
+            let row = View::rows(&a[r * k..(r + 1) * k], 1, k);
+            assert!(small_product(1.0, row, View::rows(&b, k, n), 0.0, &mut alone, n).unwrap());
+            for j in 0..n {
+                assert_eq!(alone[j].to_bits(), batch[r * n + j].to_bits(), "row {r}, column {j}");
+            }
+        }
+    }
+
     #[test]
     fn small_products_match_the_plain_definition() {
         let value = |i: usize| ((i * 7919 % 1009) as f32 / 1009.0 - 0.5) * 2.0;
