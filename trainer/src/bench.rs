@@ -335,6 +335,7 @@ fn bench_run_info(spec: &ModelSpec) -> RunInfo {
         format: None,
         skip_invalid: false,
         item_id: false,
+        warm_users: false,
         seed: 3,
         spec: spec.clone(),
         first_order: false,

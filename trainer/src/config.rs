@@ -327,6 +327,7 @@ impl Preset {
             Preset::Product => &[],
             Preset::Paper => &[
                 ("--item-id", "false"),
+                ("--warm-users", "false"),
                 ("--item-bias", "false"),
                 ("--adapt", "all"),
                 ("--item-factors", "false"),

@@ -50,6 +50,9 @@ pub struct RunInfo {
     /// Whether the item id was added as an item field.
     #[serde(default)]
     pub item_id: bool,
+    /// Whether the split's existing (warm) users joined the training users (`--warm-users`).
+    #[serde(default)]
+    pub warm_users: bool,
     /// Seed of the split and the initialisation.
     pub seed: u64,
     /// Method, shape and inner loop.
@@ -225,7 +228,8 @@ impl RunDir {
                 info.fingerprint
             );
         }
-        let mut split = Split::read(&data, &self.split_path())?;
+        // The training users as the run trained on them (the warm part joined them or not).
+        let mut split = Split::read(&data, &self.split_path())?.with_warm_users(info.warm_users);
         info.spec.objective.apply(&mut split);
         if info.spec.method == Method::Mf {
             let path = self.factors_path();

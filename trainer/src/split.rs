@@ -13,7 +13,10 @@
 //! - [`Split::paml`] (the PAML paper): rank users by number of ratings, keep the 80% least active as
 //!   cold-start users; drop users with a feature problem (age below 10 or above 100, garbled
 //!   location: [`crate::data::DataInfo::user_problem`]) and users with fewer than 2 ratings;
-//!   split the rest 7:1:2 at random; per user 80% support / 20% query at random.
+//!   split the rest 7:1:2 at random; per user 80% support / 20% query at random. The users
+//!   left out as too active are the split's `warm` part (existing users, cut 80/20 the same way
+//!   with a generator of their own): never evaluated, and learned from only where the trainer
+//!   is told to ([`Split::with_warm_users`], `--warm-users`).
 //! - [`melu`] (MeLU, followed by the HML paper): items released up to 1997 are existing, from 1998
 //!   new (items without a known year count as existing); 80% of users, at random, are existing,
 //!   the rest new. A state pairs a user set with an item set: warm (existing users × existing
@@ -52,19 +55,26 @@ pub enum Part {
     Valid,
     /// Held-out test users (reported metrics).
     Test,
+    /// Existing users: those a protocol leaves out of its cold-start users (the PAML protocol's
+    /// most active share). Never evaluated; with `--warm-users` the trainer learns from them.
+    Warm,
 }
 
 impl Part {
+    /// Every part, in split-file order.
+    const ALL: [Part; 4] = [Part::Train, Part::Valid, Part::Test, Part::Warm];
+
     fn name(self) -> &'static str {
         match self {
             Part::Train => "train",
             Part::Valid => "valid",
             Part::Test => "test",
+            Part::Warm => "warm",
         }
     }
 
     fn parse(s: &str) -> Option<Part> {
-        [Part::Train, Part::Valid, Part::Test].into_iter().find(|p| p.name() == s)
+        Part::ALL.into_iter().find(|p| p.name() == s)
     }
 }
 
@@ -91,6 +101,9 @@ pub struct Split {
     pub valid: Vec<Task>,
     /// Test tasks.
     pub test: Vec<Task>,
+    /// Existing users' tasks (cut like the others), outside the cold-start users: never
+    /// evaluated, used for training only with `--warm-users` ([`Split::with_warm_users`]).
+    pub warm: Vec<Task>,
 }
 
 /// Settings of the PAML protocol (the PAML paper, Experimental Setup).
@@ -198,16 +211,16 @@ impl Split {
         let mut problems = 0;
         let mut few = 0;
         let mut users: Vec<(u32, Vec<Rating>)> = Vec::new();
+        let mut existing: Vec<(u32, Vec<Rating>)> = Vec::new();
         for (u, ratings) in by_user.into_iter().enumerate() {
-            if !cold_start[u] {
-                continue;
-            }
             if !config.keep_invalid_features && data.info.user_problem.get(u).is_some_and(Option::is_some) {
-                problems += 1;
+                problems += usize::from(cold_start[u]);
             } else if ratings.len() < config.min_ratings {
-                few += 1;
-            } else {
+                few += usize::from(cold_start[u]);
+            } else if cold_start[u] {
                 users.push((u as u32, ratings));
+            } else {
+                existing.push((u as u32, ratings));
             }
         }
         if !config.keep_invalid_features {
@@ -233,8 +246,17 @@ impl Split {
                 _ => split.test.push(task),
             }
         }
-        for (name, part) in [("train", &split.train), ("valid", &split.valid), ("test", &split.test)] {
-            report.steps.push((format!("{name} users"), part.len()));
+        // The existing users are cut with their own generator, so the cold-start users' split is
+        // what it was before the warm part existed.
+        let mut warm_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5741_524D);
+        for (user, ratings) in existing {
+            let n_support =
+                ((ratings.len() as f64 * config.support_share).round() as usize).clamp(1, ratings.len() - 1);
+            let (support, query) = cut(ratings, n_support, &mut warm_rng);
+            split.warm.push(Task { user, support, query });
+        }
+        for part in Part::ALL {
+            report.steps.push((format!("{} users", part.name()), split.part(part).len()));
         }
         Ok((split, report))
     }
@@ -245,13 +267,25 @@ impl Split {
             Part::Train => &self.train,
             Part::Valid => &self.valid,
             Part::Test => &self.test,
+            Part::Warm => &self.warm,
         }
+    }
+
+    /// The split the trainer and the baselines learn from: with `use_warm`, the existing users'
+    /// tasks join the training tasks (after them, so the cold-start users keep their order);
+    /// without it they are set aside. Either way the warm part is empty afterwards.
+    pub fn with_warm_users(mut self, use_warm: bool) -> Split {
+        let warm = core::mem::take(&mut self.warm);
+        if use_warm {
+            self.train.extend(warm);
+        }
+        self
     }
 
     /// The split file's bytes: `part,user_id,item_id,role,rating` rows in task order.
     pub fn to_csv(&self, data: &Dataset) -> String {
         let mut out = SPLIT_HEADER.join(",") + "\n";
-        for part in [Part::Train, Part::Valid, Part::Test] {
+        for part in Part::ALL {
             for task in self.part(part) {
                 for (role, ratings) in [("support", &task.support), ("query", &task.query)] {
                     for r in ratings {
@@ -330,6 +364,7 @@ impl Split {
                 Part::Train => &mut split.train,
                 Part::Valid => &mut split.valid,
                 Part::Test => &mut split.test,
+                Part::Warm => &mut split.warm,
             };
             if tasks.last().map(|t| t.user) != Some(user) {
                 tasks.push(Task { user, support: Vec::new(), query: Vec::new() });
@@ -342,7 +377,7 @@ impl Split {
                 other => bail!("{}:{line}: bad role '{other}'", path.display()),
             }
         }
-        for part in [Part::Train, Part::Valid, Part::Test] {
+        for part in Part::ALL {
             if let Some(task) = split.part(part).iter().find(|t| t.query.is_empty()) {
                 bail!(
                     "{}: {} user '{}' has no query rating (the query ratings are what a task is scored on)",
@@ -464,6 +499,9 @@ pub fn melu(data: &Dataset, config: &MeluConfig, seed: u64) -> Result<(MeluSplit
     let (users, role) = melu_user_roles(data, config, &mut rng, &mut report);
     let mut tasks = melu_state_tasks(data, config, &users, &role, &new_item, &mut rng);
     let (train, valid) = melu_warm_train_valid(&mut tasks, config, &mut report)?;
+    let warm = melu_warm_users(data, config, &role, &new_item, seed);
+    let window = format!("{}..{}", config.min_ratings, config.max_ratings);
+    report.steps.push((format!("warm users (training users outside {window} ratings)"), warm.len()));
     let mut states = Vec::new();
     for state in State::ALL {
         let test: Vec<Task> = match state {
@@ -481,7 +519,7 @@ pub fn melu(data: &Dataset, config: &MeluConfig, seed: u64) -> Result<(MeluSplit
                 config.max_ratings
             );
         }
-        states.push((state, Split { train: train.clone(), valid: valid.clone(), test }));
+        states.push((state, Split { train: train.clone(), valid: valid.clone(), test, warm: warm.clone() }));
     }
     Ok((MeluSplit { states }, report))
 }
@@ -575,6 +613,25 @@ fn melu_state_tasks(
         }
     }
     tasks
+}
+
+/// The existing users' part that the protocol's rating-count window leaves out: every training
+/// user (role 0) with at least 2 but not `--min-ratings..=--max-ratings` ratings of existing
+/// items, those ratings cut like the PAML protocol's (80/20, a generator of its own, so the
+/// states' tasks are what they were without it). New items never enter it.
+fn melu_warm_users(data: &Dataset, config: &MeluConfig, role: &[u8], new_item: &[bool], seed: u64) -> Vec<Task> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5741_524D);
+    let mut warm = Vec::new();
+    for (u, ratings) in data.ratings_by_user().into_iter().enumerate() {
+        let existing: Vec<Rating> = ratings.into_iter().filter(|r| !new_item[r.item as usize]).collect();
+        if role[u] != 0 || existing.len() < 2 || (config.min_ratings..=config.max_ratings).contains(&existing.len()) {
+            continue;
+        }
+        let n_support = ((existing.len() as f64 * 0.8).round() as usize).clamp(1, existing.len() - 1);
+        let (support, query) = cut(existing, n_support, &mut rng);
+        warm.push(Task { user: u as u32, support, query });
+    }
+    warm
 }
 
 /// The warm tasks, taken out of `tasks`, as the training and validation tasks; an error when

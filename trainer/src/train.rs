@@ -47,6 +47,12 @@ pub struct TrainConfig {
     /// A split file written by `trainer data split` (default: every user, 7:1:2, 80/20).
     #[arg(long)]
     pub split: Option<PathBuf>,
+    /// Learn from the split's existing users too: the users a protocol leaves out of its
+    /// cold-start users (the PAML protocol's most active 20%) join the training users, for
+    /// meta-training, the item biases and factors, and the baselines beside them. They are
+    /// never validation or test users.
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub warm_users: bool,
     /// An item-id embedding among the item fields (per-item effects of the items seen in
     /// training; other items take the unknown row and score from their features).
     #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
@@ -298,7 +304,7 @@ fn prepare(config: &TrainConfig) -> Result<Prepared> {
         }
     }
     let objective = Objective::from_cli(config.task, config.click_threshold);
-    let mut split = match (&resumed, &config.split) {
+    let split = match (&resumed, &config.split) {
         (Some(_), _) => Split::read(&data, &run.split_path()).context("--resume: reading the run's split")?,
         (None, Some(path)) => Split::read(&data, path).with_context(|| format!("--split {}", path.display()))?,
         (None, None) => Split::new(&data, config.seed)?,
@@ -323,7 +329,8 @@ fn prepare(config: &TrainConfig) -> Result<Prepared> {
         split.write(&data, &run.split_path())?;
         created.keep();
     }
-    // The split file keeps raw ratings; a click run trains on 0/1 labels.
+    // The split file keeps the warm part and raw ratings; a click run trains on 0/1 labels.
+    let mut split = split.with_warm_users(config.warm_users);
     objective.apply(&mut split);
     let train_ratings: Vec<f32> =
         split.train.iter().flat_map(|t| t.support.iter().chain(&t.query)).map(|r| r.value).collect();
@@ -420,6 +427,7 @@ fn flag_settings(info: &RunInfo) -> Vec<(String, String)> {
         ("--inner-steps", spec.inner_steps.to_string()),
         ("--first-order", switch(info.first_order)),
         ("--item-id", switch(info.item_id)),
+        ("--warm-users", switch(info.warm_users)),
         ("--item-bias", switch(spec.options.item_bias)),
         ("--adapt", spec.options.adapt.name().to_string()),
         ("--proximal", spec.options.proximal.to_string()),
@@ -472,6 +480,7 @@ fn run_info(config: &TrainConfig, objective: Objective, fingerprint: u32) -> Run
         format: config.format,
         skip_invalid: config.skip_invalid,
         item_id: config.item_id,
+        warm_users: config.warm_users,
         seed: config.seed,
         spec: spec_of(config, objective),
         first_order: config.first_order,

@@ -501,6 +501,8 @@ fn make_split(args: &ReportArgs, data: &Dataset, seed: u64, collected: &mut Coll
             collected.split_hashes.push((relative(&args.train.out, &file), sha256_file(&file)?));
             collected.split_notes.push(format!("seed {seed}: {}", one_line(&report.to_string())));
             let sets = vec![split.test.clone()];
+            // The baselines learn from the users the methods learn from (`--warm-users`).
+            let split = split.with_warm_users(args.train.warm_users);
             Ok(SeedSplit { split, sets, train_file: file })
         }
         Protocol::Melu => {
@@ -513,7 +515,7 @@ fn make_split(args: &ReportArgs, data: &Dataset, seed: u64, collected: &mut Coll
             }
             collected.split_notes.push(format!("seed {seed}: {}", one_line(&report.to_string())));
             let sets = State::ALL.iter().map(|&s| states.state(s).test.clone()).collect();
-            let split = states.state(State::Warm).clone();
+            let split = states.state(State::Warm).clone().with_warm_users(args.train.warm_users);
             Ok(SeedSplit { split, sets, train_file: dir.join(format!("{}.csv", State::Warm.name())) })
         }
     }

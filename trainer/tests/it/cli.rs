@@ -580,6 +580,7 @@ const TRAIN_FLAGS: &[(&str, &[&str])] = &[
     ("--skip-invalid", SWITCH),
     ("--split", &["split.csv", "other-split.csv", "run/split.csv", "nowhere.csv", "data"]),
     ("--item-id", SWITCH),
+    ("--warm-users", SWITCH),
     ("--item-bias", &["true", "false"]),
     ("--item-factors", &["true", "false"]),
     ("--adapt", &["fold-in", "all", "head", "user", "sideways"]),

@@ -182,6 +182,7 @@ fn resume_names_every_setting_that_differs() {
         (vec!["--inner-steps", "3"], "--inner-steps: the run has 5, given 3"),
         (vec!["--task", "ctr"], "--task: the run has rating, given click"),
         (vec!["--item-id", "false"], "--item-id: the run has on, given off"),
+        (vec!["--warm-users", "false"], "--warm-users: the run has on, given off"),
         (vec!["--adapt", "all"], "--adapt: the run has fold-in, given all"),
         (vec!["--preset", "paper"], "--item-bias: the run has on, given off"),
         (vec!["--gamma", "0.5"], "--gamma: the run has 0.001, given 0.5"),

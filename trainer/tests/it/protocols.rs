@@ -46,7 +46,8 @@ fn paml_split_is_reproducible_byte_for_byte() {
     // Reading the file back gives the same tasks.
     let (split, _) = Split::paml(&data, &config, 3).unwrap();
     let back = Split::read(&data, &dir.path().join("a.csv")).unwrap();
-    for (x, y) in [(&split.train, &back.train), (&split.valid, &back.valid), (&split.test, &back.test)] {
+    let parts = [(&split.train, &back.train), (&split.valid, &back.valid), (&split.test, &back.test)];
+    for (x, y) in parts.into_iter().chain([(&split.warm, &back.warm)]) {
         assert_eq!(x.len(), y.len());
         for (s, t) in x.iter().zip(y) {
             assert_eq!((s.user, &s.support, &s.query), (t.user, &t.support, &t.query));
@@ -72,6 +73,37 @@ fn paml_keeps_the_least_active_users_and_splits_them() {
         assert_eq!(task.support.len(), ((n as f64 * 0.8).round() as usize).clamp(1, n - 1));
     }
     assert!(report.to_string().contains("cold-start users (80% least active"), "{report}");
+}
+
+#[test]
+fn paml_keeps_the_most_active_users_as_warm_users_for_training_only() {
+    let (_dir, data) = generated(300, 200, 12_000);
+    let (split, report) = Split::paml(&data, &PamlConfig::default(), 1).unwrap();
+    let cold: HashSet<u32> = users_of(&split.train).union(&users_of(&split.valid)).copied().collect();
+    let cold: HashSet<u32> = cold.union(&users_of(&split.test)).copied().collect();
+    let warm = users_of(&split.warm);
+    assert_eq!(warm.len(), 60, "the 20% most active users");
+    assert!(warm.is_disjoint(&cold));
+    let counts = data.ratings_per_user();
+    let least_warm = warm.iter().map(|&u| counts[u as usize]).min().unwrap();
+    assert!(cold.iter().all(|&u| counts[u as usize] <= least_warm));
+    for task in &split.warm {
+        assert_eq!(task.support.len() + task.query.len(), counts[task.user as usize]);
+    }
+    assert!(report.to_string().contains("warm users: 60"), "{report}");
+    // With --warm-users they join the training users after the cold-start ones; without, they
+    // are set aside. Validation and test users never change.
+    let with = split.clone().with_warm_users(true);
+    assert_eq!(with.train.len(), split.train.len() + 60);
+    assert_eq!(users_of(&with.train[split.train.len()..]), warm);
+    assert_eq!(with.valid.len(), split.valid.len());
+    assert!(with.warm.is_empty());
+    let without = split.clone().with_warm_users(false);
+    assert_eq!(users_of(&without.train), users_of(&split.train));
+    assert!(without.warm.is_empty());
+    // Where every user is a cold-start user, there are no warm users.
+    let (all_cold, _) = Split::paml(&data, &PamlConfig { cold_share: 1.0, ..PamlConfig::default() }, 1).unwrap();
+    assert!(all_cold.warm.is_empty());
 }
 
 #[test]
@@ -119,8 +151,19 @@ fn melu_states_follow_the_protocol_and_reproduce() {
         assert_eq!(test_users.is_disjoint(&train), cold_users, "{state:?}");
         assert!(test_users.is_disjoint(&valid), "{state:?}");
     }
-    // Training never sees a new item.
+    // Training never sees a new item, not even from the warm users: the existing (training)
+    // users whose count of existing items falls outside 13..100, each state carrying them.
     assert!(warm.train.iter().flat_map(|t| t.support.iter().chain(&t.query)).all(|r| !new_item(r.item)));
+    assert!(!warm.warm.is_empty(), "the generator has users above 100 ratings");
+    assert!(warm.warm.iter().flat_map(|t| t.support.iter().chain(&t.query)).all(|r| !new_item(r.item)));
+    let warm_users = users_of(&warm.warm);
+    assert!(warm_users.is_disjoint(&train) && warm_users.is_disjoint(&valid));
+    let test_users_of = |state: State| users_of(&states.state(state).test);
+    assert!(warm_users.is_disjoint(&test_users_of(State::UserCold)), "warm users are existing users");
+    for task in &warm.warm {
+        assert!(!(13..=100).contains(&(task.support.len() + task.query.len())));
+    }
+    assert!(states.states.iter().all(|(_, split)| users_of(&split.warm) == warm_users));
     assert!(report.to_string().contains("user_item_cold test tasks"));
 
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
