@@ -33,7 +33,6 @@
 //! Major/minor labels ([`crate::data::groups`]) are computed over all users of the dataset and
 //! travel with the users, not the split.
 
-use core::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{bail, ensure, Context, Result};
@@ -250,29 +249,36 @@ impl Split {
 
     /// The split file's bytes: `part,user_id,item_id,role,rating` rows in task order.
     pub fn to_csv(&self, data: &Dataset) -> String {
-        let mut out = SPLIT_HEADER.join(",") + "\n";
+        let mut out = Vec::new();
+        self.write_csv(data, &mut out).expect("writing to memory cannot fail");
+        String::from_utf8(out).expect("ids are strings")
+    }
+
+    /// Streams the split file's rows to `out` (a split of a large dataset is never held as text).
+    fn write_csv(&self, data: &Dataset, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        writeln!(out, "{}", SPLIT_HEADER.join(","))?;
         for part in [Part::Train, Part::Valid, Part::Test] {
             for task in self.part(part) {
                 for (role, ratings) in [("support", &task.support), ("query", &task.query)] {
                     for r in ratings {
-                        let _ = writeln!(
+                        writeln!(
                             out,
                             "{},{},{},{role},{}",
                             part.name(),
                             csv_field(&data.users[r.user as usize].id),
                             csv_field(&data.items[r.item as usize].id),
                             r.value
-                        );
+                        )?;
                     }
                 }
             }
         }
-        out
+        Ok(())
     }
 
-    /// Writes the split file atomically.
+    /// Writes the split file atomically, streamed.
     pub fn write(&self, data: &Dataset, path: &Path) -> Result<()> {
-        crate::fsutil::write_atomic(path, self.to_csv(data).as_bytes())
+        crate::fsutil::write_atomic_with(path, |out| Ok(self.write_csv(data, out)?))
     }
 
     /// Reads a split written by [`Split::write`] against the same dataset.
