@@ -40,7 +40,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::data::{Dataset, Format, Rating};
+use crate::data::{pair_key, Dataset, Format, PairMap, Rating};
 
 /// Which part of the user split a task belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -288,8 +288,7 @@ impl Split {
         let items: std::collections::HashMap<&str, u32> =
             data.items.iter().enumerate().map(|(i, u)| (u.id.as_str(), i as u32)).collect();
         // Each row must be a rating of this dataset, as `trainer data split` wrote it.
-        let ratings: std::collections::HashMap<(u32, u32), f32> =
-            data.ratings.iter().map(|r| ((r.user, r.item), r.value)).collect();
+        let ratings: PairMap<f32> = data.ratings.iter().map(|r| (pair_key(r), r.value)).collect();
         let mut reader = csv::Reader::from_path(path).with_context(|| format!("opening {}", path.display()))?;
         let header = reader.headers().with_context(|| format!("{}:1: malformed header", path.display()))?;
         if header.iter().ne(SPLIT_HEADER) {
@@ -301,9 +300,12 @@ impl Split {
             );
         }
         let mut split = Split::default();
-        for (row, record) in reader.records().enumerate() {
-            let line = row + 2;
-            let record = record.with_context(|| format!("{}:{line}: malformed row", path.display()))?;
+        let mut record = csv::StringRecord::new();
+        for line in 2usize.. {
+            // One record buffer for every row: a large split has tens of millions.
+            if !reader.read_record(&mut record).with_context(|| format!("{}:{line}: malformed row", path.display()))? {
+                break;
+            }
             let get = |i: usize| record.get(i).unwrap_or("");
             let part =
                 Part::parse(get(0)).with_context(|| format!("{}:{line}: bad part '{}'", path.display(), get(0)))?;
@@ -315,7 +317,7 @@ impl Split {
                 .with_context(|| format!("{}:{line}: item '{}' not in dataset", path.display(), get(2)))?;
             let value: f32 =
                 get(4).parse().with_context(|| format!("{}:{line}: bad rating '{}'", path.display(), get(4)))?;
-            match ratings.get(&(user, item)) {
+            match ratings.get(&pair_key(&Rating { user, item, value })) {
                 Some(&rated) if rated == value => {}
                 Some(rated) => bail!(
                     "{}:{line}: user '{}' rated item '{}' {rated} in this dataset, not {} (is the split of another \

@@ -100,6 +100,10 @@ impl SizeArgs {
     }
 }
 
+/// The most users or ratings generated (ratings.dat of about 28 GB; the loader numbers users and
+/// items in `u32`).
+pub const MAX_COUNT: usize = 1_000_000_000;
+
 /// MovieLens-1M's genres: MovieLens-100K's list without its leading "unknown".
 const GENRES: &[&str] = super::movielens::ML100K_GENRES.split_at(1).1;
 const AGES: [(&str, f64); 7] =
@@ -136,7 +140,12 @@ pub fn write_ml1m(dir: &Path, size: &Ml1mSize) -> Result<()> {
         size.items,
         size.ratings
     );
-    ensure!(u32::try_from(size.items).is_ok(), "at most {} items", u32::MAX);
+    ensure!(
+        size.users.max(size.ratings) <= MAX_COUNT,
+        "at most {MAX_COUNT} users and ratings (got {} users, {} ratings)",
+        size.users,
+        size.ratings
+    );
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut rng = ChaCha8Rng::seed_from_u64(size.seed);
     let unit = Normal::new(0.0, 1.0).expect("valid normal");
@@ -194,7 +203,7 @@ fn movies_dat(rng: &mut ChaCha8Rng, size: &Ml1mSize, unit: &Normal<f64>) -> Resu
 /// The movies each user rates: long-tailed counts, every movie rated at least once.
 fn rated_movies(rng: &mut ChaCha8Rng, size: &Ml1mSize) -> Vec<Vec<u32>> {
     let counts = user_counts(rng, size);
-    // Positions below `size.items`, which fits in u32 (checked by `write_ml1m`).
+    // Positions below `size.items` <= `size.ratings` <= MAX_COUNT (checked by `write_ml1m`).
     let mut lists: Vec<Vec<u32>> =
         counts.iter().map(|&n| index::sample(rng, size.items, n).into_iter().map(|i| i as u32).collect()).collect();
     // Every movie rated at least once: swap an uncovered movie into a list whose movie is
@@ -233,8 +242,7 @@ fn ratings_dat(
         let bias = 0.6 * unit.sample(rng);
         let mut time = 956_703_932 + rng.gen_range(0..90_000_000u64);
         for &i in list {
-            let value =
-                (3.6f64 + bias + item_bias[i as usize] + 0.9 * unit.sample(rng)).round().clamp(1.0, 5.0) as u8;
+            let value = (3.6f64 + bias + item_bias[i as usize] + 0.9 * unit.sample(rng)).round().clamp(1.0, 5.0) as u8;
             time += rng.gen_range(1..600);
             writeln!(out, "{}::{}::{value}::{time}", u + 1, i + 1)?;
         }

@@ -232,8 +232,7 @@ impl Dataset {
     /// Ratings grouped by user, in file order.
     pub fn ratings_by_user(&self) -> Vec<Vec<Rating>> {
         // Exact capacities: the lists hold the ratings once, without growth slack.
-        let mut by_user: Vec<Vec<Rating>> =
-            self.ratings_per_user().into_iter().map(Vec::with_capacity).collect();
+        let mut by_user: Vec<Vec<Rating>> = self.ratings_per_user().into_iter().map(Vec::with_capacity).collect();
         for r in &self.ratings {
             by_user[r.user as usize].push(*r);
         }
@@ -373,7 +372,10 @@ pub(crate) struct RatingsBuilder {
 /// SipHash and as well spread in every bit (the table indexes by the low bits). The keys are
 /// the loader's own positions, not an adversary's choice.
 #[derive(Debug, Default)]
-struct PairHasher(u64);
+pub(crate) struct PairHasher(u64);
+
+/// A hash map keyed by a (user, item) pair ([`pair_key`]).
+pub(crate) type PairMap<V> = HashMap<u64, V, BuildHasherDefault<PairHasher>>;
 
 impl Hasher for PairHasher {
     fn finish(&self) -> u64 {
@@ -394,7 +396,8 @@ impl Hasher for PairHasher {
     }
 }
 
-fn pair_key(r: &Rating) -> u64 {
+/// A rating's (user, item) pair as one key, `user << 32 | item`.
+pub(crate) fn pair_key(r: &Rating) -> u64 {
     u64::from(r.user) << 32 | u64::from(r.item)
 }
 

@@ -1,6 +1,5 @@
 //! Loading, generating and splitting datasets.
 
-use std::io::Write as _;
 use std::path::Path;
 
 use metarec_trainer::data::mlgen::{write_ml1m, Ml1mSize, SizeArgs, SizePreset};
@@ -180,6 +179,9 @@ fn size_presets_resolve_and_impossible_counts_are_refused() {
     let out = dir.path().join("out");
     let error = write_ml1m(&out, &Ml1mSize { users: 10, items: 20, ratings: 300, seed: 1 }).unwrap_err();
     assert!(error.to_string().contains("users x items"), "{error}");
+    let huge = Ml1mSize { users: 2_000_000_000, items: 1, ratings: 2_000_000_000, seed: 1 };
+    let error = write_ml1m(&out, &huge).unwrap_err();
+    assert!(error.to_string().contains("at most"), "{error}");
     assert!(!out.exists(), "nothing written");
 }
 
