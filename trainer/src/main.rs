@@ -9,7 +9,7 @@ use clap::parser::ValueSource;
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use metarec_runtime::format::schema_hash;
-use metarec_trainer::data::mlgen::Ml1mSize;
+use metarec_trainer::data::mlgen::{self, SizeArgs};
 use metarec_trainer::data::stats::DataStats;
 use metarec_trainer::data::synth::{self, SynthConfig};
 use metarec_trainer::data::{self as dataset, Dataset, Format, LoadOptions};
@@ -81,16 +81,30 @@ enum DataCommand {
         #[command(flatten)]
         config: SynthConfig,
     },
+    /// Generate a seeded MovieLens-1M-format dataset (users.dat, movies.dat, ratings.dat) of
+    /// MovieLens-1M's or MovieLens-25M's size, or any counts; ratings.dat is streamed to disk.
+    GenerateMl {
+        /// Directory to write the three files into (one that holds a dataset is refused unless
+        /// --force).
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace existing outputs (the dataset files in --out).
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        size: SizeArgs,
+    },
     /// Print what a dataset holds: sizes, ratings per user, top-30% field shares, major/minor.
     Stats(DataSource),
     /// Apply a protocol and write its split file(s).
     #[command(subcommand)]
     Split(SplitCommand),
-    /// Benchmark: generate a MovieLens-1M-sized input and time loading plus the PAML split.
+    /// Benchmark: generate a MovieLens-1M-sized (or --size ml-25m) input and time loading plus
+    /// the PAML split.
     #[command(hide = true)]
     BenchLoad {
         #[command(flatten)]
-        size: Ml1mSize,
+        size: SizeArgs,
         /// Keep the generated input here (reused when it already holds ratings.dat).
         #[arg(long)]
         dir: Option<PathBuf>,
@@ -299,6 +313,21 @@ fn data(command: DataCommand) -> Result<()> {
             synth::generate(&config, &out)?;
             eprintln!("wrote synthetic dataset (seed {}) to {}", config.seed, out.display());
         }
+        DataCommand::GenerateMl { out, force, size } => {
+            let size = size.resolve();
+            fsutil::refuse_existing_in_dir("--out", &out, &dataset_files(), "a dataset", force)?;
+            let started = std::time::Instant::now();
+            mlgen::write_ml1m(&out, &size)?;
+            eprintln!(
+                "wrote {} users, {} movies, {} ratings (seed {}) in MovieLens-1M format to {} in {:.1} s",
+                size.users,
+                size.items,
+                size.ratings,
+                size.seed,
+                out.display(),
+                started.elapsed().as_secs_f64()
+            );
+        }
         DataCommand::Stats(source) => {
             let data = source.load()?;
             println!("dataset       {}", source.data.display());
@@ -328,7 +357,7 @@ fn data(command: DataCommand) -> Result<()> {
             );
         }
         DataCommand::BenchLoad { size, dir, repeat } => {
-            print!("{}", dataset::bench::run(&size, dir.as_deref(), repeat)?);
+            print!("{}", dataset::bench::run(&size.resolve(), dir.as_deref(), repeat)?);
         }
     }
     Ok(())

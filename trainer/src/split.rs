@@ -36,7 +36,6 @@
 //! Major/minor labels ([`crate::data::groups`]) are computed over all users of the dataset and
 //! travel with the users, not the split.
 
-use core::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{bail, ensure, Context, Result};
@@ -44,7 +43,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::data::{Dataset, Format, Rating};
+use crate::data::{pair_key, Dataset, Format, PairMap, Rating};
 
 /// Which part of the user split a task belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -284,29 +283,36 @@ impl Split {
 
     /// The split file's bytes: `part,user_id,item_id,role,rating` rows in task order.
     pub fn to_csv(&self, data: &Dataset) -> String {
-        let mut out = SPLIT_HEADER.join(",") + "\n";
+        let mut out = Vec::new();
+        self.write_csv(data, &mut out).expect("writing to memory cannot fail");
+        String::from_utf8(out).expect("ids are strings")
+    }
+
+    /// Streams the split file's rows to `out` (a split of a large dataset is never held as text).
+    fn write_csv(&self, data: &Dataset, out: &mut dyn std::io::Write) -> std::io::Result<()> {
+        writeln!(out, "{}", SPLIT_HEADER.join(","))?;
         for part in Part::ALL {
             for task in self.part(part) {
                 for (role, ratings) in [("support", &task.support), ("query", &task.query)] {
                     for r in ratings {
-                        let _ = writeln!(
+                        writeln!(
                             out,
                             "{},{},{},{role},{}",
                             part.name(),
                             csv_field(&data.users[r.user as usize].id),
                             csv_field(&data.items[r.item as usize].id),
                             r.value
-                        );
+                        )?;
                     }
                 }
             }
         }
-        out
+        Ok(())
     }
 
-    /// Writes the split file atomically.
+    /// Writes the split file atomically, streamed.
     pub fn write(&self, data: &Dataset, path: &Path) -> Result<()> {
-        crate::fsutil::write_atomic(path, self.to_csv(data).as_bytes())
+        crate::fsutil::write_atomic_with(path, |out| Ok(self.write_csv(data, out)?))
     }
 
     /// Reads a split written by [`Split::write`] against the same dataset.
@@ -316,8 +322,7 @@ impl Split {
         let items: std::collections::HashMap<&str, u32> =
             data.items.iter().enumerate().map(|(i, u)| (u.id.as_str(), i as u32)).collect();
         // Each row must be a rating of this dataset, as `trainer data split` wrote it.
-        let ratings: std::collections::HashMap<(u32, u32), f32> =
-            data.ratings.iter().map(|r| ((r.user, r.item), r.value)).collect();
+        let ratings: PairMap<f32> = data.ratings.iter().map(|r| (pair_key(r), r.value)).collect();
         let mut reader = csv::Reader::from_path(path).with_context(|| format!("opening {}", path.display()))?;
         let header = reader.headers().with_context(|| format!("{}:1: malformed header", path.display()))?;
         if header.iter().ne(SPLIT_HEADER) {
@@ -329,9 +334,12 @@ impl Split {
             );
         }
         let mut split = Split::default();
-        for (row, record) in reader.records().enumerate() {
-            let line = row + 2;
-            let record = record.with_context(|| format!("{}:{line}: malformed row", path.display()))?;
+        let mut record = csv::StringRecord::new();
+        for line in 2usize.. {
+            // One record buffer for every row: a large split has tens of millions.
+            if !reader.read_record(&mut record).with_context(|| format!("{}:{line}: malformed row", path.display()))? {
+                break;
+            }
             let get = |i: usize| record.get(i).unwrap_or("");
             let part =
                 Part::parse(get(0)).with_context(|| format!("{}:{line}: bad part '{}'", path.display(), get(0)))?;
@@ -343,7 +351,7 @@ impl Split {
                 .with_context(|| format!("{}:{line}: item '{}' not in dataset", path.display(), get(2)))?;
             let value: f32 =
                 get(4).parse().with_context(|| format!("{}:{line}: bad rating '{}'", path.display(), get(4)))?;
-            match ratings.get(&(user, item)) {
+            match ratings.get(&pair_key(&Rating { user, item, value })) {
                 Some(&rated) if rated == value => {}
                 Some(rated) => bail!(
                     "{}:{line}: user '{}' rated item '{}' {rated} in this dataset, not {} (is the split of another \

@@ -2,6 +2,7 @@
 //! the ML-1M format ([`super::mlgen`]) and times loading (read, decode, parse, vocabularies,
 //! rows, major/minor labels) plus preprocessing (the PAML protocol split and its split file),
 //! each repeated; the loader is single-threaded, so run it under `taskset -c 0` for one core.
+//! `--size ml-25m` times MovieLens-25M's population instead (about 700 MB of `ratings.dat`).
 
 use core::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -9,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use super::mlgen::{write_ml1m, Ml1mSize};
+use super::mlgen::{write_ml1m, Ml1mSize, SizePreset};
 use super::{Dataset, Format, LoadOptions};
 use crate::split::{PamlConfig, Split};
 
@@ -100,11 +101,19 @@ pub fn run(size: &Ml1mSize, dir: Option<&Path>, repeat: usize) -> Result<String>
     writeln!(out, "{}", line("PAML protocol split", &split))?;
     writeln!(out, "{}", line("write split file", &write))?;
     writeln!(out, "{}", line("total load + preprocessing", &total))?;
-    if let Some(mib) = peak_rss_mib() {
+    let peak = peak_rss_mib();
+    if let Some(mib) = peak {
         writeln!(out, "peak resident memory: {mib:.0} MiB")?;
     }
-    let goal = if median(total.clone()) < 5.0 { "met" } else { "NOT met" };
-    writeln!(out, "goal (< 5 s on one core): {goal}")?;
+    let seconds = median(total.clone());
+    if size.ratings > SizePreset::Ml1m.size(size.seed).ratings {
+        // Issue 17: MovieLens-25M's population loads and splits in <= 60 s and <= 4 GB.
+        let met = seconds <= 60.0 && peak.is_some_and(|mib| mib <= 4096.0);
+        writeln!(out, "goal (<= 60 s and <= 4 GiB at MovieLens-25M's size): {}", if met { "met" } else { "NOT met" })?;
+    } else {
+        let goal = if seconds < 5.0 { "met" } else { "NOT met" };
+        writeln!(out, "goal (< 5 s on one core): {goal}")?;
+    }
     Ok(out)
 }
 

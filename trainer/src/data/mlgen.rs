@@ -1,7 +1,11 @@
 //! A seeded generator of MovieLens-1M-format files (`users.dat`, `movies.dat`, `ratings.dat`,
-//! `::`-separated, Latin-1 titles) of any size: the loading benchmark's input (the default size
-//! is ML-1M's: 6,040 users, 3,706 rated movies, 1,000,209 ratings) and test data for the
-//! protocols. Every user gets at least 20 ratings (as in ML-1M) when the total allows, and every
+//! `::`-separated, Latin-1 titles) of any size: `trainer data generate-ml`, the loading
+//! benchmark's input and test data for the protocols. Named sizes ([`SizePreset`]) give
+//! MovieLens-1M's population (6,040 users, 3,706 rated movies, 1,000,209 ratings, the default)
+//! and MovieLens-25M's (162,541 users, 59,047 rated movies, 25,000,095 ratings) in the 1M layout,
+//! so the large input has the demographics the PAML protocol and the major/minor rule use.
+//! `ratings.dat` is streamed to disk user by user: the generator holds each user's movie list
+//! (4 bytes a rating), never the file's text. Every user gets at least 20 ratings (as in ML-1M) when the total allows, and every
 //! movie at least one; activity is long-tailed. The values follow a user bias plus an item bias
 //! plus noise; they carry no real preference structure.
 
@@ -14,8 +18,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, LogNormal, Normal};
 
-/// Size and seed of a generated dataset.
-#[derive(Debug, Clone, clap::Args)]
+/// Size and seed of a generated dataset (the counts of any size; [`SizePreset`] names two).
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct Ml1mSize {
     /// Users.
     #[arg(long, default_value_t = 6040)]
@@ -33,9 +37,72 @@ pub struct Ml1mSize {
 
 impl Default for Ml1mSize {
     fn default() -> Ml1mSize {
-        Ml1mSize { users: 6040, items: 3706, ratings: 1_000_209, seed: 1 }
+        SizePreset::Ml1m.size(1)
     }
 }
+
+/// A MovieLens release whose population (users, rated movies, ratings) a generated dataset
+/// copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum SizePreset {
+    /// MovieLens-1M: 6,040 users, 3,706 movies, 1,000,209 ratings.
+    #[default]
+    #[value(name = "ml-1m")]
+    Ml1m,
+    /// MovieLens-25M: 162,541 users, 59,047 rated movies, 25,000,095 ratings (about 700 MB of
+    /// `ratings.dat`).
+    #[value(name = "ml-25m")]
+    Ml25m,
+}
+
+impl SizePreset {
+    /// The preset's counts with `seed`.
+    pub fn size(self, seed: u64) -> Ml1mSize {
+        let (users, items, ratings) = match self {
+            SizePreset::Ml1m => (6040, 3706, 1_000_209),
+            SizePreset::Ml25m => (162_541, 59_047, 25_000_095),
+        };
+        Ml1mSize { users, items, ratings, seed }
+    }
+}
+
+/// The size options of the commands that generate: a preset, each count overridable.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SizeArgs {
+    /// Population to copy: ml-1m or ml-25m (users, movies, ratings); --users, --items and
+    /// --ratings override its counts.
+    #[arg(long, value_enum, default_value = "ml-1m")]
+    pub size: SizePreset,
+    /// Users (default: the preset's).
+    #[arg(long)]
+    pub users: Option<usize>,
+    /// Movies, each rated at least once (default: the preset's).
+    #[arg(long)]
+    pub items: Option<usize>,
+    /// Ratings (default: the preset's).
+    #[arg(long)]
+    pub ratings: Option<usize>,
+    /// Random seed; the same seed and counts write the same bytes.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+impl SizeArgs {
+    /// The counts asked for: the preset's, overridden by those given.
+    pub fn resolve(&self) -> Ml1mSize {
+        let preset = self.size.size(self.seed);
+        Ml1mSize {
+            users: self.users.unwrap_or(preset.users),
+            items: self.items.unwrap_or(preset.items),
+            ratings: self.ratings.unwrap_or(preset.ratings),
+            seed: self.seed,
+        }
+    }
+}
+
+/// The most users or ratings generated (ratings.dat of about 28 GB; the loader numbers users and
+/// items in `u32`).
+pub const MAX_COUNT: usize = 1_000_000_000;
 
 /// MovieLens-1M's genres: MovieLens-100K's list without its leading "unknown".
 const GENRES: &[&str] = super::movielens::ML100K_GENRES.split_at(1).1;
@@ -62,27 +129,36 @@ fn user_counts(rng: &mut ChaCha8Rng, size: &Ml1mSize) -> Vec<usize> {
     counts
 }
 
-/// Writes `users.dat`, `movies.dat` and `ratings.dat` into `dir`.
+/// Writes `users.dat`, `movies.dat` and `ratings.dat` into `dir` (each atomically, in that
+/// order); `ratings.dat` is streamed.
 pub fn write_ml1m(dir: &Path, size: &Ml1mSize) -> Result<()> {
     ensure!(size.users >= 1 && size.items >= 1, "need at least one user and one item");
     ensure!(
-        size.items <= size.ratings && size.ratings <= size.users * size.items,
-        "need items <= ratings <= users x items"
+        size.items <= size.ratings && size.ratings <= size.users.saturating_mul(size.items),
+        "need items <= ratings <= users x items (got {} users, {} items, {} ratings)",
+        size.users,
+        size.items,
+        size.ratings
     );
+    ensure!(
+        size.users.max(size.ratings) <= MAX_COUNT,
+        "at most {MAX_COUNT} users and ratings (got {} users, {} ratings)",
+        size.users,
+        size.ratings
+    );
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut rng = ChaCha8Rng::seed_from_u64(size.seed);
     let unit = Normal::new(0.0, 1.0).expect("valid normal");
     let users = users_dat(&mut rng, size)?;
+    crate::fsutil::write_atomic(&dir.join("users.dat"), users.as_bytes())?;
     let (movies, item_bias) = movies_dat(&mut rng, size, &unit)?;
-    let lists = rated_movies(&mut rng, size);
-    let ratings = ratings_dat(&mut rng, size, &lists, &item_bias, &unit)?;
-
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let (movies_latin1, _, unmappable) = encoding_rs::WINDOWS_1252.encode(&movies);
     ensure!(!unmappable, "generated titles must be Latin-1");
-    crate::fsutil::write_atomic(&dir.join("users.dat"), users.as_bytes())?;
     crate::fsutil::write_atomic(&dir.join("movies.dat"), &movies_latin1)?;
-    crate::fsutil::write_atomic(&dir.join("ratings.dat"), ratings.as_bytes())?;
-    Ok(())
+    let lists = rated_movies(&mut rng, size);
+    crate::fsutil::write_atomic_with(&dir.join("ratings.dat"), |out| {
+        ratings_dat(out, &mut rng, &lists, &item_bias, &unit)
+    })
 }
 
 /// `users.dat`: gender, age band, occupation and zip code per user.
@@ -125,24 +201,26 @@ fn movies_dat(rng: &mut ChaCha8Rng, size: &Ml1mSize, unit: &Normal<f64>) -> Resu
 }
 
 /// The movies each user rates: long-tailed counts, every movie rated at least once.
-fn rated_movies(rng: &mut ChaCha8Rng, size: &Ml1mSize) -> Vec<Vec<usize>> {
+fn rated_movies(rng: &mut ChaCha8Rng, size: &Ml1mSize) -> Vec<Vec<u32>> {
     let counts = user_counts(rng, size);
-    let mut lists: Vec<Vec<usize>> = counts.iter().map(|&n| index::sample(rng, size.items, n).into_vec()).collect();
+    // Positions below `size.items` <= `size.ratings` <= MAX_COUNT (checked by `write_ml1m`).
+    let mut lists: Vec<Vec<u32>> =
+        counts.iter().map(|&n| index::sample(rng, size.items, n).into_iter().map(|i| i as u32).collect()).collect();
     // Every movie rated at least once: swap an uncovered movie into a list whose movie is
     // covered elsewhere.
     let mut covered = vec![0usize; size.items];
     for list in &lists {
         for &i in list {
-            covered[i] += 1;
+            covered[i as usize] += 1;
         }
     }
     for item in 0..size.items {
         while covered[item] == 0 {
             let u = rng.gen_range(0..size.users);
             let k = rng.gen_range(0..lists[u].len());
-            let old = lists[u][k];
-            if covered[old] > 1 && !lists[u].contains(&item) {
-                lists[u][k] = item;
+            let old = lists[u][k] as usize;
+            if covered[old] > 1 && !lists[u].contains(&(item as u32)) {
+                lists[u][k] = item as u32;
                 covered[old] -= 1;
                 covered[item] += 1;
             }
@@ -151,23 +229,23 @@ fn rated_movies(rng: &mut ChaCha8Rng, size: &Ml1mSize) -> Vec<Vec<usize>> {
     lists
 }
 
-/// `ratings.dat`: a user bias plus the movie's bias plus noise, at increasing timestamps.
+/// `ratings.dat`, streamed to `out`: a user bias plus the movie's bias plus noise, at
+/// increasing timestamps.
 fn ratings_dat(
+    out: &mut dyn std::io::Write,
     rng: &mut ChaCha8Rng,
-    size: &Ml1mSize,
-    lists: &[Vec<usize>],
+    lists: &[Vec<u32>],
     item_bias: &[f64],
     unit: &Normal<f64>,
-) -> Result<String> {
-    let mut ratings = String::with_capacity(size.ratings * 24);
+) -> Result<()> {
     for (u, list) in lists.iter().enumerate() {
         let bias = 0.6 * unit.sample(rng);
         let mut time = 956_703_932 + rng.gen_range(0..90_000_000u64);
         for &i in list {
-            let value = (3.6f64 + bias + item_bias[i] + 0.9 * unit.sample(rng)).round().clamp(1.0, 5.0) as u8;
+            let value = (3.6f64 + bias + item_bias[i as usize] + 0.9 * unit.sample(rng)).round().clamp(1.0, 5.0) as u8;
             time += rng.gen_range(1..600);
-            writeln!(ratings, "{}::{}::{value}::{time}", u + 1, i + 1)?;
+            writeln!(out, "{}::{}::{value}::{time}", u + 1, i + 1)?;
         }
     }
-    Ok(ratings)
+    Ok(())
 }

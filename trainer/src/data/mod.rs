@@ -22,6 +22,7 @@ pub mod synth;
 pub mod text;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::path::Path;
 
 use anyhow::{bail, Result};
@@ -230,7 +231,8 @@ impl Dataset {
 
     /// Ratings grouped by user, in file order.
     pub fn ratings_by_user(&self) -> Vec<Vec<Rating>> {
-        let mut by_user = vec![Vec::new(); self.users.len()];
+        // Exact capacities: the lists hold the ratings once, without growth slack.
+        let mut by_user: Vec<Vec<Rating>> = self.ratings_per_user().into_iter().map(Vec::with_capacity).collect();
         for r in &self.ratings {
             by_user[r.user as usize].push(*r);
         }
@@ -261,6 +263,32 @@ pub(crate) struct RawTable {
     pub title: Vec<String>,
     pub problem: Vec<Option<String>>,
     index: HashMap<String, u32>,
+    /// Positions of the ids that are plain numbers below [`DENSE_IDS`], by number
+    /// ([`NO_POSITION`] where none): the ids of MovieLens and most exports, looked up per
+    /// rating without hashing a string.
+    by_number: Vec<u32>,
+}
+
+/// Numeric ids below this are also indexed densely ([`RawTable::get`]); 4 bytes each, so at
+/// most 64 MiB for a table whose largest id is this big.
+const DENSE_IDS: usize = 1 << 24;
+const NO_POSITION: u32 = u32::MAX;
+
+/// The number an id spells in canonical decimal (no sign, no leading zero), when below
+/// [`DENSE_IDS`].
+fn dense_number(id: &str) -> Option<usize> {
+    let bytes = id.as_bytes();
+    if bytes.is_empty() || bytes.len() > 8 || (bytes[0] == b'0' && bytes.len() > 1) {
+        return None;
+    }
+    let mut n = 0usize;
+    for &b in bytes {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + usize::from(b - b'0');
+    }
+    (n < DENSE_IDS).then_some(n)
 }
 
 impl RawTable {
@@ -274,6 +302,7 @@ impl RawTable {
             title: Vec::new(),
             problem: Vec::new(),
             index: HashMap::new(),
+            by_number: Vec::new(),
         }
     }
 
@@ -284,6 +313,12 @@ impl RawTable {
         }
         let position = self.ids.len() as u32;
         self.index.insert(id.to_owned(), position);
+        if let Some(n) = dense_number(id) {
+            if n >= self.by_number.len() {
+                self.by_number.resize(n + 1, NO_POSITION);
+            }
+            self.by_number[n] = position;
+        }
         self.ids.push(id.to_owned());
         self.raw.push(raw);
         self.year.push(None);
@@ -294,7 +329,10 @@ impl RawTable {
 
     /// Position of an id.
     pub fn get(&self, id: &str) -> Option<u32> {
-        self.index.get(id).copied()
+        match dense_number(id).and_then(|n| self.by_number.get(n)) {
+            Some(&position) if position != NO_POSITION => Some(position),
+            _ => self.index.get(id).copied(),
+        }
     }
 
     /// Position of an id, adding it without fields when new (tables known only from ratings).
@@ -310,22 +348,96 @@ impl RawTable {
     }
 }
 
-/// Collects ratings, rejecting duplicates of a (user, item) pair.
+/// Collects ratings, rejecting duplicates of a (user, item) pair, in time linear in the
+/// ratings. While the ratings come grouped by user (MovieLens and most exports list each user's
+/// ratings together) a user's earlier ratings are all in the current run, so one array indexed
+/// by item, holding the last user to rate it, finds repeats with no hashing; the first time a
+/// user's ratings resume after another user's, every pair seen so far goes into a hash set,
+/// which checks the rest.
 #[derive(Debug, Default)]
 pub(crate) struct RatingsBuilder {
     pub ratings: Vec<Rating>,
-    seen: HashSet<(u32, u32)>,
+    /// Per item, 1 + the last user who rated it (0: nobody yet).
+    last_rater: Vec<u32>,
+    /// Users whose run of ratings has ended.
+    closed: Vec<bool>,
+    /// The user of the current run.
+    current: Option<u32>,
+    /// Once the ratings are not grouped by user: the (user, item) pairs seen, as
+    /// `user << 32 | item`.
+    seen: Option<HashSet<u64, BuildHasherDefault<PairHasher>>>,
+}
+
+/// Hashes a (user, item) pair key: the splitmix64 finalizer, much faster than the default
+/// SipHash and as well spread in every bit (the table indexes by the low bits). The keys are
+/// the loader's own positions, not an adversary's choice.
+#[derive(Debug, Default)]
+pub(crate) struct PairHasher(u64);
+
+/// A hash map keyed by a (user, item) pair ([`pair_key`]).
+pub(crate) type PairMap<V> = HashMap<u64, V, BuildHasherDefault<PairHasher>>;
+
+impl Hasher for PairHasher {
+    fn finish(&self) -> u64 {
+        let mut z = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// A rating's (user, item) pair as one key, `user << 32 | item`.
+pub(crate) fn pair_key(r: &Rating) -> u64 {
+    u64::from(r.user) << 32 | u64::from(r.item)
 }
 
 impl RatingsBuilder {
     /// Adds a rating; a repeated (user, item) pair goes through `issues`.
     pub fn push(&mut self, rating: Rating, issues: &mut Issues, path: &Path, line: usize) -> Result<()> {
-        if self.seen.insert((rating.user, rating.item)) {
+        if self.is_new(&rating) {
             self.ratings.push(rating);
             Ok(())
         } else {
             issues.bad(path, line, Reason::DuplicateRating, "this user rated this item before")
         }
+    }
+
+    /// Whether this user has not rated this item before (the pair is recorded either way).
+    fn is_new(&mut self, rating: &Rating) -> bool {
+        if self.current != Some(rating.user) && self.seen.is_none() {
+            if let Some(previous) = self.current {
+                self.closed[previous as usize] = true;
+            }
+            let user = rating.user as usize;
+            if user >= self.closed.len() {
+                self.closed.resize(user + 1, false);
+            }
+            if self.closed[user] {
+                // Not grouped by user: from here on, a set of every pair.
+                self.seen = Some(self.ratings.iter().map(pair_key).collect());
+            }
+            self.current = Some(rating.user);
+        }
+        if let Some(seen) = &mut self.seen {
+            return seen.insert(pair_key(rating));
+        }
+        let item = rating.item as usize;
+        if item >= self.last_rater.len() {
+            self.last_rater.resize(item + 1, 0);
+        }
+        let new = self.last_rater[item] != rating.user + 1;
+        self.last_rater[item] = rating.user + 1;
+        new
     }
 }
 

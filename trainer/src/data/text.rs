@@ -139,8 +139,11 @@ impl TextFile {
                 return Ok(TextFile { path: path.to_path_buf(), text, encoding: name, bad_lines });
             }
         }
-        let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
-        match nul_pattern(bytes) {
+        let mut bytes = bytes;
+        if bytes.starts_with(b"\xEF\xBB\xBF") {
+            bytes.drain(..3);
+        }
+        match nul_pattern(&bytes) {
             NulPattern::None => {}
             NulPattern::Utf16 => bail!(
                 "{} looks like UTF-16 without a byte-order mark; save it as UTF-8 (or UTF-16 with a BOM)",
@@ -152,10 +155,12 @@ impl TextFile {
             ),
         }
         let mut bad_lines = BTreeSet::new();
-        let (text, name) = match core::str::from_utf8(bytes) {
-            Ok(text) => (text.to_owned(), "utf-8"),
-            Err(_) if encoding == Encoding::Legacy => {
-                let (text, _) = encoding_rs::WINDOWS_1252.decode_without_bom_handling(bytes);
+        // Valid UTF-8 (the usual case) becomes the text without a copy: a large ratings file is
+        // held once.
+        let (text, name) = match String::from_utf8(bytes) {
+            Ok(text) => (text, "utf-8"),
+            Err(error) if encoding == Encoding::Legacy => {
+                let (text, _) = encoding_rs::WINDOWS_1252.decode_without_bom_handling(error.as_bytes());
                 // windows-1252 decodes every byte; the five it leaves undefined come out as C1
                 // control characters, which no text in these datasets contains.
                 for (index, line) in text.split('\n').enumerate() {
@@ -171,7 +176,8 @@ impl TextFile {
                 }
                 (text.into_owned(), "windows-1252")
             }
-            Err(_) => {
+            Err(error) => {
+                let bytes = error.as_bytes();
                 let mut text = String::with_capacity(bytes.len());
                 for (index, line) in bytes.split(|&b| b == b'\n').enumerate() {
                     if index > 0 {

@@ -2,8 +2,10 @@
 
 use std::path::Path;
 
+use metarec_trainer::data::mlgen::{write_ml1m, Ml1mSize, SizeArgs, SizePreset};
 use metarec_trainer::data::synth::{self, SynthConfig};
 use metarec_trainer::data::Dataset;
+use metarec_trainer::fsutil;
 use metarec_trainer::split::Split;
 
 fn config(seed: u64) -> SynthConfig {
@@ -110,4 +112,92 @@ fn schema_errors_name_the_field() {
         .unwrap();
     let error = format!("{:#}", Dataset::load(dir.path()).unwrap_err());
     assert!(error.contains("colour"), "{error}");
+}
+
+/// `trainer data generate-ml` with explicit counts writes that population, seeded.
+#[test]
+fn generate_ml_writes_the_counts_asked_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = |out: &str, seed: &str| {
+        ["data", "generate-ml", "--out", out, "--users", "400", "--items", "250", "--ratings", "15000", "--seed", seed]
+            .map(String::from)
+    };
+    crate::common::succeed(dir.path(), &args("a", "3"));
+    crate::common::succeed(dir.path(), &args("b", "3"));
+    let data = Dataset::load(&dir.path().join("a")).unwrap();
+    assert_eq!((data.users.len(), data.items.len(), data.ratings.len()), (400, 250, 15_000));
+    assert!(data.ratings_per_user().iter().all(|&n| n >= 20), "every user rates at least 20 movies");
+    assert_eq!(read_all(&dir.path().join("a")), read_all(&dir.path().join("b")), "same seed, same bytes");
+    // An existing dataset is refused without --force, and left as it was.
+    let before = read_all(&dir.path().join("a"));
+    let refused = crate::common::trainer(dir.path(), &args("a", "4"));
+    assert!(!refused.status.success());
+    assert!(crate::common::text(&refused.stderr).contains("--force"), "{}", crate::common::text(&refused.stderr));
+    assert_eq!(read_all(&dir.path().join("a")), before);
+}
+
+/// The streamed ratings.dat: users in order, each user's movies distinct with increasing
+/// timestamps, every movie rated, ratings on the 1..5 scale.
+#[test]
+fn generated_ratings_are_well_formed() {
+    let dir = tempfile::tempdir().unwrap();
+    let size = Ml1mSize { users: 120, items: 90, ratings: 5_000, seed: 9 };
+    write_ml1m(dir.path(), &size).unwrap();
+    let text = std::fs::read_to_string(dir.path().join("ratings.dat")).unwrap();
+    let rows: Vec<[u64; 4]> = text
+        .lines()
+        .map(|line| {
+            let fields: Vec<u64> = line.split("::").map(|f| f.parse().unwrap()).collect();
+            fields.try_into().unwrap()
+        })
+        .collect();
+    assert_eq!(rows.len(), 5_000);
+    assert!(rows.windows(2).all(|w| w[0][0] <= w[1][0]), "users in order");
+    let mut seen = std::collections::HashSet::new();
+    for w in rows.windows(2).filter(|w| w[0][0] == w[1][0]) {
+        assert!(w[0][3] < w[1][3], "a user's timestamps increase");
+    }
+    for [user, item, value, _] in &rows {
+        assert!((1..=120).contains(user) && (1..=90).contains(item) && (1..=5).contains(value));
+        assert!(seen.insert((*user, *item)), "user {user} rates movie {item} once");
+    }
+    let items: std::collections::HashSet<u64> = rows.iter().map(|r| r[1]).collect();
+    assert_eq!(items.len(), 90, "every movie is rated");
+}
+
+/// The named sizes: ML-25M's population, counts overridable one by one; counts the generator
+/// cannot meet are refused before anything is written.
+#[test]
+fn size_presets_resolve_and_impossible_counts_are_refused() {
+    let args = |size, users, ratings| SizeArgs { size, users, items: None, ratings, seed: 2 };
+    let big = args(SizePreset::Ml25m, None, None).resolve();
+    assert_eq!((big.users, big.items, big.ratings, big.seed), (162_541, 59_047, 25_000_095, 2));
+    let small = args(SizePreset::Ml1m, Some(10), Some(5_000)).resolve();
+    assert_eq!((small.users, small.items, small.ratings), (10, 3706, 5_000));
+    assert_eq!(args(SizePreset::Ml1m, None, None).resolve(), Ml1mSize { seed: 2, ..Ml1mSize::default() });
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let error = write_ml1m(&out, &Ml1mSize { users: 10, items: 20, ratings: 300, seed: 1 }).unwrap_err();
+    assert!(error.to_string().contains("users x items"), "{error}");
+    let huge = Ml1mSize { users: 2_000_000_000, items: 1, ratings: 2_000_000_000, seed: 1 };
+    let error = write_ml1m(&out, &huge).unwrap_err();
+    assert!(error.to_string().contains("at most"), "{error}");
+    assert!(!out.exists(), "nothing written");
+}
+
+/// A streamed atomic write whose producer fails leaves the previous file and no temporary.
+#[test]
+fn failed_streamed_write_keeps_the_previous_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ratings.dat");
+    std::fs::write(&path, "old").unwrap();
+    let result = fsutil::write_atomic_with(&path, |out| {
+        out.write_all(b"half of the new")?;
+        anyhow::bail!("the generator failed")
+    });
+    assert!(format!("{:#}", result.unwrap_err()).contains("the generator failed"));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "old");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temporary file left");
+    fsutil::write_atomic_with(&path, |out| Ok(out.write_all(b"new")?)).unwrap();
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "new");
 }

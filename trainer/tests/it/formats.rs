@@ -216,6 +216,34 @@ fn bad_rows_name_file_and_line_and_are_counted_when_skipped() {
     assert!(text.contains("skipped 1 rows of ratings.dat: bad rating (first: "), "{text}");
 }
 
+/// Repeated (user, item) pairs are found whether the file lists each user's ratings together
+/// or a user's ratings resume after another user's; the first rating of a pair is the one kept.
+#[test]
+fn duplicate_ratings_are_found_grouped_or_not() {
+    let dir = copy_fixture("ml-1m");
+    let rows = [
+        "1::1::5::1",
+        "1::2::3::2",
+        "1::1::4::3",
+        "2::1::4::4",
+        "1::3::4::5",
+        "2::1::2::6",
+        "1::2::1::7",
+        "3::4::2::8",
+    ];
+    std::fs::write(dir.path().join("ratings.dat"), rows.join("\n") + "\n").unwrap();
+    let error = error_of(dir.path());
+    assert!(error.contains("ratings.dat:3") && error.contains("duplicate rating"), "{error}");
+    assert_eq!(skipped_of(dir.path()), [("ratings.dat".to_string(), Reason::DuplicateRating, 3)]);
+    let data = Dataset::load_with(dir.path(), &LoadOptions { format: None, skip_invalid: true }).unwrap();
+    let kept: Vec<(&str, &str, f32)> = data
+        .ratings
+        .iter()
+        .map(|r| (data.users[r.user as usize].id.as_str(), data.items[r.item as usize].id.as_str(), r.value))
+        .collect();
+    assert_eq!(kept, [("1", "1", 5.0), ("1", "2", 3.0), ("2", "1", 4.0), ("1", "3", 4.0), ("3", "4", 2.0)]);
+}
+
 #[test]
 fn undecodable_bytes_are_reported_never_replaced() {
     // 0x81 is not a character in Latin-1/windows-1252.
