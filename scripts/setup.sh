@@ -80,3 +80,16 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq && apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
 fi
+
+# Open MPI for the data-parallel training test (`cargo test -p metarec-trainer --features mpi`):
+# its runtime and mpirun, its headers and libclang (the `mpi` crate generates its bindings at
+# build time). The demo and the default build need none of it.
+mpi_pkgs=()
+for pkg in openmpi-bin libopenmpi-dev libclang-dev; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || mpi_pkgs+=("$pkg")
+done
+if [ ${#mpi_pkgs[@]} -gt 0 ]; then
+  say "installing Debian packages for MPI: ${mpi_pkgs[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq && apt-get install -y -qq --no-install-recommends "${mpi_pkgs[@]}" >/dev/null
+fi

@@ -19,6 +19,8 @@ step "clippy (warnings are errors)"
 cargo clippy --quiet --workspace --all-targets -- -D warnings
 # The std-free C library (scripts/package.sh --minimal) builds only with panic = "abort".
 cargo clippy --quiet -p metarec-ffi --no-default-features --profile minsize --lib -- -D warnings
+# The trainer's MPI code (the `mpi` feature, off by default).
+cargo clippy --quiet -p metarec-trainer --features mpi --all-targets -- -D warnings
 
 step "runtime builds without std for thumbv7em-none-eabihf"
 cargo build --quiet -p metarec-runtime --no-default-features --target thumbv7em-none-eabihf
@@ -31,6 +33,12 @@ if [ -n "${METAREC_ML_LATEST_SMALL:-}" ]; then
   # Real data is not in the repository; with its directory named, its loader is checked too.
   cargo test -p metarec-trainer --test it -- --ignored ml_latest_small 2>&1 | tee -a "$log"
 fi
+
+step "data-parallel training: mpirun -np 2 against one process, a killed rank, --resume (trainer/tests/it/mpi.rs)"
+# scripts/setup.sh installed Open MPI; the tests let mpirun run as root.
+cargo test -p metarec-trainer --features mpi --test it mpi:: 2>&1 | tee -a "$log"
+# The steps below run the default build of the trainer binary again.
+cargo build --quiet -p metarec-trainer
 
 step "privacy accountant against dp-accounting 0.6.0 (scripts/accountant_check.py)"
 # `cargo test --workspace` built the trainer binary.

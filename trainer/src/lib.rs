@@ -13,8 +13,12 @@
 pub mod bench;
 #[cfg(feature = "torch")]
 pub mod bench_neighbours;
+#[cfg(feature = "torch")]
+pub mod bench_scale;
 pub mod config;
 pub mod data;
+#[cfg(feature = "torch")]
+pub mod dist;
 #[cfg(feature = "torch")]
 pub mod eval;
 #[cfg(feature = "torch")]

@@ -13,6 +13,7 @@ use metarec_trainer::data::mlgen::{self, SizeArgs};
 use metarec_trainer::data::stats::DataStats;
 use metarec_trainer::data::synth::{self, SynthConfig};
 use metarec_trainer::data::{self as dataset, Dataset, Format, LoadOptions};
+use metarec_trainer::dist::Comm;
 use metarec_trainer::eval::{self, Baselines, UserPredictions};
 use metarec_trainer::export;
 use metarec_trainer::fsutil;
@@ -65,6 +66,9 @@ enum BenchCommand {
     Device(metarec_trainer::bench::DeviceBench),
     /// AT-PAML's K nearest stored keys: the runtime's linear scan against its static kd-tree.
     Neighbours(metarec_trainer::bench_neighbours::NeighbourBench),
+    /// Data-parallel training on 1 and 2 MPI ranks: throughput, communication share, memory
+    /// per rank, and a projection to more ranks (needs the `mpi` feature and `mpirun`).
+    Scale(metarec_trainer::bench_scale::ScaleBench),
 }
 
 #[derive(Debug, Subcommand)]
@@ -241,10 +245,24 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let session = match metarec_trainer::dist::init() {
+        Ok(session) => session,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            return ExitCode::from(2);
+        }
+    };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            eprintln!("error: {error:#}");
+            let comm = Comm::world();
+            if comm.size() > 1 {
+                eprintln!("error (MPI rank {} of {}): {error:#}", comm.rank(), comm.size());
+                // The other ranks would wait for this one forever: end the job.
+                session.abort_job(2);
+            } else {
+                eprintln!("error: {error:#}");
+            }
             ExitCode::from(2)
         }
     }
@@ -267,6 +285,14 @@ fn parse(args: Vec<OsString>) -> Result<Cli> {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    let comm = Comm::world();
+    let distributed = matches!(cli.command, Command::Train(_) | Command::Bench(BenchCommand::Scale(_)));
+    if comm.size() > 1 && !distributed {
+        bail!(
+            "this command runs in one process; of the commands, only `train` (and `bench scale`'s workers) run on \
+             several MPI ranks: run it without mpirun"
+        );
+    }
     match cli.command {
         Command::Data(command) => data(command)?,
         Command::Train(config) => {
@@ -280,6 +306,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench(BenchCommand::Neighbours(config)) => {
             print!("{}", metarec_trainer::bench_neighbours::run(&config)?)
         }
+        Command::Bench(BenchCommand::Scale(config)) => print!("{}", metarec_trainer::bench_scale::run(&config)?),
         Command::Report(args) => {
             let written = report::run(&args, &std::env::args().collect::<Vec<_>>())?;
             println!(

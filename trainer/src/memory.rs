@@ -30,6 +30,8 @@ pub struct Memory {
     alphas: Tensor,
     len: usize,
     last_used: Vec<u64>,
+    /// Entries returned as neighbours in training since [`Memory::take_touched`].
+    touched: Vec<u32>,
     clock: u64,
     tree: Option<ImmutableKdTree<f32, u32, KEY_DIM, 32>>,
     /// Neighbours per query (K).
@@ -53,6 +55,7 @@ impl Memory {
             alphas: Tensor::zeros([capacity as i64], (Kind::Float, device)).set_requires_grad(true),
             len: 0,
             last_used: vec![0; capacity],
+            touched: Vec::new(),
             clock: 0,
             tree: None,
             neighbours,
@@ -86,25 +89,43 @@ impl Memory {
     }
 
     /// Indices of the K nearest stored entries of each key (by the kd-tree on current keys).
-    /// `touch` marks them used for the LRU order (training only, so evaluation changes nothing).
+    /// `touch` records them as used (training only, so evaluation changes nothing); the LRU
+    /// order takes them at [`Memory::touch`].
     pub fn nearest(&mut self, keys: &Tensor, touch: bool) -> Vec<Vec<u32>> {
         let Some(tree) = &self.tree else { return Vec::new() };
         let k = NonZero::new(self.neighbours.min(self.len).max(1)).expect("at least one");
         let values = tensor_values(keys);
-        self.clock += 1;
-        values
+        let found: Vec<Vec<u32>> = values
             .chunks(KEY_DIM)
             .map(|chunk| {
                 let query: [f32; KEY_DIM] = chunk.try_into().expect("KEY_DIM values");
-                let found: Vec<u32> = tree.nearest_n::<SquaredEuclidean>(&query, k).iter().map(|n| n.item).collect();
-                if touch {
-                    for &i in &found {
-                        self.last_used[i as usize] = self.clock;
-                    }
-                }
-                found
+                tree.nearest_n::<SquaredEuclidean>(&query, k).iter().map(|n| n.item).collect()
             })
-            .collect()
+            .collect();
+        if touch {
+            self.touched.extend(found.iter().flatten());
+        }
+        found
+    }
+
+    /// The entries training returned as neighbours since the last call (to gather them from
+    /// every rank of a data-parallel step before [`Memory::touch`]).
+    pub fn take_touched(&mut self) -> Vec<u32> {
+        std::mem::take(&mut self.touched)
+    }
+
+    /// Marks `entries` used now, all at one tick of the LRU clock (one training step's
+    /// neighbours, from every rank); nothing found, no tick.
+    pub fn touch(&mut self, entries: &[u32]) {
+        if entries.is_empty() {
+            return;
+        }
+        self.clock += 1;
+        for &i in entries {
+            if let Some(used) = self.last_used.get_mut(i as usize) {
+                *used = self.clock;
+            }
+        }
     }
 
     /// The neighbour term sum_k s_k / (sum_j s_j + sigma) · alpha_k per user: `[B]`.
@@ -171,6 +192,12 @@ impl Memory {
         let points: Vec<[f32; KEY_DIM]> =
             values.chunks(KEY_DIM).map(|c| c.try_into().expect("KEY_DIM values")).collect();
         self.tree = Some(ImmutableKdTree::new_from_slice(&points));
+    }
+
+    /// The trainable tensors (stored keys and learning rates), whose gradients a data-parallel
+    /// step sums over the ranks before [`Memory::outer_step`].
+    pub fn trainable(&self) -> [Tensor; 2] {
+        [self.keys.shallow_clone(), self.alphas.shallow_clone()]
     }
 
     /// Stored keys and learning rates (for export and inspection).

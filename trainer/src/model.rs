@@ -724,8 +724,10 @@ impl MetaModel {
     }
 
     /// The training step's random draws: which items keep their id (item-id dropout, `[items]`
-    /// of 0/1) and the hidden units' dropout masks, from the seed the training loop set.
-    fn training_noise(&self, users: i64) -> (Option<Tensor>, Option<Vec<Tensor>>) {
+    /// of 0/1) and the hidden units' dropout masks, from the seed the training loop set. Each
+    /// user's masks come from a generator keyed by the seed and the user's id, never by its
+    /// place in the batch, so a rank's shard of a batch draws what the whole batch would.
+    fn training_noise(&self, users: &Tensor) -> (Option<Tensor>, Option<Vec<Tensor>>) {
         let options = &self.spec.options;
         let mut rng = ChaCha8Rng::seed_from_u64(self.noise_seed.get());
         let has_id = self.item_id_field.is_some() || self.item_bias.is_some();
@@ -737,14 +739,22 @@ impl MetaModel {
         let hidden = &self.spec.shape.hidden;
         let masks = (options.dropout > 0.0 && !hidden.is_empty()).then(|| {
             let scale = (1.0 / (1.0 - options.dropout)) as f32;
-            hidden
+            let ids = Vec::<i64>::try_from(&users.to(Device::Cpu)).expect("int64 user ids");
+            let mut layers: Vec<Vec<f32>> =
+                hidden.iter().map(|&w| Vec::with_capacity(ids.len() * w as usize)).collect();
+            for &id in &ids {
+                let key = (id as u64).wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+                let mut user_rng = ChaCha8Rng::seed_from_u64(self.noise_seed.get() ^ key);
+                for (values, &width) in layers.iter_mut().zip(hidden) {
+                    values
+                        .extend((0..width).map(|_| if user_rng.gen::<f64>() >= options.dropout { scale } else { 0.0 }));
+                }
+            }
+            let n = ids.len() as i64;
+            layers
                 .iter()
-                .map(|&width| {
-                    let values: Vec<f32> = (0..users * width)
-                        .map(|_| if rng.gen::<f64>() >= options.dropout { scale } else { 0.0 })
-                        .collect();
-                    Tensor::from_slice(&values).view([users, 1, width]).to(self.device())
-                })
+                .zip(hidden)
+                .map(|(values, &width)| Tensor::from_slice(values).view([n, 1, width]).to(self.device()))
                 .collect()
         });
         (keep, masks)
@@ -807,7 +817,7 @@ impl MetaModel {
         let n = batch.len();
         let steps = if self.spec.method.adapts() { steps } else { 0 };
         let detach = |t: Tensor| if order == Order::Detached { t.detach() } else { t };
-        let (keep, masks) = if training { self.training_noise(n) } else { (None, None) };
+        let (keep, masks) = if training { self.training_noise(&batch.users) } else { (None, None) };
         let item_vectors = detach(self.item_vectors(keep.as_ref()));
         let user_vectors = detach(self.field_vectors(&self.user_embeddings, &self.user_rows, Some(&batch.users), n));
         let xs = Self::inputs(&user_vectors, &item_vectors, &batch.support.items);

@@ -47,13 +47,34 @@ impl Adam {
 
     /// Clears the gradients, back-propagates `loss` and takes one step.
     pub fn backward_step(&mut self, loss: &Tensor) {
+        self.backward(loss);
+        self.step();
+    }
+
+    /// Clears the gradients and back-propagates `loss` (a data-parallel step sums the
+    /// gradients of [`Adam::parameters`] over the ranks before [`Adam::step`]).
+    pub fn backward(&mut self, loss: &Tensor) {
+        self.zero_grad();
+        loss.backward();
+    }
+
+    /// Clears the gradients (a rank whose shard of a batch is empty adds zeros to the sum).
+    pub fn zero_grad(&mut self) {
         for (_, p, _, _) in &self.state {
             let mut grad = p.grad();
             if grad.defined() {
                 let _ = grad.zero_();
             }
         }
-        loss.backward();
+    }
+
+    /// The trainable variables this optimizer steps, in its (name) order.
+    pub fn parameters(&self) -> Vec<Tensor> {
+        self.state.iter().map(|(_, p, _, _)| p.shallow_clone()).collect()
+    }
+
+    /// One step along the current gradients.
+    pub fn step(&mut self) {
         self.step += 1;
         let (c1, c2) = (1.0 - self.beta1.powi(self.step as i32), 1.0 - self.beta2.powi(self.step as i32));
         let _guard = tch::no_grad_guard();

@@ -19,6 +19,7 @@ use crate::config::{
     NEIGHBOURS, OUTER_LR, RATING, THREADS, WEIGHT, WIDTH,
 };
 use crate::data::{Dataset, Format, LoadOptions};
+use crate::dist::Comm;
 use crate::eval::mean_user_loss;
 use crate::fsutil::NewDir;
 use crate::method::{Method, MethodConfig};
@@ -192,12 +193,15 @@ pub struct TrainArgs {
     pub train: TrainConfig,
 }
 
-/// Parses `--device`.
+/// Parses `--device`. Under `mpirun` the ranks on one node take its GPUs in turn (rank i of
+/// the node the GPU i mod the count).
 pub fn parse_device(name: &str) -> Result<Device> {
+    let gpu = || Device::Cuda(crate::dist::local_rank() % tch::Cuda::device_count().max(1) as usize);
     Ok(match name {
         "cpu" => Device::Cpu,
-        "auto" => Device::cuda_if_available(),
-        "cuda" if tch::Cuda::is_available() => Device::Cuda(0),
+        "auto" if tch::Cuda::is_available() => gpu(),
+        "auto" => Device::Cpu,
+        "cuda" if tch::Cuda::is_available() => gpu(),
         "cuda" => bail!("--device cuda: no CUDA device is available to libtorch"),
         other => bail!("--device '{other}': expected cpu, cuda or auto"),
     })
@@ -277,11 +281,15 @@ struct Prepared {
 /// a click run's training labels must hold both classes. Only then is a new run directory
 /// created and its split written, so a refused run leaves nothing behind. The split comes back
 /// turned into click labels for the click task.
-fn prepare(config: &TrainConfig) -> Result<Prepared> {
+/// Under MPI rank 0 alone checks and writes the run directory; the other ranks draw the same
+/// split themselves (or read the run's own on `--resume`).
+fn prepare(config: &TrainConfig, comm: Comm) -> Result<Prepared> {
     let resumed = if config.resume {
         Some(resumable(config)?)
     } else {
-        run::check_new_run(&config.out, config.force)?;
+        if comm.is_lead() {
+            run::check_new_run(&config.out, config.force)?;
+        }
         None
     };
     let load_options = LoadOptions { format: config.format, skip_invalid: config.skip_invalid };
@@ -321,7 +329,7 @@ fn prepare(config: &TrainConfig) -> Result<Prepared> {
         );
     }
     check_labels(config, &data, &split)?;
-    if resumed.is_none() {
+    if resumed.is_none() && comm.is_lead() {
         let created = NewDir::create(&config.out)?;
         if config.force {
             run.remove_files()?;
@@ -554,14 +562,19 @@ pub fn check_factors(m: &MethodConfig) -> Result<()> {
     check_flag("--mf-sweeps", m.mf_sweeps, COUNT.check(m.mf_sweeps))
 }
 
-/// Trains and writes the run directory; returns its info.
+/// Trains and writes the run directory; returns its info. Under `mpirun` (the `mpi` feature)
+/// every rank trains its shard of each batch and rank 0 alone writes and prints.
 pub fn train(config: &TrainConfig) -> Result<RunInfo> {
     check(config)?;
     tch::set_num_threads(config.threads.max(1));
     let started = Instant::now();
+    let comm = Comm::world();
     let device = parse_device(&config.device)?;
-    let prepared = prepare(config)?;
+    let prepared = prepare(config, comm)?;
     if config.method == Method::Mf {
+        if comm.size() > 1 {
+            bail!("--method mf fits in one process; run it without mpirun");
+        }
         return train_factors(config, prepared, started);
     }
     let Prepared { data, run, split, objective, global_mean } = prepared;
@@ -573,64 +586,121 @@ pub fn train(config: &TrainConfig) -> Result<RunInfo> {
     let fresh =
         RunInfo { global_mean, device: format!("{device:?}"), ..run_info(config, objective, run::fingerprint(&data)) };
     let mut progress = Progress { epochs_done: 0, since_best: 0, info: fresh.clone() };
+    let lead = comm.is_lead();
     if config.resume {
         progress = load_checkpoint(config, &run, &model, &mut optimizer)?;
         // Where the dataset is now (the fingerprint matched).
         progress.info.data = fresh.data;
-        eprintln!("resuming after epoch {}", progress.epochs_done);
-    }
-    eprintln!(
-        "training {} on {} users ({} validation, {} test), {} items, device {:?}",
-        config.method.title(),
-        split.train.len(),
-        split.valid.len(),
-        split.test.len(),
-        data.items.len(),
-        device
-    );
-    if progress.epochs_done == 0 {
-        // Epoch 0, the starting point (the product model's is the baseline it was warm-started
-        // from): kept if no epoch of meta-training beats it on the validation users.
-        let valid_loss = mean_user_loss(&model, &split.valid, config.inner_steps, 256);
-        eprintln!("epoch 0 (start): validation {} {valid_loss:.4}", objective.loss_name());
-        if valid_loss.is_finite() {
-            progress.info.best_valid_loss = valid_loss;
-            run.save_weights(&model)?;
+        if lead {
+            eprintln!("resuming after epoch {}", progress.epochs_done);
         }
     }
-    let bar = progress_bar(config, split.train.len(), progress.epochs_done);
+    if lead {
+        eprintln!(
+            "training {} on {} users ({} validation, {} test), {} items, device {device:?}{}",
+            config.method.title(),
+            split.train.len(),
+            split.valid.len(),
+            split.test.len(),
+            data.items.len(),
+            if comm.size() > 1 { format!(", {} MPI ranks", comm.size()) } else { String::new() }
+        );
+    }
+    let stepper = Stepper { config, comm, model: &model, run: &run, objective };
+    if progress.epochs_done == 0 {
+        stepper.start(&mut progress, &split.valid)?;
+    }
+    let bar = progress_bar(config, lead, split.train.len(), progress.epochs_done);
     let resumed_seconds = progress.info.train_seconds;
     for epoch in progress.epochs_done + 1..=config.epochs {
         if progress.since_best >= config.patience {
             break;
         }
-        let (train_loss, alpha_mean) = train_epoch(config, &model, &mut optimizer, &split.train, epoch, &bar);
-        let valid_loss = mean_user_loss(&model, &split.valid, config.inner_steps, 256);
-        let line = epoch_line(config, &model, objective, epoch, (train_loss, valid_loss), alpha_mean);
-        if config.quiet {
-            eprintln!("{line}");
-        } else {
-            bar.println(&line);
+        let losses = train_epoch(config, comm, &model, &mut optimizer, &split.train, epoch, &bar);
+        stepper.end_epoch(&mut progress, epoch, losses, &split.valid, &bar)?;
+        progress.info.train_seconds = resumed_seconds + started.elapsed().as_secs_f64();
+        if lead {
+            save_checkpoint(&run, &model, &optimizer, &progress)?;
+            if progress.since_best >= config.patience {
+                eprintln!("early stop: no validation improvement for {} epochs", config.patience);
+            }
+        }
+    }
+    bar.finish_and_clear();
+    finish(config, lead, &run, objective, progress.info)
+}
+
+/// What the end of every epoch needs: validation, the log line, model selection.
+struct Stepper<'a> {
+    config: &'a TrainConfig,
+    comm: Comm,
+    model: &'a MetaModel,
+    run: &'a RunDir,
+    objective: Objective,
+}
+
+impl Stepper<'_> {
+    /// Epoch 0, the starting point (the product model's is the baseline it was warm-started
+    /// from): kept if no epoch of meta-training beats it on the validation users.
+    fn start(&self, progress: &mut Progress, valid: &[Task]) -> Result<()> {
+        let valid_loss = validation_loss(self.comm, self.model, valid, self.config.inner_steps);
+        if self.comm.is_lead() {
+            eprintln!("epoch 0 (start): validation {} {valid_loss:.4}", self.objective.loss_name());
+        }
+        if valid_loss.is_finite() {
+            progress.info.best_valid_loss = valid_loss;
+            if self.comm.is_lead() {
+                self.run.save_weights(self.model)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Scores the validation users, logs the epoch and keeps the weights when they are the
+    /// best so far (rank 0 writes them).
+    fn end_epoch(
+        &self,
+        progress: &mut Progress,
+        epoch: usize,
+        (train_loss, alpha_mean): (f64, f64),
+        valid: &[Task],
+        bar: &ProgressBar,
+    ) -> Result<()> {
+        let (config, model) = (self.config, self.model);
+        let valid_loss = validation_loss(self.comm, model, valid, config.inner_steps);
+        let line = epoch_line(config, model, self.objective, epoch, (train_loss, valid_loss), alpha_mean);
+        match (self.comm.is_lead(), config.quiet) {
+            (false, _) => {}
+            (true, true) => eprintln!("{line}"),
+            (true, false) => bar.println(&line),
         }
         let info = &mut progress.info;
         info.history.push(EpochRecord { epoch, train_loss, valid_loss });
         if valid_loss < info.best_valid_loss {
             info.best_valid_loss = valid_loss;
             info.best_epoch = epoch;
-            run.save_weights(&model)?;
+            if self.comm.is_lead() {
+                self.run.save_weights(model)?;
+            }
             progress.since_best = 0;
         } else {
             progress.since_best += 1;
         }
         progress.epochs_done = epoch;
-        progress.info.train_seconds = resumed_seconds + started.elapsed().as_secs_f64();
-        save_checkpoint(&run, &model, &optimizer, &progress)?;
-        if progress.since_best >= config.patience {
-            eprintln!("early stop: no validation improvement for {} epochs", config.patience);
-        }
+        Ok(())
     }
-    bar.finish_and_clear();
-    finish(config, &run, objective, progress.info)
+}
+
+/// The mean validation loss per user; under MPI each rank scores its shard of the users and
+/// the sums are added up.
+fn validation_loss(comm: Comm, model: &MetaModel, valid: &[Task], steps: u32) -> f64 {
+    if comm.size() == 1 {
+        return mean_user_loss(model, valid, steps, 256);
+    }
+    let shard = &valid[comm.shard(valid.len())];
+    let mut sum = [mean_user_loss(model, shard, steps, 256) * shard.len() as f64];
+    comm.sum_f64(&mut sum);
+    sum[0] / valid.len().max(1) as f64
 }
 
 /// Where the product model starts: the item biases and (with item factors) the item factors
@@ -660,11 +730,15 @@ fn warm_start(config: &TrainConfig, model: &MetaModel, data: &Dataset, split: &S
     model.set_item_bias(&biases);
 }
 
-/// The progress bar over the steps left (hidden with `--quiet`).
-fn progress_bar(config: &TrainConfig, train_users: usize, epochs_done: usize) -> ProgressBar {
+/// The progress bar over the steps left (hidden with `--quiet`, and on every MPI rank but 0).
+fn progress_bar(config: &TrainConfig, lead: bool, train_users: usize, epochs_done: usize) -> ProgressBar {
     let steps_per_epoch = train_users.div_ceil(config.batch_users);
     let remaining = config.epochs.saturating_sub(epochs_done);
-    let bar = if config.quiet { ProgressBar::hidden() } else { ProgressBar::new((steps_per_epoch * remaining) as u64) };
+    let bar = if config.quiet || !lead {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new((steps_per_epoch * remaining) as u64)
+    };
     bar.set_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps  {msg}")
             .expect("valid template")
@@ -674,24 +748,87 @@ fn progress_bar(config: &TrainConfig, train_users: usize, epochs_done: usize) ->
 }
 
 /// One epoch of outer steps over the training users; returns their mean query loss and (for
-/// the methods with a learning-rate network) their mean inner learning rate.
+/// the methods with a learning-rate network) their mean inner learning rate. Under MPI each
+/// rank runs its shard of every batch and the gradients are summed before each step, so the
+/// ranks take the step one process would take on the whole batch.
 fn train_epoch(
     config: &TrainConfig,
+    comm: Comm,
     model: &MetaModel,
     optimizer: &mut Adam,
     train_tasks: &[Task],
     epoch: usize,
     bar: &ProgressBar,
 ) -> (f64, f64) {
-    let device = model.device();
-    let order = if config.first_order { Order::First } else { Order::Second };
-    let gamma = if config.method == Method::RegPaml { config.method_config.gamma } else { 0.0 };
-    // The batch order depends only on (seed, epoch), so a resumed run sees the same batches.
+    let (started, communication) = (Instant::now(), crate::dist::communication_seconds());
+    let batches = epoch_batches(config, train_tasks, epoch);
+    let mut sums = [0.0, 0.0];
+    for (step, chunk) in batches.iter().enumerate() {
+        model.set_noise_seed(config.seed ^ ((epoch as u64) << 40) ^ ((step as u64) << 8) ^ 0x5EED);
+        let shard = &chunk[comm.shard(chunk.len())];
+        let forward = (!shard.is_empty()).then(|| outer_forward(config, model, shard, chunk.len(), optimizer));
+        if forward.is_none() {
+            optimizer.zero_grad();
+        }
+        let mut parameters = optimizer.parameters();
+        if let Some(memory) = &model.memory {
+            parameters.extend(memory.borrow().trainable());
+        }
+        comm.sum_gradients(&parameters);
+        optimizer.step();
+        if let Some(memory) = &model.memory {
+            update_memory(comm, &mut memory.borrow_mut(), forward.as_ref(), config.outer_lr);
+        }
+        if let Some(forward) = &forward {
+            sums[0] += forward.query_loss.sum(tch::Kind::Double).double_value(&[]);
+            if let Some(alpha) = &forward.alpha {
+                sums[1] += alpha.sum(tch::Kind::Double).double_value(&[]);
+            }
+        }
+        bar.inc(1);
+    }
+    comm.sum_f64(&mut sums);
+    EPOCH_TIMING.with(|timing| {
+        let mut timing = timing.borrow_mut();
+        timing.seconds += started.elapsed().as_secs_f64();
+        timing.communication_seconds += crate::dist::communication_seconds() - communication;
+        timing.steps += batches.len();
+        timing.users += train_tasks.len();
+    });
+    (sums[0] / train_tasks.len() as f64, sums[1] / train_tasks.len() as f64)
+}
+
+/// Where this thread's training epochs spent their time (all of its runs together): what
+/// `trainer bench scale` reports.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct EpochTiming {
+    /// Seconds in training epochs (validation excluded).
+    pub seconds: f64,
+    /// Of those, seconds in MPI collectives (waiting for slower ranks included).
+    pub communication_seconds: f64,
+    /// Outer steps taken.
+    pub steps: usize,
+    /// Users trained on (over all ranks: each epoch counts every training user once).
+    pub users: usize,
+}
+
+thread_local! {
+    static EPOCH_TIMING: std::cell::RefCell<EpochTiming> = std::cell::RefCell::default();
+}
+
+/// This thread's [`EpochTiming`] so far.
+pub fn epoch_timing() -> EpochTiming {
+    EPOCH_TIMING.with(|timing| *timing.borrow())
+}
+
+/// The epoch's batches: their order depends only on (seed, epoch), so a resumed run sees the
+/// same batches. Users of similar activity share a batch, which cuts the padding of the
+/// support and query tensors: pools of 8 batches are sorted by length, cut into batches, and
+/// those shuffled.
+fn epoch_batches(config: &TrainConfig, train_tasks: &[Task], epoch: usize) -> Vec<Vec<Task>> {
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed.wrapping_mul(0x9E37_79B9).wrapping_add(epoch as u64));
     let mut tasks = train_tasks.to_vec();
     tasks.shuffle(&mut rng);
-    // Users of similar activity share a batch, which cuts the padding of the support and
-    // query tensors: sort pools of 8 batches by length, cut them into batches, shuffle those.
     let mut batches: Vec<Vec<Task>> = Vec::new();
     for pool in tasks.chunks(config.batch_users.saturating_mul(8)) {
         let mut pool = pool.to_vec();
@@ -699,32 +836,57 @@ fn train_epoch(
         batches.extend(pool.chunks(config.batch_users).map(<[Task]>::to_vec));
     }
     batches.shuffle(&mut rng);
-    let (mut epoch_loss, mut alpha_sum) = (0.0, 0.0);
-    for (step, chunk) in batches.iter().enumerate() {
-        model.set_noise_seed(config.seed ^ ((epoch as u64) << 40) ^ ((step as u64) << 8) ^ 0x5EED);
-        let (batch, steps) = if config.method.pooled_training() {
-            (TaskBatch::pooled(chunk, device), 0)
-        } else {
-            (TaskBatch::new(chunk, device), config.inner_steps)
-        };
-        let forward = model.forward(&batch, steps, order, true);
-        let loss = forward.outer_loss(gamma);
-        optimizer.backward_step(&loss);
-        if let Some(memory) = &model.memory {
-            let mut memory = memory.borrow_mut();
-            memory.outer_step(config.outer_lr);
-            if let (Some(keys), Some(alpha)) = (&forward.memory_keys, &forward.alpha) {
-                memory.insert(keys, alpha);
-            }
-            memory.rebuild();
+    batches
+}
+
+/// The forward pass over this rank's `shard` of a batch of `batch_users` users and the
+/// back-propagation of its part of the outer loss (the batch mean: sums over the shard divided
+/// by the whole batch's size, so the ranks' gradients add up to the batch's).
+fn outer_forward(
+    config: &TrainConfig,
+    model: &MetaModel,
+    shard: &[Task],
+    batch_users: usize,
+    optimizer: &mut Adam,
+) -> crate::model::Forward {
+    let device = model.device();
+    let order = if config.first_order { Order::First } else { Order::Second };
+    let gamma = if config.method == Method::RegPaml { config.method_config.gamma } else { 0.0 };
+    let (batch, steps) = if config.method.pooled_training() {
+        (TaskBatch::pooled(shard, device), 0)
+    } else {
+        (TaskBatch::new(shard, device), config.inner_steps)
+    };
+    let forward = model.forward(&batch, steps, order, true);
+    let loss = if shard.len() == batch_users {
+        forward.outer_loss(gamma)
+    } else {
+        let users = batch_users as f64;
+        let loss = forward.query_loss.sum(tch::Kind::Float) / users;
+        match &forward.regularizer {
+            Some(reg) => loss + reg.sum(tch::Kind::Float) * (gamma / users),
+            None => loss,
         }
-        epoch_loss += forward.query_loss.sum(tch::Kind::Double).double_value(&[]);
-        if let Some(alpha) = &forward.alpha {
-            alpha_sum += alpha.sum(tch::Kind::Double).double_value(&[]);
-        }
-        bar.inc(1);
+    };
+    optimizer.backward(&loss);
+    forward
+}
+
+/// AT-PAML's memory after a step, the same on every rank: the neighbours every rank's shard
+/// used are marked used, the outer gradient moves the stored entries, and every rank's new
+/// users are stored in batch order (rank order, as the shards are contiguous).
+fn update_memory(comm: Comm, memory: &mut crate::memory::Memory, forward: Option<&crate::model::Forward>, lr: f64) {
+    let touched = comm.gather_u32(&memory.take_touched());
+    memory.touch(&touched);
+    memory.outer_step(lr);
+    let values = |t: Option<&Tensor>| t.map(crate::model::tensor_values).unwrap_or_default();
+    let keys = comm.gather_f32(&values(forward.and_then(|f| f.memory_keys.as_ref())));
+    let alpha = comm.gather_f32(&values(forward.and_then(|f| f.alpha.as_ref())));
+    if !alpha.is_empty() && keys.len() == alpha.len() * crate::memory::KEY_DIM {
+        let keys = Tensor::from_slice(&keys).view([alpha.len() as i64, crate::memory::KEY_DIM as i64]);
+        memory.insert(&keys, &Tensor::from_slice(&alpha));
     }
-    (epoch_loss / tasks.len() as f64, alpha_sum / tasks.len() as f64)
+    memory.rebuild();
 }
 
 /// The log line of one epoch.
@@ -748,13 +910,16 @@ fn epoch_line(
     line
 }
 
-/// Writes run.json once training kept an epoch.
-fn finish(config: &TrainConfig, run: &RunDir, objective: Objective, info: RunInfo) -> Result<RunInfo> {
+/// Writes run.json (rank 0) once training kept an epoch.
+fn finish(config: &TrainConfig, lead: bool, run: &RunDir, objective: Objective, info: RunInfo) -> Result<RunInfo> {
     if !info.best_valid_loss.is_finite() {
         bail!(
             "training produced no finite validation {} (diverged?); try a smaller --inner-lr or --outer-lr",
             objective.loss_name()
         );
+    }
+    if !lead {
+        return Ok(info);
     }
     run.save_info(&info)?;
     eprintln!(

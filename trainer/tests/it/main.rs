@@ -11,6 +11,8 @@ mod formats;
 mod loaders;
 mod methods;
 mod metrics;
+#[cfg(feature = "mpi")]
+mod mpi;
 mod outputs;
 mod parity;
 mod pipeline;

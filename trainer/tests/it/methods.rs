@@ -191,9 +191,13 @@ fn memory_evicts_the_least_recently_used_entry() {
     let mut memory = Memory::new(KEY_DIM as i64, 3, 1, 1.0, 1, Device::Cpu);
     memory.insert(&Tensor::cat(&[unit_key(0), unit_key(1), unit_key(2)], 0), &Tensor::from_slice(&[0.1f32, 0.2, 0.3]));
     memory.rebuild();
-    // Use entry 0 (touch), so entry 1 becomes the least recently used.
+    // Use entry 0 (touch), so entry 1 becomes the least recently used: the training step marks
+    // the neighbours its users (on every MPI rank) were given.
     let used = memory.nearest(&unit_key(0), true);
     assert_eq!(used[0], [0]);
+    let touched = memory.take_touched();
+    assert_eq!(touched, [0]);
+    memory.touch(&touched);
     memory.insert(&unit_key(3), &Tensor::from_slice(&[0.4f32]));
     let (_, alphas) = memory.entries();
     assert_eq!(memory.len(), 3);
@@ -203,6 +207,7 @@ fn memory_evicts_the_least_recently_used_entry() {
     // An evaluation lookup does not change the order.
     memory.rebuild();
     let _ = memory.nearest(&unit_key(3), false);
+    assert!(memory.take_touched().is_empty());
     memory.insert(&unit_key(4), &Tensor::from_slice(&[0.5f32]));
     let (_, alphas) = memory.entries();
     assert!(!alphas.iter().any(|a| (a - 0.1).abs() < 1e-6) || !alphas.iter().any(|a| (a - 0.3).abs() < 1e-6));
