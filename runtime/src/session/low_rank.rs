@@ -161,6 +161,17 @@ impl LowRank {
         Ok(())
     }
 
+    /// Adds the tracked change `Σ_j c_j ⊗ x_j` to layer 0's item weights `weights`
+    /// (`hidden0 × item_width`, row-major).
+    pub(super) fn add_change(&self, weights: &mut [f32], item_width: usize) -> Result<()> {
+        if self.rows == 0 {
+            return Ok(());
+        }
+        let hidden = self.coef.len() / self.rows;
+        let coef = View::rows(&self.coef, self.rows, hidden).t();
+        gemm(1.0, coef, View::rows(&self.x, self.rows, item_width), 1.0, weights, item_width)
+    }
+
     /// Bytes on the heap.
     pub(super) fn heap_bytes(&self) -> usize {
         (self.x.capacity() + self.x_t.capacity() + self.coef.capacity()) * core::mem::size_of::<f32>()
