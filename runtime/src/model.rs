@@ -3,6 +3,7 @@
 use alloc::vec::Vec;
 use core::fmt;
 
+use crate::compact::CompactRows;
 use crate::error::{ensure, Error, Invariant, Result};
 use crate::format::{self, FieldKind, FieldSpec, ModelBody};
 use crate::gemm::{gemm, View};
@@ -43,7 +44,9 @@ pub struct Model {
     /// this plus that correction instead of the full product (see `Session::raw_scores`).
     /// Empty for per-parameter rates (Meta-SGD), whose update is not low-rank, unless the scope
     /// leaves layer 0's item columns alone (then the item part never changes).
-    item_hidden: Vec<Vec<f32>>,
+    /// Stored in the precision of the file's embedding tables ([`CompactRows`]: f32, f16, or
+    /// 8 bits with a scale per item), and added to the user part without widening.
+    item_hidden: Vec<CompactRows>,
 }
 
 impl fmt::Debug for Model {
@@ -70,7 +73,8 @@ impl Model {
         if bytes.len() > MAX_MODEL_BYTES {
             return Err(Error::ModelTooLarge);
         }
-        Model::from_body(format::decode(bytes)?)
+        let (body, precision) = format::decode_with_precision(bytes)?;
+        Model::from_body_with(body, precision)
     }
 
     /// Validates an already decoded body (the trainer uses this to check what it exports).
@@ -96,6 +100,12 @@ impl Model {
     /// (`embedding_dim` 0), factors that pass [`crate::factors::check`] and the plain
     /// [`format::ProductModel`] (its own item biases are the factors').
     pub fn from_body(body: ModelBody) -> Result<Model> {
+        Model::from_body_with(body, format::EmbeddingPrecision::F32)
+    }
+
+    /// [`Model::from_body`] keeping the per-item precompute in `precision` (that of the file's
+    /// embedding tables: a model stored compact stays compact in memory).
+    fn from_body_with(body: ModelBody, precision: format::EmbeddingPrecision) -> Result<Model> {
         check_limits(&body)?;
         if !body.method.runs_on_device() {
             return Err(Error::UnsupportedFeature);
@@ -164,19 +174,20 @@ impl Model {
             item_hidden: Vec::new(),
         };
         model.item_rows = ItemRows::new(&model.body)?;
-        model.precompute_items()?;
+        model.precompute_items(precision)?;
         Ok(model)
     }
 
     /// Fills what scoring reads per item and not per user: (where the low-rank path applies)
     /// layer 0's item part of every initialisation.
-    fn precompute_items(&mut self) -> Result<()> {
+    fn precompute_items(&mut self, precision: format::EmbeddingPrecision) -> Result<()> {
         let per_parameter = matches!(self.body.learning_rate, crate::format::LearningRate::PerParameter(_));
         if !per_parameter || !self.scope.item_columns() {
             for k in 0..self.init_count() {
                 let params = self.init_params.get(k).invariant("an initialisation without parameters")?;
                 let hidden = self.items_through_layer0(params)?;
-                self.item_hidden.push(hidden);
+                let width = self.layout.layers.first().map_or(0, |shape| shape.outputs);
+                self.item_hidden.push(CompactRows::new(hidden, width, precision)?);
             }
         }
         Ok(())
@@ -258,12 +269,16 @@ impl Model {
         Ok(out)
     }
 
-    /// Layer 0's item part of initialisation `init` for `item` (`hidden0` wide), if the model
-    /// keeps it (not for per-parameter rates) and the indices are in range.
-    pub(crate) fn item_hidden(&self, init: usize, item: u32) -> Option<&[f32]> {
-        let width = self.layout.layers.first()?.outputs;
-        let start = (item as usize).checked_mul(width)?;
-        self.item_hidden.get(init)?.get(start..start.checked_add(width)?)
+    /// `out = user + ` layer 0's item part of initialisation `init` for `item` (`hidden0`
+    /// wide), if the model keeps it (not for per-parameter rates) and the indices are in range.
+    pub(crate) fn add_item_hidden(&self, init: usize, item: u32, user: &[f32], out: &mut [f32]) -> Option<()> {
+        self.item_hidden.get(init)?.add_row(item as usize, user, out)
+    }
+
+    /// Whether the model keeps layer 0's item part of initialisation `init` (not for
+    /// per-parameter rates).
+    pub(crate) fn has_item_hidden(&self, init: usize) -> bool {
+        self.item_hidden.get(init).is_some_and(|rows| !rows.is_empty())
     }
 
     /// Reads and loads a model file.
@@ -431,11 +446,11 @@ impl Model {
     /// Bytes the model holds on the heap besides its decoded body: the lookup tables, the flat
     /// item rows, the flat parameters and the per-item precompute.
     pub fn derived_heap_bytes(&self) -> usize {
-        let floats = self.parameter_rates.capacity()
-            + self.init_params.iter().map(Vec::capacity).sum::<usize>()
-            + self.item_hidden.iter().map(Vec::capacity).sum::<usize>();
+        let floats = self.parameter_rates.capacity() + self.init_params.iter().map(Vec::capacity).sum::<usize>();
         let indices = self.items_by_id.capacity() + self.user_fields_by_name.capacity();
-        (floats + indices) * 4 + self.item_rows.heap_bytes()
+        (floats + indices) * 4
+            + self.item_rows.heap_bytes()
+            + self.item_hidden.iter().map(CompactRows::heap_bytes).sum::<usize>()
     }
 }
 

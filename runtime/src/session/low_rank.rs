@@ -55,9 +55,9 @@ impl LowRank {
     ) -> Result<()> {
         let hidden_width = hidden0.len();
         for (row, item) in z0.chunks_exact_mut(hidden_width.max(1)).zip(items) {
-            let precomputed =
-                model.item_hidden(self.init, item).invariant("low rank: no precomputed layer 0 for the init")?;
-            mlp::sum_into(row, hidden0, precomputed);
+            model
+                .add_item_hidden(self.init, item, hidden0, row)
+                .invariant("low rank: no precomputed layer 0 for the init")?;
         }
         if self.rows == 0 {
             return Ok(());

@@ -419,7 +419,7 @@ impl<M: Borrow<Model>> Session<M> {
         let model: &Model = self.model.borrow();
         model.write_init_params(k, &mut self.params);
         self.factors.clear();
-        let available = model.item_hidden(k, 0).is_some();
+        let available = model.has_item_hidden(k) && model.item_count() > 0;
         #[cfg(test)]
         let available = available && !self.full_weights_only;
         self.low_rank.restart(k, available);
