@@ -82,16 +82,6 @@ impl CompactRows {
     pub(crate) fn is_empty(&self) -> bool {
         matches!(self.values, Values::None)
     }
-
-    /// Bytes on the heap.
-    pub(crate) fn heap_bytes(&self) -> usize {
-        match &self.values {
-            Values::None => 0,
-            Values::F32(values) => values.capacity() * 4,
-            Values::F16(bits) => bits.capacity() * 2,
-            Values::Int8 { scales, values } => scales.capacity() * 4 + values.capacity(),
-        }
-    }
 }
 
 /// `2^112`: scales an f16's magnitude bits, shifted into an f32's place, to its value.

@@ -442,16 +442,6 @@ impl Model {
     pub(crate) fn item_field_rows(&self, item: u32, field: usize) -> Option<&[u32]> {
         self.item_rows.rows(item, field)
     }
-
-    /// Bytes the model holds on the heap besides its decoded body: the lookup tables, the flat
-    /// item rows, the flat parameters and the per-item precompute.
-    pub fn derived_heap_bytes(&self) -> usize {
-        let floats = self.parameter_rates.capacity() + self.init_params.iter().map(Vec::capacity).sum::<usize>();
-        let indices = self.items_by_id.capacity() + self.user_fields_by_name.capacity();
-        (floats + indices) * 4
-            + self.item_rows.heap_bytes()
-            + self.item_hidden.iter().map(CompactRows::heap_bytes).sum::<usize>()
-    }
 }
 
 /// Items whose inputs [`Model::items_through_layer0`] gathers at once.
@@ -509,11 +499,6 @@ impl ItemRows {
         let start = *self.offsets.get(entry)? as usize;
         let end = *self.offsets.get(entry.checked_add(1)?)? as usize;
         self.rows.get(start..end)
-    }
-
-    /// Bytes on the heap.
-    fn heap_bytes(&self) -> usize {
-        (self.offsets.capacity() + self.rows.capacity()) * core::mem::size_of::<u32>()
     }
 }
 
