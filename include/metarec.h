@@ -777,6 +777,25 @@ int32_t metarec_session_top_k(MetarecSession *session,
                               size_t *out_len);
 
 /**
+ * How `metarec_session_top_k` ranks the catalogue from now on. `candidates` < 0 (the
+ * default): exhaustively below 20,000 items, through a shortlist of 1 in 50 items (at least
+ * 1,024) above. 0: always exhaustively (every item scored by the network). n > 0: through a
+ * shortlist of n items: an additive surrogate of the user's adapted network ranks every item
+ * with one look-up per item field, and the network re-scores its best n (at least k plus the
+ * rated items); exhaustively when that is the whole catalogue. The scores returned are always
+ * the network's; a shortlist may miss a true top-k item the surrogate ranked too low (the
+ * recall is measured by `trainer bench device --items N`). Factor models and fold-in heads
+ * always rank exhaustively.
+ *
+ * Returns `METAREC_ERR_NULL_POINTER` (`session` NULL).
+ *
+ * # Safety
+ * `session` is NULL or a live session handle not in use by another thread.
+ */
+int32_t metarec_session_set_ranking(MetarecSession *session,
+                                    int64_t candidates);
+
+/**
  * Explains the last adaptation: the learning rate used, its network part, the chosen
  * initialisation, and (AT-PAML) the stored users whose rates were added, nearest first. Writes
  * `*out`, and up to `capacity` neighbours into `out_neighbours` (which may be NULL when

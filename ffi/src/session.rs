@@ -269,6 +269,35 @@ pub unsafe extern "C" fn metarec_session_top_k(
     unsafe { with_session(session, body) }
 }
 
+/// How `metarec_session_top_k` ranks the catalogue from now on. `candidates` < 0 (the
+/// default): exhaustively below 20,000 items, through a shortlist of 1 in 50 items (at least
+/// 1,024) above. 0: always exhaustively (every item scored by the network). n > 0: through a
+/// shortlist of n items: an additive surrogate of the user's adapted network ranks every item
+/// with one look-up per item field, and the network re-scores its best n (at least k plus the
+/// rated items); exhaustively when that is the whole catalogue. The scores returned are always
+/// the network's; a shortlist may miss a true top-k item the surrogate ranked too low (the
+/// recall is measured by `trainer bench device --items N`). Factor models and fold-in heads
+/// always rank exhaustively.
+///
+/// Returns `METAREC_ERR_NULL_POINTER` (`session` NULL).
+///
+/// # Safety
+/// `session` is NULL or a live session handle not in use by another thread.
+#[no_mangle]
+pub unsafe extern "C" fn metarec_session_set_ranking(session: *mut MetarecSession, candidates: i64) -> i32 {
+    let body = |s: &mut MetarecSession| -> Status<()> {
+        let ranking = match candidates {
+            ..0 => metarec_runtime::Ranking::Auto,
+            0 => metarec_runtime::Ranking::Exhaustive,
+            n => metarec_runtime::Ranking::Shortlist { candidates: usize::try_from(n).unwrap_or(usize::MAX) },
+        };
+        s.session.set_ranking(ranking);
+        Ok(())
+    };
+    // SAFETY: NULL or a live session used by this thread only (caller's contract).
+    unsafe { with_session(session, body) }
+}
+
 /// One stored user that set a personalized learning rate (AT-PAML models).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]

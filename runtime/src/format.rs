@@ -979,6 +979,13 @@ fn refuse_unknown(flags: u32, known: u32) -> Result<()> {
 /// Checks the header, both checksums, the feature flags and the schema hash, and decodes the
 /// body. Dimensions are checked by [`crate::Model::from_bytes`], which calls this.
 pub fn decode(bytes: &[u8]) -> Result<ModelBody> {
+    decode_with_precision(bytes).map(|(body, _)| body)
+}
+
+/// [`decode`], and the precision the file stores its embedding tables in (the first compact
+/// table's; f32 without compact tables).
+pub fn decode_with_precision(bytes: &[u8]) -> Result<(ModelBody, EmbeddingPrecision)> {
+    let mut precision = EmbeddingPrecision::F32;
     let header = read_header(bytes)?;
     let rest = &bytes[header.header_len as usize..];
     let body_len = usize::try_from(header.body_len).map_err(|_| Error::Truncated)?;
@@ -996,6 +1003,11 @@ pub fn decode(bytes: &[u8]) -> Result<ModelBody> {
         let (compact, after) =
             postcard::take_from_bytes::<CompactEmbeddings>(unread).map_err(|_| Error::MalformedBody)?;
         widen_embeddings(&mut body, &compact)?;
+        precision = match compact.tables.first() {
+            Some(CompactTable::F16(_)) => EmbeddingPrecision::F16,
+            Some(CompactTable::Int8 { .. }) => EmbeddingPrecision::Int8,
+            None => EmbeddingPrecision::F32,
+        };
         unread = after;
     }
     if header.required_features & required::FACTORS != 0 {
@@ -1020,7 +1032,7 @@ pub fn decode(bytes: &[u8]) -> Result<ModelBody> {
     if body.required_features() != described || schema_hash(&body) != header.schema_hash {
         return Err(Error::InconsistentDimensions);
     }
-    Ok(body)
+    Ok((body, precision))
 }
 
 /// Puts the compact tables back into the body's fields as f32: one table per field, each

@@ -12,6 +12,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+mod compact;
 pub mod contribution;
 pub mod error;
 pub mod factors;
@@ -33,4 +34,4 @@ pub use limits::{MAX_CANDIDATES, MAX_MODEL_BYTES, MAX_STEPS, MAX_STRING_LEN, MAX
 #[cfg(feature = "std")]
 pub use model::LoadFileError;
 pub use model::Model;
-pub use session::{Explanation, FoldIn, Neighbour, Ranked, Session};
+pub use session::{default_candidates, Explanation, FoldIn, Neighbour, Ranked, Ranking, Session, SHORTLIST_FROM};

@@ -309,7 +309,7 @@ crate::simd::kernel! {
 
 crate::simd::kernel! {
     /// Dot product in eight independent lanes, so the compiler can vectorise it.
-    fn dot(a: &[f32], b: &[f32]) -> f32 {
+    pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
         let mut lanes = [0f32; 8];
         let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
         let tail: f32 = a8.remainder().iter().zip(b8.remainder()).map(|(x, y)| x * y).sum();

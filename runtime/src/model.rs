@@ -3,7 +3,8 @@
 use alloc::vec::Vec;
 use core::fmt;
 
-use crate::error::{Error, Invariant, Result};
+use crate::compact::CompactRows;
+use crate::error::{ensure, Error, Invariant, Result};
 use crate::format::{self, FieldKind, FieldSpec, ModelBody};
 use crate::gemm::{gemm, View};
 use crate::limits::{MAX_CANDIDATES, MAX_MODEL_BYTES, MAX_STEPS, MAX_STRING_LEN};
@@ -33,16 +34,19 @@ pub struct Model {
     init_params: Vec<Vec<f32>>,
     /// The parameters the inner loop updates ([`format::Adapt`]).
     scope: Scope,
-    /// Every item's input part (its field vectors), `items × item_width`: computed once per
-    /// model because it does not depend on the user.
-    item_inputs: Vec<f32>,
+    /// Every item's embedding rows in one flat table ([`ItemRows`]): item inputs are gathered
+    /// from it and the embedding tables when scored, never stored per item (an input is
+    /// `item_width` floats, 512 bytes for four fields of 32; its rows are 4 bytes a field).
+    item_rows: ItemRows,
     /// Per initialisation, layer 0's item part applied to every item, `W0_k[:, item] · x_item`
     /// (`items × hidden0` each; bias and user part excluded). Adaptation with one scalar rate
     /// changes W0 by a low-rank term over the support items only, so a session scores with
     /// this plus that correction instead of the full product (see `Session::raw_scores`).
     /// Empty for per-parameter rates (Meta-SGD), whose update is not low-rank, unless the scope
     /// leaves layer 0's item columns alone (then the item part never changes).
-    item_hidden: Vec<Vec<f32>>,
+    /// Stored in the precision of the file's embedding tables ([`CompactRows`]: f32, f16, or
+    /// 8 bits with a scale per item), and added to the user part without widening.
+    item_hidden: Vec<CompactRows>,
 }
 
 impl fmt::Debug for Model {
@@ -69,7 +73,8 @@ impl Model {
         if bytes.len() > MAX_MODEL_BYTES {
             return Err(Error::ModelTooLarge);
         }
-        Model::from_body(format::decode(bytes)?)
+        let (body, precision) = format::decode_with_precision(bytes)?;
+        Model::from_body_with(body, precision)
     }
 
     /// Validates an already decoded body (the trainer uses this to check what it exports).
@@ -95,6 +100,12 @@ impl Model {
     /// (`embedding_dim` 0), factors that pass [`crate::factors::check`] and the plain
     /// [`format::ProductModel`] (its own item biases are the factors').
     pub fn from_body(body: ModelBody) -> Result<Model> {
+        Model::from_body_with(body, format::EmbeddingPrecision::F32)
+    }
+
+    /// [`Model::from_body`] keeping the per-item precompute in `precision` (that of the file's
+    /// embedding tables: a model stored compact stays compact in memory).
+    fn from_body_with(body: ModelBody, precision: format::EmbeddingPrecision) -> Result<Model> {
         check_limits(&body)?;
         if !body.method.runs_on_device() {
             return Err(Error::UnsupportedFeature);
@@ -159,32 +170,24 @@ impl Model {
             parameter_rates,
             init_params,
             scope,
-            item_inputs: Vec::new(),
+            item_rows: ItemRows::default(),
             item_hidden: Vec::new(),
         };
-        model.precompute_items()?;
+        model.item_rows = ItemRows::new(&model.body)?;
+        model.precompute_items(precision)?;
         Ok(model)
     }
 
-    /// Fills what scoring reads per item and not per user: the item inputs, and (where the
-    /// low-rank path applies) layer 0's item part of every initialisation.
-    fn precompute_items(&mut self) -> Result<()> {
-        let bad = Error::InconsistentDimensions;
-        let item_width = self.input_width - self.user_width;
-        let items = self.body.items.len();
-        let mut item_inputs = Vec::new();
-        item_inputs.try_reserve_exact(items.checked_mul(item_width).ok_or(bad)?).map_err(|_| bad)?;
-        item_inputs.resize(items * item_width, 0.0);
-        for (i, chunk) in item_inputs.chunks_exact_mut(item_width.max(1)).enumerate() {
-            self.write_item_input(i as u32, chunk)?;
-        }
-        self.item_inputs = item_inputs;
+    /// Fills what scoring reads per item and not per user: (where the low-rank path applies)
+    /// layer 0's item part of every initialisation.
+    fn precompute_items(&mut self, precision: format::EmbeddingPrecision) -> Result<()> {
         let per_parameter = matches!(self.body.learning_rate, crate::format::LearningRate::PerParameter(_));
         if !per_parameter || !self.scope.item_columns() {
             for k in 0..self.init_count() {
                 let params = self.init_params.get(k).invariant("an initialisation without parameters")?;
                 let hidden = self.items_through_layer0(params)?;
-                self.item_hidden.push(hidden);
+                let width = self.layout.layers.first().map_or(0, |shape| shape.outputs);
+                self.item_hidden.push(CompactRows::new(hidden, width, precision)?);
             }
         }
         Ok(())
@@ -222,7 +225,7 @@ impl Model {
             parameter_rates: Vec::new(),
             init_params: Vec::new(),
             scope: Scope::default(),
-            item_inputs: Vec::new(),
+            item_rows: ItemRows::default(),
             item_hidden: Vec::new(),
         })
     }
@@ -233,39 +236,49 @@ impl Model {
         self.body.factors.as_ref()
     }
 
-    /// `x_item · W0[:, item]ᵀ` for every item (`items × hidden0`).
+    /// `x_item · W0[:, item]ᵀ` for every item (`items × hidden0`), a block of
+    /// [`PRECOMPUTE_BLOCK`] items' gathered inputs at a time.
     ///
     /// Errors: [`Error::InconsistentDimensions`] when it cannot be allocated.
     fn items_through_layer0(&self, params: &[f32]) -> Result<Vec<f32>> {
+        let bad = Error::InconsistentDimensions;
         let shape = self.layout.layers.first().invariant("a validated MLP without layers")?;
         let items = self.body.items.len();
         let item_width = self.input_width - self.user_width;
         let mut out = Vec::new();
-        let len = items.checked_mul(shape.outputs).ok_or(Error::InconsistentDimensions)?;
-        out.try_reserve_exact(len).map_err(|_| Error::InconsistentDimensions)?;
+        let len = items.checked_mul(shape.outputs).ok_or(bad)?;
+        out.try_reserve_exact(len).map_err(|_| bad)?;
         out.resize(len, 0.0);
         let weight = params
             .get(shape.weight_at + self.user_width..shape.weight_at + shape.inputs * shape.outputs)
             .invariant("layer 0's item weights past the parameters")?;
         let w = View { data: weight, rows: shape.outputs, cols: item_width, row_stride: shape.inputs, col_stride: 1 };
-        gemm(1.0, View::rows(&self.item_inputs, items, item_width), w.t(), 0.0, &mut out, shape.outputs)?;
+        let mut x = Vec::new();
+        x.try_reserve_exact(PRECOMPUTE_BLOCK * item_width).map_err(|_| bad)?;
+        x.resize(PRECOMPUTE_BLOCK * item_width, 0.0);
+        let mut first = 0u32;
+        for block in out.chunks_mut(PRECOMPUTE_BLOCK * shape.outputs) {
+            let rows = block.len() / shape.outputs;
+            let x = x.get_mut(..rows * item_width).invariant("precompute: a block past its inputs")?;
+            for (item, row) in (first..).zip(x.chunks_exact_mut(item_width.max(1))) {
+                self.write_item_input(item, row)?;
+            }
+            gemm(1.0, View::rows(x, rows, item_width), w.t(), 0.0, block, shape.outputs)?;
+            first = first.saturating_add(rows as u32);
+        }
         Ok(out)
     }
 
-    /// The item inputs of `count` consecutive items from `first` (`count × item_width`), if in
-    /// range: scoring a run of the catalogue reads them in place instead of gathering.
-    pub(crate) fn item_input_run(&self, first: u32, count: usize) -> Option<&[f32]> {
-        let width = self.input_width - self.user_width;
-        let start = (first as usize).checked_mul(width)?;
-        self.item_inputs.get(start..start.checked_add(count.checked_mul(width)?)?)
+    /// `out = user + ` layer 0's item part of initialisation `init` for `item` (`hidden0`
+    /// wide), if the model keeps it (not for per-parameter rates) and the indices are in range.
+    pub(crate) fn add_item_hidden(&self, init: usize, item: u32, user: &[f32], out: &mut [f32]) -> Option<()> {
+        self.item_hidden.get(init)?.add_row(item as usize, user, out)
     }
 
-    /// Layer 0's item part of initialisation `init` for `item` (`hidden0` wide), if the model
-    /// keeps it (not for per-parameter rates) and the indices are in range.
-    pub(crate) fn item_hidden(&self, init: usize, item: u32) -> Option<&[f32]> {
-        let width = self.layout.layers.first()?.outputs;
-        let start = (item as usize).checked_mul(width)?;
-        self.item_hidden.get(init)?.get(start..start.checked_add(width)?)
+    /// Whether the model keeps layer 0's item part of initialisation `init` (not for
+    /// per-parameter rates).
+    pub(crate) fn has_item_hidden(&self, init: usize) -> bool {
+        self.item_hidden.get(init).is_some_and(|rows| !rows.is_empty())
     }
 
     /// Reads and loads a model file.
@@ -404,23 +417,88 @@ impl Model {
         &self.parameter_rates
     }
 
-    /// The item part of an item's input (its field vectors). Callers check indices first: an
-    /// out-of-range one is [`Error::Internal`].
-    pub(crate) fn item_input(&self, item: u32) -> Result<&[f32]> {
-        let width = self.input_width - self.user_width;
-        let start = (item as usize).saturating_mul(width);
-        self.item_inputs.get(start..start.saturating_add(width)).invariant("item input of an unchecked index")
-    }
-
-    /// Writes the item part of the input (item field vectors, `input_width - user_width` wide)
-    /// of an item in range.
-    fn write_item_input(&self, item: u32, out: &mut [f32]) -> Result<()> {
-        let record = self.body.items.get(item as usize).invariant("item record of an unchecked index")?;
+    /// Writes the item part of an item's input (its field vectors, `input_width - user_width`
+    /// wide) into `out`. Callers check indices first: an out-of-range one (or an `out` of another
+    /// width) is [`Error::Internal`].
+    pub(crate) fn write_item_input(&self, item: u32, out: &mut [f32]) -> Result<()> {
+        ensure(out.len() == self.input_width - self.user_width, "an item input of another width")?;
         let dim = self.embedding_dim();
-        for ((field, rows), chunk) in self.body.item_fields.iter().zip(&record.rows).zip(out.chunks_exact_mut(dim)) {
+        for (f, (field, chunk)) in self.body.item_fields.iter().zip(out.chunks_exact_mut(dim.max(1))).enumerate() {
+            let rows = self.item_rows.rows(item, f).invariant("item rows of an unchecked index")?;
             field_vector(field, rows, chunk)?;
         }
         Ok(())
+    }
+
+    /// Appends the item part of an item's input to `out` (see [`Model::write_item_input`]).
+    pub(crate) fn append_item_input(&self, item: u32, out: &mut Vec<f32>) -> Result<()> {
+        let start = out.len();
+        out.resize(start + (self.input_width - self.user_width), 0.0);
+        let row = out.get_mut(start..).invariant("an appended item input past its vector")?;
+        self.write_item_input(item, row)
+    }
+
+    /// The embedding rows of item `item`'s item field `field`, if both are in range.
+    pub(crate) fn item_field_rows(&self, item: u32, field: usize) -> Option<&[u32]> {
+        self.item_rows.rows(item, field)
+    }
+}
+
+/// Items whose inputs [`Model::items_through_layer0`] gathers at once.
+const PRECOMPUTE_BLOCK: usize = 256;
+
+/// Every item's embedding rows, one flat table: item `i`'s rows of item field `f` are entry
+/// `i × fields + f`. When every item field holds exactly one row per item (categorical and
+/// numeric fields) the entry is that row and `offsets` is empty; otherwise (a multi-categorical
+/// field) entry `e` is `rows[offsets[e]..offsets[e + 1]]`.
+#[derive(Debug, Clone, Default)]
+struct ItemRows {
+    fields: usize,
+    offsets: Vec<u32>,
+    rows: Vec<u32>,
+}
+
+impl ItemRows {
+    /// The flat table of a body whose items were validated ([`validate_items`]).
+    ///
+    /// Errors: [`Error::InconsistentDimensions`] when it cannot be allocated, or holds more than
+    /// `u32::MAX` rows.
+    fn new(body: &ModelBody) -> Result<ItemRows> {
+        let bad = Error::InconsistentDimensions;
+        let fields = body.item_fields.len();
+        let single = body.items.iter().all(|item| item.rows.iter().all(|rows| rows.len() == 1));
+        let total: usize = body.items.iter().flat_map(|item| &item.rows).map(Vec::len).sum();
+        u32::try_from(total).map_err(|_| bad)?;
+        let mut table = ItemRows { fields, offsets: Vec::new(), rows: Vec::new() };
+        table.rows.try_reserve_exact(total).map_err(|_| bad)?;
+        if !single {
+            let entries = body.items.len().checked_mul(fields).and_then(|n| n.checked_add(1)).ok_or(bad)?;
+            table.offsets.try_reserve_exact(entries).map_err(|_| bad)?;
+            table.offsets.push(0);
+        }
+        for rows in body.items.iter().flat_map(|item| &item.rows) {
+            table.rows.extend_from_slice(rows);
+            if !single {
+                // At most `total`, checked above to fit.
+                table.offsets.push(table.rows.len() as u32);
+            }
+        }
+        Ok(table)
+    }
+
+    /// Item `item`'s rows of field `field`, if in range.
+    #[inline]
+    fn rows(&self, item: u32, field: usize) -> Option<&[u32]> {
+        if field >= self.fields {
+            return None;
+        }
+        let entry = (item as usize).checked_mul(self.fields)?.checked_add(field)?;
+        if self.offsets.is_empty() {
+            return self.rows.get(entry..entry.checked_add(1)?);
+        }
+        let start = *self.offsets.get(entry)? as usize;
+        let end = *self.offsets.get(entry.checked_add(1)?)? as usize;
+        self.rows.get(start..end)
     }
 }
 

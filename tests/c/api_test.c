@@ -534,6 +534,25 @@ static void test_session(const MetarecModel *model) {
     for (size_t i = 0; i < len; i++) {
         CHECK(indices[i] != 0 && indices[i] != 1); /* the two rated items */
     }
+
+    /* Ranking through a shortlist of one candidate (raised to k plus the ratings): the scores
+     * are still the network's, best first; then exhaustive, then the default again. */
+    CHECK_CODE(metarec_session_set_ranking(NULL, 0), METAREC_ERR_NULL_POINTER);
+    int64_t rankings[3] = {1, 0, -1};
+    for (size_t r = 0; r < 3; r++) {
+        CHECK_CODE(metarec_session_set_ranking(session, rankings[r]), METAREC_OK);
+        CHECK_CODE(metarec_session_top_k(session, 5, 1, indices, top_scores, &len), METAREC_OK);
+        CHECK(len == 5 || len + 2 == count);
+        for (size_t i = 0; i < len; i++) {
+            CHECK(indices[i] < count && indices[i] != 0 && indices[i] != 1);
+            if (all != NULL && indices[i] < count) {
+                CHECK(top_scores[i] == all[indices[i]]);
+            }
+            if (i > 0) {
+                CHECK(top_scores[i - 1] >= top_scores[i]);
+            }
+        }
+    }
     free(all);
 
     metarec_session_free(session);

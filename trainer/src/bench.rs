@@ -29,6 +29,9 @@ use crate::run::{RunInfo, Trained};
 use crate::split::Task;
 
 mod catalogue;
+mod heap;
+
+pub use heap::CountingAllocator;
 
 /// Benchmark settings.
 #[derive(Debug, Clone, clap::Args)]

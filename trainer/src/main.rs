@@ -26,6 +26,10 @@ use metarec_trainer::split::Task;
 use metarec_trainer::split::{self, MeluConfig, PamlConfig, Split, State};
 use metarec_trainer::train::{self, parse_device, TrainConfig};
 
+/// Counts live heap bytes for `trainer bench device`'s memory figures.
+#[global_allocator]
+static ALLOCATOR: metarec_trainer::bench::CountingAllocator = metarec_trainer::bench::CountingAllocator;
+
 /// Meta-trains cold-start recommenders and exports metarec model files.
 #[derive(Debug, Parser)]
 #[command(name = "trainer", version, about, args_override_self = true)]

@@ -212,7 +212,7 @@ impl<M: Borrow<Model>> Session<M> {
         let biases = model.item_biases();
         for (j, &(item, rating)) in self.support.iter().enumerate() {
             if included(mask, j) {
-                scratch.x.extend_from_slice(model.item_input(item)?);
+                model.append_item_input(item, &mut scratch.x)?;
                 scratch.dy.push(rating);
                 if !biases.is_empty() {
                     scratch.bias.push(biases.get(item as usize).copied().invariant("a support item past the biases")?);

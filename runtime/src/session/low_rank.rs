@@ -55,9 +55,9 @@ impl LowRank {
     ) -> Result<()> {
         let hidden_width = hidden0.len();
         for (row, item) in z0.chunks_exact_mut(hidden_width.max(1)).zip(items) {
-            let precomputed =
-                model.item_hidden(self.init, item).invariant("low rank: no precomputed layer 0 for the init")?;
-            mlp::sum_into(row, hidden0, precomputed);
+            model
+                .add_item_hidden(self.init, item, hidden0, row)
+                .invariant("low rank: no precomputed layer 0 for the init")?;
         }
         if self.rows == 0 {
             return Ok(());
@@ -159,6 +159,17 @@ impl LowRank {
         }
         self.valid = false;
         Ok(())
+    }
+
+    /// Adds the tracked change `Σ_j c_j ⊗ x_j` to layer 0's item weights `weights`
+    /// (`hidden0 × item_width`, row-major).
+    pub(super) fn add_change(&self, weights: &mut [f32], item_width: usize) -> Result<()> {
+        if self.rows == 0 {
+            return Ok(());
+        }
+        let hidden = self.coef.len() / self.rows;
+        let coef = View::rows(&self.coef, self.rows, hidden).t();
+        gemm(1.0, coef, View::rows(&self.x, self.rows, item_width), 1.0, weights, item_width)
     }
 
     /// Bytes on the heap.

@@ -21,6 +21,7 @@ mod profile;
 mod rank;
 mod rate;
 mod score;
+mod shortlist;
 #[cfg(test)]
 mod tests;
 
@@ -34,6 +35,7 @@ use crate::model::Model;
 
 pub use explain::{Explanation, FoldIn, Neighbour};
 pub use rank::Ranked;
+pub use shortlist::{default_candidates, Ranking, SHORTLIST_FROM};
 
 use low_rank::LowRank;
 use profile::Profile;
@@ -391,11 +393,22 @@ impl<M: Borrow<Model>> Session<M> {
     /// over `0..item_count()` gives) and keeps the best in a bounded heap: O(items · log k)
     /// comparisons at most, and memory for `min(k, items)` results (8 bytes each) plus the rated
     /// items, never for the catalogue. The scratch grows to the largest `k` asked so far: a call
-    /// with no larger `k` does not allocate.
+    /// with no larger `k` does not allocate. A large catalogue is ranked in two stages by
+    /// default (see [`Session::set_ranking`]): its result is then the exact top k of the
+    /// shortlisted items, which holds the true top k unless the surrogate misordered one.
     ///
     /// Errors: [`Error::Internal`] (a bug).
     pub fn top_k(&mut self, k: usize, exclude_rated: bool) -> Result<&[Ranked]> {
         self.rank(k, exclude_rated)
+    }
+
+    /// Sets how [`Session::top_k`] ranks the catalogue (default [`Ranking::Auto`]: exhaustive
+    /// below [`SHORTLIST_FROM`] items, else a linear surrogate of the adapted network picks
+    /// [`default_candidates`] items that the network re-scores; see [`Ranking`]). The scores
+    /// returned are always the network's; a shortlist may miss a true top-k item the surrogate
+    /// ranked too low.
+    pub fn set_ranking(&mut self, ranking: Ranking) {
+        self.ranking.mode = ranking;
     }
 
     // ---- internals shared by the modules ----
@@ -406,7 +419,7 @@ impl<M: Borrow<Model>> Session<M> {
         let model: &Model = self.model.borrow();
         model.write_init_params(k, &mut self.params);
         self.factors.clear();
-        let available = model.item_hidden(k, 0).is_some();
+        let available = model.has_item_hidden(k) && model.item_count() > 0;
         #[cfg(test)]
         let available = available && !self.full_weights_only;
         self.low_rank.restart(k, available);

@@ -5,6 +5,7 @@ use alloc::vec::Vec;
 use core::borrow::Borrow;
 use core::cmp::Ordering;
 
+use super::shortlist::{self, Ranking};
 use super::Session;
 use crate::error::Result;
 use crate::model::Model;
@@ -29,12 +30,18 @@ pub(super) struct Scratch {
     next_rated: usize,
     /// The bounded heap of the best items so far (its root the worst of them), then the ranking.
     ranked: Vec<Ranked>,
+    /// How the catalogue is ranked ([`Session::set_ranking`]).
+    pub(super) mode: Ranking,
+    /// The two-stage ranking's scratch.
+    pub(super) shortlist: shortlist::Scratch,
 }
 
 impl Scratch {
     /// Bytes on the heap.
     pub(super) fn heap_bytes(&self) -> usize {
-        self.rated.capacity() * core::mem::size_of::<u32>() + self.ranked.capacity() * core::mem::size_of::<Ranked>()
+        self.rated.capacity() * core::mem::size_of::<u32>()
+            + self.ranked.capacity() * core::mem::size_of::<Ranked>()
+            + self.shortlist.heap_bytes()
     }
 
     /// Starts a ranking of `k` items over `count`, leaving out the support's items when
@@ -51,7 +58,7 @@ impl Scratch {
     }
 
     /// Offers one block of scored items, ascending indices, to the ranking.
-    fn offer(&mut self, items: &[u32], scores: &[f32], k: usize) {
+    pub(super) fn offer(&mut self, items: &[u32], scores: &[f32], k: usize) {
         for (&item, &score) in items.iter().zip(scores) {
             // Both ascend: rated items behind this one are never offered again.
             while self.rated.get(self.next_rated).is_some_and(|&r| r < item) {
@@ -74,6 +81,8 @@ impl<M: Borrow<Model>> Session<M> {
         ranking.start(&self.support, k, count, exclude_rated);
         let scored = if k == 0 {
             Ok(())
+        } else if let Some(candidates) = self.shortlist_size(ranking.mode, k) {
+            self.rank_shortlist(&mut ranking, k, candidates)
         } else {
             self.score_catalogue(|items, scores| {
                 ranking.offer(items, scores, k);

@@ -16,12 +16,14 @@ use crate::neighbours::{nearest_scan, Nearest};
 pub(super) struct Scratch {
     /// The user embedding h, as wide as the MLP input.
     embedding: Vec<f32>,
+    /// One support item's input (the item part of the input).
+    item: Vec<f32>,
 }
 
 impl Scratch {
     /// Bytes on the heap.
     pub(super) fn heap_bytes(&self) -> usize {
-        self.embedding.capacity() * core::mem::size_of::<f32>()
+        (self.embedding.capacity() + self.item.capacity()) * core::mem::size_of::<f32>()
     }
 }
 
@@ -57,9 +59,12 @@ impl<M: Borrow<Model>> Session<M> {
         user_part.copy_from_slice(self.profile.input()?);
         let n = self.support.len().max(1) as f32;
         let mean = self.support.iter().map(|&(_, r)| r).sum::<f32>() / n;
+        let input = &mut self.rate.item;
+        input.resize(item_part.len(), 0.0);
         for &(item, rating) in &self.support {
             let weight = (rating - mean) / n;
-            for (h, x) in item_part.iter_mut().zip(model.item_input(item)?) {
+            model.write_item_input(item, input)?;
+            for (h, x) in item_part.iter_mut().zip(input.iter()) {
                 *h += x * weight;
             }
         }

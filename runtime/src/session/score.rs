@@ -75,16 +75,12 @@ impl Scratch {
     ) -> Result<()> {
         let rows = block.len();
         let z0 = self.acts.get_mut(..rows * hidden0.len()).invariant("scoring: activations shorter than a block")?;
-        // A run of consecutive items (scoring the catalogue) is read in place.
-        let consecutive = block.windows(2).all(|w| w[1] == w[0].wrapping_add(1));
-        let run = block.first().filter(|_| consecutive).and_then(|&f| model.item_input_run(f, rows));
-        let inputs: &[f32] = match run {
-            _ if record.rows == 0 => &[],
-            Some(inputs) => inputs,
-            None => {
-                gather(model, block, &mut self.x)?;
-                &self.x
-            }
+        // The items' inputs are read only when the record holds support rows.
+        let inputs: &[f32] = if record.rows == 0 {
+            &[]
+        } else {
+            gather(model, block, &mut self.x)?;
+            &self.x
         };
         record.layer0(model, hidden0, block.iter().copied(), inputs, rows, z0, &mut self.gram)?;
         let weights = Weights { params, upper_t: &self.upper_t };
@@ -95,10 +91,9 @@ impl Scratch {
 /// Copies the item inputs of `block` into `x` (`block.len() × item_width`).
 fn gather(model: &Model, block: &[u32], x: &mut [f32]) -> Result<()> {
     let item_width = model.input_width() - model.user_width();
+    let x = x.get_mut(..block.len() * item_width).invariant("scoring: a block past the input scratch")?;
     for (&item, row) in block.iter().zip(x.chunks_exact_mut(item_width.max(1))) {
-        let input = model.item_input(item)?;
-        ensure(input.len() == row.len(), "scoring: an item input of another width")?;
-        row.copy_from_slice(input);
+        model.write_item_input(item, row)?;
     }
     Ok(())
 }
@@ -140,7 +135,7 @@ impl<M: Borrow<Model>> Session<M> {
 
     /// What every block of a scoring call shares, computed once per call: for a network, the
     /// profile's input, layer 0's user part and the upper layers transposed.
-    fn prepare_scoring(&mut self) -> Result<()> {
+    pub(super) fn prepare_scoring(&mut self) -> Result<()> {
         let model: &Model = self.model.borrow();
         if model.factors().is_some() {
             return Ok(());
@@ -159,7 +154,7 @@ impl<M: Borrow<Model>> Session<M> {
     /// Scores of one block (at most [`SCORE_BLOCK`] checked indices) after
     /// [`Session::prepare_scoring`]: the factor model's prediction, or the network's raw output
     /// (then σ for a click model).
-    fn score_prepared(&mut self, block: &[u32], out: &mut [f32]) -> Result<()> {
+    pub(super) fn score_prepared(&mut self, block: &[u32], out: &mut [f32]) -> Result<()> {
         let model: &Model = self.model.borrow();
         if let Some(factors) = model.factors() {
             return self.factors.score(model, factors, block, out);

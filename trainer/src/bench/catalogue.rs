@@ -1,38 +1,44 @@
 //! Issue 16, the device at catalogue scale: for one exported model, at each precision of its
-//! embedding tables (f32, f16, int8), the file size, the load time from a buffer, the resident
-//! memory the loaded model and a session add (measured from `/proc/self/statm`, not computed)
-//! and the time of personalize + top-10 over the whole catalogue, on the calling thread.
+//! embedding tables (f32, f16, int8), the file size, the load time from a buffer, the heap the
+//! loaded model and a session hold (counted by the binary's global allocator, [`super::heap`],
+//! not computed), and the time of personalize + top-10 over the whole catalogue on the calling
+//! thread, ranked the default way ([`Ranking::Auto`]: a shortlist from
+//! [`metarec_runtime::SHORTLIST_FROM`] items) and exhaustively, with the default ranking's
+//! recall@10 against the exhaustive one over several users.
 
 use std::fmt::Write as _;
 use std::time::Instant;
 
 use anyhow::Result;
 use metarec_runtime::format::{encode_with, EmbeddingPrecision, ModelBody};
-use metarec_runtime::{Model, Session};
+use metarec_runtime::{Model, Ranking, Session};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 
+use super::heap::live_bytes;
 use super::BenchUser;
+use crate::data::Rating;
+
+/// Users the recall is averaged over (the bench user and random ones).
+const RECALL_USERS: usize = 8;
 
 /// One precision's figures.
 struct Figures {
-    name: &'static str,
     file_bytes: usize,
     load_ms: f64,
-    resident_bytes: Option<i64>,
-    session_bytes: usize,
-    top10_ms: f64,
+    model_heap: Option<usize>,
+    session_heap: Option<usize>,
+    auto_ms: f64,
+    exhaustive_ms: f64,
+    recall: f64,
+    /// Each user's exhaustive top 10, and how many of f32's it holds on average.
+    tops: Vec<Vec<u32>>,
+    agreement: f64,
 }
 
-/// Resident set size of this process in bytes (`VmRSS` of `/proc/self/status`); None where
-/// there is no procfs.
-fn resident_bytes() -> Option<i64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|line| line.starts_with("VmRSS:"))?;
-    let kb: i64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
-
-/// Personalizes `session` for `user` and ranks the catalogue's top 10 (rated items left out).
-fn personalize_top10(session: &mut Session<&Model>, user: &BenchUser) -> Result<()> {
+/// Personalizes `session` for `user` and returns the items of the catalogue's top 10 (rated
+/// items left out) under `ranking`.
+fn personalize_top10(session: &mut Session<&Model>, user: &BenchUser, ranking: Ranking) -> Result<Vec<u32>> {
     let fail = |e: metarec_runtime::Error| anyhow::anyhow!("{e}");
     session.clear_ratings();
     for (field, value) in &user.profile {
@@ -42,42 +48,100 @@ fn personalize_top10(session: &mut Session<&Model>, user: &BenchUser) -> Result<
         session.add_rating_by_index(r.item, r.value).map_err(fail)?;
     }
     session.adapt().map_err(fail)?;
+    session.set_ranking(ranking);
     let want = 10.min(session.model().item_count() - session.support_len().min(session.model().item_count()));
     let top = session.top_k(10, true).map_err(fail)?;
     anyhow::ensure!(top.len() >= want, "top-10 returned {} items", top.len());
-    Ok(())
+    Ok(top.iter().map(|r| r.item).collect())
 }
 
-/// The figures of `body` stored at `precision`.
-fn measure(body: &ModelBody, precision: EmbeddingPrecision, user: &BenchUser, repeat: usize) -> Result<Figures> {
-    let name = match precision {
-        EmbeddingPrecision::F32 => "f32",
-        EmbeddingPrecision::F16 => "f16",
-        EmbeddingPrecision::Int8 => "int8",
-    };
-    let bytes = encode_with(body, precision).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let before = resident_bytes();
-    let start = Instant::now();
-    let model = Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let load_ms = start.elapsed().as_secs_f64() * 1e3;
-    let mut session = Session::new(&model);
-    personalize_top10(&mut session, user)?;
-    let resident = before.zip(resident_bytes()).map(|(before, after)| after - before);
+/// The median time (ms) of `repeat` personalize + top-10 runs under `ranking`.
+fn time_top10(session: &mut Session<&Model>, user: &BenchUser, ranking: Ranking, repeat: usize) -> Result<f64> {
+    personalize_top10(session, user, ranking)?;
     let mut samples: Vec<f64> = (0..repeat)
         .map(|_| {
             let start = Instant::now();
-            personalize_top10(&mut session, user).map(|()| start.elapsed().as_secs_f64() * 1e3)
+            personalize_top10(session, user, ranking).map(|_| start.elapsed().as_secs_f64() * 1e3)
         })
         .collect::<Result<_>>()?;
     samples.sort_by(f64::total_cmp);
-    let top10_ms = samples[samples.len() / 2];
+    Ok(samples[samples.len() / 2])
+}
+
+/// The bench user and `RECALL_USERS - 1` random ones: profile values and 20 support ratings.
+fn recall_users(body: &ModelBody, user: &BenchUser) -> Vec<BenchUser> {
+    let mut rng = ChaCha8Rng::seed_from_u64(16);
+    let items = body.items.len();
+    let mut users =
+        vec![BenchUser { support: user.support.clone(), candidates: Vec::new(), profile: user.profile.clone() }];
+    for _ in 1..RECALL_USERS {
+        let profile = body
+            .user_fields
+            .iter()
+            .filter(|f| !f.vocabulary.is_empty())
+            .map(|f| (f.name.clone(), f.vocabulary[rng.gen_range(0..f.vocabulary.len())].clone()))
+            .collect();
+        let support = (0..user.support.len())
+            .map(|_| Rating { user: 0, item: rng.gen_range(0..items) as u32, value: rng.gen_range(1..=5) as f32 })
+            .collect();
+        users.push(BenchUser { support, candidates: Vec::new(), profile });
+    }
+    users
+}
+
+/// The default ranking's recall@10 against the exhaustive one, averaged over `users`, and
+/// every user's exhaustive top 10.
+fn recall_at_10(session: &mut Session<&Model>, users: &[BenchUser]) -> Result<(f64, Vec<Vec<u32>>)> {
+    let mut found = 0usize;
+    let mut total = 0usize;
+    let mut tops = Vec::new();
+    for user in users {
+        let exact = personalize_top10(session, user, Ranking::Exhaustive)?;
+        let auto = personalize_top10(session, user, Ranking::Auto)?;
+        found += auto.iter().filter(|item| exact.contains(item)).count();
+        total += exact.len();
+        tops.push(exact);
+    }
+    Ok((found as f64 / total.max(1) as f64, tops))
+}
+
+/// Items of `reference`'s lists that `tops` holds too, per list on average.
+fn agreement(tops: &[Vec<u32>], reference: &[Vec<u32>]) -> f64 {
+    let shared: usize = tops.iter().zip(reference).map(|(a, b)| a.iter().filter(|i| b.contains(i)).count()).sum();
+    shared as f64 / reference.len().max(1) as f64
+}
+
+/// The figures of `body` stored at `precision`.
+fn measure(
+    body: &ModelBody,
+    precision: EmbeddingPrecision,
+    users: &[BenchUser],
+    repeat: usize,
+    f32_tops: Option<&[Vec<u32>]>,
+) -> Result<Figures> {
+    let bytes = encode_with(body, precision).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let before = live_bytes();
+    let start = Instant::now();
+    let model = Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let load_ms = start.elapsed().as_secs_f64() * 1e3;
+    let loaded = live_bytes();
+    let mut session = Session::new(&model);
+    personalize_top10(&mut session, &users[0], Ranking::Auto)?;
+    let with_session = live_bytes();
+    let auto_ms = time_top10(&mut session, &users[0], Ranking::Auto, repeat)?;
+    let exhaustive_ms = time_top10(&mut session, &users[0], Ranking::Exhaustive, repeat)?;
+    let (recall, tops) = recall_at_10(&mut session, users)?;
+    let agreement = agreement(&tops, f32_tops.unwrap_or(&tops));
     Ok(Figures {
-        name,
         file_bytes: bytes.len(),
         load_ms,
-        resident_bytes: resident,
-        session_bytes: session.memory_bytes(),
-        top10_ms,
+        model_heap: before.zip(loaded).map(|(b, a)| a.saturating_sub(b)),
+        session_heap: loaded.zip(with_session).map(|(b, a)| a.saturating_sub(b)),
+        auto_ms,
+        exhaustive_ms,
+        recall,
+        tops,
+        agreement,
     })
 }
 
@@ -86,20 +150,49 @@ fn measure(body: &ModelBody, precision: EmbeddingPrecision, user: &BenchUser, re
 pub(super) fn write_lines(out: &mut String, body: &ModelBody, user: &BenchUser, repeat: usize) -> Result<()> {
     let items = body.items.len();
     let repeat = repeat.min((20_000_000 / items.max(1)).max(3));
+    let users = recall_users(body, user);
+    let ranking = if items >= metarec_runtime::SHORTLIST_FROM {
+        format!("shortlist of {} re-scored", metarec_runtime::default_candidates(items))
+    } else {
+        "exhaustive".to_owned()
+    };
     writeln!(out, "catalogue: {items} items, personalize + top-10 of the whole catalogue (rated left out), 1 thread")?;
+    writeln!(out, "  default ranking: {ranking}; recall@10 of the default against exhaustive, and the exhaustive")?;
     writeln!(
         out,
-        "  {:<5} {:>12} {:>9} {:>22} {:>14} {:>16}",
-        "table", "file bytes", "load ms", "resident (model+sess.)", "session bytes", "personalize+top10"
+        "  top 10's items shared with f32's (of 10), over {RECALL_USERS} users; heap counted by the allocator"
     )?;
-    for precision in [EmbeddingPrecision::F32, EmbeddingPrecision::F16, EmbeddingPrecision::Int8] {
-        let f = measure(body, precision, user, repeat)?;
-        let resident = f.resident_bytes.map_or("n/a".to_owned(), |b| format!("{:.1} MB", b as f64 / 1e6));
+    writeln!(
+        out,
+        "  {:<5} {:>11} {:>8} {:>11} {:>11} {:>14} {:>15} {:>9} {:>7}",
+        "table",
+        "file bytes",
+        "load ms",
+        "model heap",
+        "session heap",
+        "top10 default",
+        "top10 exhaust.",
+        "recall@10",
+        "vs f32"
+    )?;
+    let mb = |b: Option<usize>| b.map_or("n/a".to_owned(), |b| format!("{:.2} MB", b as f64 / 1e6));
+    let mut f32_tops: Option<Vec<Vec<u32>>> = None;
+    for precision in EmbeddingPrecision::ALL {
+        let f = measure(body, precision, &users, repeat, f32_tops.as_deref())?;
         writeln!(
             out,
-            "  {:<5} {:>12} {:>9.2} {:>22} {:>14} {:>13.3} ms (median of {repeat})",
-            f.name, f.file_bytes, f.load_ms, resident, f.session_bytes, f.top10_ms
+            "  {:<5} {:>11} {:>8.2} {:>11} {:>11} {:>11.3} ms {:>12.3} ms {:>9.3} {:>7.2}  (medians of {repeat})",
+            precision.name(),
+            f.file_bytes,
+            f.load_ms,
+            mb(f.model_heap),
+            mb(f.session_heap),
+            f.auto_ms,
+            f.exhaustive_ms,
+            f.recall,
+            f.agreement
         )?;
+        f32_tops.get_or_insert(f.tops);
     }
     Ok(())
 }
