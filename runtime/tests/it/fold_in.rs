@@ -740,7 +740,12 @@ fn validation_refuses_inconsistent_heads() {
 /// The first-order query loss the device differentiates (`session::contribute`): the fold-in
 /// solved on `support` with the parameters `solve` (its rows, and the head's initialisation),
 /// then the query loss with the hidden layers of `hidden` and the solved head.
-fn first_order_loss(body: &ModelBody, (hidden, solve): (&Params, &Params), lambda: &[f64], split: [&[(u32, f32)]; 2]) -> f64 {
+fn first_order_loss(
+    body: &ModelBody,
+    (hidden, solve): (&Params, &Params),
+    lambda: &[f64],
+    split: [&[(u32, f32)]; 2],
+) -> f64 {
     let mut reference = Reference::new(body, 0);
     reference.params = solve.clone();
     reference.fold_in(split[0], lambda);
@@ -753,7 +758,8 @@ fn first_order_loss(body: &ModelBody, (hidden, solve): (&Params, &Params), lambd
 /// layers (the query's), the output layer (the solve's initialisation) and the log ridge weights.
 fn reference_contribution(body: &ModelBody, ratings: &[(u32, f32)]) -> Vec<f64> {
     let (adapt, score) = metarec_runtime::resample::split(ratings.len());
-    let pick = |mask: &[bool]| -> Vec<(u32, f32)> { ratings.iter().zip(mask).filter(|(_, &m)| m).map(|(&s, _)| s).collect() };
+    let pick =
+        |mask: &[bool]| -> Vec<(u32, f32)> { ratings.iter().zip(mask).filter(|(_, &m)| m).map(|(&s, _)| s).collect() };
     let split = [&pick(&adapt)[..], &pick(&score)[..]];
     let base = params_of(body);
     let lambda = lambda(body, None, true);
@@ -769,7 +775,11 @@ fn reference_contribution(body: &ModelBody, ratings: &[(u32, f32)]) -> Vec<f64> 
                     let mut p = base.clone();
                     let v = if part == 0 { &mut p[l].0[i] } else { &mut p[l].1[i] };
                     *v += sign * eps;
-                    if l == last { loss(&base, &p, &lambda) } else { loss(&p, &base, &lambda) }
+                    if l == last {
+                        loss(&base, &p, &lambda)
+                    } else {
+                        loss(&p, &base, &lambda)
+                    }
                 };
                 out.push((moved(1.0) - moved(-1.0)) / (2.0 * eps));
             }
@@ -790,7 +800,11 @@ fn reference_contribution(body: &ModelBody, ratings: &[(u32, f32)]) -> Vec<f64> 
 fn a_fold_in_contribution_is_the_first_order_query_gradient_through_the_solve() {
     let ratings: Vec<(u32, f32)> =
         vec![(0, 4.0), (3, 1.0), (2, 5.0), (5, 2.5), (1, 3.0), (4, 4.5), (2, 2.0), (0, 1.5), (3, 3.5), (5, 5.0)];
-    for case in [Case::new(false, Rates::Fixed, 3), Case::new(false, Rates::Fixed, 0), Case { one_layer: true, ..Case::new(false, Rates::Fixed, 2) }] {
+    for case in [
+        Case::new(false, Rates::Fixed, 3),
+        Case::new(false, Rates::Fixed, 0),
+        Case { one_layer: true, ..Case::new(false, Rates::Fixed, 2) },
+    ] {
         let body = fold_in_body(case);
         let model = Model::from_body(body.clone()).unwrap();
         let mut session = user_session(&model);

@@ -400,9 +400,10 @@ fn device_contribution(model: &Model, population: &Population, task: &Task, clip
     match session.contribute(clip) {
         Ok(blob) => Ok(Some(blob)),
         Err(metarec_runtime::Error::TooFewRatings) => Ok(None),
-        Err(e @ metarec_runtime::Error::NotContributable) => {
-            Err(fail("contribute (train the central model with one initialisation, adapted by steps or the fold-in)", e))
-        }
+        Err(e @ metarec_runtime::Error::NotContributable) => Err(fail(
+            "contribute (train the central model with one initialisation, adapted by steps or the fold-in)",
+            e,
+        )),
         Err(e) => Err(fail("contribute", e)),
     }
 }
