@@ -767,9 +767,9 @@ fn reference_contribution(body: &ModelBody, ratings: &[(u32, f32)]) -> Vec<f64> 
     let loss = |hidden: &Params, solve: &Params, lambda: &[f64]| first_order_loss(body, (hidden, solve), lambda, split);
     let mut out = Vec::new();
     let last = base.len() - 1;
-    for l in 0..base.len() {
+    for (l, (weight, bias)) in base.iter().enumerate() {
         for part in 0..2 {
-            let len = if part == 0 { base[l].0.len() } else { base[l].1.len() };
+            let len = if part == 0 { weight.len() } else { bias.len() };
             for i in 0..len {
                 let moved = |sign: f64| {
                     let mut p = base.clone();
