@@ -8,10 +8,12 @@ use crate::status::{Code, Status, METAREC_ERR_BUFFER_TOO_SMALL};
 /// Computes this user's first-order meta-update from the session's support ratings (FOMAML on
 /// a deterministic 80/20 support/query split of them: adapt on the first part with the model's
 /// own inner loop, then the gradient of the second part's loss at the adapted weights over every
-/// decision-MLP weight and bias), clips it to L2 norm `clip_norm`, and writes it into `out_buf`
-/// as a versioned, CRC-checked blob bound to the model (a model id derived from its parameters,
-/// and its schema hash). The blob holds the update only: no rating count, loss or metric; it is
-/// `(32 + 4 × parameters + 4)` bytes. Embeddings, learning rates and the neighbour memory are
+/// decision-MLP weight and bias; for a fold-in model, the default product model, also over the
+/// fold-in's log ridge weights, through the solve), clips it to L2 norm `clip_norm`, and writes
+/// it into `out_buf` as a versioned, CRC-checked blob bound to the model (a model id derived from
+/// its parameters, and its schema hash). The blob holds the update only: no rating count, loss
+/// or metric; it is `(32 + 4 × values + 4)` bytes. Embeddings, item biases and item factors
+/// (whose gradients would name the rated items), learning rates and the neighbour memory are
 /// not part of it.
 ///
 /// `*out_len` (if `out_len` is not NULL) receives the blob's size both on success and on
@@ -23,8 +25,8 @@ use crate::status::{Code, Status, METAREC_ERR_BUFFER_TOO_SMALL};
 ///
 /// Returns `METAREC_ERR_NULL_POINTER` (`session` NULL, or `out_buf` NULL with `buf_len` > 0),
 /// `METAREC_ERR_INVALID_CLIP_NORM` (`clip_norm` NaN, infinite or not positive),
-/// `METAREC_ERR_NOT_CONTRIBUTABLE` (a factor model, a fold-in head, several initialisations, a
-/// restricted adaptation scope or zero inner steps), `METAREC_ERR_TOO_FEW_RATINGS` (fewer than
+/// `METAREC_ERR_NOT_CONTRIBUTABLE` (a factor model, several initialisations, an adaptation
+/// scope `head` or `user`, or zero inner steps), `METAREC_ERR_TOO_FEW_RATINGS` (fewer than
 /// two support ratings), `METAREC_ERR_BUFFER_TOO_SMALL` (nothing is computed or written) or
 /// `METAREC_ERR_NON_FINITE_PARAMETER` (the update overflowed). Those checks come in that order.
 ///

@@ -67,9 +67,9 @@ pub const METAREC_ERR_TOO_MANY_CANDIDATES: i32 = 205;
 pub const METAREC_ERR_TOO_MANY_STEPS: i32 = 206;
 /// An item id, field name or value is longer than `METAREC_MAX_STRING_LEN` bytes.
 pub const METAREC_ERR_STRING_TOO_LONG: i32 = 207;
-/// `metarec_session_contribute` was asked of a model whose adaptation is not gradient steps over
-/// every decision-MLP parameter (a factor model, a fold-in head, several initialisations (HML), a
-/// restricted adaptation scope, or zero inner steps).
+/// `metarec_session_contribute` was asked of a model whose adaptation is neither gradient steps
+/// over every decision-MLP parameter nor the fold-in (a factor model, several initialisations
+/// (HML), an adaptation scope `head` or `user`, or zero inner steps).
 pub const METAREC_ERR_NOT_CONTRIBUTABLE: i32 = 208;
 /// `metarec_session_contribute` needs at least two support ratings.
 pub const METAREC_ERR_TOO_FEW_RATINGS: i32 = 209;

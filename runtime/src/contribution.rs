@@ -8,16 +8,24 @@
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 4 | magic `MRFU` |
-//! | 4 | 2 | version ([`VERSION`]) |
+//! | 4 | 2 | version: [`VERSION_MLP`] or [`VERSION_FOLD_IN`] (what the values cover) |
 //! | 6 | 2 | reserved flags, 0 |
 //! | 8 | 8 | model id ([`model_id`]) |
 //! | 16 | 8 | the model's schema hash ([`crate::format::schema_hash`]) |
-//! | 24 | 4 | n, the number of values (the model's decision-MLP parameter count) |
+//! | 24 | 4 | n, the number of values ([`update_len`]) |
 //! | 28 | 4 | clip norm S the device clipped to (f32) |
 //! | 32 | 4·n | the update (f32), L2 norm ≤ S |
 //! | 32 + 4·n | 4 | CRC32 of every byte before it |
 //!
-//! The update is a meta-*gradient* (the server steps against it: θ ← θ − β·mean).
+//! The values ([`UpdateLayout`]): version 1, the decision MLP's parameters in the flat layout
+//! (a model adapted by gradient steps); version 2, those followed by the fold-in head's log
+//! ridge weights, `d + k + 1` of them (a model adapted by the fold-in,
+//! [`crate::format::FoldInHead`]). A contribution that version 1 describes is always written as
+//! version 1, byte for byte what earlier runtimes wrote; a reader that knows only version 1
+//! refuses version 2 as an unsupported version.
+//!
+//! The update is a meta-*gradient* (the server steps against it: θ ← θ − β·mean, and each
+//! ridge weight λ ← λ·exp(−β·mean), a step on log λ).
 
 use alloc::vec::Vec;
 
@@ -27,8 +35,11 @@ use crate::model::Model;
 
 /// The magic bytes that start every contribution.
 pub const MAGIC: [u8; 4] = *b"MRFU";
-/// The contribution format version this runtime writes and reads.
-pub const VERSION: u16 = 1;
+/// The version of a contribution over the decision MLP's parameters alone.
+pub const VERSION_MLP: u16 = 1;
+/// The version of a contribution over the MLP's parameters and a fold-in head's log ridge
+/// weights; the newest this runtime writes and reads.
+pub const VERSION_FOLD_IN: u16 = 2;
 /// Bytes before the values.
 pub const HEADER_LEN: usize = 32;
 
@@ -65,36 +76,89 @@ impl core::error::Error for DecodeError {}
 /// (`model_id` and `schema_hash` against [`model_id`] and the model's schema hash).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Contribution {
+    /// [`VERSION_MLP`] or [`VERSION_FOLD_IN`]: what the values cover.
+    pub version: u16,
     /// The id of the model the update was computed against.
     pub model_id: u64,
     /// That model's schema hash.
     pub schema_hash: u64,
     /// The clip norm the device clipped to.
     pub clip_norm: f32,
-    /// The clipped meta-gradient over the decision-MLP parameters, in the flat layout.
+    /// The clipped meta-gradient ([`UpdateLayout`]).
     pub update: Vec<f32>,
 }
 
+/// What a model's contributions hold, in order: `mlp` values over the decision MLP's
+/// parameters (the flat layout), then `ridge` over a fold-in head's log ridge weights (0 for a
+/// model without one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpdateLayout {
+    /// The decision MLP's parameter count.
+    pub mlp: usize,
+    /// The fold-in head's ridge weights `d + k + 1` (0 without a fold-in head).
+    pub ridge: usize,
+}
+
+impl UpdateLayout {
+    /// The layout of `model`'s contributions.
+    pub fn of(model: &Model) -> UpdateLayout {
+        let ridge = model.fold_in_head().map_or(0, |head| head.ridge.len());
+        UpdateLayout { mlp: model.layout().param_len, ridge }
+    }
+
+    /// Values in all.
+    pub fn len(&self) -> usize {
+        self.mlp + self.ridge
+    }
+
+    /// Whether there are no values (a model without parameters).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The version that describes these values.
+    pub fn version(&self) -> u16 {
+        if self.ridge == 0 {
+            VERSION_MLP
+        } else {
+            VERSION_FOLD_IN
+        }
+    }
+}
+
 /// The id a contribution is bound to: FNV-1a (64-bit) over the schema hash, the parameter count
-/// and the bytes of every meta-learned decision-MLP parameter (initialisation 0), the values an
-/// update is relative to. Every server step changes them, so the id changes with every round and
-/// an update computed against an earlier model is refused as stale.
+/// and the bytes of every meta-learned decision-MLP parameter (initialisation 0), then for a
+/// fold-in head the bytes of its ridge weights: the values an update is relative to. Every
+/// server step changes them, so the id changes with every round and an update computed against
+/// an earlier model is refused as stale. (A model without a fold-in head has the id earlier
+/// runtimes gave it.)
 pub fn model_id(model: &Model) -> u64 {
     let params = model.init_params(0).unwrap_or(&[]);
     let mut hash = Fnv::new();
     hash.write(&crate::format::schema_hash(model.body()).to_le_bytes());
     hash.write(&(params.len() as u64).to_le_bytes());
-    for p in params {
+    let ridge = model.fold_in_head().map_or(&[][..], |head| &head.ridge[..]);
+    for p in params.iter().chain(ridge) {
         hash.write(&p.to_bits().to_le_bytes());
     }
     hash.0
 }
 
-/// Writes a contribution (see the module docs for the layout).
+/// The number of values in `model`'s contributions ([`UpdateLayout`]).
+pub fn update_len(model: &Model) -> usize {
+    UpdateLayout::of(model).len()
+}
+
+/// Writes a version-1 contribution (the decision MLP's parameters alone; see the module docs).
 pub fn encode(model_id: u64, schema_hash: u64, clip_norm: f32, update: &[f32]) -> Vec<u8> {
+    encode_version(VERSION_MLP, model_id, schema_hash, clip_norm, update)
+}
+
+/// Writes a contribution of `version` ([`UpdateLayout::version`]; see the module docs).
+pub fn encode_version(version: u16, model_id: u64, schema_hash: u64, clip_norm: f32, update: &[f32]) -> Vec<u8> {
     let mut out = Vec::with_capacity(encoded_len(update.len()));
     out.extend_from_slice(&MAGIC);
-    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&version.to_le_bytes());
     out.extend_from_slice(&0u16.to_le_bytes());
     out.extend_from_slice(&model_id.to_le_bytes());
     out.extend_from_slice(&schema_hash.to_le_bytes());
@@ -121,7 +185,8 @@ pub fn decode(bytes: &[u8]) -> Result<Contribution, DecodeError> {
     if bytes[..4] != MAGIC {
         return Err(DecodeError::BadMagic);
     }
-    if u16_at(bytes, 4) != VERSION || u16_at(bytes, 6) != 0 {
+    let version = u16_at(bytes, 4);
+    if !(version == VERSION_MLP || version == VERSION_FOLD_IN) || u16_at(bytes, 6) != 0 {
         return Err(DecodeError::UnsupportedVersion);
     }
     let n = u32_at(bytes, 24) as usize;
@@ -138,7 +203,7 @@ pub fn decode(bytes: &[u8]) -> Result<Contribution, DecodeError> {
     if !clip_norm.is_finite() || clip_norm <= 0.0 || update.iter().any(|v| !v.is_finite()) {
         return Err(DecodeError::NonFinite);
     }
-    Ok(Contribution { model_id: u64_at(bytes, 8), schema_hash: u64_at(bytes, 16), clip_norm, update })
+    Ok(Contribution { version, model_id: u64_at(bytes, 8), schema_hash: u64_at(bytes, 16), clip_norm, update })
 }
 
 /// Scales `update` in place to L2 norm at most `clip_norm` (flat clipping, DP-FedAvg's
@@ -191,15 +256,15 @@ impl Fnv {
     }
 }
 
-/// [`Error::NotContributable`] unless the model adapts by gradient steps over every parameter of
-/// one decision MLP: the models a device can contribute to, and a server can aggregate for.
+/// [`Error::NotContributable`] unless a device can contribute to the model and a server can
+/// aggregate for it: one decision MLP (no factor model, one initialisation) adapted either by
+/// gradient steps over every parameter, or by the fold-in ([`crate::format::FoldInHead`]; see
+/// `session::contribute` for what each update covers).
 pub fn check_contributable(model: &Model) -> crate::Result<()> {
-    let steps = model.factors().is_none()
-        && model.fold_in_head().is_none()
-        && model.init_count() == 1
-        && model.adapt_scope() == Adapt::All
-        && model.body().adaptation.inner_steps > 0;
-    if steps {
+    let adapts = model.factors().is_none() && model.init_count() == 1 && model.body().adaptation.inner_steps > 0;
+    let steps = model.fold_in_head().is_none() && model.adapt_scope() == Adapt::All;
+    let fold_in = model.fold_in_head().is_some() && model.adapt_scope() == Adapt::FoldIn;
+    if adapts && (steps || fold_in) {
         Ok(())
     } else {
         Err(Error::NotContributable)

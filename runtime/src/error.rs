@@ -48,9 +48,9 @@ pub enum Error {
     TooManySteps,
     /// An item id, field name or value is longer than [`crate::limits::MAX_STRING_LEN`] bytes.
     StringTooLong,
-    /// A federated contribution was asked of a model whose adaptation is not gradient steps over
-    /// every decision-MLP parameter (a factor model, a fold-in head, several initialisations, a
-    /// restricted adaptation scope, or zero inner steps).
+    /// A federated contribution was asked of a model whose adaptation is neither gradient steps
+    /// over every decision-MLP parameter nor the fold-in (a factor model, several
+    /// initialisations, an adaptation scope `head` or `user`, or zero inner steps).
     NotContributable,
     /// A federated contribution needs at least two support ratings (one to adapt on, one to
     /// score the adapted weights on).
@@ -147,7 +147,7 @@ impl Error {
             Error::TooManySteps => "too many adaptation steps",
             Error::StringTooLong => "item id, field name or value is too long",
             Error::NotContributable => {
-                "this model's adaptation has no first-order meta-update to contribute (factor model, fold-in head, several initialisations or a restricted scope)"
+                "this model's adaptation has no first-order meta-update to contribute (factor model, several initialisations, scope head or user, or no steps)"
             }
             Error::TooFewRatings => "a contribution needs at least two support ratings",
             Error::InvalidClipNorm => "clip norm is NaN, infinite or not positive",

@@ -52,6 +52,9 @@ pub struct Ridge {
     x: Vec<f64>,
     /// Rows added since the last reset.
     rows: usize,
+    /// Whether `a` holds the Cholesky factor of the last solve and `b` its solution (until the
+    /// next reset).
+    factored: bool,
 }
 
 impl Ridge {
@@ -68,6 +71,7 @@ impl Ridge {
         let n = unknowns;
         self.n = n;
         self.rows = 0;
+        self.factored = false;
         self.a.clear();
         self.a.resize(n * n, 0.0);
         self.b.clear();
@@ -106,6 +110,7 @@ impl Ridge {
     /// triangle of `a += s·x·xᵀ` (with `s = 1` exactly the unweighted sums, to the bit).
     fn accumulate(&mut self, s: f64, r: f64) {
         let n = self.n;
+        self.factored = false;
         for (i, &xi) in self.x.iter().enumerate().take(n) {
             if let Some(b) = self.b.get_mut(i) {
                 *b += xi * r;
@@ -157,6 +162,7 @@ impl Ridge {
         if self.a.len() != n * n || self.b.len() != n {
             return Err(broken("ridge solve: a system of the wrong size (reset keeps them sized)"));
         }
+        self.factored = false;
         // Cholesky A = L Lᵀ in place over the lower triangle (every index below n², checked above).
         let a = &mut self.a;
         for j in 0..n {
@@ -182,6 +188,44 @@ impl Ridge {
         }
         for (o, w) in out.iter_mut().zip(&self.b) {
             *o = *w as f32;
+        }
+        self.factored = true;
+        Ok(())
+    }
+
+    /// The solution of the last successful solve, in f64 (empty before one, and after a reset
+    /// or a new row).
+    pub fn solution(&self) -> &[f64] {
+        if self.factored {
+            &self.b
+        } else {
+            &[]
+        }
+    }
+
+    /// Solves `(Σ_j s_j x_j x_jᵀ + Λ) u = v` in place (`v` in, `u` out, as many as the
+    /// unknowns) with the Cholesky factor of the last successful solve, which it keeps: the
+    /// same system against another right-hand side in O(n²) (a contribution's backward pass
+    /// through the fold-in, `session::contribute`).
+    ///
+    /// Errors: [`Error::LengthMismatch`] when `v` has the wrong length; [`Error::Internal`] when
+    /// no solve succeeded since the last reset or row (a bug).
+    pub fn solve_factored(&self, v: &mut [f64]) -> Result<()> {
+        let n = self.n;
+        if v.len() != n {
+            return Err(Error::LengthMismatch);
+        }
+        if !self.factored || self.a.len() != n * n {
+            return Err(broken("ridge: a second right-hand side before a successful solve"));
+        }
+        let a = &self.a;
+        for i in 0..n {
+            let dot: f64 = (0..i).map(|p| a[i * n + p] * v[p]).sum();
+            v[i] = (v[i] - dot) / a[i * n + i];
+        }
+        for i in (0..n).rev() {
+            let dot: f64 = (i + 1..n).map(|p| a[p * n + i] * v[p]).sum();
+            v[i] = (v[i] - dot) / a[i * n + i];
         }
         Ok(())
     }

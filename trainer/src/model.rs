@@ -603,24 +603,32 @@ impl MetaModel {
     /// `(ZᵀZ + Λ) δ = Zᵀ r`; for clicks it is the Laplace/IRLS step `(ZᵀSZ + Λ) δ = Zᵀ(y − σ)`.
     /// Λ is the meta-learned ridge weights divided by the method's rate relative to
     /// `inner_lr` (a larger learning rate: a weaker prior).
+    ///
+    /// With [`Order::First`] the solve's rows (hidden features and item factors) and the item
+    /// biases in its residuals are constants: the outer gradient reaches the hidden layers only
+    /// through the query outputs, and the output layer's initialisation and the ridge weights
+    /// exactly through the solve, the first-order meta-gradient a device contributes
+    /// (`metarec_runtime::session`'s `contribute`).
     fn fold_in(
         &self,
         (x, offset): (&Tensor, Option<&Tensor>),
         (items, values, mask): (&Tensor, &Tensor, &Tensor),
-        (mut fast, alpha): (FastWeights, &Alpha<'_>),
+        (mut fast, alpha, order): (FastWeights, &Alpha<'_>, Order),
         masks: Option<&[Tensor]>,
     ) -> (FastWeights, Option<Tensor>) {
         let Some(log_lambda) = &self.fold_in_log_lambda else { return (fast, None) };
+        let constant = |t: Tensor| if order == Order::First { t.detach() } else { t };
         let last = fast.len() - 1;
         let mut features = Self::hidden(x, &fast[..last], masks);
         let hidden_width = features.size()[2];
         if let Some(q) = self.item_factors_of(items) {
             features = Tensor::cat(&[features, q], 2);
         }
+        let features = constant(features);
         let (w0, b0) = &fast[last];
         let mut start = features.narrow(2, 0, hidden_width).bmm(w0).squeeze_dim(-1) + b0;
         if let Some(offset) = offset {
-            start = start + offset;
+            start = start + constant(offset.shallow_clone());
         }
         let rows = mask.unsqueeze(-1);
         let z = Tensor::cat(&[features * &rows, rows.shallow_clone()], 2);
@@ -677,7 +685,7 @@ impl MetaModel {
         steps: u32,
     ) -> AdaptedUsers {
         if self.fold_in_log_lambda.is_some() && steps > 0 {
-            let (fast, factors) = self.fold_in(support, set, (fast, inner.alpha), inner.masks);
+            let (fast, factors) = self.fold_in(support, set, (fast, inner.alpha, inner.order), inner.masks);
             AdaptedUsers { fast, first_sqnorm: None, factors }
         } else {
             let (fast, first_sqnorm) = inner.adapt(support, set.1, set.2, fast, steps);
@@ -848,6 +856,34 @@ impl MetaModel {
             _ => None,
         };
         Forward { predictions, query_loss, alpha: alpha_per_user, regularizer, memory_keys, chosen_init: choice }
+    }
+
+    /// The first-order meta-gradient of `batch`'s mean query loss ([`Order::First`], `steps`
+    /// inner steps, evaluation mode: no dropout, HML picks by the resampled support), in the
+    /// layout of a device's contribution (`metarec_runtime::contribution::UpdateLayout`): the
+    /// decision MLP's parameters (per layer the weight `[out, in]` row-major, then the bias),
+    /// then the fold-in's log ridge weights. The libtorch oracle of the runtime's `contribute`,
+    /// and the central first-order step a federated round with every user estimates. Leaves no
+    /// gradient behind.
+    pub fn first_order_meta_gradient(&self, batch: &TaskBatch, steps: u32) -> Vec<f32> {
+        let tensors: Vec<&Tensor> =
+            self.inits[0].iter().flat_map(|(w, b)| [w, b]).chain(&self.fold_in_log_lambda).collect();
+        let zero = || self.vs.trainable_variables().iter_mut().for_each(Tensor::zero_grad);
+        zero();
+        self.forward(batch, steps, Order::First, false).outer_loss(0.0).backward();
+        let out = tensors
+            .iter()
+            .flat_map(|t| {
+                let grad = t.grad();
+                if grad.defined() {
+                    tensor_values(&grad)
+                } else {
+                    vec![0.0; t.numel()]
+                }
+            })
+            .collect();
+        zero();
+        out
     }
 
     /// The linear term over feature rows, plus (DeepFM) the factorization machine's pairwise

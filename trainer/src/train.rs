@@ -129,7 +129,8 @@ pub struct TrainConfig {
     /// Inner-loop gradient steps (1 to the on-device runtime's limit, 1000).
     #[arg(long, default_value_t = 5, value_parser = config::inner_steps, allow_hyphen_values = true)]
     pub inner_steps: u32,
-    /// First-order MAML (no gradient through the inner loop).
+    /// First-order MAML (no gradient through the inner loop; with the fold-in, none through the
+    /// solve's rows: the gradient a device contributes in federated training).
     #[arg(long)]
     pub first_order: bool,
     /// Outer (Adam) learning rate; also the step of the AT-PAML memory entries.

@@ -274,7 +274,7 @@ impl<M: Borrow<Model>> Session<M> {
     }
 
     /// dL/dy of each row from the outputs and the ratings parked in `dy`.
-    fn loss_gradient(&mut self, n: usize) -> Result<()> {
+    pub(super) fn loss_gradient(&mut self, n: usize) -> Result<()> {
         let model: &Model = self.model.borrow();
         let scratch = &mut self.adaptation;
         let outputs = mlp::scores(model.layout(), &scratch.acts, n)?;
@@ -316,6 +316,29 @@ impl<M: Borrow<Model>> Session<M> {
             lowest: model.scope().lowest_layer(),
         };
         mlp::backward_batch(model.layout(), &self.params, pass, &mut scratch.grads, item_weights)
+    }
+}
+
+impl<M: Borrow<Model>> Session<M> {
+    /// Backpropagates dL/dy of the `n` rows the last forward pass ran into the gradient of every
+    /// decision-MLP parameter, layer 0's item columns included, whatever the model adapts (a
+    /// fold-in contribution's pass through the body, `session::contribute`).
+    pub(super) fn backward_all(&mut self, n: usize) -> Result<()> {
+        let model: &Model = self.model.borrow();
+        let scratch = &mut self.adaptation;
+        scratch.grads.fill(0.0);
+        let pass = Backward {
+            user: self.profile.input()?,
+            items: &scratch.x,
+            rows: n,
+            acts: &scratch.acts,
+            dy: &scratch.dy,
+            g_cur: &mut scratch.g_cur,
+            g_next: &mut scratch.g_next,
+            delta0: &mut scratch.delta0,
+            lowest: 0,
+        };
+        mlp::backward_batch(model.layout(), &self.params, pass, &mut scratch.grads, true)
     }
 }
 

@@ -33,7 +33,7 @@ pub(super) struct UserFactors {
 /// What divides a fold-in head's ridge weights (see [`FoldInHead`]): the rates relative to
 /// `inner_lr` of the method's inner loop.
 #[derive(Debug, Clone, Copy, PartialEq)]
-enum HeadRates {
+pub(super) enum HeadRates {
     /// One fixed rate: Λ is the ridge weights themselves.
     Fixed,
     /// The user's own rate (PAML family): every weight times `inner_lr / rate`.
@@ -123,13 +123,8 @@ impl<M: Borrow<Model>> Session<M> {
         if init != 0 {
             self.load_init(init);
         }
-        let model: &Model = self.model.borrow();
-        let lr = model.body().adaptation.inner_lr;
-        let rates = match &model.body().learning_rate {
-            LearningRate::Fixed => HeadRates::Fixed,
-            LearningRate::PerParameter(_) => HeadRates::PerParameter,
-            LearningRate::Network { .. } => HeadRates::PerUser(self.personal_rate()?),
-        };
+        let lr = self.model().body().adaptation.inner_lr;
+        let rates = self.head_rates()?;
         self.solve_head(None, rates)?;
         self.adapted = true;
         self.explanation.adapted = true;
@@ -142,6 +137,42 @@ impl<M: Borrow<Model>> Session<M> {
         Ok(())
     }
 
+    /// What divides the ridge weights for this user: the method's rate ([`HeadRates`]). The
+    /// profile must be fresh (the learning-rate network reads it).
+    pub(super) fn head_rates(&mut self) -> Result<HeadRates> {
+        Ok(match &self.model().body().learning_rate {
+            LearningRate::Fixed => HeadRates::Fixed,
+            LearningRate::PerParameter(_) => HeadRates::PerParameter,
+            LearningRate::Network { .. } => HeadRates::PerUser(self.personal_rate()?),
+        })
+    }
+
+    /// The fold-in's backward pass (a contribution's, `session::contribute`), after a
+    /// [`Session::solve_head`] with `rates`: `g` holds a loss's gradient with respect to the
+    /// solved head `[w; p; b]` (`d + k + 1`). The solved head is `θ* = A⁻¹(Λθ₀ + Zᵀy)` for ratings
+    /// (`A = ZᵀZ + Λ`, θ₀ = `[w₀; 0; b₀]`), so with `u = A⁻¹g` the gradient with respect to θ₀ is
+    /// `Λ ∘ u`, written back into `g`, and with respect to the log ridge weights
+    /// `−Λ ∘ u ∘ δ` (δ = θ* − θ₀), written into `log_ridge`. A click head's curvature `s_j`
+    /// depends on θ₀ too; that third-order term is left out (first order).
+    ///
+    /// Errors: [`crate::Error::Internal`] (a bug: no solve before, or sizes that disagree).
+    pub(super) fn head_backward(&self, rates: HeadRates, g: &mut [f64], log_ridge: &mut [f32]) -> Result<()> {
+        let model: &Model = self.model.borrow();
+        let head = model.fold_in_head().invariant("fold-in backward: a model without a fold-in head")?;
+        let last = *model.layout().layers.last().invariant("fold-in backward: an MLP without layers")?;
+        let lambda = ridge_weights(model, head, rates, last.weight_at, last.inputs)?;
+        let system = &self.factors.ridge;
+        let delta = system.solution();
+        ensure(delta.len() == g.len() && log_ridge.len() == g.len(), "fold-in backward: sizes differ")?;
+        system.solve_factored(g)?;
+        for (m, (u, (d, out))) in g.iter_mut().zip(delta.iter().zip(log_ridge.iter_mut())).enumerate() {
+            let l = lambda(m);
+            *out = (-l * *u * *d) as f32;
+            *u *= l;
+        }
+        Ok(())
+    }
+
     /// Folds the support ratings where `mask` is true (all when None) into the current
     /// initialisation's output layer and `p_u` (see [`FoldInHead`]): the rows `z_j`, weights
     /// `s_j` and residuals `r_j` at the initialisation, the solve, and `θ₀ + δ`.
@@ -149,7 +180,7 @@ impl<M: Borrow<Model>> Session<M> {
     /// Errors: [`crate::Error::NonFiniteParameter`] when the system is not positive definite
     /// in f64 (ridge weights too small for this user's features, or features that overflowed);
     /// [`crate::Error::Internal`] (a bug).
-    fn solve_head(&mut self, mask: Option<&[bool]>, rates: HeadRates) -> Result<()> {
+    pub(super) fn solve_head(&mut self, mask: Option<&[bool]>, rates: HeadRates) -> Result<()> {
         let (n, _) = self.support_activations(mask)?;
         let model: &Model = self.model.borrow();
         let head = model.fold_in_head().invariant("fold-in head: a model without one")?;

@@ -61,6 +61,9 @@ fn the_blob_is_bound_to_the_model_and_carries_nothing_else() {
     let params: usize = body.layers.iter().map(|l| l.weight.len() + l.bias.len()).sum();
     assert_eq!(blob.len(), HEADER_LEN + 4 * params + 4, "header, values and CRC only");
     let decoded = contribution::decode(&blob).unwrap();
+    // A model adapted by steps writes version 1, byte for byte what earlier runtimes wrote.
+    assert_eq!(decoded.version, contribution::VERSION_MLP);
+    assert_eq!(blob[4..6], [1, 0]);
     assert_eq!(decoded.model_id, contribution::model_id(&model));
     assert_eq!(decoded.schema_hash, schema_hash(&body));
     assert_eq!(decoded.clip_norm, 0.5);
@@ -156,12 +159,12 @@ fn tampered_truncated_and_foreign_blobs_are_refused() {
     let mut magic = blob.clone();
     magic[0] = b'X';
     assert_eq!(contribution::decode(&magic), Err(DecodeError::BadMagic));
-    // A well-formed blob of another version.
-    let mut v2 = blob[..blob.len() - 4].to_vec();
-    v2[4] = 2;
-    let crc = crc32fast::hash(&v2);
-    v2.extend_from_slice(&crc.to_le_bytes());
-    assert_eq!(contribution::decode(&v2), Err(DecodeError::UnsupportedVersion));
+    // A well-formed blob of a version this runtime does not know.
+    let mut v3 = blob[..blob.len() - 4].to_vec();
+    v3[4] = 3;
+    let crc = crc32fast::hash(&v3);
+    v3.extend_from_slice(&crc.to_le_bytes());
+    assert_eq!(contribution::decode(&v3), Err(DecodeError::UnsupportedVersion));
     // Non-finite values, correctly sealed.
     let nan = contribution::encode(1, 2, 1.0, &[0.0, f32::NAN]);
     assert_eq!(contribution::decode(&nan), Err(DecodeError::NonFinite));

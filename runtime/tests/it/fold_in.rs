@@ -734,3 +734,111 @@ fn validation_refuses_inconsistent_heads() {
     h.ridge = vec![1.0; 1028 + 2 + 1];
     assert_eq!(Model::from_body(wide).unwrap_err(), Error::InconsistentDimensions);
 }
+
+// ---- federated contributions of a fold-in model ----
+
+/// The first-order query loss the device differentiates (`session::contribute`): the fold-in
+/// solved on `support` with the parameters `solve` (its rows, and the head's initialisation),
+/// then the query loss with the hidden layers of `hidden` and the solved head.
+fn first_order_loss(
+    body: &ModelBody,
+    (hidden, solve): (&Params, &Params),
+    lambda: &[f64],
+    split: [&[(u32, f32)]; 2],
+) -> f64 {
+    let mut reference = Reference::new(body, 0);
+    reference.params = solve.clone();
+    reference.fold_in(split[0], lambda);
+    let last = reference.params.len() - 1;
+    reference.params[..last].clone_from_slice(&hidden[..last]);
+    reference.loss(split[1])
+}
+
+/// The reference contribution by central differences of [`first_order_loss`]: over the hidden
+/// layers (the query's), the output layer (the solve's initialisation) and the log ridge weights.
+fn reference_contribution(body: &ModelBody, ratings: &[(u32, f32)]) -> Vec<f64> {
+    let (adapt, score) = metarec_runtime::resample::split(ratings.len());
+    let pick =
+        |mask: &[bool]| -> Vec<(u32, f32)> { ratings.iter().zip(mask).filter(|(_, &m)| m).map(|(&s, _)| s).collect() };
+    let split = [&pick(&adapt)[..], &pick(&score)[..]];
+    let base = params_of(body);
+    let lambda = lambda(body, None, true);
+    let eps = 1e-5;
+    let loss = |hidden: &Params, solve: &Params, lambda: &[f64]| first_order_loss(body, (hidden, solve), lambda, split);
+    let mut out = Vec::new();
+    let last = base.len() - 1;
+    for (l, (weight, bias)) in base.iter().enumerate() {
+        for part in 0..2 {
+            let len = if part == 0 { weight.len() } else { bias.len() };
+            for i in 0..len {
+                let moved = |sign: f64| {
+                    let mut p = base.clone();
+                    let v = if part == 0 { &mut p[l].0[i] } else { &mut p[l].1[i] };
+                    *v += sign * eps;
+                    if l == last {
+                        loss(&base, &p, &lambda)
+                    } else {
+                        loss(&p, &base, &lambda)
+                    }
+                };
+                out.push((moved(1.0) - moved(-1.0)) / (2.0 * eps));
+            }
+        }
+    }
+    for m in 0..lambda.len() {
+        let moved = |sign: f64| {
+            let mut l = lambda.clone();
+            l[m] *= (sign * eps).exp();
+            loss(&base, &base, &l)
+        };
+        out.push((moved(1.0) - moved(-1.0)) / (2.0 * eps));
+    }
+    out
+}
+
+#[test]
+fn a_fold_in_contribution_is_the_first_order_query_gradient_through_the_solve() {
+    let ratings: Vec<(u32, f32)> =
+        vec![(0, 4.0), (3, 1.0), (2, 5.0), (5, 2.5), (1, 3.0), (4, 4.5), (2, 2.0), (0, 1.5), (3, 3.5), (5, 5.0)];
+    for case in [
+        Case::new(false, Rates::Fixed, 3),
+        Case::new(false, Rates::Fixed, 0),
+        Case { one_layer: true, ..Case::new(false, Rates::Fixed, 2) },
+    ] {
+        let body = fold_in_body(case);
+        let model = Model::from_body(body.clone()).unwrap();
+        let mut session = user_session(&model);
+        for &(item, rating) in &ratings {
+            session.add_rating_by_index(item, rating).unwrap();
+        }
+        let blob = session.contribute(1e6).unwrap();
+        assert!(!session.is_adapted(), "a contribution leaves the session un-adapted");
+        assert_eq!(blob.len(), session.contribution_len());
+        let decoded = metarec_runtime::contribution::decode(&blob).unwrap();
+        assert_eq!(decoded.version, metarec_runtime::contribution::VERSION_FOLD_IN);
+        let expected = reference_contribution(&body, &ratings);
+        let params: usize = body.layers.iter().map(|l| l.weight.len() + l.bias.len()).sum();
+        assert_eq!(decoded.update.len(), params + head(&body).ridge.len());
+        assert_eq!(decoded.update.len(), expected.len());
+        assert!(expected[params..].iter().any(|v| v.abs() > 1e-3), "a vacuous ridge reference");
+        let scale = expected.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+        for (k, (a, e)) in decoded.update.iter().zip(&expected).enumerate() {
+            assert!((f64::from(*a) - e).abs() <= 2e-4 * scale.max(1.0), "{case:?} value {k}: {a} vs {e}");
+        }
+    }
+}
+
+#[test]
+fn fold_in_models_with_several_initialisations_or_no_steps_do_not_contribute() {
+    let hml = fold_in_body(Case { hml: true, ..Case::new(false, Rates::Fixed, 3) });
+    let model = Model::from_body(hml).unwrap();
+    assert_eq!(adapted_session(&model, &SUPPORT).contribute(1.0), Err(Error::NotContributable));
+    let mut none = fold_in_body(Case::new(false, Rates::Fixed, 3));
+    none.adaptation.inner_steps = 0;
+    let model = Model::from_body(none).unwrap();
+    let mut session = user_session(&model);
+    for &(item, rating) in &SUPPORT {
+        session.add_rating_by_index(item, rating).unwrap();
+    }
+    assert_eq!(session.contribute(1.0), Err(Error::NotContributable));
+}

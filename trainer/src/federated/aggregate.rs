@@ -109,7 +109,12 @@ pub fn command(args: &AggregateArgs) -> Result<()> {
     let model =
         Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("--model {}: {}", args.model.display(), e.message()))?;
     contribution::check_contributable(&model).map_err(|e| {
-        anyhow::anyhow!("--model {}: {} (devices contribute to paper models only)", args.model.display(), e.message())
+        anyhow::anyhow!(
+            "--model {}: {} (devices contribute to models with one initialisation adapted by gradient steps over \
+             the whole MLP or by the fold-in)",
+            args.model.display(),
+            e.message()
+        )
     })?;
     let mut body = format::decode(&bytes).map_err(|e| anyhow::anyhow!("--model: {}", e.message()))?;
     let (step, counts) = round_step(args, &model)?;
@@ -244,6 +249,7 @@ fn read_contributions(round: &mut RoundSum, dir: &Path) -> Result<()> {
 #[derive(Debug)]
 pub struct RoundSum {
     id: u64,
+    version: u16,
     schema: u64,
     clip: f64,
     sum: Vec<f64>,
@@ -256,12 +262,13 @@ pub struct RoundSum {
 impl RoundSum {
     /// An empty round against `model` with clip norm `clip`.
     pub fn new(model: &Model, clip: f64) -> RoundSum {
-        let len: usize = model.body().layers.iter().map(|l| l.weight.len() + l.bias.len()).sum();
+        let layout = contribution::UpdateLayout::of(model);
         RoundSum {
             id: contribution::model_id(model),
+            version: layout.version(),
             schema: format::schema_hash(model.body()),
             clip,
-            sum: vec![0.0; len],
+            sum: vec![0.0; layout.len()],
             counts: RoundCounts::default(),
             seen: HashSet::new(),
             updates: None,
@@ -279,7 +286,11 @@ impl RoundSum {
             self.counts.malformed += 1;
             return;
         };
-        if blob.model_id != self.id || blob.schema_hash != self.schema || blob.update.len() != self.sum.len() {
+        if blob.model_id != self.id
+            || blob.schema_hash != self.schema
+            || blob.version != self.version
+            || blob.update.len() != self.sum.len()
+        {
             self.counts.wrong_model += 1;
             return;
         }
@@ -322,13 +333,21 @@ pub fn noisy_mean(
     Ok(sum.iter().map(|s| s / m + if stddev > 0.0 { normal.sample(rng) } else { 0.0 }).collect())
 }
 
-/// θ ← θ − β·step over the decision MLP, in the flat layout (per layer: weights, then biases).
+/// θ ← θ − β·step over the decision MLP, in the flat layout (per layer: weights, then biases),
+/// then for a fold-in head the step on its log ridge weights, λ ← λ·exp(−β·step)
+/// ([`contribution::UpdateLayout`]).
 pub fn apply_step(body: &mut ModelBody, step: &[f64], server_lr: f64) -> Result<()> {
     let mut values = step.iter();
     for layer in &mut body.layers {
         for p in layer.weight.iter_mut().chain(layer.bias.iter_mut()) {
             let s = values.next().context("the update is shorter than the model's parameters")?;
             *p = (f64::from(*p) - server_lr * s) as f32;
+        }
+    }
+    if let Some(head) = &mut body.product.fold_in {
+        for lambda in &mut head.ridge {
+            let s = values.next().context("the update is shorter than the model's parameters and ridge weights")?;
+            *lambda = (f64::from(*lambda) * (-server_lr * s).exp()) as f32;
         }
     }
     if values.next().is_some() {

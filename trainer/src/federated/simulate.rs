@@ -1,7 +1,9 @@
 //! `trainer federated simulate`: DP-FedAvg rounds over a simulated population of devices.
 //!
-//! The data are split with the PAML protocol (or `--split`); a `--preset paper` model is
-//! meta-trained centrally on the first `--central-share` of the training users (a few epochs)
+//! The data are split with the PAML protocol (or `--split`); a model of `--preset` (the product
+//! model, adapted by the fold-in, by default; `paper` for gradient steps over the whole MLP) is
+//! meta-trained centrally with first-order gradients on the first `--central-share` of the
+//! training users (a few epochs)
 //! and exported to a model body; the other training users are the devices. Each round samples
 //! every device independently with probability q = K / devices (Poisson sampling, what the
 //! accountant assumes; drawn by geometric skips, so a round costs time linear in the clients it
@@ -78,8 +80,12 @@ pub struct SimulateArgs {
     /// Epochs of the central training.
     #[arg(long, default_value_t = 3)]
     pub central_epochs: usize,
+    /// The central model's preset: `product` (the defaults: item biases, the fold-in with item
+    /// factors) or `paper` (gradient steps over every MLP weight).
+    #[arg(long, value_enum, default_value_t = Preset::Product)]
+    pub preset: Preset,
     /// More `trainer train` flags for the central model, in one string (e.g. "--hidden 16
-    /// --inner-steps 2"); `--preset paper` comes first, so these override it.
+    /// --inner-steps 2"); the preset's flags come first, so these override them.
     #[arg(long, default_value = "", allow_hyphen_values = true)]
     pub central_flags: String,
     /// Evaluate the test users every this many rounds (and after the last).
@@ -231,12 +237,12 @@ fn prepare(args: &SimulateArgs) -> Result<(Population, ModelBody)> {
     Ok((Population { data, devices, test, central, items }, body))
 }
 
-/// `trainer train --preset paper` on the central split, then the exported body.
+/// `trainer train --preset P --first-order` on the central split, then the exported body.
 fn train_central(args: &SimulateArgs, split: &Path) -> Result<ModelBody> {
     let run = args.out.join("central");
     let mut words: Vec<String> = vec!["train".into(), "--data".into(), args.data.display().to_string()];
     words.extend(["--out".into(), run.display().to_string(), "--split".into(), split.display().to_string()]);
-    for (flag, value) in Preset::Paper.flags() {
+    for (flag, value) in args.preset.flags() {
         words.extend([flag.to_string(), value.to_string()]);
     }
     words.extend(["--first-order", "--device", "cpu", "--quiet", "--force"].map(String::from));
@@ -245,7 +251,7 @@ fn train_central(args: &SimulateArgs, split: &Path) -> Result<ModelBody> {
     let mut config = <TrainArgs as clap::Parser>::try_parse_from(&words)
         .map_err(|e| anyhow::anyhow!("--central-flags '{}': {e}", args.central_flags))?
         .train;
-    config.preset = Preset::Paper;
+    config.preset = args.preset;
     eprintln!("central training: {}", words[1..].join(" "));
     train::train(&config).context("training the central model")?;
     let (info, data, _, trained) = RunDir(run).load_trained_from(tch::Device::Cpu, None)?;
@@ -394,9 +400,10 @@ fn device_contribution(model: &Model, population: &Population, task: &Task, clip
     match session.contribute(clip) {
         Ok(blob) => Ok(Some(blob)),
         Err(metarec_runtime::Error::TooFewRatings) => Ok(None),
-        Err(e @ metarec_runtime::Error::NotContributable) => {
-            Err(fail("contribute (train the central model with gradient steps over the whole MLP)", e))
-        }
+        Err(e @ metarec_runtime::Error::NotContributable) => Err(fail(
+            "contribute (train the central model with one initialisation, adapted by steps or the fold-in)",
+            e,
+        )),
         Err(e) => Err(fail("contribute", e)),
     }
 }

@@ -423,20 +423,29 @@ fn a_seeded_simulation_is_deterministic_and_charges_the_accountant() {
 
 #[test]
 fn a_noise_free_simulation_with_every_device_steps_by_the_mean_fomaml_update() {
+    noise_free_simulation_steps_by_the_mean_update("paper");
+}
+
+/// The product model (the fold-in): the MLP moves by the mean update, each ridge weight by
+/// exp(−β·mean) of its log's.
+#[test]
+fn a_noise_free_fold_in_simulation_with_every_device_steps_by_the_mean_update() {
+    noise_free_simulation_steps_by_the_mean_update("product");
+}
+
+fn noise_free_simulation_steps_by_the_mean_update(preset: &str) {
     let work = tempfile::tempdir().unwrap();
+    let preset = ["--preset", preset];
     let devices = {
         // Every device each round: K = the number of devices (known after the split).
-        let ran = simulate(
-            work.path(),
-            "probe",
-            &["--clients-per-round", "1", "--clip", "1", "--noise-multiplier", "0", "--rounds", "1"],
-        );
+        let args = ["--clients-per-round", "1", "--clip", "1", "--noise-multiplier", "0", "--rounds", "1"];
+        let ran = simulate(work.path(), "probe", &[&args[..], &preset[..]].concat());
         assert!(ran.status.success(), "{}", common::text(&ran.stderr));
         std::fs::read_to_string(work.path().join("probe/devices.txt")).unwrap().lines().count()
     };
     let k = devices.to_string();
     let args = ["--clients-per-round", &k, "--clip", "50", "--noise-multiplier", "0", "--server-lr", "0.5"];
-    let ran = simulate(work.path(), "out", &[&args[..], &["--rounds", "1"]].concat());
+    let ran = simulate(work.path(), "out", &[&args[..], &["--rounds", "1"], &preset[..]].concat());
     assert!(ran.status.success(), "{}", common::text(&ran.stderr));
     let out = work.path().join("out");
     let rows = rounds_csv(&out);
@@ -448,7 +457,9 @@ fn a_noise_free_simulation_with_every_device_steps_by_the_mean_fomaml_update() {
     let ids: Vec<String> =
         std::fs::read_to_string(out.join("devices.txt")).unwrap().lines().map(String::from).collect();
     let initial = Model::from_path(out.join("initial.mrec")).unwrap();
-    let mut mean = vec![0.0f64; flat_params(&initial).len()];
+    let layout = contribution::UpdateLayout::of(&initial);
+    assert_eq!(layout.ridge > 0, preset[1] == "product", "{preset:?}");
+    let mut mean = vec![0.0f64; layout.len()];
     for task in split.train.iter().filter(|t| ids.contains(&data.users[t.user as usize].id)) {
         let mut session = Session::new(&initial);
         let user = &data.users[task.user as usize];
@@ -463,12 +474,21 @@ fn a_noise_free_simulation_with_every_device_steps_by_the_mean_fomaml_update() {
             *m += f64::from(u) / devices as f64;
         }
     }
-    let after = flat_params(&Model::from_path(out.join("model.mrec")).unwrap());
+    let next = Model::from_path(out.join("model.mrec")).unwrap();
+    let after = flat_params(&next);
+    assert_eq!(after.len(), layout.mlp);
     for (k, ((b, a), m)) in flat_params(&initial).iter().zip(&after).zip(&mean).enumerate() {
         let expected = f64::from(*b) - 0.5 * m;
         assert!((f64::from(*a) - expected).abs() < 1e-6, "parameter {k}: {a} vs {expected}");
     }
-    assert!(mean.iter().any(|m| m.abs() > 1e-6), "the update is not zero");
+    assert!(mean[..layout.mlp].iter().any(|m| m.abs() > 1e-6), "the update is not zero");
+    if let (Some(before), Some(after)) = (initial.fold_in_head(), next.fold_in_head()) {
+        for (m, (b, a)) in before.ridge.iter().zip(&after.ridge).enumerate() {
+            let expected = f64::from(*b) * (-0.5 * mean[layout.mlp + m]).exp();
+            assert!((f64::from(*a) - expected).abs() < 1e-6 * expected, "ridge weight {m}: {a} vs {expected}");
+        }
+        assert!(mean[layout.mlp..].iter().any(|m| m.abs() > 1e-9), "the ridge weights' update is not zero");
+    }
 }
 
 #[test]
@@ -489,4 +509,76 @@ fn simulate_refuses_bad_flags_by_name() {
         assert!(!ran.status.success(), "{flag} {value} accepted");
         assert!(common::text(&ran.stderr).contains(message), "{flag}: {}", common::text(&ran.stderr));
     }
+}
+
+/// The libtorch oracle of a device's contribution (issue 15, item 5): for a briefly trained
+/// model of `preset`, each test user's contribution (no clipping, no noise) equals the trainer's
+/// first-order meta-gradient for the same user, split and parameters (`MetaModel::
+/// first_order_meta_gradient`) to 1e-4 relative: the MLP by FOMAML for the paper preset, the
+/// MLP and the log ridge weights through the fold-in for the product model.
+fn contributions_match_libtorch(preset: metarec_trainer::config::Preset) {
+    use metarec_trainer::model::TaskBatch;
+    use metarec_trainer::run::RunDir;
+    use metarec_trainer::split::Task;
+    use metarec_trainer::train::{train, TrainConfig};
+    let (dir, _) = crate::parity::small_dataset();
+    let out = dir.path().join("run");
+    let mut config = TrainConfig::with_preset(dir.path(), &out, preset);
+    config.embedding_dim = 6;
+    config.hidden = vec![12, 8];
+    config.inner_lr = 0.1;
+    config.inner_steps = 2;
+    config.epochs = 2;
+    config.batch_users = 8;
+    config.first_order = true;
+    config.device = "cpu".into();
+    train(&config).unwrap();
+    let (info, data, split, model) = RunDir(out.clone()).load(tch::Device::Cpu).unwrap();
+    crate::parity::load_last_epoch(&out, &model);
+    let body = metarec_trainer::export::meta_body(&info, &data, &model).unwrap();
+    let device_model = Model::from_bytes(&metarec_runtime::format::encode(&body).unwrap()).unwrap();
+    let layout = contribution::UpdateLayout::of(&device_model);
+    assert_eq!(layout.ridge > 0, preset == metarec_trainer::config::Preset::Product, "{preset:?}");
+    let mut checked = 0;
+    for task in split.test.iter().filter(|t| t.support.len() + t.query.len() >= 4).take(6) {
+        let ratings: Vec<_> = task.support.iter().chain(&task.query).copied().collect();
+        let mut session = Session::new(&device_model);
+        let user = &data.users[task.user as usize];
+        for (field, value) in data.user_fields.iter().zip(&user.raw) {
+            session.set_profile(&field.name, value).unwrap();
+        }
+        for r in &ratings {
+            let item = device_model.item_index(&data.items[r.item as usize].id).unwrap();
+            session.add_rating_by_index(item, r.value).unwrap();
+        }
+        let device = contribution::decode(&session.contribute(1e9).unwrap()).unwrap().update;
+        let (adapt, score) = metarec_runtime::resample::split(ratings.len());
+        let pick = |mask: &[bool]| ratings.iter().zip(mask).filter(|(_, &m)| m).map(|(r, _)| *r).collect();
+        let split_task = Task { user: task.user, support: pick(&adapt), query: pick(&score) };
+        let batch = TaskBatch::new(&[split_task], tch::Device::Cpu);
+        let oracle = model.first_order_meta_gradient(&batch, config.inner_steps);
+        assert_eq!(device.len(), oracle.len(), "{preset:?}: the contribution's layout");
+        let norm = oracle.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>().sqrt();
+        let error = device.iter().zip(&oracle).map(|(&a, &b)| f64::from(a - b).powi(2)).sum::<f64>().sqrt();
+        assert!(norm > 1e-6, "{preset:?}: a vacuous gradient");
+        assert!(error <= 1e-4 * norm, "{preset:?} user {}: relative error {:e}", user.id, error / norm);
+        if layout.ridge > 0 {
+            let ridge = |v: &[f32]| v[layout.mlp..].iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
+            assert!(ridge(&oracle) > 1e-9, "{preset:?}: no gradient reaches the ridge weights");
+            let error = device[layout.mlp..].iter().zip(&oracle[layout.mlp..]).map(|(&a, &b)| f64::from(a - b).powi(2));
+            assert!(error.sum::<f64>().sqrt() <= 1e-4 * ridge(&oracle), "{preset:?}: the ridge part");
+        }
+        checked += 1;
+    }
+    assert!(checked >= 3, "{checked} users checked");
+}
+
+#[test]
+fn a_paper_model_contribution_equals_the_libtorch_fomaml_gradient() {
+    contributions_match_libtorch(metarec_trainer::config::Preset::Paper);
+}
+
+#[test]
+fn a_fold_in_model_contribution_equals_the_libtorch_first_order_gradient() {
+    contributions_match_libtorch(metarec_trainer::config::Preset::Product);
 }

@@ -14,7 +14,7 @@ use tch::Device;
 
 const TOLERANCE: f32 = 1e-4;
 
-fn small_dataset() -> (tempfile::TempDir, Dataset) {
+pub(crate) fn small_dataset() -> (tempfile::TempDir, Dataset) {
     let dir = tempfile::tempdir().expect("temp dir");
     let config = crate::common::population(3, 60, 40, 4..=20);
     synth::generate(&config, dir.path()).expect("synthetic data");
@@ -207,7 +207,7 @@ fn product_models_match_libtorch_after_training() {
 /// the checkpoint `trainer train` writes after every epoch (`var.NAME` per variable): a run
 /// this short may keep its starting point (epoch 0) as the best, and parity must hold for
 /// meta-trained weights (learned ridge weights, a trained output layer, a filled memory).
-fn load_last_epoch(run: &std::path::Path, model: &MetaModel) {
+pub(crate) fn load_last_epoch(run: &std::path::Path, model: &MetaModel) {
     let named: std::collections::HashMap<String, tch::Tensor> =
         metarec_trainer::run::load_tensors(&run.join("checkpoint.ot")).expect("the checkpoint").into_iter().collect();
     let _guard = tch::no_grad_guard();
