@@ -29,6 +29,7 @@ fn run_info(data: &Dataset, spec: &ModelSpec) -> RunInfo {
         format: None,
         skip_invalid: false,
         item_id: false,
+        warm_users: false,
         seed: 0,
         spec: spec.clone(),
         first_order: false,
