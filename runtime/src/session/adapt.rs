@@ -304,6 +304,15 @@ impl<M: Borrow<Model>> Session<M> {
         for range in written_ranges(model, item_weights) {
             scratch.grads.get_mut(range).invariant("backward: a range past the gradient")?.fill(0.0);
         }
+        let lowest = model.scope().lowest_layer();
+        self.backward_pass(n, item_weights, lowest)
+    }
+
+    /// The backward pass over the `n` rows of the last forward pass from layer `lowest` up, into
+    /// the gradient buffer (zeroed by the caller where it is written).
+    fn backward_pass(&mut self, n: usize, item_weights: bool, lowest: usize) -> Result<()> {
+        let model: &Model = self.model.borrow();
+        let scratch = &mut self.adaptation;
         let pass = Backward {
             user: self.profile.input()?,
             items: &scratch.x,
@@ -313,7 +322,7 @@ impl<M: Borrow<Model>> Session<M> {
             g_cur: &mut scratch.g_cur,
             g_next: &mut scratch.g_next,
             delta0: &mut scratch.delta0,
-            lowest: model.scope().lowest_layer(),
+            lowest,
         };
         mlp::backward_batch(model.layout(), &self.params, pass, &mut scratch.grads, item_weights)
     }
@@ -324,21 +333,8 @@ impl<M: Borrow<Model>> Session<M> {
     /// decision-MLP parameter, layer 0's item columns included, whatever the model adapts (a
     /// fold-in contribution's pass through the body, `session::contribute`).
     pub(super) fn backward_all(&mut self, n: usize) -> Result<()> {
-        let model: &Model = self.model.borrow();
-        let scratch = &mut self.adaptation;
-        scratch.grads.fill(0.0);
-        let pass = Backward {
-            user: self.profile.input()?,
-            items: &scratch.x,
-            rows: n,
-            acts: &scratch.acts,
-            dy: &scratch.dy,
-            g_cur: &mut scratch.g_cur,
-            g_next: &mut scratch.g_next,
-            delta0: &mut scratch.delta0,
-            lowest: 0,
-        };
-        mlp::backward_batch(model.layout(), &self.params, pass, &mut scratch.grads, true)
+        self.adaptation.grads.fill(0.0);
+        self.backward_pass(n, true, 0)
     }
 }
 
