@@ -179,6 +179,18 @@ fn cut(mut ratings: Vec<Rating>, support: usize, rng: &mut ChaCha8Rng) -> (Vec<R
     (ratings, query)
 }
 
+/// [`cut`] with `share` of the ratings (rounded, at least one on each side) in the support set.
+fn cut_share(ratings: Vec<Rating>, share: f64, rng: &mut ChaCha8Rng) -> (Vec<Rating>, Vec<Rating>) {
+    let n_support = ((ratings.len() as f64 * share).round() as usize).clamp(1, ratings.len() - 1);
+    cut(ratings, n_support, rng)
+}
+
+/// The generator of the warm users' cuts: their own, so the other users' split is what it was
+/// before the warm part existed.
+fn warm_rng(seed: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed ^ 0x5741_524D)
+}
+
 impl Split {
     /// Splits every user with at least 2 ratings 7:1:2 and each user's ratings 80/20.
     pub fn new(data: &Dataset, seed: u64) -> Result<Split> {
@@ -235,9 +247,7 @@ impl Split {
         let n_valid = if valid_share > 0.0 { ((n as f64 * valid_share).round() as usize).max(1) } else { 0 };
         let mut split = Split::default();
         for (position, (user, ratings)) in users.into_iter().enumerate() {
-            let n_support =
-                ((ratings.len() as f64 * config.support_share).round() as usize).clamp(1, ratings.len() - 1);
-            let (support, query) = cut(ratings, n_support, &mut rng);
+            let (support, query) = cut_share(ratings, config.support_share, &mut rng);
             let task = Task { user, support, query };
             match position {
                 p if p < n_train => split.train.push(task),
@@ -245,13 +255,9 @@ impl Split {
                 _ => split.test.push(task),
             }
         }
-        // The existing users are cut with their own generator, so the cold-start users' split is
-        // what it was before the warm part existed.
-        let mut warm_rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5741_524D);
+        let mut rng = warm_rng(seed);
         for (user, ratings) in existing {
-            let n_support =
-                ((ratings.len() as f64 * config.support_share).round() as usize).clamp(1, ratings.len() - 1);
-            let (support, query) = cut(ratings, n_support, &mut warm_rng);
+            let (support, query) = cut_share(ratings, config.support_share, &mut rng);
             split.warm.push(Task { user, support, query });
         }
         for part in Part::ALL {
@@ -628,15 +634,14 @@ fn melu_state_tasks(
 /// items, those ratings cut like the PAML protocol's (80/20, a generator of its own, so the
 /// states' tasks are what they were without it). New items never enter it.
 fn melu_warm_users(data: &Dataset, config: &MeluConfig, role: &[u8], new_item: &[bool], seed: u64) -> Vec<Task> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5741_524D);
+    let mut rng = warm_rng(seed);
     let mut warm = Vec::new();
     for (u, ratings) in data.ratings_by_user().into_iter().enumerate() {
         let existing: Vec<Rating> = ratings.into_iter().filter(|r| !new_item[r.item as usize]).collect();
         if role[u] != 0 || existing.len() < 2 || (config.min_ratings..=config.max_ratings).contains(&existing.len()) {
             continue;
         }
-        let n_support = ((existing.len() as f64 * 0.8).round() as usize).clamp(1, existing.len() - 1);
-        let (support, query) = cut(existing, n_support, &mut rng);
+        let (support, query) = cut_share(existing, PamlConfig::default().support_share, &mut rng);
         warm.push(Task { user: u as u32, support, query });
     }
     warm
