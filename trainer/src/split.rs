@@ -511,9 +511,10 @@ pub fn melu(data: &Dataset, config: &MeluConfig, seed: u64) -> Result<(MeluSplit
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let new_item = melu_new_items(data, config, &mut report)?;
     let (users, role) = melu_user_roles(data, config, &mut rng, &mut report);
-    let mut tasks = melu_state_tasks(data, config, &users, &role, &new_item, &mut rng);
+    let by_user = data.ratings_by_user();
+    let mut tasks = melu_state_tasks(&by_user, config, &users, &role, &new_item, &mut rng);
     let (train, valid) = melu_warm_train_valid(&mut tasks, config, &mut report)?;
-    let warm = melu_warm_users(data, config, &role, &new_item, seed);
+    let warm = melu_warm_users(&by_user, config, &role, &new_item, seed);
     let window = format!("{}..{}", config.min_ratings, config.max_ratings);
     report.steps.push((format!("warm users (training users outside {window} ratings)"), warm.len()));
     let mut states = Vec::new();
@@ -597,14 +598,13 @@ fn melu_user_roles(
 /// Per state (indexed by [`State`]), the tasks of the users with `--min-ratings..=--max-ratings`
 /// ratings there, each with its user's role.
 fn melu_state_tasks(
-    data: &Dataset,
+    by_user: &[Vec<Rating>],
     config: &MeluConfig,
     users: &[u32],
     role: &[u8],
     new_item: &[bool],
     rng: &mut ChaCha8Rng,
 ) -> Vec<Vec<(u8, Task)>> {
-    let by_user = data.ratings_by_user();
     let mut tasks: Vec<Vec<(u8, Task)>> = vec![Vec::new(); State::ALL.len()];
     // Users in shuffled order, so the task order within a part is random but seeded.
     for &u in users {
@@ -633,12 +633,21 @@ fn melu_state_tasks(
 /// user (role 0) with at least 2 but not `--min-ratings..=--max-ratings` ratings of existing
 /// items, those ratings cut like the PAML protocol's (80/20, a generator of its own, so the
 /// states' tasks are what they were without it). New items never enter it.
-fn melu_warm_users(data: &Dataset, config: &MeluConfig, role: &[u8], new_item: &[bool], seed: u64) -> Vec<Task> {
+fn melu_warm_users(
+    by_user: &[Vec<Rating>],
+    config: &MeluConfig,
+    role: &[u8],
+    new_item: &[bool],
+    seed: u64,
+) -> Vec<Task> {
     let mut rng = warm_rng(seed);
     let mut warm = Vec::new();
-    for (u, ratings) in data.ratings_by_user().into_iter().enumerate() {
-        let existing: Vec<Rating> = ratings.into_iter().filter(|r| !new_item[r.item as usize]).collect();
-        if role[u] != 0 || existing.len() < 2 || (config.min_ratings..=config.max_ratings).contains(&existing.len()) {
+    for (u, ratings) in by_user.iter().enumerate() {
+        if role[u] != 0 {
+            continue;
+        }
+        let existing: Vec<Rating> = ratings.iter().filter(|r| !new_item[r.item as usize]).copied().collect();
+        if existing.len() < 2 || (config.min_ratings..=config.max_ratings).contains(&existing.len()) {
             continue;
         }
         let (support, query) = cut_share(existing, PamlConfig::default().support_share, &mut rng);
