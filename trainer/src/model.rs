@@ -609,14 +609,18 @@ impl MetaModel {
     /// through the query outputs, and the output layer's initialisation and the ridge weights
     /// exactly through the solve, the first-order meta-gradient a device contributes
     /// (`metarec_runtime::session`'s `contribute`).
+    ///
+    /// Returns the adapted weights, the user factors (with item factors) and, per user, the
+    /// squared norm of the support loss's gradient over the solved weights at the
+    /// initialisation (REG-PAML's regularizer, as the first gradient step's in [`InnerLoop`]).
     fn fold_in(
         &self,
         (x, offset): (&Tensor, Option<&Tensor>),
         (items, values, mask): (&Tensor, &Tensor, &Tensor),
         (mut fast, alpha, order): (FastWeights, &Alpha<'_>, Order),
         masks: Option<&[Tensor]>,
-    ) -> (FastWeights, Option<Tensor>) {
-        let Some(log_lambda) = &self.fold_in_log_lambda else { return (fast, None) };
+    ) -> (FastWeights, Option<Tensor>, Option<Tensor>) {
+        let Some(log_lambda) = &self.fold_in_log_lambda else { return (fast, None, None) };
         let constant = |t: Tensor| if order == Order::First { t.detach() } else { t };
         let last = fast.len() - 1;
         let mut features = Self::hidden(x, &fast[..last], masks);
@@ -645,13 +649,16 @@ impl MetaModel {
             None => z.shallow_clone(),
         };
         let a = zt.bmm(&weighted) + self.fold_in_lambda(log_lambda, alpha, hidden_width).diag_embed(0, -2, -1);
-        let delta = Tensor::linalg_solve(&a, &zt.bmm(&(residual * mask).unsqueeze(-1)), true);
+        let rhs = zt.bmm(&(residual * mask).unsqueeze(-1));
+        let delta = Tensor::linalg_solve(&a, &rhs, true);
+        let sqnorm = self.spec.objective.support_gradient_sqnorm(&rhs, mask);
+        let sqnorm = if order == Order::Second { sqnorm } else { sqnorm.detach() };
         let width = z.size()[2];
         let w = w0 + delta.narrow(1, 0, hidden_width);
         let b = b0 + delta.narrow(1, width - 1, 1).squeeze_dim(-1);
         let factors = (width - 1 > hidden_width).then(|| delta.narrow(1, hidden_width, width - 1 - hidden_width));
         fast[last] = (w, b);
-        (fast, factors)
+        (fast, factors, Some(sqnorm))
     }
 
     /// The fold-in's ridge weights `[B or 1, width]`: exp(log λ), divided by the method's
@@ -685,8 +692,9 @@ impl MetaModel {
         steps: u32,
     ) -> AdaptedUsers {
         if self.fold_in_log_lambda.is_some() && steps > 0 {
-            let (fast, factors) = self.fold_in(support, set, (fast, inner.alpha, inner.order), inner.masks);
-            AdaptedUsers { fast, first_sqnorm: None, factors }
+            let (fast, factors, first_sqnorm) =
+                self.fold_in(support, set, (fast, inner.alpha, inner.order), inner.masks);
+            AdaptedUsers { fast, first_sqnorm, factors }
         } else {
             let (fast, first_sqnorm) = inner.adapt(support, set.1, set.2, fast, steps);
             AdaptedUsers { fast, first_sqnorm, factors: None }

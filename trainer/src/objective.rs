@@ -31,6 +31,9 @@ pub trait Loss: Sized {
     /// Per-user mean loss over the entries where `mask` is 1: `[B]`. `outputs` are the model's
     /// raw outputs (ratings, or logits for clicks).
     fn per_user_loss(self, outputs: &Tensor, values: &Tensor, mask: &Tensor) -> Tensor;
+    /// Per user, `‖∂ per_user_loss / ∂δ‖²` at δ = 0 for outputs linear in δ with rows `z`, from
+    /// `zᵀ(residual · mask)` `[B, W, 1]` (the residual: label − rating or − click probability).
+    fn support_gradient_sqnorm(self, z_residual: &Tensor, mask: &Tensor) -> Tensor;
     /// What a raw output means to a user: the rating itself, or the click probability σ(z).
     fn prediction(self, outputs: &Tensor) -> Tensor;
     /// Initial output bias for a mean training label `mean`.
@@ -59,6 +62,17 @@ impl Loss for Objective {
         };
         (elementwise * mask).sum_dim_intlist(1, false, Kind::Float)
             / mask.sum_dim_intlist(1, false, Kind::Float).clamp_min(1.0)
+    }
+
+    /// The squared error's derivative is −2·residual, the log loss's −residual; both losses are
+    /// means over the user's entries.
+    fn support_gradient_sqnorm(self, z_residual: &Tensor, mask: &Tensor) -> Tensor {
+        let factor = match self {
+            Objective::Rating => 2.0,
+            Objective::Click { .. } => 1.0,
+        };
+        let count = mask.sum_dim_intlist(1, false, Kind::Float).clamp_min(1.0);
+        z_residual.square().sum_dim_intlist([1, 2].as_slice(), false, Kind::Float) * (factor * factor) / count.square()
     }
 
     /// What a raw output means to a user: the rating itself, or the click probability σ(z).

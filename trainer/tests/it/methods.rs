@@ -130,7 +130,54 @@ fn fold_in_gradient_matches_finite_differences() {
         check_gradient_of(&melu, "item_embedding_0", &[1, 2]);
         check_gradient_of(&product_spec(Method::Paml, objective), "lr_net_b2", &[0]);
         check_gradient_of(&product_spec(Method::MetaSgd, objective), "meta_sgd_lr_b1", &[0]);
+        check_gradient_of(&product_spec(Method::RegPaml, objective), "lr_net_b2", &[0]);
     }
+}
+
+/// REG-PAML's regularizer under the fold-in: `support_gradient_sqnorm` is the squared norm of
+/// the support loss's gradient over the solved weights δ at δ = 0 (autograd), for both tasks.
+#[test]
+fn fold_in_support_gradient_norm_matches_autograd() {
+    tch::manual_seed(3);
+    let (b, s, w) = (3, 5, 4);
+    let z = Tensor::randn([b, s, w], (Kind::Float, Device::Cpu));
+    let start = Tensor::randn([b, s], (Kind::Float, Device::Cpu)) * 0.5;
+    let mask = Tensor::from_slice(&[1f32, 1., 1., 0., 0., 1., 1., 1., 1., 1., 1., 0., 0., 0., 0.]).view([b, s]);
+    for objective in [Objective::Rating, Objective::Click { threshold: 4.0 }] {
+        let values = match objective {
+            Objective::Rating => Tensor::randn([b, s], (Kind::Float, Device::Cpu)),
+            Objective::Click { .. } => Tensor::randn([b, s], (Kind::Float, Device::Cpu)).gt(0.0).to_kind(Kind::Float),
+        };
+        let delta = Tensor::zeros([b, w, 1], (Kind::Float, Device::Cpu)).set_requires_grad(true);
+        let outputs = &start + z.bmm(&delta).squeeze_dim(-1);
+        let loss = objective.per_user_loss(&outputs, &values, &mask).sum(Kind::Float);
+        let grad = Tensor::run_backward(&[loss], &[&delta], false, false).remove(0);
+        let expected = grad.square().sum_dim_intlist([1, 2].as_slice(), false, Kind::Float);
+        let residual = match objective {
+            Objective::Rating => &values - &start,
+            Objective::Click { .. } => &values - start.sigmoid(),
+        };
+        let z_residual = z.transpose(1, 2).bmm(&(residual * &mask).unsqueeze(-1));
+        let got = objective.support_gradient_sqnorm(&z_residual, &mask);
+        let diff = (&got - &expected).abs().max().double_value(&[]);
+        assert!(diff <= 1e-5 * expected.abs().max().double_value(&[]).max(1.0), "{objective:?}: {got} vs {expected}");
+        assert!(expected.min().double_value(&[]) > 0.0, "every user has support entries");
+    }
+}
+
+/// Under the fold-in, REG-PAML's outer objective carries its regularizer (it is PAML's plus
+/// γ · mean ‖∇ support loss‖² · |α|), so REG-PAML differs from PAML.
+#[test]
+fn reg_paml_regularizes_the_fold_in() {
+    let (_dir, data, split) = tiny();
+    let model = MetaModel::new_seeded(&data, &product_spec(Method::RegPaml, Objective::Rating), 3.5, Device::Cpu, 5);
+    let batch = TaskBatch::new(&split.train[..8], Device::Cpu);
+    let forward = model.forward(&batch, 1, Order::First, false);
+    let regularizer = forward.regularizer.as_ref().expect("REG-PAML's fold-in has a regularizer");
+    assert_eq!(regularizer.size(), [8]);
+    assert!(regularizer.min().double_value(&[]) > 0.0);
+    let (plain, regularized) = (forward.outer_loss(0.0).double_value(&[]), forward.outer_loss(0.5).double_value(&[]));
+    assert!(regularized > plain, "{regularized} vs {plain}");
 }
 
 #[test]
