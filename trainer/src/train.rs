@@ -55,8 +55,9 @@ pub struct TrainConfig {
     #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub warm_users: bool,
     /// An item-id embedding among the item fields (per-item effects of the items seen in
-    /// training; other items take the unknown row and score from their features).
-    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    /// training inside the MLP; other items take the unknown row and score from their
+    /// features). Off by default: the item biases and factors carry each item's identity.
+    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub item_id: bool,
     /// Bias-aware output: MLP + a learned bias per item, starting from the bias baseline
     /// (μ + item bias; the adapted output bias is the user's bias).

@@ -181,7 +181,7 @@ fn resume_names_every_setting_that_differs() {
         (vec!["--inner-lr", "0.1"], "--inner-lr: the run has 0.05, given 0.1"),
         (vec!["--inner-steps", "3"], "--inner-steps: the run has 5, given 3"),
         (vec!["--task", "ctr"], "--task: the run has rating, given click"),
-        (vec!["--item-id", "false"], "--item-id: the run has on, given off"),
+        (vec!["--item-id", "true"], "--item-id: the run has off, given on"),
         (vec!["--warm-users", "false"], "--warm-users: the run has on, given off"),
         (vec!["--adapt", "all"], "--adapt: the run has fold-in, given all"),
         (vec!["--preset", "paper"], "--item-bias: the run has on, given off"),
