@@ -8,6 +8,7 @@
 //             session.addRating("m001", 5f)
 //             session.adapt()
 //             val top = session.topK(10)
+//             val blob = session.contribute(clipNorm = 1f)  // federated learning: send it
 //         }
 //     }
 //
@@ -21,6 +22,16 @@ import java.nio.charset.StandardCharsets.UTF_8
 
 /** A failed call: `code` is the C API's METAREC_ERR_* value, `message` its description. */
 class MetarecException(val code: Int, message: String) : RuntimeException("error $code: $message")
+
+/** The METAREC_ERR_* codes a caller may want to tell apart (include/metarec.h has them all). */
+object ErrorCode {
+    /** contribute: the model's adaptation cannot give a federated update (HML, MF, ...). */
+    const val NOT_CONTRIBUTABLE = 208
+    /** contribute: fewer than two support ratings. */
+    const val TOO_FEW_RATINGS = 209
+    /** contribute: a clip norm that is NaN, infinite, zero or negative. */
+    const val INVALID_CLIP_NORM = 210
+}
 
 /** The native methods of metarec_jni.c. Strings cross as NUL-terminated UTF-8. */
 object Native {
@@ -42,6 +53,7 @@ object Native {
     @JvmStatic external fun adapt(session: Long, steps: Int)
     @JvmStatic external fun score(session: Long, ids: Array<ByteArray>): FloatArray
     @JvmStatic external fun topK(session: Long, k: Int, excludeRated: Boolean, outScores: FloatArray): IntArray
+    @JvmStatic external fun contribute(session: Long, clipNorm: Float): ByteArray
 
     /** Loads the JNI shim from a path and checks that libmetarec.so matches its header. */
     fun load(shimPath: String) {
@@ -113,6 +125,16 @@ class Session internal constructor(private val model: Model, private var handle:
         val indices = Native.topK(live(), k, excludeRated, scores)
         return indices.mapIndexed { i, index -> Recommendation(index, model.itemId(index), scores[i]) }
     }
+
+    /**
+     * This user's federated contribution (metarec_session_contribute): the first-order
+     * meta-update from the support ratings, clipped to L2 norm `clipNorm`, as the versioned,
+     * CRC-checked blob the app sends to the server (`trainer federated aggregate` reads it).
+     * It carries no ratings, item ids, counts or losses. Afterwards the session scores with the
+     * meta-learned weights: call adapt() again. Throws MetarecException with
+     * ErrorCode.NOT_CONTRIBUTABLE, TOO_FEW_RATINGS or INVALID_CLIP_NORM among others.
+     */
+    @Synchronized fun contribute(clipNorm: Float): ByteArray = Native.contribute(live(), clipNorm)
 
     @Synchronized override fun close() {
         if (handle != 0L) {

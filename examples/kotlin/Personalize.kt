@@ -1,7 +1,9 @@
 // personalize (Kotlin/JVM): the C example examples/c/personalize.c through the JNI layer.
 // Loads a model, reads a user file in the trainer's format (user/profile/support/query lines,
-// tab-separated), sets the profile, adds the support ratings, adapts, and prints the ten
-// best items the user has not rated, in the C example's format.
+// tab-separated), sets the profile, adds the support ratings, prints the size of the
+// federated contribution those ratings give (the blob an app would send to the server; not
+// printed for models that cannot contribute), adapts, and prints the ten best items the user has
+// not rated, in the C example's format.
 //
 //   usage: java -jar personalize.jar LIBMETAREC_JNI.so MODEL.mrec USER.tsv
 //
@@ -11,6 +13,7 @@
 // (code and message on stderr), 2 on a usage or file error.
 import java.io.File
 import kotlin.system.exitProcess
+import metarec.ErrorCode
 import metarec.FieldSide
 import metarec.MetarecException
 import metarec.Model
@@ -80,6 +83,13 @@ fun main(args: Array<String>) {
             model.newSession().use { session ->
                 for ((field, value) in userFile.profile) session.setProfile(field, value)
                 for (rating in userFile.support) session.addRating(rating.itemId, rating.value)
+                // Before adapt(): a contribution leaves the session unadapted.
+                try {
+                    println("contribution: ${session.contribute(clipNorm = 1f).size} bytes (clip norm 1)")
+                } catch (e: MetarecException) {
+                    if (e.code != ErrorCode.NOT_CONTRIBUTABLE && e.code != ErrorCode.TOO_FEW_RATINGS) throw e
+                    println("contribution: none (${e.message})")
+                }
                 session.adapt()
                 val top = session.topK(10)
                 println("top ${top.size} recommendations (unrated items):")

@@ -346,3 +346,39 @@ JNIEXPORT jintArray JNICALL Java_metarec_Native_topK(JNIEnv *env, jclass cls, jl
     free(scores);
     return result;
 }
+
+/* ---- federated learning ----------------------------------------------------------------- */
+
+/* This user's clipped federated contribution (metarec_session_contribute): asks its size, then
+ * writes it into a buffer of that size and returns it as a Java byte array. */
+JNIEXPORT jbyteArray JNICALL Java_metarec_Native_contribute(JNIEnv *env, jclass cls,
+                                                            jlong session, jfloat clip_norm) {
+    (void)cls;
+    size_t needed = 0;
+    int32_t code = metarec_session_contribute(session_of(session), clip_norm, NULL, 0, &needed);
+    if (code != METAREC_ERR_BUFFER_TOO_SMALL) {
+        /* The size query computes nothing, so it never succeeds: any other status is an error. */
+        throw_if_error(env, code == METAREC_OK ? METAREC_ERR_PANIC : code);
+        return NULL;
+    }
+    if (needed > INT32_MAX) {
+        throw_if_error(env, METAREC_ERR_BUFFER_TOO_SMALL);
+        return NULL;
+    }
+    uint8_t *buf = malloc(needed);
+    if (buf == NULL) {
+        throw_if_error(env, METAREC_ERR_BUFFER_TOO_SMALL);
+        return NULL;
+    }
+    size_t len = 0;
+    jbyteArray result = NULL;
+    if (!throw_if_error(env, metarec_session_contribute(session_of(session), clip_norm, buf,
+                                                        needed, &len))) {
+        result = (*env)->NewByteArray(env, (jsize)len);
+        if (result != NULL) {
+            (*env)->SetByteArrayRegion(env, result, 0, (jsize)len, (const jbyte *)buf);
+        }
+    }
+    free(buf);
+    return result;
+}

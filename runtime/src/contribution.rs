@@ -132,10 +132,17 @@ impl UpdateLayout {
 /// server step changes them, so the id changes with every round and an update computed against
 /// an earlier model is refused as stale. (A model without a fold-in head has the id earlier
 /// runtimes gave it.)
+///
+/// [`Model::contribution_ids`] keeps it (with the schema hash) once computed.
 pub fn model_id(model: &Model) -> u64 {
+    model_id_with(model, crate::format::schema_hash(model.body()))
+}
+
+/// [`model_id`] for `model` whose schema hash is `schema`.
+pub(crate) fn model_id_with(model: &Model, schema: u64) -> u64 {
     let params = model.init_params(0).unwrap_or(&[]);
     let mut hash = Fnv::new();
-    hash.write(&crate::format::schema_hash(model.body()).to_le_bytes());
+    hash.write(&schema.to_le_bytes());
     hash.write(&(params.len() as u64).to_le_bytes());
     let ridge = model.fold_in_head().map_or(&[][..], |head| &head.ridge[..]);
     for p in params.iter().chain(ridge) {

@@ -2,6 +2,7 @@
 
 use alloc::vec::Vec;
 use core::fmt;
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crate::compact::CompactRows;
 use crate::error::{ensure, Error, Invariant, Result};
@@ -47,6 +48,34 @@ pub struct Model {
     /// Stored in the precision of the file's embedding tables ([`CompactRows`]: f32, f16, or
     /// 8 bits with a scale per item), and added to the user part without widening.
     item_hidden: Vec<CompactRows>,
+    /// The model id and schema hash its contributions carry, once a contribution needed them
+    /// ([`Model::contribution_ids`]).
+    ids: OnceIds,
+}
+
+/// Two `u64`s computed from an immutable model on first use and kept, without `std` or 64-bit
+/// atomics (32-bit microcontrollers have none): four 32-bit words, then a flag. Threads that race
+/// compute the same values and store the same bits, so whatever order their stores land in,
+/// a reader that sees the flag (acquire, after the words' release) reads the right words.
+#[derive(Default)]
+struct OnceIds {
+    ready: AtomicBool,
+    words: [AtomicU32; 4],
+}
+
+impl OnceIds {
+    fn get_or(&self, compute: impl FnOnce() -> (u64, u64)) -> (u64, u64) {
+        let word = |i: usize| u64::from(self.words[i].load(Ordering::Relaxed));
+        if self.ready.load(Ordering::Acquire) {
+            return (word(0) | (word(1) << 32), word(2) | (word(3) << 32));
+        }
+        let (a, b) = compute();
+        for (slot, value) in self.words.iter().zip([a as u32, (a >> 32) as u32, b as u32, (b >> 32) as u32]) {
+            slot.store(value, Ordering::Relaxed);
+        }
+        self.ready.store(true, Ordering::Release);
+        (a, b)
+    }
 }
 
 impl fmt::Debug for Model {
@@ -101,6 +130,17 @@ impl Model {
     /// [`format::ProductModel`] (its own item biases are the factors').
     pub fn from_body(body: ModelBody) -> Result<Model> {
         Model::from_body_with(body, format::EmbeddingPrecision::F32)
+    }
+
+    /// `(model id, schema hash)` of this model's contributions
+    /// ([`crate::contribution::model_id`], [`format::schema_hash`]), computed on the first call
+    /// and kept: hashing every parameter byte by byte costs as much as a contribution's own
+    /// arithmetic, and neither value can change (the model is immutable).
+    pub fn contribution_ids(&self) -> (u64, u64) {
+        self.ids.get_or(|| {
+            let schema = format::schema_hash(&self.body);
+            (crate::contribution::model_id_with(self, schema), schema)
+        })
     }
 
     /// [`Model::from_body`] keeping the per-item precompute in `precision` (that of the file's
@@ -172,6 +212,7 @@ impl Model {
             scope,
             item_rows: ItemRows::default(),
             item_hidden: Vec::new(),
+            ids: OnceIds::default(),
         };
         model.item_rows = ItemRows::new(&model.body)?;
         model.precompute_items(precision)?;
@@ -227,6 +268,7 @@ impl Model {
             scope: Scope::default(),
             item_rows: ItemRows::default(),
             item_hidden: Vec::new(),
+            ids: OnceIds::default(),
         })
     }
 

@@ -5,7 +5,8 @@
 //! large single-threaded matrix product, to say how far from the arithmetic floor it runs.
 //! Then the same user on a matrix factorisation of the same catalogue (`--method mf`, k = 8):
 //! the exact ridge fold-in of the same support ratings and the scoring of every item, beside
-//! MeLU's personalize + score.
+//! MeLU's personalize + score. Then one federated contribution beside one adaptation, on that
+//! MeLU model and on the product model (fold-in head) of the same shape.
 
 use std::fmt::Write as _;
 use std::time::Instant;
@@ -29,6 +30,7 @@ use crate::run::{RunInfo, Trained};
 use crate::split::Task;
 
 mod catalogue;
+mod contribution;
 mod heap;
 
 pub use heap::CountingAllocator;
@@ -552,6 +554,7 @@ pub fn device_benchmark(config: &DeviceBench) -> Result<String> {
     let mut out = String::new();
     write_device_lines(&mut out, config, &rt, &figures)?;
     write_factor_lines(&mut out, config, &factor, rt.runtime_ms)?;
+    contribution::write_lines(&mut out, config, &data, (&spec, &device_model), &user)?;
     catalogue::write_lines(&mut out, &body, &user, config.repeat)?;
     Ok(out)
 }

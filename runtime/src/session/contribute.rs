@@ -80,9 +80,9 @@ impl<M: Borrow<Model>> Session<M> {
         }
         contribution::clip(&mut update, clip_norm);
         let model = self.model();
-        let schema = crate::format::schema_hash(model.body());
+        let (model_id, schema) = model.contribution_ids();
         let version = contribution::UpdateLayout::of(model).version();
-        Ok(contribution::encode_version(version, contribution::model_id(model), schema, clip_norm, &update))
+        Ok(contribution::encode_version(version, model_id, schema, clip_norm, &update))
     }
 
     /// The length in bytes of this model's contributions ([`Session::contribute`]).

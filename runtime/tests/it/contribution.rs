@@ -70,6 +70,8 @@ fn the_blob_is_bound_to_the_model_and_carries_nothing_else() {
     // Deterministic: the same ratings give the same bytes, and the session is left un-adapted.
     assert!(!s.is_adapted());
     assert_eq!(s.contribute(0.5).unwrap(), blob);
+    // The model keeps its ids after the first contribution: the kept words are the same ids.
+    assert_eq!(model.contribution_ids(), (decoded.model_id, decoded.schema_hash));
     // Another model (one weight moved, as a server step does) has another id.
     let mut next = body.clone();
     next.layers[0].bias[0] += 1e-3;

@@ -106,6 +106,10 @@ fn kotlin_example_personalizes_like_the_c_example() {
     let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
     assert!(!stderr.contains("WARNING in native method"), "-Xcheck:jni complained\n{report}");
     assert!(stdout.contains("(melu)") && stdout.contains("user fields: gender, age"), "{report}");
+    // The example prints the size of the user's federated contribution: the runtime's.
+    let device_model = metarec_runtime::Model::from_bytes(&std::fs::read(&model).unwrap()).unwrap();
+    let blob_len = metarec_runtime::Session::new(&device_model).contribution_len();
+    assert!(stdout.contains(&format!("\ncontribution: {blob_len} bytes (clip norm 1)\n")), "{report}");
 
     let c_example =
         support::compile_c(&support::repo_root().join("examples/c/personalize.c"), &dir, "personalize", Sanitize::None);
@@ -114,6 +118,18 @@ fn kotlin_example_personalizes_like_the_c_example() {
     let want = support::top_block(&String::from_utf8_lossy(&c_output.stdout));
     assert_eq!(want.len(), 11, "C example: a header and 10 items");
     assert_eq!(support::top_block(&stdout), want, "Kotlin and C disagree\n{report}");
+
+    // One support rating gives no contribution (METAREC_ERR_TOO_FEW_RATINGS): the example says
+    // so and still personalizes.
+    let mut one = UserFile::fixture();
+    one.support.truncate(1);
+    std::fs::write(&user, one.to_tsv()).unwrap();
+    let output = run_jar(&jar, &shim, &model, &user);
+    let report = support::describe(&output);
+    assert!(output.status.success(), "{report}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("\ncontribution: none (error 209: "), "{report}");
+    assert_eq!(support::top_block(&stdout).len(), 11, "{report}");
 
     // A failing call surfaces as MetarecException with the C code.
     let mut unknown = UserFile::fixture();

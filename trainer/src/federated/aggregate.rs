@@ -333,6 +333,48 @@ pub fn noisy_mean(
     Ok(sum.iter().map(|s| s / m + if stddev > 0.0 { normal.sample(rng) } else { 0.0 }).collect())
 }
 
+/// The server's Adam (FedAdam: Reddi et al., "Adaptive Federated Optimization", ICLR 2021, with
+/// their β₁ = 0.9, β₂ = 0.99 and adaptivity τ = 1e-3, plus Adam's bias correction): each round's
+/// noisy mean is the gradient, its moments persist from round to round, and the step
+/// [`apply_step`] takes is `m̂ / (√v̂ + τ)`, so β is a step size per coordinate whatever the
+/// coordinate's scale (MLP weights and log ridge weights alike). It reads only the published
+/// noisy means: post-processing, no privacy cost.
+#[derive(Debug, Clone, Default)]
+pub struct ServerAdam {
+    m: Vec<f64>,
+    v: Vec<f64>,
+    rounds: i32,
+}
+
+impl ServerAdam {
+    const BETA1: f64 = 0.9;
+    const BETA2: f64 = 0.99;
+    const TAU: f64 = 1e-3;
+
+    /// This round's step from its noisy mean (the moments start at zero on the first round).
+    pub fn step(&mut self, mean: &[f64]) -> Result<Vec<f64>> {
+        if self.rounds == 0 {
+            self.m = vec![0.0; mean.len()];
+            self.v = vec![0.0; mean.len()];
+        }
+        if mean.len() != self.m.len() {
+            bail!("server Adam: an update of {} values after updates of {}", mean.len(), self.m.len());
+        }
+        self.rounds = self.rounds.saturating_add(1);
+        let c1 = 1.0 - Self::BETA1.powi(self.rounds);
+        let c2 = 1.0 - Self::BETA2.powi(self.rounds);
+        Ok(mean
+            .iter()
+            .zip(self.m.iter_mut().zip(&mut self.v))
+            .map(|(&g, (m, v))| {
+                *m = Self::BETA1 * *m + (1.0 - Self::BETA1) * g;
+                *v = Self::BETA2 * *v + (1.0 - Self::BETA2) * g * g;
+                (*m / c1) / ((*v / c2).sqrt() + Self::TAU)
+            })
+            .collect())
+    }
+}
+
 /// θ ← θ − β·step over the decision MLP, in the flat layout (per layer: weights, then biases),
 /// then for a fold-in head the step on its log ridge weights, λ ← λ·exp(−β·step)
 /// ([`contribution::UpdateLayout`]).

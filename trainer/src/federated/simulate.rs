@@ -12,8 +12,8 @@
 //! and aggregates with the server's code path ([`RoundSum`]: validation and the f64 sum;
 //! [`aggregate::noisy_mean`]: the fixed denominator K and N(0, (zS/K)²) noise;
 //! [`aggregate::apply_step`]: θ ← θ − β·(mean + noise)); the round is charged to the privacy
-//! ledger ([`ledger::append`], δ = 1/devices by default). The test users' MSE is measured with the
-//! runtime as an app would (adapt on the support ratings, score the query ones). The noise and the
+//! ledger ([`ledger::append`], δ = 1/devices by default). The test users' MSE (the validation
+//! users' with `--eval-on valid`, for tuning) is measured with the runtime as an app would (adapt on the support ratings, score the query ones). The noise and the
 //! sampling are seeded (`--seed`): a simulation is reproducible; a deployment's noise is not.
 
 use std::path::{Path, PathBuf};
@@ -63,6 +63,11 @@ pub struct SimulateArgs {
     /// Server learning rate β.
     #[arg(long, default_value_t = 1.0)]
     pub server_lr: f64,
+    /// The server's optimizer: `sgd` (θ ← θ − β·(mean + noise), what `federated aggregate`
+    /// does) or `adam` (FedAdam: the noisy means through Adam's moments, kept from round to
+    /// round; β is then a step per coordinate, e.g. 0.003).
+    #[arg(long, value_enum, default_value_t = ServerOptimizer::Sgd)]
+    pub server_optimizer: ServerOptimizer,
     /// Target δ of ε (default: 1 / devices).
     #[arg(long)]
     pub delta: Option<f64>,
@@ -88,12 +93,17 @@ pub struct SimulateArgs {
     /// --inner-steps 2"); the preset's flags come first, so these override them.
     #[arg(long, default_value = "", allow_hyphen_values = true)]
     pub central_flags: String,
-    /// Evaluate the test users every this many rounds (and after the last).
+    /// Evaluate every this many rounds (and after the last).
     #[arg(long, default_value_t = 1)]
     pub eval_every: u64,
-    /// Evaluate only the first this many test users (default: all).
+    /// Evaluate only the first this many of the evaluated users (default: all).
     #[arg(long)]
     pub eval_users: Option<usize>,
+    /// The users each round is evaluated on: `test` (the figures to report) or `valid` (the
+    /// split's validation users: choose --server-lr, --clip and --rounds on them, never on the
+    /// test users).
+    #[arg(long, value_enum, default_value_t = EvalOn::Test)]
+    pub eval_on: EvalOn,
     /// Worker threads for the devices and the evaluation (default: the machine's cores). The
     /// results do not depend on it.
     #[arg(long)]
@@ -106,6 +116,34 @@ pub struct SimulateArgs {
     pub force: bool,
 }
 
+/// The server's optimizer in a simulation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ServerOptimizer {
+    /// Plain steps on the noisy mean.
+    Sgd,
+    /// Adam on the noisy means ([`aggregate::ServerAdam`]).
+    Adam,
+}
+
+/// The users a simulation's rounds are evaluated on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EvalOn {
+    /// The split's test users.
+    Test,
+    /// The split's validation users.
+    Valid,
+}
+
+impl EvalOn {
+    /// How the report names them.
+    fn users(self) -> &'static str {
+        match self {
+            EvalOn::Test => "test",
+            EvalOn::Valid => "validation",
+        }
+    }
+}
+
 /// One row of the results table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RoundRow {
@@ -115,7 +153,8 @@ pub struct RoundRow {
     pub sampled: usize,
     /// Contributions the server accepted.
     pub clients: usize,
-    /// Test users' MSE after the round (when evaluated).
+    /// The evaluated users' MSE after the round (when evaluated; test users unless
+    /// `--eval-on valid`).
     pub test_mse: Option<f64>,
     /// ε spent so far at δ.
     pub epsilon: f64,
@@ -123,10 +162,11 @@ pub struct RoundRow {
     pub seconds: f64,
 }
 
-/// The simulated population: the dataset, the devices' and the test users' tasks.
+/// The simulated population: the dataset, the devices' and the evaluated users' tasks.
 struct Population {
     data: Dataset,
     devices: Vec<Task>,
+    /// The test users, or the validation users with `--eval-on valid`.
     test: Vec<Task>,
     central: usize,
     /// Dataset item index → model item index.
@@ -233,7 +273,11 @@ fn prepare(args: &SimulateArgs) -> Result<(Population, ModelBody)> {
     let _ = std::fs::remove_file(&central_split);
     let model = model_of(&body)?;
     let items = data.items.iter().map(|item| model.item_index(&item.id)).collect();
-    let test = split.test.into_iter().take(args.eval_users.unwrap_or(usize::MAX)).collect();
+    let evaluated = match args.eval_on {
+        EvalOn::Test => split.test,
+        EvalOn::Valid => split.valid,
+    };
+    let test = evaluated.into_iter().take(args.eval_users.unwrap_or(usize::MAX)).collect();
     Ok((Population { data, devices, test, central, items }, body))
 }
 
@@ -279,6 +323,7 @@ fn simulate(args: &SimulateArgs, population: &Population, body: &mut ModelBody) 
     let mut noise = ChaCha20Rng::seed_from_u64(args.seed ^ 0x6e6f_6973_6500_0000);
     let ledger_path = args.out.join("privacy-ledger.tsv");
     let mut model = model_of(body)?;
+    let mut adam = aggregate::ServerAdam::default();
     let started = Instant::now();
     let mse = test_mse(&model, population, threads)?;
     let mut rows = vec![RoundRow { round: 0, sampled: 0, clients: 0, test_mse: Some(mse), epsilon: 0.0, seconds: 0.0 }];
@@ -288,6 +333,10 @@ fn simulate(args: &SimulateArgs, population: &Population, body: &mut ModelBody) 
         let sampled = poisson_sample(devices, q, &mut sampling);
         let (sum, counts) = round_sum(&model, population, &sampled, args.clip, threads)?;
         let step = aggregate::noisy_mean(&sum, args.clients_per_round, args.noise_multiplier, args.clip, &mut noise)?;
+        let step = match args.server_optimizer {
+            ServerOptimizer::Sgd => step,
+            ServerOptimizer::Adam => adam.step(&step)?,
+        };
         aggregate::apply_step(body, &step, args.server_lr)?;
         let next = model_of(body)?;
         let row = LedgerRow {
@@ -455,16 +504,18 @@ fn table(args: &SimulateArgs, population: &Population, rows: &[RoundRow], second
     let q = args.clients_per_round / devices as f64;
     let delta = args.delta.unwrap_or(1.0 / devices as f64);
     let mut text = format!(
-        "# Federated simulation\n\n{} devices, {} central training users, {} test users; K = {}, q = {q:.6}, \
-         S = {}, z = {}, server lr = {}, delta = {delta:.3e}, seed {}.\nSetup (split, central training, export) {:.1} \
+        "# Federated simulation\n\n{} devices, {} central training users, evaluated on {} {} users; K = {}, q = {q:.6}, \
+         S = {}, z = {}, server lr = {} ({:?}), delta = {delta:.3e}, seed {}.\nSetup (split, central training, export) {:.1} \
          s; total {:.1} s.\n\n| round | sampled | clients | test MSE | epsilon | seconds |\n|---:|---:|---:|---:|---:|---:|\n",
         devices,
         population.central,
         population.test.len(),
+        args.eval_on.users(),
         args.clients_per_round,
         args.clip,
         args.noise_multiplier,
         args.server_lr,
+        args.server_optimizer,
         args.seed,
         seconds.0,
         seconds.1

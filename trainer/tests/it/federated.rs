@@ -511,6 +511,51 @@ fn simulate_refuses_bad_flags_by_name() {
     }
 }
 
+/// The server's Adam: the first step is m̂/(√v̂ + τ) = g/(|g| + τ) per coordinate (bias
+/// corrected), a constant gradient keeps that step, the moments then follow the gradient's sign,
+/// and an update of another length is refused.
+#[test]
+fn server_adam_steps_by_the_normalised_moments() {
+    use metarec_trainer::federated::aggregate::ServerAdam;
+    let mut adam = ServerAdam::default();
+    let g = [0.5, -0.002, 0.0];
+    let first = adam.step(&g).unwrap();
+    for (s, g) in first.iter().zip(g) {
+        assert!((s - g / (g.abs() + 1e-3)).abs() < 1e-12, "{s} vs {g}");
+    }
+    let second = adam.step(&g).unwrap();
+    for (a, b) in first.iter().zip(&second) {
+        assert!((a - b).abs() < 1e-12, "a constant gradient changes the step: {a} vs {b}");
+    }
+    let turned = adam.step(&[-0.5, 0.002, 0.0]).unwrap();
+    assert!(turned[0] > 0.0 && turned[0] < second[0], "momentum: {turned:?}");
+    assert!(adam.step(&[1.0]).is_err());
+}
+
+/// `--eval-on valid` evaluates the rounds on the split's validation users (for tuning), not on
+/// the test users: same seed, same starting model, another round-0 MSE.
+#[test]
+fn a_simulation_can_be_evaluated_on_the_validation_users() {
+    let work = tempfile::tempdir().unwrap();
+    let args = ["--clients-per-round", "3", "--clip", "1", "--noise-multiplier", "1", "--rounds", "1", "--no-figures"];
+    let mut mse = Vec::new();
+    for on in ["valid", "test"] {
+        let ran = simulate(work.path(), on, &[&args[..], &["--eval-on", on]].concat());
+        assert!(ran.status.success(), "{}", common::text(&ran.stderr));
+        mse.push(rounds_csv(&work.path().join(on))[0][2].clone());
+    }
+    let out = work.path().join("valid");
+    let data = metarec_trainer::data::Dataset::load(&common::tiny_workspace().join("data")).unwrap();
+    let split = metarec_trainer::split::Split::read(&data, &out.join("split.csv")).unwrap();
+    let md = std::fs::read_to_string(out.join("simulate.md")).unwrap();
+    assert!(md.contains(&format!("evaluated on {} validation users;", split.valid.len())), "{md}");
+    assert_eq!(
+        std::fs::read(out.join("initial.mrec")).unwrap(),
+        std::fs::read(work.path().join("test/initial.mrec")).unwrap()
+    );
+    assert_ne!(mse[0], mse[1], "validation and test users give the same MSE");
+}
+
 /// The libtorch oracle of a device's contribution (issue 15, item 5): for a briefly trained
 /// model of `preset`, each test user's contribution (no clipping, no noise) equals the trainer's
 /// first-order meta-gradient for the same user, split and parameters (`MetaModel::

@@ -15,6 +15,13 @@ import CMetarec
 public struct MetarecError: Error, CustomStringConvertible {
     public let code: Int32
 
+    /// `contribute`: the model's adaptation cannot give a federated update (HML, MF, ...).
+    public static let notContributable = Int32(METAREC_ERR_NOT_CONTRIBUTABLE)
+    /// `contribute`: fewer than two support ratings.
+    public static let tooFewRatings = Int32(METAREC_ERR_TOO_FEW_RATINGS)
+    /// `contribute`: a clip norm that is NaN, infinite, zero or negative.
+    public static let invalidClipNorm = Int32(METAREC_ERR_INVALID_CLIP_NORM)
+
     public var description: String {
         var buf = [CChar](repeating: 0, count: 256)
         _ = metarec_error_message(code, &buf, buf.count)
@@ -158,5 +165,24 @@ public final class Session {
         var len = 0
         try check(metarec_session_top_k(handle, k, excludeRated ? 1 : 0, &indices, &scores, &len))
         return try (0..<len).map { Recommendation(index: indices[$0], id: try model.itemId(indices[$0]), score: scores[$0]) }
+    }
+
+    /// This user's federated contribution (`metarec_session_contribute`): the first-order
+    /// meta-update from the support ratings, clipped to L2 norm `clipNorm`, as the versioned,
+    /// CRC-checked blob the app sends to the server (`trainer federated aggregate` reads it). It
+    /// carries no ratings, item ids, counts or losses. Afterwards the session scores with the
+    /// meta-learned weights: call `adapt()` again. Throws `MetarecError` with codes such as
+    /// `MetarecError.notContributable`, `.tooFewRatings` or `.invalidClipNorm`.
+    public func contribute(clipNorm: Float) throws -> [UInt8] {
+        var needed = 0
+        let code = metarec_session_contribute(handle, clipNorm, nil, 0, &needed)
+        if code != METAREC_ERR_BUFFER_TOO_SMALL {
+            try check(code)
+            return []
+        }
+        var blob = [UInt8](repeating: 0, count: needed)
+        var len = 0
+        try check(metarec_session_contribute(handle, clipNorm, &blob, needed, &len))
+        return Array(blob.prefix(len))
     }
 }

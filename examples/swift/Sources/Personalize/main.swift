@@ -1,6 +1,7 @@
 // personalize (Swift): loads a model, reads a user file in the trainer's format (tab-separated
-// user/profile/support/query lines), adapts and prints the ten best unrated items, like
-// examples/c/personalize.c.
+// user/profile/support/query lines), prints the size of the federated contribution the support
+// ratings give (the blob an app would send to the server; not printed for models that cannot
+// contribute), adapts and prints the ten best unrated items, like examples/c/personalize.c.
 //
 //   usage: personalize MODEL.mrec USER.tsv
 //
@@ -84,6 +85,14 @@ do {
     }
     for rating in userFile.support {
         try session.addRating(itemId: rating.itemId, rating: rating.value)
+    }
+    // Before adapt(): a contribution leaves the session unadapted.
+    do {
+        let blob = try session.contribute(clipNorm: 1)
+        print("contribution: \(blob.count) bytes (clip norm 1)")
+    } catch let error as MetarecError
+        where error.code == MetarecError.notContributable || error.code == MetarecError.tooFewRatings {
+        print("contribution: none (\(error))")
     }
     try session.adapt()
     let top = try session.topK(10)
