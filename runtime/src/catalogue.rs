@@ -138,7 +138,11 @@ impl Catalogue {
             ids: Slab::Owned(ids),
             id_ends: words_copied(tables.id_ends)?,
             by_id: words_copied(tables.by_id)?,
-            rows: ItemRows { fields: fields.len(), offsets: words_copied(tables.offsets)?, rows: words_copied(tables.rows)? },
+            rows: ItemRows {
+                fields: fields.len(),
+                offsets: words_copied(tables.offsets)?,
+                rows: words_copied(tables.rows)?,
+            },
         };
         catalogue.checked(fields, tables.items)
     }

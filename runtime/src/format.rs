@@ -1065,7 +1065,8 @@ fn item_tables<'a>(
     let bad = Error::MalformedBody;
     let items = directory.items as usize;
     let words = |n: usize| n.checked_mul(4).ok_or(bad);
-    let offsets = if directory.offsets { items.checked_mul(fields).and_then(|n| n.checked_add(1)).ok_or(bad)? } else { 0 };
+    let offsets =
+        if directory.offsets { items.checked_mul(fields).and_then(|n| n.checked_add(1)).ok_or(bad)? } else { 0 };
     let take = |rest: &'a [u8], n: usize| -> Result<(&'a [u8], &'a [u8])> {
         if rest.len() < n {
             return Err(bad);

@@ -6,8 +6,8 @@
 use core::fmt::Write as _;
 
 use metarec_runtime::format::{
-    encode, encode_aligned, Adaptation, EmbeddingPrecision, DenseLayer, Factors, FieldKind, FieldSpec, ItemRecord, LearningRate, Method, ModelBody,
-    RatingScale, Task,
+    encode, encode_aligned, Adaptation, DenseLayer, EmbeddingPrecision, Factors, FieldKind, FieldSpec, ItemRecord,
+    LearningRate, Method, ModelBody, RatingScale, Task,
 };
 
 /// Embedding width of the fixture model.

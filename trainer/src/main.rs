@@ -478,7 +478,9 @@ fn check_model_of_run(
         differences.push(format!("schema hash {theirs:016x}, the run's {ours:016x} (other fields or vocabularies)"));
     }
     let items = model.item_count();
-    if items != body.items.len() || (0..items as u32).zip(&body.items).any(|(i, b)| model.item_id(i) != Some(b.id.as_str())) {
+    if items != body.items.len()
+        || (0..items as u32).zip(&body.items).any(|(i, b)| model.item_id(i) != Some(b.id.as_str()))
+    {
         differences.push(format!("{items} catalogue items, the run's {} (other item ids)", body.items.len()));
     }
     if file.method != body.method {

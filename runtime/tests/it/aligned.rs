@@ -4,9 +4,7 @@
 use metarec_runtime::format::{self, required, EmbeddingPrecision, HEADER_LEN};
 use metarec_runtime::{Error, Model};
 
-use crate::fixture::{
-    all_scores, assert_matches_golden, golden_path, session, tiny_body, tiny_factor_body, Trailer,
-};
+use crate::fixture::{all_scores, assert_matches_golden, golden_path, session, tiny_body, tiny_factor_body, Trailer};
 
 fn aligned(body: &format::ModelBody) -> Vec<u8> {
     format::encode_aligned(body, EmbeddingPrecision::F32).unwrap()
@@ -126,7 +124,7 @@ fn damaged_tables_are_refused() {
     trailer.edit(at(104 + 8), &3u32.to_le_bytes(), bad); // the second item's "rated" without rows
     trailer.edit(at(156), &[0xff], bad); // an id that is not UTF-8
     trailer.edit(at(156 + 2), b"m3", bad); // a duplicate id
-    // A reader that knows the flags up to 2.3's refuses the file by name.
+                                           // A reader that knows the flags up to 2.3's refuses the file by name.
     let known_by_2_3 = required::KNOWN & !required::ALIGNED_TABLES;
     assert_eq!(known_by_2_3, (1 << 10) - 1);
     assert_ne!(flags & !known_by_2_3, 0);

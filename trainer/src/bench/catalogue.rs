@@ -173,7 +173,10 @@ pub(super) fn write_lines(out: &mut String, body: &ModelBody, user: &BenchUser, 
         out,
         "  top 10's items shared with f32's (of 10), over {RECALL_USERS} users; heap counted by the allocator;"
     )?;
-    writeln!(out, "  load: copying the catalogue (from_bytes), and in place (from_bytes_borrowed, whose heap is shown)")?;
+    writeln!(
+        out,
+        "  load: copying the catalogue (from_bytes), and in place (from_bytes_borrowed, whose heap is shown)"
+    )?;
     writeln!(
         out,
         "  {:<5} {:>11} {:>8} {:>8} {:>11} {:>11} {:>14} {:>15} {:>9} {:>7}",
