@@ -467,6 +467,31 @@ int32_t metarec_model_load_from_memory(const uint8_t *bytes,
                                        MetarecModel **out_model);
 
 /**
+ * Loads and validates a model from `len` bytes in memory without copying its catalogue: the
+ * model reads the item ids and rows from `bytes` for its whole life. For a file in the aligned
+ * layout (format 2.4, what `trainer export` writes) whose buffer starts 4-byte aligned (as
+ * `malloc` and `mmap` give) on a little-endian CPU, the catalogue is used in place; otherwise
+ * (older files, an unaligned buffer) it is copied as `metarec_model_load_from_memory` copies
+ * it. Everything is validated as `metarec_model_load_from_memory` validates it (checksums,
+ * bounds, finite values). On success `*out_model` receives a handle to free with
+ * `metarec_model_free`; on failure it is set to NULL.
+ *
+ * The caller keeps the buffer alive and unchanged until the model handle and every session
+ * created from it have been freed (sessions hold the model, and so the buffer). A failed call
+ * keeps no reference to it.
+ *
+ * Returns the codes of `metarec_model_load_from_memory`.
+ *
+ * # Safety
+ * Unless `len` is 0, `bytes` points to `len` readable bytes that stay alive and unchanged
+ * until the model and every session created from it are freed; `out_model` is NULL or points
+ * to writable storage for one pointer.
+ */
+int32_t metarec_model_load_from_memory_borrowed(const uint8_t *bytes,
+                                                size_t len,
+                                                MetarecModel **out_model);
+
+/**
  * Releases a model handle. Sessions created from it stay valid (they hold their own
  * reference). NULL is a no-op.
  *

@@ -98,6 +98,45 @@ pub unsafe extern "C" fn metarec_model_load_from_memory(
     unsafe { load(out_model, body) }
 }
 
+/// Loads and validates a model from `len` bytes in memory without copying its catalogue: the
+/// model reads the item ids and rows from `bytes` for its whole life. For a file in the aligned
+/// layout (format 2.4, what `trainer export` writes) whose buffer starts 4-byte aligned (as
+/// `malloc` and `mmap` give) on a little-endian CPU, the catalogue is used in place; otherwise
+/// (older files, an unaligned buffer) it is copied as `metarec_model_load_from_memory` copies
+/// it. Everything is validated as `metarec_model_load_from_memory` validates it (checksums,
+/// bounds, finite values). On success `*out_model` receives a handle to free with
+/// `metarec_model_free`; on failure it is set to NULL.
+///
+/// The caller keeps the buffer alive and unchanged until the model handle and every session
+/// created from it have been freed (sessions hold the model, and so the buffer). A failed call
+/// keeps no reference to it.
+///
+/// Returns the codes of `metarec_model_load_from_memory`.
+///
+/// # Safety
+/// Unless `len` is 0, `bytes` points to `len` readable bytes that stay alive and unchanged
+/// until the model and every session created from it are freed; `out_model` is NULL or points
+/// to writable storage for one pointer.
+#[no_mangle]
+pub unsafe extern "C" fn metarec_model_load_from_memory_borrowed(
+    bytes: *const u8,
+    len: usize,
+    out_model: *mut *mut MetarecModel,
+) -> i32 {
+    let body = || -> Status<Model> {
+        if len > METAREC_MAX_MODEL_BYTES {
+            return Err(Code(METAREC_ERR_MODEL_TOO_LARGE));
+        }
+        // SAFETY: unless `len` is 0, `len` readable bytes (caller's contract).
+        let bytes = unsafe { handle::slice(bytes, len) }?;
+        // SAFETY: the bytes stay alive and unchanged until the model and its sessions are
+        // freed (caller's contract), which is what `from_bytes_borrowed` asks.
+        Ok(unsafe { Model::from_bytes_borrowed(bytes) }?)
+    };
+    // SAFETY: NULL or writable for one pointer (caller's contract).
+    unsafe { load(out_model, body) }
+}
+
 /// Releases a model handle. Sessions created from it stay valid (they hold their own
 /// reference). NULL is a no-op.
 ///

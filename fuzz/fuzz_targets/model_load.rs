@@ -2,7 +2,9 @@
 //! a model that loads serves a whole session (profile, ratings, adaptation, scoring) without
 //! panicking, and the same verdict whether it comes from its file or from its decoded body.
 //!
-//! The first byte picks the mode: even — the rest is a whole file; odd — the rest is a body,
+//! The first byte picks the mode: even — the rest is a whole file, loaded both copied and in
+//! place (`Model::from_bytes_borrowed`, the aligned layout of 2.4), with the same verdict and
+//! model; odd — the rest is a body,
 //! wrapped in a header with valid checksums, flags and schema hash so that mutations reach the
 //! decoder and the validation instead of stopping at the CRC. A body followed by exactly one
 //! `StoredFactors` (a matrix factorisation's item biases and factors) gets the `FACTORS` flag,
@@ -25,8 +27,15 @@ fuzz_target!(|data: &[u8]| {
     // Any bytes: a contribution decodes or is refused, never panics.
     let _ = contribution::decode(rest);
     if mode % 2 == 0 {
-        if let Ok(model) = Model::from_bytes(rest) {
+        let loaded = Model::from_bytes(rest);
+        // SAFETY: `rest` is alive and unchanged until the end of this block, where the model
+        // is dropped.
+        let borrowed = unsafe { Model::from_bytes_borrowed(rest) };
+        assert_eq!(loaded.as_ref().err(), borrowed.as_ref().err(), "copied and in-place verdicts differ");
+        if let (Ok(model), Ok(borrowed)) = (loaded, borrowed) {
+            assert_eq!(model.to_body(), borrowed.to_body(), "copied and in-place models differ");
             exercise(&model, rest);
+            exercise(&borrowed, rest);
         }
         return;
     }
@@ -100,8 +109,8 @@ fuzz_target!(|data: &[u8]| {
     }
     if let Ok(model) = loaded {
         // A model that loads survives a round trip through its own encoding.
-        let again = format::encode(model.body()).expect("a loaded model encodes");
-        assert_eq!(Model::from_bytes(&again).expect("its encoding loads").body(), model.body());
+        let again = format::encode(&model.to_body()).expect("a loaded model encodes");
+        assert_eq!(Model::from_bytes(&again).expect("its encoding loads").to_body(), model.to_body());
         exercise(&model, rest);
     }
 });
@@ -162,7 +171,7 @@ fn exercise(model: &Model, seed: &[u8]) {
     for j in 0..count.min(12) {
         let t = pick(j + 7) as f32 / 255.0;
         let rating = (scale.min + t * (scale.max - scale.min)).clamp(scale.min, scale.max);
-        session.add_rating(&body.items[j].id, rating).unwrap();
+        session.add_rating(model.item_id(j as u32).expect("an item in range"), rating).unwrap();
     }
     // The item is checked first: a catalogue without items has no index 0.
     let refused = if count == 0 { Error::UnknownItem } else { Error::InvalidRating };
@@ -173,7 +182,7 @@ fn exercise(model: &Model, seed: &[u8]) {
     assert_eq!(session.adapt_steps(MAX_STEPS + 1), Err(Error::TooManySteps));
     let mut by_index = vec![0.0; count];
     session.score_indices(&all, &mut by_index).unwrap();
-    let ids: Vec<&str> = body.items.iter().map(|item| item.id.as_str()).collect();
+    let ids: Vec<&str> = (0..count as u32).map(|i| model.item_id(i).expect("an item in range")).collect();
     let mut by_id = vec![0.0; count];
     session.score_ids(&ids, &mut by_id).unwrap();
     let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());

@@ -1,7 +1,8 @@
-//! Per-item rows kept compact in memory: the model's per-item precompute (layer 0's item part,
-//! `hidden0` floats an item) is stored in the precision of the file's embedding tables, f32, f16
-//! or 8 bits with one scale per row, and scoring adds it to the user part without widening the
-//! table: `out = a + row` with the row converted in the kernel, accumulated in f32. The kernels
+//! Rows kept compact in memory: the model's per-row precompute (layer 0's item part of every
+//! item-field embedding row, `hidden0` floats a row) is stored in the precision of the file's
+//! embedding tables, f32, f16 or 8 bits with one scale per row, and scoring adds rows of it to
+//! the user part without widening the table: `out += weight · row` with the row converted in
+//! the kernel, accumulated in f32. The kernels
 //! are written once for the compiler to vectorise ([`crate::simd::kernel`]: an AVX2 copy chosen
 //! at run time on x86-64, NEON on aarch64, where it is the baseline, and a portable one).
 
@@ -63,17 +64,17 @@ impl CompactRows {
         Ok(CompactRows { width, values: stored })
     }
 
-    /// `out[j] = a[j] + row[j]` for row `row` (over the shortest of the three), or None if the
+    /// `out[j] += weight · row[j]` for row `row` (over the shorter of the two), or None if the
     /// row is out of range.
     #[inline]
-    pub(crate) fn add_row(&self, row: usize, a: &[f32], out: &mut [f32]) -> Option<()> {
+    pub(crate) fn add_scaled_row(&self, row: usize, weight: f32, out: &mut [f32]) -> Option<()> {
         let start = row.checked_mul(self.width)?;
         let end = start.checked_add(self.width)?;
         match &self.values {
             Values::None => return None,
-            Values::F32(values) => crate::mlp::sum_into(out, a, values.get(start..end)?),
-            Values::F16(bits) => add_f16(out, a, bits.get(start..end)?),
-            Values::Int8 { scales, values } => add_int8(out, a, values.get(start..end)?, *scales.get(row)?),
+            Values::F32(values) => crate::mlp::add_scaled(out, weight, values.get(start..end)?),
+            Values::F16(bits) => add_f16(out, weight, bits.get(start..end)?),
+            Values::Int8 { scales, values } => add_int8(out, weight * *scales.get(row)?, values.get(start..end)?),
         }
         Some(())
     }
@@ -81,6 +82,16 @@ impl CompactRows {
     /// Whether there are rows at all.
     pub(crate) fn is_empty(&self) -> bool {
         matches!(self.values, Values::None)
+    }
+
+    /// Bytes on the heap.
+    pub(crate) fn heap_bytes(&self) -> usize {
+        match &self.values {
+            Values::None => 0,
+            Values::F32(values) => 4 * values.capacity(),
+            Values::F16(bits) => 2 * bits.capacity(),
+            Values::Int8 { scales, values } => 4 * scales.capacity() + values.capacity(),
+        }
     }
 }
 
@@ -99,19 +110,19 @@ pub(crate) fn f16_to_f32(h: u16) -> f32 {
 }
 
 crate::simd::kernel! {
-    /// `out[j] = a[j] + f16(h[j])` over the shortest of the three.
-    fn add_f16(out: &mut [f32], a: &[f32], h: &[u16]) {
-        for ((o, x), &h) in out.iter_mut().zip(a).zip(h) {
-            *o = x + f16_to_f32(h);
+    /// `out[j] += s · f16(h[j])` over the shorter of the two.
+    fn add_f16(out: &mut [f32], s: f32, h: &[u16]) {
+        for (o, &h) in out.iter_mut().zip(h) {
+            *o += s * f16_to_f32(h);
         }
     }
 }
 
 crate::simd::kernel! {
-    /// `out[j] = a[j] + scale · q[j]` over the shortest of the three.
-    fn add_int8(out: &mut [f32], a: &[f32], q: &[i8], scale: f32) {
-        for ((o, x), &q) in out.iter_mut().zip(a).zip(q) {
-            *o = x + scale * f32::from(q);
+    /// `out[j] += s · q[j]` over the shorter of the two.
+    fn add_int8(out: &mut [f32], s: f32, q: &[i8]) {
+        for (o, &q) in out.iter_mut().zip(q) {
+            *o += s * f32::from(q);
         }
     }
 }
@@ -137,10 +148,10 @@ mod tests {
         (0..rows * width).map(|i| libm::sinf(i as f32 * 0.73) * (1.0 + (i % 7) as f32)).collect()
     }
 
-    /// Each precision's kernel gives `a` plus the row widened the reference way (the `half`
-    /// crate, `scale × q`) on the kernels this CPU runs (the AVX2 and portable copies compute
-    /// the same operations: no multiply-add is fused; the aarch64 run covers NEON); odd widths
-    /// exercise the tails.
+    /// Each precision's kernel adds the row widened the reference way (the `half` crate,
+    /// `scale × q`), times a weight, on the kernels this CPU runs (the AVX2 and portable copies
+    /// compute the same operations: no multiply-add is fused; the aarch64 run covers NEON); odd
+    /// widths exercise the tails.
     #[test]
     fn compact_rows_add_what_the_f32_path_adds() {
         for width in [1, 7, 8, 33, 64] {
@@ -159,11 +170,18 @@ mod tests {
                             stored.iter().map(|&v| scale * f32::from(libm::roundf(v / scale) as i8)).collect()
                         }
                     };
-                    {
-                        let mut out = alloc::vec![0.0; width];
-                        rows.add_row(row, &a, &mut out).unwrap();
+                    for weight in [1.0f32, 0.5, 1.0 / 3.0] {
+                        let mut out = a.clone();
+                        rows.add_scaled_row(row, weight, &mut out).unwrap();
                         for j in 0..width {
-                            assert_eq!(out[j], a[j] + widened[j], "{precision:?} width {width} row {row} col {j}");
+                            let want = match precision {
+                                EmbeddingPrecision::Int8 => {
+                                    let scale = largest / 127.0;
+                                    a[j] + (weight * scale) * f32::from(libm::roundf(stored[j] / scale) as i8)
+                                }
+                                _ => a[j] + weight * widened[j],
+                            };
+                            assert_eq!(out[j], want, "{precision:?} width {width} row {row} col {j} weight {weight}");
                             let error = (widened[j] - stored[j]).abs();
                             let bound = match precision {
                                 EmbeddingPrecision::F32 => 0.0,
@@ -174,7 +192,7 @@ mod tests {
                         }
                     }
                 }
-                assert!(rows.add_row(5, &a, &mut alloc::vec![0.0; width]).is_none());
+                assert!(rows.add_scaled_row(5, 1.0, &mut alloc::vec![0.0; width]).is_none());
             }
         }
     }

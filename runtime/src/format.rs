@@ -35,7 +35,11 @@
 //! checksummed body bytes. A product model whose output layer adapts by the fold-in
 //! ([`Adapt::FoldIn`]: one exact ridge solve over the last hidden layer's features and a user
 //! factor vector) also needs its ridge weights and item factors (flag [`required::FOLD_IN`]):
-//! a [`StoredFoldIn`] follows the [`ProductModel`].
+//! a [`StoredFoldIn`] follows the [`ProductModel`]. 2.4 adds the aligned item tables (flag
+//! [`required::ALIGNED_TABLES`]): the body's `items` is empty and the catalogue follows every
+//! other part as flat little-endian arrays, aligned so that a reader can use them in place from
+//! the caller's buffer ([`crate::Model::from_static`], [`crate::Model::from_bytes_borrowed`])
+//! instead of decoding a record per item.
 //!
 //! ```text
 //! payload = postcard(ModelBody)            the 2.0 body (tables empty when compact)
@@ -48,7 +52,18 @@
 //!           [postcard(StoredFoldIn)]       FOLD_IN (2.3, with ADAPT_SCOPE and adapt = 3):
 //!                                          k (varint), ridge weights (varint length d + k + 1,
 //!                                          f32 LE each), item factors (as [`FactorValues`])
+//!           [postcard(TableDirectory)          ALIGNED_TABLES (2.4): items, id bytes, rows
+//!            zero bytes to a multiple of 8     (counted from the start of the file)
+//!            id_ends  items × u32 LE           where each id ends in `ids`
+//!            by_id    items × u32 LE           item indices sorted by id (bytewise)
+//!            rows     rows × u32 LE            item i's rows of item field f at i × fields + f,
+//!            offsets  (items × fields + 1)     or, with offsets, rows[offsets[e]..offsets[e + 1]]
+//!                     × u32 LE, if present     for entry e = i × fields + f
+//!            ids      id bytes (UTF-8)]        every id, one after the other
 //! ```
+//! Every array of the aligned tables starts at a multiple of 4 bytes from the start of the
+//! file, so a buffer that starts 4-byte aligned (as `malloc` and `mmap` give) holds them
+//! aligned.
 //!
 //! A writer stamps the lowest minor that describes the file: one without the 2.3 features says
 //! 2.2 or 2.1, so every file an older writer produced is still written byte for byte the same.
@@ -65,7 +80,7 @@ pub const MAGIC: [u8; 8] = *b"METAREC\x1a";
 pub const FORMAT_MAJOR: u16 = 2;
 /// Newest format minor version this runtime writes (files that need none of its additions
 /// are stamped with the minor that introduced the newest feature they use: see [`encode_with`]).
-pub const FORMAT_MINOR: u16 = 3;
+pub const FORMAT_MINOR: u16 = 4;
 /// Size of the header this runtime writes (and the least it reads).
 pub const HEADER_LEN: usize = 48;
 
@@ -96,6 +111,10 @@ pub mod required {
     /// [`super::ProductModel`] (2.3). A reader without it refuses the file by name rather than
     /// adapting such a model by gradient steps.
     pub const FOLD_IN: u32 = 1 << 9;
+    /// The body's `items` is empty and the catalogue follows every other part as aligned
+    /// little-endian arrays ([`super::TableDirectory`]) that a reader can use in place (2.4). A
+    /// reader without it refuses the file by name rather than loading a model without items.
+    pub const ALIGNED_TABLES: u32 = 1 << 10;
     /// Every flag this runtime implements.
     pub const KNOWN: u32 = PER_PARAMETER_LR
         | LR_NETWORK
@@ -106,7 +125,43 @@ pub mod required {
         | FACTORS
         | ITEM_BIAS
         | ADAPT_SCOPE
-        | FOLD_IN;
+        | FOLD_IN
+        | ALIGNED_TABLES;
+}
+
+/// The sizes of the aligned item tables (2.4, [`required::ALIGNED_TABLES`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TableDirectory {
+    /// Items in the catalogue.
+    pub items: u32,
+    /// Bytes of every id together.
+    pub id_bytes: u32,
+    /// Item-field rows of every item together.
+    pub rows: u32,
+    /// Whether the offsets array is present (some item has other than one row in some field).
+    pub offsets: bool,
+}
+
+/// Where the aligned arrays fall: each starts at a multiple of this many bytes from the start
+/// of the file (the first at a multiple of 8).
+const TABLE_ALIGN: usize = 8;
+
+/// The aligned item tables of a file, as byte slices of it (sizes checked against the
+/// directory, contents not yet: [`crate::catalogue::Catalogue`] checks them).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ItemTables<'a> {
+    /// Items in the catalogue.
+    pub(crate) items: usize,
+    /// `items` little-endian u32s: where each id ends in `ids`.
+    pub(crate) id_ends: &'a [u8],
+    /// `items` little-endian u32s: item indices sorted by id.
+    pub(crate) by_id: &'a [u8],
+    /// Little-endian u32 rows.
+    pub(crate) rows: &'a [u8],
+    /// `items × fields + 1` little-endian u32s, or empty.
+    pub(crate) offsets: &'a [u8],
+    /// Every id's bytes.
+    pub(crate) ids: &'a [u8],
 }
 
 /// The parsed header.
@@ -860,6 +915,46 @@ pub fn encode(body: &ModelBody) -> Result<Vec<u8>> {
 /// Serialises a model body with its header, storing the embedding tables in `precision`.
 /// A reader gets back the tables rounded to that precision (and widened to f32).
 pub fn encode_with(body: &ModelBody, precision: EmbeddingPrecision) -> Result<Vec<u8>> {
+    encode_layout(body, precision, false)
+}
+
+/// [`encode_with`] in the aligned layout of 2.4 ([`required::ALIGNED_TABLES`]): the catalogue
+/// as flat little-endian arrays after every other part, which a reader uses in place.
+///
+/// Errors: [`Error::InconsistentDimensions`] for an item without one row list per item field,
+/// [`Error::ModelTooLarge`] for more than `u32::MAX` items, id bytes or rows.
+pub fn encode_aligned(body: &ModelBody, precision: EmbeddingPrecision) -> Result<Vec<u8>> {
+    encode_layout(body, precision, true)
+}
+
+/// `body` without its items (what the aligned layout's postcard body holds).
+fn without_items(body: &ModelBody) -> ModelBody {
+    ModelBody {
+        method: body.method,
+        task: body.task,
+        embedding_dim: body.embedding_dim,
+        user_fields: body.user_fields.clone(),
+        item_fields: body.item_fields.clone(),
+        items: Vec::new(),
+        layers: body.layers.clone(),
+        extra_inits: body.extra_inits.clone(),
+        adaptation: body.adaptation,
+        learning_rate: body.learning_rate.clone(),
+        neighbours: body.neighbours.clone(),
+        rating: body.rating,
+        factors: body.factors.clone(),
+        product: body.product.clone(),
+    }
+}
+
+fn encode_layout(full: &ModelBody, precision: EmbeddingPrecision, aligned: bool) -> Result<Vec<u8>> {
+    let stripped_items;
+    let body = if aligned {
+        stripped_items = without_items(full);
+        &stripped_items
+    } else {
+        full
+    };
     let mut required_features = body.required_features();
     // A factor model has no embedding tables to store compactly.
     let mut payload = if precision == EmbeddingPrecision::F32 || body.embedding_dim == 0 {
@@ -888,8 +983,14 @@ pub fn encode_with(body: &ModelBody, precision: EmbeddingPrecision) -> Result<Ve
         let stored = StoredFoldIn::encode(head, precision);
         payload.extend(postcard::to_allocvec(&stored).map_err(|_| Error::MalformedBody)?);
     }
+    if aligned {
+        write_item_tables(&full.items, full.item_fields.len(), &mut payload)?;
+        required_features |= required::ALIGNED_TABLES;
+    }
     // The lowest minor that describes the file (see the module docs).
-    let minor: u16 = if required_features & (required::ITEM_BIAS | required::ADAPT_SCOPE | required::FOLD_IN) != 0 {
+    let minor: u16 = if aligned {
+        4
+    } else if required_features & (required::ITEM_BIAS | required::ADAPT_SCOPE | required::FOLD_IN) != 0 {
         3
     } else if required_features & required::FACTORS != 0 {
         2
@@ -910,6 +1011,79 @@ pub fn encode_with(body: &ModelBody, precision: EmbeddingPrecision) -> Result<Ve
     file.extend_from_slice(&header_crc.to_le_bytes());
     file.extend_from_slice(&payload);
     Ok(file)
+}
+
+/// Appends the aligned item tables of `items` (the directory, the padding, the arrays) to
+/// `payload`, which follows a [`HEADER_LEN`]-byte header.
+fn write_item_tables(items: &[ItemRecord], fields: usize, payload: &mut Vec<u8>) -> Result<()> {
+    let large = Error::ModelTooLarge;
+    if items.iter().any(|item| item.rows.len() != fields) {
+        return Err(Error::InconsistentDimensions);
+    }
+    let single = items.iter().all(|item| item.rows.iter().all(|rows| rows.len() == 1));
+    let count = u32::try_from(items.len()).map_err(|_| large)?;
+    let id_bytes = u32::try_from(items.iter().map(|item| item.id.len()).sum::<usize>()).map_err(|_| large)?;
+    let rows = items.iter().flat_map(|item| &item.rows).map(Vec::len).sum::<usize>();
+    let rows = u32::try_from(rows).map_err(|_| large)?;
+    let directory = TableDirectory { items: count, id_bytes, rows, offsets: !single };
+    payload.extend(postcard::to_allocvec(&directory).map_err(|_| Error::MalformedBody)?);
+    while (HEADER_LEN + payload.len()) % TABLE_ALIGN != 0 {
+        payload.push(0);
+    }
+    let mut end = 0u32;
+    for item in items {
+        // The sum fits: checked above.
+        end += item.id.len() as u32;
+        payload.extend_from_slice(&end.to_le_bytes());
+    }
+    let id = |i: u32| items.get(i as usize).map_or(&[][..], |item| item.id.as_bytes());
+    let mut order: Vec<u32> = (0..count).collect();
+    order.sort_unstable_by(|&a, &b| id(a).cmp(id(b)));
+    payload.extend(order.iter().flat_map(|i| i.to_le_bytes()));
+    payload.extend(items.iter().flat_map(|item| &item.rows).flatten().flat_map(|row| row.to_le_bytes()));
+    if !single {
+        let mut at = 0u32;
+        payload.extend_from_slice(&at.to_le_bytes());
+        for rows in items.iter().flat_map(|item| &item.rows) {
+            at += rows.len() as u32;
+            payload.extend_from_slice(&at.to_le_bytes());
+        }
+    }
+    payload.extend(items.iter().flat_map(|item| item.id.bytes()));
+    Ok(())
+}
+
+/// The aligned item tables that start at `at` in `file` after their directory: the padding
+/// (zeros), then the arrays; and what follows them. [`Error::MalformedBody`] when the file is
+/// too short for them or the padding is not zeros.
+fn item_tables<'a>(
+    file: &'a [u8],
+    at: usize,
+    directory: &TableDirectory,
+    fields: usize,
+) -> Result<(ItemTables<'a>, &'a [u8])> {
+    let bad = Error::MalformedBody;
+    let items = directory.items as usize;
+    let words = |n: usize| n.checked_mul(4).ok_or(bad);
+    let offsets =
+        if directory.offsets { items.checked_mul(fields).and_then(|n| n.checked_add(1)).ok_or(bad)? } else { 0 };
+    let take = |rest: &'a [u8], n: usize| -> Result<(&'a [u8], &'a [u8])> {
+        if rest.len() < n {
+            return Err(bad);
+        }
+        Ok(rest.split_at(n))
+    };
+    let rest = file.get(at..).ok_or(bad)?;
+    let (padding, rest) = take(rest, (TABLE_ALIGN - at % TABLE_ALIGN) % TABLE_ALIGN)?;
+    if padding.iter().any(|&b| b != 0) {
+        return Err(bad);
+    }
+    let (id_ends, rest) = take(rest, words(items)?)?;
+    let (by_id, rest) = take(rest, words(items)?)?;
+    let (rows, rest) = take(rest, words(directory.rows as usize)?)?;
+    let (offsets, rest) = take(rest, words(offsets)?)?;
+    let (ids, rest) = take(rest, directory.id_bytes as usize)?;
+    Ok((ItemTables { items, id_ends, by_id, rows, offsets, ids }, rest))
 }
 
 fn u16_at(bytes: &[u8], at: usize) -> u16 {
@@ -985,8 +1159,19 @@ pub fn decode(bytes: &[u8]) -> Result<ModelBody> {
 /// [`decode`], and the precision the file stores its embedding tables in (the first compact
 /// table's; f32 without compact tables).
 pub fn decode_with_precision(bytes: &[u8]) -> Result<(ModelBody, EmbeddingPrecision)> {
+    let (mut body, precision, tables) = decode_parts(bytes)?;
+    if let Some(tables) = tables {
+        body.items = crate::catalogue::Catalogue::copied(&tables, &body.item_fields)?.records();
+    }
+    Ok((body, precision))
+}
+
+/// [`decode_with_precision`] leaving the aligned item tables (2.4) in the file: the body's
+/// `items` is then empty and the tables come back as slices of `bytes`, sizes checked.
+pub(crate) fn decode_parts(bytes: &[u8]) -> Result<(ModelBody, EmbeddingPrecision, Option<ItemTables<'_>>)> {
     let mut precision = EmbeddingPrecision::F32;
     let header = read_header(bytes)?;
+    let flags = header.required_features;
     let rest = &bytes[header.header_len as usize..];
     let body_len = usize::try_from(header.body_len).map_err(|_| Error::Truncated)?;
     if rest.len() < body_len {
@@ -999,7 +1184,7 @@ pub fn decode_with_precision(bytes: &[u8]) -> Result<(ModelBody, EmbeddingPrecis
         return Err(Error::ChecksumMismatch);
     }
     let (mut body, mut unread) = postcard::take_from_bytes::<ModelBody>(rest).map_err(|_| Error::MalformedBody)?;
-    if header.required_features & required::COMPACT_EMBEDDINGS != 0 {
+    if flags & required::COMPACT_EMBEDDINGS != 0 {
         let (compact, after) =
             postcard::take_from_bytes::<CompactEmbeddings>(unread).map_err(|_| Error::MalformedBody)?;
         widen_embeddings(&mut body, &compact)?;
@@ -1010,29 +1195,46 @@ pub fn decode_with_precision(bytes: &[u8]) -> Result<(ModelBody, EmbeddingPrecis
         };
         unread = after;
     }
-    if header.required_features & required::FACTORS != 0 {
+    if flags & required::FACTORS != 0 {
         let (stored, after) = postcard::take_from_bytes::<StoredFactors>(unread).map_err(|_| Error::MalformedBody)?;
         body.factors = Some(stored.decode()?);
         unread = after;
     }
-    if header.required_features & (required::ITEM_BIAS | required::ADAPT_SCOPE) != 0 {
+    if flags & (required::ITEM_BIAS | required::ADAPT_SCOPE) != 0 {
         let (product, after) = postcard::take_from_bytes::<ProductModel>(unread).map_err(|_| Error::MalformedBody)?;
         body.product = product;
         unread = after;
     }
-    if header.required_features & required::FOLD_IN != 0 {
+    let mut fold_in = None;
+    if flags & required::FOLD_IN != 0 {
         let (stored, after) = postcard::take_from_bytes::<StoredFoldIn>(unread).map_err(|_| Error::MalformedBody)?;
-        body.product.fold_in = Some(stored.decode(body.items.len())?);
+        fold_in = Some(stored);
         unread = after;
+    }
+    let mut tables = None;
+    if flags & required::ALIGNED_TABLES != 0 {
+        if !body.items.is_empty() {
+            return Err(Error::MalformedBody);
+        }
+        let (directory, after) =
+            postcard::take_from_bytes::<TableDirectory>(unread).map_err(|_| Error::MalformedBody)?;
+        // `after` ends where `bytes` ends: its start is this far into the file.
+        let (found, after) = item_tables(bytes, bytes.len() - after.len(), &directory, body.item_fields.len())?;
+        tables = Some(found);
+        unread = after;
+    }
+    if let Some(stored) = fold_in {
+        let items = tables.as_ref().map_or(body.items.len(), |tables| tables.items);
+        body.product.fold_in = Some(stored.decode(items)?);
     }
     if !unread.is_empty() {
         return Err(Error::TrailingBytes);
     }
-    let described = header.required_features & !required::COMPACT_EMBEDDINGS;
+    let described = flags & !(required::COMPACT_EMBEDDINGS | required::ALIGNED_TABLES);
     if body.required_features() != described || schema_hash(&body) != header.schema_hash {
         return Err(Error::InconsistentDimensions);
     }
-    Ok((body, precision))
+    Ok((body, precision, tables))
 }
 
 /// Puts the compact tables back into the body's fields as f32: one table per field, each
@@ -1063,13 +1265,13 @@ mod tests {
     fn a_2_2_reader_refuses_the_2_3_flags_by_name() {
         const KNOWN_2_2: u32 = (1 << 7) - 1;
         let new = required::ITEM_BIAS | required::ADAPT_SCOPE;
-        assert_eq!(KNOWN_2_2, required::KNOWN & !(new | required::FOLD_IN));
+        assert_eq!(KNOWN_2_2, required::KNOWN & !(new | required::FOLD_IN | required::ALIGNED_TABLES));
         for flags in [required::ITEM_BIAS, required::ADAPT_SCOPE, new, new | required::CLICK_TASK] {
             assert_eq!(refuse_unknown(flags, KNOWN_2_2), Err(Error::UnsupportedFeature), "{flags:#x}");
             assert_eq!(refuse_unknown(flags, required::KNOWN), Ok(()), "{flags:#x}");
         }
         assert_eq!(refuse_unknown(required::FACTORS | required::CLICK_TASK, KNOWN_2_2), Ok(()));
-        assert_eq!(refuse_unknown(1 << 10, required::KNOWN), Err(Error::UnsupportedFeature));
+        assert_eq!(refuse_unknown(1 << 11, required::KNOWN), Err(Error::UnsupportedFeature));
     }
 
     /// An early 2.3 reader knew bits 0 to 8: a fold-in model's flag is past its mask, so it
@@ -1077,7 +1279,7 @@ mod tests {
     #[test]
     fn an_early_2_3_reader_refuses_the_fold_in_by_name() {
         const KNOWN_EARLY_2_3: u32 = (1 << 9) - 1;
-        assert_eq!(KNOWN_EARLY_2_3, required::KNOWN & !required::FOLD_IN);
+        assert_eq!(KNOWN_EARLY_2_3, required::KNOWN & !(required::FOLD_IN | required::ALIGNED_TABLES));
         let fold_in = ProductModel { adapt: Adapt::FoldIn, fold_in: Some(FoldInHead::default()), ..Default::default() };
         let flags = fold_in.required_features();
         assert_eq!(flags, required::ADAPT_SCOPE | required::FOLD_IN);

@@ -12,6 +12,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+mod catalogue;
 mod compact;
 pub mod contribution;
 pub mod error;

@@ -323,15 +323,6 @@ crate::simd::kernel! {
 }
 
 crate::simd::kernel! {
-    /// `out[j] = a[j] + b[j]` over the shortest of the three.
-    pub(crate) fn sum_into(out: &mut [f32], a: &[f32], b: &[f32]) {
-        for ((o, x), y) in out.iter_mut().zip(a).zip(b) {
-            *o = x + y;
-        }
-    }
-}
-
-crate::simd::kernel! {
     /// `out[j] += s · x[j]` over the shorter of the two.
     pub(crate) fn add_scaled(out: &mut [f32], s: f32, x: &[f32]) {
         for (o, x) in out.iter_mut().zip(x) {

@@ -4,6 +4,7 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
+use crate::catalogue::Catalogue;
 use crate::compact::CompactRows;
 use crate::error::{ensure, Error, Invariant, Result};
 use crate::format::{self, FieldKind, FieldSpec, ModelBody};
@@ -18,9 +19,10 @@ use crate::scope::Scope;
 /// Construction checks every size against every other one, so nothing computed from a `Model`
 /// can index out of bounds, and every stored float is finite.
 pub struct Model {
+    /// The body, its catalogue items moved to `catalogue` (`body.items` is empty).
     body: ModelBody,
-    /// Item indices sorted by item id (binary-searchable).
-    items_by_id: Vec<u32>,
+    /// Every item's id and embedding rows, in a few flat arrays.
+    catalogue: Catalogue,
     /// User field indices sorted by field name (binary-searchable).
     user_fields_by_name: Vec<u32>,
     /// Width of the user part of the input (`user_fields × embedding_dim`).
@@ -35,19 +37,21 @@ pub struct Model {
     init_params: Vec<Vec<f32>>,
     /// The parameters the inner loop updates ([`format::Adapt`]).
     scope: Scope,
-    /// Every item's embedding rows in one flat table ([`ItemRows`]): item inputs are gathered
-    /// from it and the embedding tables when scored, never stored per item (an input is
-    /// `item_width` floats, 512 bytes for four fields of 32; its rows are 4 bytes a field).
-    item_rows: ItemRows,
-    /// Per initialisation, layer 0's item part applied to every item, `W0_k[:, item] · x_item`
-    /// (`items × hidden0` each; bias and user part excluded). Adaptation with one scalar rate
-    /// changes W0 by a low-rank term over the support items only, so a session scores with
-    /// this plus that correction instead of the full product (see `Session::raw_scores`).
-    /// Empty for per-parameter rates (Meta-SGD), whose update is not low-rank, unless the scope
-    /// leaves layer 0's item columns alone (then the item part never changes).
-    /// Stored in the precision of the file's embedding tables ([`CompactRows`]: f32, f16, or
-    /// 8 bits with a scale per item), and added to the user part without widening.
+    /// Per initialisation, layer 0's item part applied to every embedding row of every item
+    /// field, `W0_k[:, field f] · e_f[row]` (`Σ_f rows_f × hidden0` each, field after field;
+    /// bias and user part excluded). An item's input is one vector per item field, the mean of
+    /// its rows, so its layer-0 item part is the sum over its fields of the mean of these rows:
+    /// a few additions from a table that does not grow with the catalogue (410 KB for the
+    /// bench's 1,598 item-field rows and 64 hidden units, whatever the number of items).
+    /// Adaptation with one scalar rate changes W0 by a low-rank term over the support items
+    /// only, so a session scores with this plus that correction instead of the full product
+    /// (see `Session::raw_scores`). Empty for per-parameter rates (Meta-SGD), whose update is
+    /// not low-rank, unless the scope leaves layer 0's item columns alone (then the item part
+    /// never changes). Stored in the precision of the file's embedding tables ([`CompactRows`]:
+    /// f32, f16, or 8 bits with a scale per row), and added without widening.
     item_hidden: Vec<CompactRows>,
+    /// Where each item field's rows start in `item_hidden`'s tables, then their total.
+    item_field_starts: Vec<usize>,
     /// The model id and schema hash its contributions carry, once a contribution needed them
     /// ([`Model::contribution_ids`]).
     ids: OnceIds,
@@ -86,7 +90,7 @@ impl fmt::Debug for Model {
             .field("embedding_dim", &self.body.embedding_dim)
             .field("user_fields", &self.body.user_fields.len())
             .field("item_fields", &self.body.item_fields.len())
-            .field("items", &self.body.items.len())
+            .field("items", &self.catalogue.len())
             .field("layers", &self.body.layers.len())
             .field("parameters", &self.layout.param_len)
             .finish()
@@ -98,12 +102,46 @@ impl Model {
     ///
     /// Errors: those of [`format::decode`] and [`Model::from_body`], and
     /// [`Error::ModelTooLarge`] for more than [`MAX_MODEL_BYTES`] bytes.
+    ///
+    /// The model owns everything it needs: `bytes` may be dropped after the call. The
+    /// catalogue of a file in the aligned layout (2.4, [`format::encode_aligned`]) is copied
+    /// out of its arrays (a few `memcpy`s); older files' item records are decoded one by one.
     pub fn from_bytes(bytes: &[u8]) -> Result<Model> {
         if bytes.len() > MAX_MODEL_BYTES {
             return Err(Error::ModelTooLarge);
         }
-        let (body, precision) = format::decode_with_precision(bytes)?;
-        Model::from_body_with(body, precision)
+        let (body, precision, tables) = format::decode_parts(bytes)?;
+        let catalogue = tables.map(|tables| Catalogue::copied(&tables, &body.item_fields)).transpose()?;
+        Model::from_body_with(body, precision, catalogue)
+    }
+
+    /// [`Model::from_bytes`] for a buffer that lives as long as the program (a `static`, a
+    /// leaked or never-unmapped buffer): the aligned layout's catalogue (2.4) is used where it
+    /// lies, not copied, when the buffer starts 4-byte aligned and the CPU is little-endian
+    /// (copied otherwise). Every value is checked as [`Model::from_bytes`] checks it. The rest
+    /// of the model (vocabularies, embedding tables, layers, item biases and factors) is
+    /// decoded into memory the model owns, as [`Model::from_bytes`] does.
+    pub fn from_static(bytes: &'static [u8]) -> Result<Model> {
+        if bytes.len() > MAX_MODEL_BYTES {
+            return Err(Error::ModelTooLarge);
+        }
+        let (body, precision, tables) = format::decode_parts(bytes)?;
+        let catalogue = tables.map(|tables| Catalogue::in_place(&tables, &body.item_fields)).transpose()?;
+        Model::from_body_with(body, precision, catalogue)
+    }
+
+    /// [`Model::from_static`] for a buffer that the caller keeps alive: loading a model
+    /// without copying its catalogue out of the buffer (a memory-mapped file, an app's asset).
+    ///
+    /// # Safety
+    /// `bytes` must stay alive and unchanged until the model is dropped, and with it every
+    /// clone of an `Arc<Model>` and every [`crate::Session`] that holds it: the model reads its
+    /// catalogue from `bytes` for its whole life.
+    pub unsafe fn from_bytes_borrowed(bytes: &[u8]) -> Result<Model> {
+        // SAFETY: the caller keeps `bytes` alive and unchanged while the model lives (this
+        // function's contract), so the model may hold it as if it lived forever.
+        let bytes: &'static [u8] = unsafe { core::slice::from_raw_parts(bytes.as_ptr(), bytes.len()) };
+        Model::from_static(bytes)
     }
 
     /// Validates an already decoded body (the trainer uses this to check what it exports).
@@ -129,7 +167,7 @@ impl Model {
     /// (`embedding_dim` 0), factors that pass [`crate::factors::check`] and the plain
     /// [`format::ProductModel`] (its own item biases are the factors').
     pub fn from_body(body: ModelBody) -> Result<Model> {
-        Model::from_body_with(body, format::EmbeddingPrecision::F32)
+        Model::from_body_with(body, format::EmbeddingPrecision::F32, None)
     }
 
     /// `(model id, schema hash)` of this model's contributions
@@ -143,15 +181,21 @@ impl Model {
         })
     }
 
-    /// [`Model::from_body`] keeping the per-item precompute in `precision` (that of the file's
-    /// embedding tables: a model stored compact stays compact in memory).
-    fn from_body_with(body: ModelBody, precision: format::EmbeddingPrecision) -> Result<Model> {
+    /// [`Model::from_body`] keeping the per-row precompute in `precision` (that of the file's
+    /// embedding tables: a model stored compact stays compact in memory), with the catalogue
+    /// of an aligned file's tables (`body.items` then empty) or else built from `body.items`.
+    fn from_body_with(
+        mut body: ModelBody,
+        precision: format::EmbeddingPrecision,
+        catalogue: Option<Catalogue>,
+    ) -> Result<Model> {
         check_limits(&body)?;
         if !body.method.runs_on_device() {
             return Err(Error::UnsupportedFeature);
         }
+        let items = catalogue.as_ref().map_or(body.items.len(), Catalogue::len);
         if body.factors.is_some() || body.method == format::Method::Mf {
-            return Model::from_factor_body(body);
+            return Model::from_factor_body(body, catalogue);
         }
         let bad = Error::InconsistentDimensions;
         let dim = usize::try_from(body.embedding_dim).map_err(|_| bad)?;
@@ -181,12 +225,13 @@ impl Model {
             }
         }
         validate_learning_rate(&body, &layout, input_width)?;
-        validate_product(&body, &layout)?;
+        validate_product(&body, &layout, items)?;
         let scope = Scope::new(&layout, user_width, body.product.adapt)?;
 
-        let items_by_id = validate_items(&body)?;
+        let catalogue = catalogue.map_or_else(|| Catalogue::new(&body), Ok)?;
         let user_fields_by_name = sorted_unique_names(&body.user_fields)?;
         validate_settings(&body)?;
+        body.items = Vec::new();
 
         let mut parameter_rates = Vec::new();
         if let crate::format::LearningRate::PerParameter(rates) = &body.learning_rate {
@@ -200,9 +245,10 @@ impl Model {
                 flat
             })
             .collect();
+        let item_field_starts = field_starts(&body.item_fields)?;
         let mut model = Model {
             body,
-            items_by_id,
+            catalogue,
             user_fields_by_name,
             user_width,
             input_width,
@@ -210,11 +256,10 @@ impl Model {
             parameter_rates,
             init_params,
             scope,
-            item_rows: ItemRows::default(),
             item_hidden: Vec::new(),
             ids: OnceIds::default(),
+            item_field_starts,
         };
-        model.item_rows = ItemRows::new(&model.body)?;
         model.precompute_items(precision)?;
         Ok(model)
     }
@@ -226,7 +271,7 @@ impl Model {
         if !per_parameter || !self.scope.item_columns() {
             for k in 0..self.init_count() {
                 let params = self.init_params.get(k).invariant("an initialisation without parameters")?;
-                let hidden = self.items_through_layer0(params)?;
+                let hidden = self.field_rows_through_layer0(params)?;
                 let width = self.layout.layers.first().map_or(0, |shape| shape.outputs);
                 self.item_hidden.push(CompactRows::new(hidden, width, precision)?);
             }
@@ -236,7 +281,7 @@ impl Model {
 
     /// [`Model::from_body`] for a factor model: the fields keep their vocabularies (profile
     /// calls and the schema hash work as for any model) but carry no tables, and there is no MLP.
-    fn from_factor_body(body: ModelBody) -> Result<Model> {
+    fn from_factor_body(mut body: ModelBody, catalogue: Option<Catalogue>) -> Result<Model> {
         let bad = Error::InconsistentDimensions;
         let Some(factors) = &body.factors else { return Err(bad) };
         if body.method != format::Method::Mf
@@ -252,13 +297,14 @@ impl Model {
         for field in body.user_fields.iter().chain(&body.item_fields) {
             validate_field(field, 0)?;
         }
-        crate::factors::check(factors, body.items.len())?;
-        let items_by_id = validate_items(&body)?;
+        crate::factors::check(factors, catalogue.as_ref().map_or(body.items.len(), Catalogue::len))?;
+        let catalogue = catalogue.map_or_else(|| Catalogue::new(&body), Ok)?;
         let user_fields_by_name = sorted_unique_names(&body.user_fields)?;
         validate_settings(&body)?;
+        body.items = Vec::new();
         Ok(Model {
             body,
-            items_by_id,
+            catalogue,
             user_fields_by_name,
             user_width: 0,
             input_width: 0,
@@ -266,9 +312,9 @@ impl Model {
             parameter_rates: Vec::new(),
             init_params: Vec::new(),
             scope: Scope::default(),
-            item_rows: ItemRows::default(),
             item_hidden: Vec::new(),
             ids: OnceIds::default(),
+            item_field_starts: Vec::new(),
         })
     }
 
@@ -278,43 +324,52 @@ impl Model {
         self.body.factors.as_ref()
     }
 
-    /// `x_item · W0[:, item]ᵀ` for every item (`items × hidden0`), a block of
-    /// [`PRECOMPUTE_BLOCK`] items' gathered inputs at a time.
+    /// `W0[:, field f] · e_f[row]` for every row of every item field, field after field
+    /// (`Σ_f rows_f × hidden0`): one small product per field.
     ///
     /// Errors: [`Error::InconsistentDimensions`] when it cannot be allocated.
-    fn items_through_layer0(&self, params: &[f32]) -> Result<Vec<f32>> {
+    fn field_rows_through_layer0(&self, params: &[f32]) -> Result<Vec<f32>> {
         let bad = Error::InconsistentDimensions;
         let shape = self.layout.layers.first().invariant("a validated MLP without layers")?;
-        let items = self.body.items.len();
-        let item_width = self.input_width - self.user_width;
+        let dim = self.embedding_dim();
+        let total = *self.item_field_starts.last().invariant("item field starts without a total")?;
         let mut out = Vec::new();
-        let len = items.checked_mul(shape.outputs).ok_or(bad)?;
+        let len = total.checked_mul(shape.outputs).ok_or(bad)?;
         out.try_reserve_exact(len).map_err(|_| bad)?;
         out.resize(len, 0.0);
-        let weight = params
-            .get(shape.weight_at + self.user_width..shape.weight_at + shape.inputs * shape.outputs)
-            .invariant("layer 0's item weights past the parameters")?;
-        let w = View { data: weight, rows: shape.outputs, cols: item_width, row_stride: shape.inputs, col_stride: 1 };
-        let mut x = Vec::new();
-        x.try_reserve_exact(PRECOMPUTE_BLOCK * item_width).map_err(|_| bad)?;
-        x.resize(PRECOMPUTE_BLOCK * item_width, 0.0);
-        let mut first = 0u32;
-        for block in out.chunks_mut(PRECOMPUTE_BLOCK * shape.outputs) {
-            let rows = block.len() / shape.outputs;
-            let x = x.get_mut(..rows * item_width).invariant("precompute: a block past its inputs")?;
-            for (item, row) in (first..).zip(x.chunks_exact_mut(item_width.max(1))) {
-                self.write_item_input(item, row)?;
-            }
-            gemm(1.0, View::rows(x, rows, item_width), w.t(), 0.0, block, shape.outputs)?;
-            first = first.saturating_add(rows as u32);
+        let weights_end = shape.weight_at + shape.inputs * shape.outputs;
+        for (f, field) in self.body.item_fields.iter().enumerate() {
+            let start = *self.item_field_starts.get(f).invariant("an item field without a start")?;
+            let rows = field.rows();
+            let at = shape.weight_at + self.user_width + f * dim;
+            let weight = params.get(at..weights_end).invariant("layer 0's field weights past the parameters")?;
+            let w = View { data: weight, rows: shape.outputs, cols: dim, row_stride: shape.inputs, col_stride: 1 };
+            let block = out
+                .get_mut(start * shape.outputs..(start + rows) * shape.outputs)
+                .invariant("precompute: a field past its rows")?;
+            gemm(1.0, View::rows(&field.embedding, rows, dim), w.t(), 0.0, block, shape.outputs)?;
         }
         Ok(out)
     }
 
     /// `out = user + ` layer 0's item part of initialisation `init` for `item` (`hidden0`
-    /// wide), if the model keeps it (not for per-parameter rates) and the indices are in range.
+    /// wide): the sum over its item fields of the mean of its rows' precomputed parts. None if
+    /// the model does not keep them (per-parameter rates) or an index is out of range.
     pub(crate) fn add_item_hidden(&self, init: usize, item: u32, user: &[f32], out: &mut [f32]) -> Option<()> {
-        self.item_hidden.get(init)?.add_row(item as usize, user, out)
+        let table = self.item_hidden.get(init)?;
+        if table.is_empty() || out.len() != user.len() {
+            return None;
+        }
+        out.copy_from_slice(user);
+        for (f, &start) in self.item_field_starts.iter().take(self.body.item_fields.len()).enumerate() {
+            let rows = self.catalogue.rows(item, f)?;
+            // 1.0 for one row: the product is exact.
+            let weight = 1.0 / rows.len().max(1) as f32;
+            for &row in rows {
+                table.add_scaled_row(start.checked_add(row as usize)?, weight, out)?;
+            }
+        }
+        Some(())
     }
 
     /// Whether the model keeps layer 0's item part of initialisation `init` (not for
@@ -330,9 +385,27 @@ impl Model {
         Model::from_bytes(&bytes).map_err(LoadFileError::Model)
     }
 
-    /// The validated body (vocabularies, embeddings, layers, hyper-parameters).
+    /// The validated body (vocabularies, embeddings, layers, hyper-parameters) without its
+    /// catalogue: the model keeps the items apart, in a few flat arrays ([`Model::item_count`],
+    /// [`Model::item_id`], [`Model::item_index`]), so `body().items` is empty.
+    /// [`Model::to_body`] gives the whole body back.
     pub fn body(&self) -> &ModelBody {
         &self.body
+    }
+
+    /// The whole body, catalogue items included (a copy: to re-encode or compare a model).
+    pub fn to_body(&self) -> ModelBody {
+        let mut body = self.body.clone();
+        body.items = self.catalogue.records();
+        body
+    }
+
+    /// Bytes the model holds on the heap beyond its body's vocabularies and layers: the
+    /// catalogue and the per-row precompute (what grows with the catalogue, and what
+    /// `trainer bench device` breaks the model's memory down by).
+    pub fn catalogue_bytes(&self) -> (usize, usize) {
+        let precompute = self.item_hidden.iter().map(CompactRows::heap_bytes).sum();
+        (self.catalogue.heap_bytes(), precompute)
     }
 
     /// What the model predicts (ratings, or click probabilities).
@@ -347,22 +420,17 @@ impl Model {
 
     /// Number of items in the catalogue.
     pub fn item_count(&self) -> usize {
-        self.body.items.len()
+        self.catalogue.len()
     }
 
     /// Index of the item with this id, in O(log n).
     pub fn item_index(&self, id: &str) -> Option<u32> {
-        let items = &self.body.items;
-        let position = self
-            .items_by_id
-            .binary_search_by(|&i| items.get(i as usize).map_or("", |item| item.id.as_str()).cmp(id))
-            .ok()?;
-        self.items_by_id.get(position).copied()
+        self.catalogue.index(id)
     }
 
     /// Id of the item at this index.
     pub fn item_id(&self, index: u32) -> Option<&str> {
-        self.body.items.get(index as usize).map(|item| item.id.as_str())
+        self.catalogue.id(index)
     }
 
     /// Number of user profile fields.
@@ -466,7 +534,7 @@ impl Model {
         ensure(out.len() == self.input_width - self.user_width, "an item input of another width")?;
         let dim = self.embedding_dim();
         for (f, (field, chunk)) in self.body.item_fields.iter().zip(out.chunks_exact_mut(dim.max(1))).enumerate() {
-            let rows = self.item_rows.rows(item, f).invariant("item rows of an unchecked index")?;
+            let rows = self.catalogue.rows(item, f).invariant("item rows of an unchecked index")?;
             field_vector(field, rows, chunk)?;
         }
         Ok(())
@@ -482,66 +550,20 @@ impl Model {
 
     /// The embedding rows of item `item`'s item field `field`, if both are in range.
     pub(crate) fn item_field_rows(&self, item: u32, field: usize) -> Option<&[u32]> {
-        self.item_rows.rows(item, field)
+        self.catalogue.rows(item, field)
     }
 }
 
-/// Items whose inputs [`Model::items_through_layer0`] gathers at once.
-const PRECOMPUTE_BLOCK: usize = 256;
-
-/// Every item's embedding rows, one flat table: item `i`'s rows of item field `f` are entry
-/// `i × fields + f`. When every item field holds exactly one row per item (categorical and
-/// numeric fields) the entry is that row and `offsets` is empty; otherwise (a multi-categorical
-/// field) entry `e` is `rows[offsets[e]..offsets[e + 1]]`.
-#[derive(Debug, Clone, Default)]
-struct ItemRows {
-    fields: usize,
-    offsets: Vec<u32>,
-    rows: Vec<u32>,
-}
-
-impl ItemRows {
-    /// The flat table of a body whose items were validated ([`validate_items`]).
-    ///
-    /// Errors: [`Error::InconsistentDimensions`] when it cannot be allocated, or holds more than
-    /// `u32::MAX` rows.
-    fn new(body: &ModelBody) -> Result<ItemRows> {
-        let bad = Error::InconsistentDimensions;
-        let fields = body.item_fields.len();
-        let single = body.items.iter().all(|item| item.rows.iter().all(|rows| rows.len() == 1));
-        let total: usize = body.items.iter().flat_map(|item| &item.rows).map(Vec::len).sum();
-        u32::try_from(total).map_err(|_| bad)?;
-        let mut table = ItemRows { fields, offsets: Vec::new(), rows: Vec::new() };
-        table.rows.try_reserve_exact(total).map_err(|_| bad)?;
-        if !single {
-            let entries = body.items.len().checked_mul(fields).and_then(|n| n.checked_add(1)).ok_or(bad)?;
-            table.offsets.try_reserve_exact(entries).map_err(|_| bad)?;
-            table.offsets.push(0);
-        }
-        for rows in body.items.iter().flat_map(|item| &item.rows) {
-            table.rows.extend_from_slice(rows);
-            if !single {
-                // At most `total`, checked above to fit.
-                table.offsets.push(table.rows.len() as u32);
-            }
-        }
-        Ok(table)
+/// Where each field's rows start when the fields' tables are stacked, then their total.
+fn field_starts(fields: &[FieldSpec]) -> Result<Vec<usize>> {
+    let mut starts = Vec::with_capacity(fields.len() + 1);
+    let mut start = 0usize;
+    for field in fields {
+        starts.push(start);
+        start = start.checked_add(field.rows()).ok_or(Error::InconsistentDimensions)?;
     }
-
-    /// Item `item`'s rows of field `field`, if in range.
-    #[inline]
-    fn rows(&self, item: u32, field: usize) -> Option<&[u32]> {
-        if field >= self.fields {
-            return None;
-        }
-        let entry = (item as usize).checked_mul(self.fields)?.checked_add(field)?;
-        if self.offsets.is_empty() {
-            return self.rows.get(entry..entry.checked_add(1)?);
-        }
-        let start = *self.offsets.get(entry)? as usize;
-        let end = *self.offsets.get(entry.checked_add(1)?)? as usize;
-        self.rows.get(start..end)
-    }
+    starts.push(start);
+    Ok(starts)
 }
 
 /// The caps of [`crate::limits`] that a model itself must respect.
@@ -586,10 +608,10 @@ fn validate_settings(body: &ModelBody) -> Result<()> {
 /// The product model's parts: one finite bias per item (or none), a finite proximal weight ≥ 0,
 /// and a fold-in head exactly when the scope is the fold-in, valid for the output layer
 /// ([`crate::factors::check_fold_in`]).
-fn validate_product(body: &ModelBody, layout: &Layout) -> Result<()> {
+fn validate_product(body: &ModelBody, layout: &Layout, items: usize) -> Result<()> {
     let bad = Error::InconsistentDimensions;
     let product = &body.product;
-    if !product.item_bias.is_empty() && product.item_bias.len() != body.items.len() {
+    if !product.item_bias.is_empty() && product.item_bias.len() != items {
         return Err(bad);
     }
     if !all_finite(&product.item_bias) || !product.proximal.is_finite() || product.proximal < 0.0 {
@@ -598,7 +620,7 @@ fn validate_product(body: &ModelBody, layout: &Layout) -> Result<()> {
     match (&product.fold_in, product.adapt) {
         (Some(head), format::Adapt::FoldIn) => {
             let features = layout.layers.last().ok_or(bad)?.inputs;
-            crate::factors::check_fold_in(head, features, body.items.len())
+            crate::factors::check_fold_in(head, features, items)
         }
         (None, format::Adapt::FoldIn) | (Some(_), _) => Err(bad),
         (None, _) => Ok(()),
@@ -726,36 +748,6 @@ fn validate_field(field: &FieldSpec, dim: usize) -> Result<()> {
         return Err(Error::NonFiniteParameter);
     }
     Ok(())
-}
-
-/// Checks every item's rows and returns the item indices sorted by id (ids must be unique).
-fn validate_items(body: &ModelBody) -> Result<Vec<u32>> {
-    let bad = Error::InconsistentDimensions;
-    let count = u32::try_from(body.items.len()).map_err(|_| bad)?;
-    for item in &body.items {
-        if item.rows.len() != body.item_fields.len() {
-            return Err(bad);
-        }
-        for (field, rows) in body.item_fields.iter().zip(&item.rows) {
-            let single = !matches!(field.kind, FieldKind::MultiCategorical { .. });
-            if single && rows.len() != 1 {
-                return Err(bad);
-            }
-            let limit = field.rows();
-            if rows.iter().any(|&row| row as usize >= limit) {
-                return Err(bad);
-            }
-        }
-    }
-    let mut order: Vec<u32> = Vec::new();
-    order.try_reserve_exact(body.items.len()).map_err(|_| bad)?;
-    order.extend(0..count);
-    let id = |i: u32| body.items.get(i as usize).map_or("", |item| item.id.as_str());
-    order.sort_unstable_by(|&a, &b| id(a).cmp(id(b)));
-    if order.windows(2).any(|pair| id(pair[0]) == id(pair[1])) {
-        return Err(bad);
-    }
-    Ok(order)
 }
 
 /// User field indices sorted by name; duplicate names are rejected.

@@ -8,7 +8,8 @@
  * MODEL.mrec is the fixture model of metarec-tests (user fields "gender" and "age", item fields
  * "genre" and "year", ratings 1..5);
  * SCRATCH_DIR is a writable directory for the damaged copies of the model; it also holds the
- * fixture's click variant (click.mrec) and its matrix factorisation (mf.mrec).
+ * fixture's click variant (click.mrec), its matrix factorisation (mf.mrec) and the fixture in
+ * the aligned layout of format 2.4 (aligned.mrec).
  * Prints one line per failed check and a summary; exits 0 only when every check passed.
  */
 
@@ -212,6 +213,81 @@ static void test_loading(const char *model_path, const char *scratch) {
     free(bytes); /* the model keeps its own copy */
     CHECK(metarec_model_item_count(model) > 0);
     metarec_model_free(model);
+}
+
+/* Item i's id into `buf` (empty on failure). */
+static void item_id_of(const MetarecModel *model, size_t i, char *buf, size_t len) {
+    size_t needed = 0;
+    buf[0] = '\0';
+    CHECK_CODE(metarec_model_item_id(model, i, buf, len, &needed), METAREC_OK);
+}
+
+/* The aligned fixture (SCRATCH_DIR/aligned.mrec) loaded in place from a caller-owned buffer:
+ * the same catalogue and scores as its copy, the buffer freed only after the model and its
+ * session (ASan reports any read of the buffer after that). */
+static void test_borrowed(const char *scratch) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/aligned.mrec", scratch);
+    size_t len = 0;
+    unsigned char *bytes = read_file(path, &len);
+    CHECK(bytes != NULL && len > 64);
+    if (bytes == NULL || len <= 64) {
+        free(bytes);
+        return;
+    }
+    MetarecModel *model = sentinel_model();
+    CHECK_CODE(metarec_model_load_from_memory_borrowed(NULL, len, &model), METAREC_ERR_NULL_POINTER);
+    CHECK(model == NULL);
+    CHECK_CODE(metarec_model_load_from_memory_borrowed(bytes, len, NULL), METAREC_ERR_NULL_POINTER);
+    CHECK_CODE(metarec_model_load_from_memory_borrowed(bytes, len - 1, &model), METAREC_ERR_TRUNCATED);
+    CHECK_CODE(metarec_model_load_from_memory_borrowed(bytes, (size_t)METAREC_MAX_MODEL_BYTES + 1, &model),
+               METAREC_ERR_MODEL_TOO_LARGE);
+    bytes[len - 1] ^= 0x01; /* the last byte of an id */
+    CHECK_CODE(metarec_model_load_from_memory_borrowed(bytes, len, &model), METAREC_ERR_CHECKSUM_MISMATCH);
+    bytes[len - 1] ^= 0x01;
+
+    MetarecModel *copied = NULL;
+    CHECK_CODE(metarec_model_load_from_memory(bytes, len, &copied), METAREC_OK);
+    CHECK_CODE(metarec_model_load_from_memory_borrowed(bytes, len, &model), METAREC_OK);
+    MetarecSession *session = NULL;
+    MetarecSession *reference = NULL;
+    char kept[256] = "";
+    if (model != NULL && copied != NULL) {
+        size_t count = metarec_model_item_count(model);
+        CHECK(count > 0 && count == metarec_model_item_count(copied));
+        char a[256];
+        char b[256];
+        for (size_t i = 0; i < count; i++) {
+            item_id_of(model, i, a, sizeof a);
+            item_id_of(copied, i, b, sizeof b);
+            CHECK(a[0] != '\0' && strcmp(a, b) == 0);
+        }
+        CHECK_CODE(metarec_session_new(model, &session), METAREC_OK);
+        CHECK_CODE(metarec_session_new(copied, &reference), METAREC_OK);
+        item_id_of(model, count / 2, a, sizeof a);
+        item_id_of(model, count - 1, kept, sizeof kept);
+        CHECK_CODE(metarec_session_add_rating(session, a, 4.5f), METAREC_OK);
+        CHECK_CODE(metarec_session_add_rating(reference, a, 4.5f), METAREC_OK);
+        CHECK_CODE(metarec_session_adapt(session, 3), METAREC_OK);
+        CHECK_CODE(metarec_session_adapt(reference, 3), METAREC_OK);
+        float *scores = calloc(2 * count, sizeof *scores);
+        CHECK(scores != NULL);
+        if (scores != NULL) {
+            CHECK_CODE(metarec_session_score_all(session, scores, count), METAREC_OK);
+            CHECK_CODE(metarec_session_score_all(reference, scores + count, count), METAREC_OK);
+            CHECK(memcmp(scores, scores + count, count * sizeof *scores) == 0);
+        }
+        free(scores);
+    }
+    metarec_model_free(model); /* the session keeps it, and the buffer, in use */
+    metarec_model_free(copied);
+    metarec_session_free(reference);
+    if (session != NULL) {
+        /* An id looked up in the borrowed catalogue after the model handle was freed. */
+        CHECK_CODE(metarec_session_add_rating(session, kept, 3.0f), METAREC_OK);
+    }
+    metarec_session_free(session);
+    free(bytes); /* only now: the borrowed model read it until its last session was freed */
 }
 
 static void test_item_ids(const MetarecModel *model) {
@@ -1043,6 +1119,7 @@ int main(int argc, char **argv) {
         metarec_model_free(model);
     }
     test_lifetimes(argv[1]);
+    test_borrowed(argv[2]);
     test_click_model(argv[2]);
     test_factor_model(argv[2]);
 

@@ -6,8 +6,8 @@
 use core::fmt::Write as _;
 
 use metarec_runtime::format::{
-    encode, Adaptation, DenseLayer, Factors, FieldKind, FieldSpec, ItemRecord, LearningRate, Method, ModelBody,
-    RatingScale, Task,
+    encode, encode_aligned, Adaptation, DenseLayer, EmbeddingPrecision, Factors, FieldKind, FieldSpec, ItemRecord,
+    LearningRate, Method, ModelBody, RatingScale, Task,
 };
 
 /// Embedding width of the fixture model.
@@ -115,6 +115,11 @@ pub fn model_body(flat: bool) -> ModelBody {
 /// The fixture model as file bytes.
 pub fn model_bytes(flat: bool) -> Vec<u8> {
     encode(&model_body(flat)).expect("the fixture model encodes")
+}
+
+/// The fixture model in the aligned layout of format 2.4 (what `trainer export` writes).
+pub fn aligned_model_bytes() -> Vec<u8> {
+    encode_aligned(&model_body(false), EmbeddingPrecision::F32).expect("the fixture model encodes aligned")
 }
 
 /// The fixture as a click model: same features and weights, output a logit centred near 0,

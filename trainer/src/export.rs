@@ -194,9 +194,10 @@ pub fn write_model(body: &ModelBody, path: &Path) -> Result<usize> {
     write_model_with(body, path, EmbeddingPrecision::F32)
 }
 
-/// [`write_model`] with the embedding tables stored as `embeddings`.
+/// [`write_model`] with the embedding tables stored as `embeddings`, in the aligned layout of
+/// format 2.4 (the catalogue as arrays a device uses in place from its buffer).
 pub fn write_model_with(body: &ModelBody, path: &Path, embeddings: EmbeddingPrecision) -> Result<usize> {
-    let bytes = format::encode_with(body, embeddings).map_err(|e| anyhow::anyhow!("encoding the model: {e}"))?;
+    let bytes = format::encode_aligned(body, embeddings).map_err(|e| anyhow::anyhow!("encoding the model: {e}"))?;
     // Read back through the device's own loader before anything is written.
     metarec_runtime::Model::from_bytes(&bytes)
         .map_err(|e| anyhow::anyhow!("the exported model does not pass the runtime's validation: {e}"))?;

@@ -477,12 +477,11 @@ fn check_model_of_run(
     if ours != theirs {
         differences.push(format!("schema hash {theirs:016x}, the run's {ours:016x} (other fields or vocabularies)"));
     }
-    if file.items.len() != body.items.len() || file.items.iter().zip(&body.items).any(|(a, b)| a.id != b.id) {
-        differences.push(format!(
-            "{} catalogue items, the run's {} (other item ids)",
-            file.items.len(),
-            body.items.len()
-        ));
+    let items = model.item_count();
+    if items != body.items.len()
+        || (0..items as u32).zip(&body.items).any(|(i, b)| model.item_id(i) != Some(b.id.as_str()))
+    {
+        differences.push(format!("{items} catalogue items, the run's {} (other item ids)", body.items.len()));
     }
     if file.method != body.method {
         differences.push(format!("method {}, the run's {}", file.method.name(), body.method.name()));

@@ -42,6 +42,27 @@ fn loading_from_a_file_equals_loading_from_memory() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A model that reads its catalogue from the caller's buffer (the aligned layout in place, an
+/// older file copied) has the same catalogue and scores as one that copies the buffer.
+#[test]
+fn loading_in_place_equals_loading_a_copy() {
+    for bytes in [fixture::aligned_model_bytes(), fixture::model_bytes(false)] {
+        let copied = ModelHandle::from_bytes(&bytes).unwrap();
+        let mut model = std::ptr::dangling_mut::<MetarecModel>();
+        // SAFETY: `bytes` is live and unchanged until after the handle and its sessions drop
+        // (declared before them, dropped after them).
+        let code = unsafe { metarec_model_load_from_memory_borrowed(bytes.as_ptr(), bytes.len(), &mut model) };
+        assert_code(code, METAREC_OK);
+        let borrowed = ModelHandle(model);
+        assert_eq!(borrowed.item_count(), ITEM_COUNT);
+        for i in 0..ITEM_COUNT {
+            assert_eq!(borrowed.item_id(i).unwrap(), item_id(i));
+        }
+        let (mut a, mut b) = (borrowed.session(), copied.session());
+        assert_eq!(a.score_all(ITEM_COUNT).unwrap(), b.score_all(ITEM_COUNT).unwrap());
+    }
+}
+
 #[test]
 fn scores_and_adaptation_match_the_runtime() {
     let user = UserFile::fixture();

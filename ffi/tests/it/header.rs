@@ -154,6 +154,7 @@ fn header_declares_the_opaque_handles_and_every_function() {
         "metarec_error_message",
         "metarec_model_load",
         "metarec_model_load_from_memory",
+        "metarec_model_load_from_memory_borrowed",
         "metarec_model_free",
         "metarec_model_item_count",
         "metarec_model_item_id",

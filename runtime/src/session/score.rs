@@ -26,7 +26,7 @@ pub(super) struct Scratch {
     /// The low-rank path's `block rows × support rows` inner products.
     gram: Vec<f32>,
     /// The hidden layers after layer 0, transposed (`mlp::transpose_upper`).
-    upper_t: Vec<f32>,
+    pub(super) upper_t: Vec<f32>,
 }
 
 impl Scratch {

@@ -164,32 +164,37 @@ impl<M: Borrow<Model>> Session<M> {
         scratch.acts.resize(SCORE_BLOCK * layout.act_width(), 0.0);
         self.sample_outputs(scratch, hidden, item_width)?;
         self.write_reference(scratch, item_width)?;
-        let base = *self.forward(scratch, hidden, item_width, 1, 0.0)?.first().invariant("shortlist: no output")?;
-        self.write_lookups(scratch, hidden, item_width, base)?;
+        let base = *self.forward(scratch, hidden, 0..item_width, 1, 0.0)?.first().invariant("shortlist: no output")?;
+        self.write_lookups(scratch, hidden, base)?;
         Ok(base)
     }
 
     /// The network's raw outputs (without item biases) of `rows` rows whose layer-0 item parts
-    /// are `z_reference + scale · W0_item · scratch.x` (`scratch.x`: `rows × item_width`).
+    /// are `z_reference + scale · W0_item[:, cols] · scratch.x` (`scratch.x`: `rows ×
+    /// cols.len()`, the rows' values in the item input's columns `cols`, zero elsewhere). The
+    /// upper layers run on the transposed copy [`Session::prepare_scoring`] made.
     fn forward<'s>(
         &self,
         scratch: &'s mut Scratch,
         hidden: usize,
-        item_width: usize,
+        cols: core::ops::Range<usize>,
         rows: usize,
         scale: f32,
     ) -> Result<&'s [f32]> {
         let layout = self.model().layout();
+        let item_width = scratch.weights.len() / hidden.max(1);
         let z0 = scratch.acts.get_mut(..rows * hidden).invariant("shortlist: activations shorter than a block")?;
         for row in z0.chunks_exact_mut(hidden) {
             row.copy_from_slice(&scratch.z_reference);
         }
         if scale != 0.0 {
-            let x = scratch.x.get(..rows * item_width).invariant("shortlist: inputs shorter than a block")?;
-            let weights = View::rows(&scratch.weights, hidden, item_width).t();
-            gemm(scale, View::rows(x, rows, item_width), weights, 1.0, z0, hidden)?;
+            let width = cols.len();
+            let x = scratch.x.get(..rows * width).invariant("shortlist: inputs shorter than a block")?;
+            let data = scratch.weights.get(cols.start..).invariant("shortlist: columns past the weights")?;
+            let weights = View { data, rows: hidden, cols: width, row_stride: item_width, col_stride: 1 }.t();
+            gemm(scale, View::rows(x, rows, width), weights, 1.0, z0, hidden)?;
         }
-        let params = Weights { params: &self.params, upper_t: &[] };
+        let params = Weights { params: &self.params, upper_t: &self.scoring.upper_t };
         mlp::forward_upper(layout, params, rows, &mut scratch.acts, Keep::Scores)?;
         mlp::scores(layout, &scratch.acts, rows)
     }
@@ -210,7 +215,7 @@ impl<M: Borrow<Model>> Session<M> {
                 // Spread evenly; below `u32::MAX` as the catalogue is.
                 model.write_item_input((j * items / count) as u32, x)?;
             }
-            let outputs = self.forward(scratch, hidden, item_width, rows, 1.0)?;
+            let outputs = self.forward(scratch, hidden, 0..item_width, rows, 1.0)?;
             let indexed: Vec<(f32, u32)> =
                 outputs.iter().zip(first..).map(|(&y, j)| (y, (j * items / count) as u32)).collect();
             scratch.y.extend_from_slice(&indexed);
@@ -241,7 +246,7 @@ impl<M: Borrow<Model>> Session<M> {
 
     /// `φ_f(row)` of every row of every item field (and of no row), field after field, into
     /// `scratch.lookup`: the output with field `f`'s part of the reference replaced, less `base`.
-    fn write_lookups(&self, scratch: &mut Scratch, hidden: usize, item_width: usize, base: f32) -> Result<()> {
+    fn write_lookups(&self, scratch: &mut Scratch, hidden: usize, base: f32) -> Result<()> {
         let model: &Model = self.model.borrow();
         let dim = model.embedding_dim();
         scratch.lookup.clear();
@@ -253,18 +258,17 @@ impl<M: Borrow<Model>> Session<M> {
             let mut first = 0;
             while first < rows {
                 let count = (rows - first).min(SCORE_BLOCK);
-                // Row differences from the reference in field f's columns, zero elsewhere.
-                let x = scratch.x.get_mut(..count * item_width).invariant("shortlist: a block past its inputs")?;
-                x.fill(0.0);
-                for (row, x) in (first..first + count).zip(x.chunks_exact_mut(item_width.max(1))) {
+                // Row differences from the reference in field f's columns (zero elsewhere: only
+                // these columns go through layer 0).
+                let x = scratch.x.get_mut(..count * dim).invariant("shortlist: a block past its inputs")?;
+                for (row, x) in (first..first + count).zip(x.chunks_exact_mut(dim.max(1))) {
                     // The last entry is the field without rows: a zero vector.
                     let values = field.embedding.get(row * dim..(row + 1) * dim).unwrap_or(&[]);
-                    let x = x.get_mut(part.clone()).invariant("shortlist: a field past the input")?;
                     for ((x, r), v) in x.iter_mut().zip(&reference).zip(values.iter().chain(core::iter::repeat(&0.0))) {
                         *x = v - r;
                     }
                 }
-                let outputs = self.forward(scratch, hidden, item_width, count, 1.0)?;
+                let outputs = self.forward(scratch, hidden, part.clone(), count, 1.0)?;
                 let values: Vec<f32> = outputs.iter().map(|y| y - base).collect();
                 scratch.lookup.extend_from_slice(&values);
                 first += count;

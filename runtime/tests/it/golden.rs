@@ -12,7 +12,7 @@ fn tiny_model_matches_golden_file() {
     assert_matches_golden(&path, &bytes);
     // The committed file loads back to the same model through the std helper.
     let model = Model::from_path(&path).unwrap();
-    assert_eq!(model.body(), &tiny_body());
+    assert_eq!(&model.to_body(), &tiny_body());
     assert_eq!(model.item_count(), 6);
     assert_eq!(model.input_width(), 16);
     let missing = Model::from_path(path.with_extension("missing")).unwrap_err();
@@ -62,7 +62,7 @@ fn format_2_0_files_still_load() {
     let bytes = std::fs::read(&path).unwrap();
     assert_eq!(&bytes[8..12], &[0x02, 0x00, 0x00, 0x00], "a 2.0 file");
     let model = Model::from_bytes(&bytes).unwrap();
-    assert_eq!(model.body(), &tiny_body());
+    assert_eq!(&model.to_body(), &tiny_body());
     // The same body re-encoded differs only in the minor version and the header CRC.
     let current = format::encode(&tiny_body()).unwrap();
     let differing: Vec<usize> = (0..bytes.len()).filter(|&i| bytes[i] != current[i]).collect();
@@ -82,7 +82,7 @@ fn click_task_sets_its_required_flag() {
     assert!(Model::from_bytes(&bytes).unwrap().is_click());
     // A future flag: the header CRC is recomputed so only the flag is wrong.
     let mut future = bytes.clone();
-    future[16..20].copy_from_slice(&(1u32 << 10 | format::required::CLICK_TASK).to_le_bytes());
+    future[16..20].copy_from_slice(&(1u32 << 11 | format::required::CLICK_TASK).to_le_bytes());
     let crc = crc_of(&future[..44]);
     future[44..48].copy_from_slice(&crc.to_le_bytes());
     assert_eq!(Model::from_bytes(&future).unwrap_err(), metarec_runtime::Error::UnsupportedFeature);

@@ -40,7 +40,7 @@ fn load(bytes: &[u8]) -> Result<Model, Error> {
 #[test]
 fn valid_file_loads() {
     let model = load(&tiny_bytes()).unwrap();
-    assert_eq!(model.body(), &tiny_body());
+    assert_eq!(&model.to_body(), &tiny_body());
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! ranking.
 
 mod adaptation;
+mod aligned;
 mod compact;
 mod contribution;
 mod corruption;

@@ -165,6 +165,7 @@ pub fn write_fixture_model(dir: &Path) -> PathBuf {
     std::fs::write(&path, metarec_tests::model_bytes(false)).expect("write the fixture model");
     std::fs::write(dir.join("click.mrec"), metarec_tests::click_model_bytes()).expect("write the click fixture");
     std::fs::write(dir.join("mf.mrec"), metarec_tests::factor_model_bytes()).expect("write the factor fixture");
+    std::fs::write(dir.join("aligned.mrec"), metarec_tests::aligned_model_bytes()).expect("write the aligned fixture");
     path
 }
 

@@ -1,7 +1,8 @@
-//! Issue 16, the device at catalogue scale: for one exported model, at each precision of its
-//! embedding tables (f32, f16, int8), the file size, the load time from a buffer, the heap the
-//! loaded model and a session hold (counted by the binary's global allocator, [`super::heap`],
-//! not computed), and the time of personalize + top-10 over the whole catalogue on the calling
+//! Issue 16, the device at catalogue scale: for one exported model (the aligned layout of format
+//! 2.4, as `trainer export` writes it), at each precision of its embedding tables (f32, f16,
+//! int8), the file size, the load time from a buffer (copying the catalogue out of it, and in
+//! place: [`Model::from_bytes_borrowed`]), the heap the model loaded in place and a session hold
+//! (counted by the binary's global allocator, [`super::heap`], not computed), and the time of personalize + top-10 over the whole catalogue on the calling
 //! thread, ranked the default way ([`Ranking::Auto`]: a shortlist from
 //! [`metarec_runtime::SHORTLIST_FROM`] items) and exhaustively, with the default ranking's
 //! recall@10 against the exhaustive one over several users.
@@ -10,7 +11,7 @@ use std::fmt::Write as _;
 use std::time::Instant;
 
 use anyhow::Result;
-use metarec_runtime::format::{encode_with, EmbeddingPrecision, ModelBody};
+use metarec_runtime::format::{encode_aligned, EmbeddingPrecision, ModelBody};
 use metarec_runtime::{Model, Ranking, Session};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -26,7 +27,10 @@ const RECALL_USERS: usize = 8;
 struct Figures {
     file_bytes: usize,
     load_ms: f64,
+    in_place_ms: f64,
     model_heap: Option<usize>,
+    /// What the model reports of it: its catalogue and its per-row precompute.
+    catalogue_bytes: (usize, usize),
     session_heap: Option<usize>,
     auto_ms: f64,
     exhaustive_ms: f64,
@@ -119,11 +123,16 @@ fn measure(
     repeat: usize,
     f32_tops: Option<&[Vec<u32>]>,
 ) -> Result<Figures> {
-    let bytes = encode_with(body, precision).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let bytes = encode_aligned(body, precision).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let start = Instant::now();
+    drop(Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?);
+    let load_ms = start.elapsed().as_secs_f64() * 1e3;
     let before = live_bytes();
     let start = Instant::now();
-    let model = Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let load_ms = start.elapsed().as_secs_f64() * 1e3;
+    // SAFETY: `bytes` is neither dropped nor changed before the model and its session, declared
+    // after it, are dropped at the end of this function.
+    let model = unsafe { Model::from_bytes_borrowed(&bytes) }.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let in_place_ms = start.elapsed().as_secs_f64() * 1e3;
     let loaded = live_bytes();
     let mut session = Session::new(&model);
     personalize_top10(&mut session, &users[0], Ranking::Auto)?;
@@ -135,7 +144,9 @@ fn measure(
     Ok(Figures {
         file_bytes: bytes.len(),
         load_ms,
+        in_place_ms,
         model_heap: before.zip(loaded).map(|(b, a)| a.saturating_sub(b)),
+        catalogue_bytes: model.catalogue_bytes(),
         session_heap: loaded.zip(with_session).map(|(b, a)| a.saturating_sub(b)),
         auto_ms,
         exhaustive_ms,
@@ -160,14 +171,19 @@ pub(super) fn write_lines(out: &mut String, body: &ModelBody, user: &BenchUser, 
     writeln!(out, "  default ranking: {ranking}; recall@10 of the default against exhaustive, and the exhaustive")?;
     writeln!(
         out,
-        "  top 10's items shared with f32's (of 10), over {RECALL_USERS} users; heap counted by the allocator"
+        "  top 10's items shared with f32's (of 10), over {RECALL_USERS} users; heap counted by the allocator;"
     )?;
     writeln!(
         out,
-        "  {:<5} {:>11} {:>8} {:>11} {:>11} {:>14} {:>15} {:>9} {:>7}",
+        "  load: copying the catalogue (from_bytes), and in place (from_bytes_borrowed, whose heap is shown)"
+    )?;
+    writeln!(
+        out,
+        "  {:<5} {:>11} {:>8} {:>8} {:>11} {:>11} {:>14} {:>15} {:>9} {:>7}",
         "table",
         "file bytes",
         "load ms",
+        "in place",
         "model heap",
         "session heap",
         "top10 default",
@@ -181,16 +197,20 @@ pub(super) fn write_lines(out: &mut String, body: &ModelBody, user: &BenchUser, 
         let f = measure(body, precision, &users, repeat, f32_tops.as_deref())?;
         writeln!(
             out,
-            "  {:<5} {:>11} {:>8.2} {:>11} {:>11} {:>11.3} ms {:>12.3} ms {:>9.3} {:>7.2}  (medians of {repeat})",
+            "  {:<5} {:>11} {:>8.2} {:>8.2} {:>11} {:>11} {:>11.3} ms {:>12.3} ms {:>9.3} {:>7.2}  (medians of {repeat}; \
+             model: catalogue {}, per-row precompute {})",
             precision.name(),
             f.file_bytes,
             f.load_ms,
+            f.in_place_ms,
             mb(f.model_heap),
             mb(f.session_heap),
             f.auto_ms,
             f.exhaustive_ms,
             f.recall,
-            f.agreement
+            f.agreement,
+            mb(Some(f.catalogue_bytes.0)),
+            mb(Some(f.catalogue_bytes.1)),
         )?;
         f32_tops.get_or_insert(f.tops);
     }
