@@ -7,6 +7,7 @@
 // would corrupt tensors that autograd saved for the backward pass.
 #![allow(clippy::assign_op_pattern)]
 
+use std::borrow::Borrow;
 use std::cell::{Cell, RefCell};
 
 use metarec_runtime::format::{Adapt, FieldSpec};
@@ -238,23 +239,34 @@ impl RatingsPad {
 }
 
 impl TaskBatch {
-    /// Pads a slice of tasks onto `device`.
-    pub fn new(tasks: &[Task], device: Device) -> TaskBatch {
-        let support: Vec<&[Rating]> = tasks.iter().map(|t| t.support.as_slice()).collect();
-        let query: Vec<&[Rating]> = tasks.iter().map(|t| t.query.as_slice()).collect();
+    /// Pads a slice of tasks (`&[Task]`, or `&[&Task]` borrowed from elsewhere) onto `device`.
+    pub fn new<T: Borrow<Task>>(tasks: &[T], device: Device) -> TaskBatch {
+        let support: Vec<&[Rating]> = tasks.iter().map(|t| t.borrow().support.as_slice()).collect();
+        let query: Vec<&[Rating]> = tasks.iter().map(|t| t.borrow().query.as_slice()).collect();
         Self::from_sets(tasks, &support, &query, device)
     }
 
     /// All of each task's ratings as query, none as support (supervised pre-training).
-    pub fn pooled(tasks: &[Task], device: Device) -> TaskBatch {
-        let all: Vec<Vec<Rating>> = tasks.iter().map(|t| t.support.iter().chain(&t.query).copied().collect()).collect();
+    pub fn pooled<T: Borrow<Task>>(tasks: &[T], device: Device) -> TaskBatch {
+        let all: Vec<Vec<Rating>> = tasks
+            .iter()
+            .map(|t| {
+                let t = t.borrow();
+                t.support.iter().chain(&t.query).copied().collect()
+            })
+            .collect();
         let all: Vec<&[Rating]> = all.iter().map(Vec::as_slice).collect();
         let none: Vec<&[Rating]> = vec![&[]; tasks.len()];
         Self::from_sets(tasks, &none, &all, device)
     }
 
-    fn from_sets(tasks: &[Task], support: &[&[Rating]], query: &[&[Rating]], device: Device) -> TaskBatch {
-        let users: Vec<i64> = tasks.iter().map(|t| i64::from(t.user)).collect();
+    fn from_sets<T: Borrow<Task>>(
+        tasks: &[T],
+        support: &[&[Rating]],
+        query: &[&[Rating]],
+        device: Device,
+    ) -> TaskBatch {
+        let users: Vec<i64> = tasks.iter().map(|t| i64::from(t.borrow().user)).collect();
         let support_pad = RatingsPad::new(support, device);
         // Resampled support (HML): the same deterministic split of the support positions the
         // device uses (metarec_runtime::resample).
