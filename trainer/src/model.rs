@@ -203,6 +203,10 @@ pub type FastWeights = Vec<(Tensor, Tensor)>;
 #[derive(Debug)]
 pub struct TaskBatch {
     users: Tensor,
+    /// The items of the batch (support, query and padding's item 0), sorted and distinct: the
+    /// only items whose field vectors a step computes, so its cost does not grow with the
+    /// catalogue.
+    items: Tensor,
     support: RatingsPad,
     query: RatingsPad,
     /// HML's resampled support at test time: the part adapted on and the part scored.
@@ -212,6 +216,8 @@ pub struct TaskBatch {
 #[derive(Debug)]
 struct RatingsPad {
     items: Tensor,
+    /// `items` as positions in [`TaskBatch::items`].
+    local: Tensor,
     values: Tensor,
     mask: Tensor,
 }
@@ -230,8 +236,10 @@ impl RatingsPad {
             }
         }
         let shape = [sets.len() as i64, width as i64];
+        let items = Tensor::from_slice(&items).view(shape).to(device);
         RatingsPad {
-            items: Tensor::from_slice(&items).view(shape).to(device),
+            local: items.shallow_clone(),
+            items,
             values: Tensor::from_slice(&values).view(shape).to(device),
             mask: Tensor::from_slice(&mask).view(shape).to(device),
         }
@@ -281,10 +289,17 @@ impl TaskBatch {
             }
         }
         let shape = [tasks.len() as i64, width as i64];
+        let (mut support_pad, mut query_pad) = (support_pad, RatingsPad::new(query, device));
+        let all = Tensor::cat(&[support_pad.items.view([-1]), query_pad.items.view([-1])], 0);
+        let (items, local, _) = all.internal_unique2(true, true, false);
+        let support_len = support_pad.items.numel() as i64;
+        support_pad.local = local.narrow(0, 0, support_len).view_as(&support_pad.items);
+        query_pad.local = local.narrow(0, support_len, local.size()[0] - support_len).view_as(&query_pad.items);
         TaskBatch {
             users: Tensor::from_slice(&users).to(device),
+            items,
             support: support_pad,
-            query: RatingsPad::new(query, device),
+            query: query_pad,
             resampled: (
                 Tensor::from_slice(&adapt_mask).view(shape).to(device),
                 Tensor::from_slice(&score_mask).view(shape).to(device),
@@ -490,11 +505,14 @@ impl MetaModel {
         self.field_vectors_of_width(tables, rows, select, n, self.embedding_dim, None)
     }
 
-    /// Every item's field vectors, with the id of the items where `keep` is 0 replaced by the
-    /// unknown item's (item-id dropout).
-    fn item_vectors(&self, keep: Option<&Tensor>) -> Tensor {
+    /// The field vectors of `batch`'s items (`[batch.items, width]`, in the order of
+    /// [`TaskBatch::items`]: index them by the local item positions), with the id of the items
+    /// where `keep` (`[items]`) is 0 replaced by the unknown item's (item-id dropout).
+    fn item_vectors(&self, batch: &TaskBatch, keep: Option<&Tensor>) -> Tensor {
         let keep = keep.zip(self.item_id_field);
-        self.field_vectors_of_width(&self.item_embeddings, &self.item_rows, None, 0, self.embedding_dim, keep)
+        let n = batch.items.size()[0];
+        let (tables, rows) = (&self.item_embeddings, &self.item_rows);
+        self.field_vectors_of_width(tables, rows, Some(&batch.items), n, self.embedding_dim, keep)
     }
 
     fn field_vectors_of_width(
@@ -521,6 +539,7 @@ impl MetaModel {
                 if let Some((keep, field)) = id_keep {
                     if field == f {
                         // Row 0 is the unknown value.
+                        let keep = select.map_or_else(|| keep.shallow_clone(), |s| keep.index_select(0, s));
                         idx = idx * keep.unsqueeze(1);
                     }
                 }
@@ -532,7 +551,7 @@ impl MetaModel {
         Tensor::cat(&parts, 1)
     }
 
-    /// Model inputs `[B, S, width]` for padded item indices `[B, S]`.
+    /// Model inputs `[B, S, width]` for padded item positions `[B, S]` in `item_vectors`.
     fn inputs(user_vectors: &Tensor, item_vectors: &Tensor, items: &Tensor) -> Tensor {
         let (b, s) = items.size2().expect("2-d items");
         let item_part = item_vectors.index_select(0, &items.view([-1])).view([b, s, -1]);
@@ -544,7 +563,7 @@ impl MetaModel {
     /// the centred rating], both computable on the device.
     fn user_embedding(user_vectors: &Tensor, item_vectors: &Tensor, support: &RatingsPad) -> Tensor {
         let (b, s) = support.items.size2().expect("2-d items");
-        let items = item_vectors.index_select(0, &support.items.view([-1])).view([b, s, -1]);
+        let items = item_vectors.index_select(0, &support.local.view([-1])).view([b, s, -1]);
         let count = support.mask.sum_dim_intlist(1, true, Kind::Float).clamp_min(1.0);
         let mean = (&support.values * &support.mask).sum_dim_intlist(1, true, Kind::Float) / &count;
         let centred = (&support.values - mean) * &support.mask / count;
@@ -784,13 +803,19 @@ impl MetaModel {
     /// at zero, when the model has item biases.
     fn item_offsets(&self, batch: &TaskBatch, keep: Option<&Tensor>, order: Order) -> Option<(Tensor, Tensor)> {
         let mut bias = self.item_bias.as_ref()?.shallow_clone();
-        if let Some(keep) = keep {
-            bias = bias * keep.to_kind(Kind::Float);
-        }
         if order == Order::Detached {
             bias = bias.detach();
         }
-        let pick = |items: &Tensor| bias.index_select(0, &items.view([-1])).view(items.size().as_slice());
+        // Only the batch's biases (a product per item, the same as over the whole table).
+        let pick = |items: &Tensor| {
+            let flat = items.view([-1]);
+            let picked = bias.index_select(0, &flat);
+            let picked = match keep {
+                Some(keep) => picked * keep.index_select(0, &flat).to_kind(Kind::Float),
+                None => picked,
+            };
+            picked.view(items.size().as_slice())
+        };
         Some((pick(&batch.support.items), pick(&batch.query.items)))
     }
 
@@ -838,10 +863,10 @@ impl MetaModel {
         let steps = if self.spec.method.adapts() { steps } else { 0 };
         let detach = |t: Tensor| if order == Order::Detached { t.detach() } else { t };
         let (keep, masks) = if training { self.training_noise(&batch.users) } else { (None, None) };
-        let item_vectors = detach(self.item_vectors(keep.as_ref()));
+        let item_vectors = detach(self.item_vectors(batch, keep.as_ref()));
         let user_vectors = detach(self.field_vectors(&self.user_embeddings, &self.user_rows, Some(&batch.users), n));
-        let xs = Self::inputs(&user_vectors, &item_vectors, &batch.support.items);
-        let xq = Self::inputs(&user_vectors, &item_vectors, &batch.query.items);
+        let xs = Self::inputs(&user_vectors, &item_vectors, &batch.support.local);
+        let xq = Self::inputs(&user_vectors, &item_vectors, &batch.query.local);
         let offsets = self.item_offsets(batch, keep.as_ref(), order);
         let (alpha, memory_keys) = self.inner_rates(batch, &user_vectors, &item_vectors, training);
 
@@ -909,9 +934,10 @@ impl MetaModel {
     ) -> Tensor {
         let n = batch.len();
         let user = detach(self.field_vectors_of_width(&wide.0, &self.user_rows, Some(&batch.users), n, 1, None));
-        let items = detach(self.field_vectors_of_width(&wide.1, &self.item_rows, None, 0, 1, None));
+        let n_items = batch.items.size()[0];
+        let items = detach(self.field_vectors_of_width(&wide.1, &self.item_rows, Some(&batch.items), n_items, 1, None));
         let (b, q) = batch.query.items.size2().expect("2-d items");
-        let item_part = items.index_select(0, &batch.query.items.view([-1])).view([b, q, -1]);
+        let item_part = items.index_select(0, &batch.query.local.view([-1])).view([b, q, -1]);
         let mut out = user.sum_dim_intlist(1, true, Kind::Float) + item_part.sum_dim_intlist(2, false, Kind::Float);
         if self.spec.method == Method::DeepFm {
             let fields = xq.view([b, q, -1, self.embedding_dim]);
@@ -969,7 +995,7 @@ impl MetaModel {
     /// learning-rate network and the AT-PAML memory see (the report's projection of users).
     pub fn user_embeddings(&self, batch: &TaskBatch) -> Tensor {
         let _guard = tch::no_grad_guard();
-        let item_vectors = self.field_vectors(&self.item_embeddings, &self.item_rows, None, 0);
+        let item_vectors = self.item_vectors(batch, None);
         let user_vectors = self.field_vectors(&self.user_embeddings, &self.user_rows, Some(&batch.users), batch.len());
         Self::user_embedding(&user_vectors, &item_vectors, &batch.support)
     }
