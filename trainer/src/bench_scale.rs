@@ -43,8 +43,9 @@ pub struct ScaleBench {
     /// rather than hours; the figures are per step and per user, so they extrapolate).
     #[arg(long, value_parser = crate::config::count)]
     pub epoch_steps: Option<usize>,
-    /// Lazy (row-sparse) Adam for the lookup tables (`trainer train --lazy-adam`).
-    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    /// Lazy (row-sparse) Adam for the lookup tables (`trainer train --lazy-adam`; `false`:
+    /// dense Adam).
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub lazy_adam: bool,
     /// The MPI launcher.
     #[arg(long, default_value = "mpirun")]

@@ -141,9 +141,10 @@ pub struct TrainConfig {
     pub batch_users: usize,
     /// Lazy (row-sparse) Adam for the lookup tables (embeddings, item biases and factors): a
     /// step updates only the rows its batch reached (their moments, decay and value), as
-    /// PyTorch's SparseAdam and TensorFlow's LazyAdam, so its cost no longer grows with the
-    /// catalogue and the user vocabularies. Off: dense Adam, every row every step.
-    #[arg(long, default_value_t = false, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    /// PyTorch's SparseAdam and TensorFlow's LazyAdam, so its cost does not grow with the
+    /// catalogue and the user vocabularies. `false`: dense Adam, every row every step (the
+    /// papers' optimizer; `--preset paper`).
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
     pub lazy_adam: bool,
     /// Stop each epoch after this many outer steps (profiling a large input: the epoch's other
     /// batches are skipped; the validation pass still runs).

@@ -2,9 +2,10 @@
 //! `cargo test -p metarec-trainer --features mpi --test it mpi`): 2 ranks take the steps one
 //! process takes, to 1e-5, with every method state that is summed or gathered (the gradients of
 //! every trainable variable, AT-PAML's memory, HML's initialisations, Meta-SGD's rates), with
-//! lazy Adam (its rows found in the summed gradients), and with uneven shards (7 users a batch)
-//! and per-user dropout; a rank killed mid-epoch stops the job with an error naming it, and
-//! `--resume` on another rank count ends where the uninterrupted run ends.
+//! lazy Adam (the default: its rows found in the summed gradients) and dense Adam, and with
+//! uneven shards (7 users a batch) and per-user dropout; a rank killed mid-epoch stops the job
+//! with an error naming it, and `--resume` on another rank count ends where the uninterrupted
+//! run ends.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -105,7 +106,7 @@ fn mpi_two_ranks_train_what_one_process_trains() {
     let data = synth(dir.path(), 90);
     let methods: [(&str, &[&str]); 5] = [
         ("reg-paml", &["--method", "reg-paml"]),
-        ("reg-paml-lazy-adam", &["--method", "reg-paml", "--lazy-adam"]),
+        ("reg-paml-dense-adam", &["--method", "reg-paml", "--lazy-adam", "false"]),
         ("at-paml", &["--method", "at-paml", "--memory-size", "64", "--warmup", "4"]),
         ("hml", &["--method", "hml", "--inits", "2", "--adapt", "all"]),
         ("meta-sgd", &["--method", "meta-sgd", "--adapt", "head"]),
