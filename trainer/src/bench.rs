@@ -341,6 +341,7 @@ fn bench_run_info(spec: &ModelSpec) -> RunInfo {
         skip_invalid: false,
         item_id: false,
         warm_users: false,
+        lazy_adam: false,
         seed: 3,
         spec: spec.clone(),
         first_order: false,

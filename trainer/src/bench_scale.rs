@@ -24,6 +24,9 @@ pub struct ScaleBench {
     /// a temporary directory).
     #[arg(long)]
     pub data: Option<PathBuf>,
+    /// A split file of `--data` (`trainer data split`; default: every user, 7:1:2).
+    #[arg(long, requires = "data")]
+    pub split: Option<PathBuf>,
     /// Rank counts to measure, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,2", value_parser = crate::config::count)]
     pub ranks: Vec<usize>,
@@ -36,6 +39,14 @@ pub struct ScaleBench {
     /// Users per outer step (the global batch, shared by the ranks).
     #[arg(long, default_value_t = 32, value_parser = crate::config::count)]
     pub batch_users: usize,
+    /// Time only the first this many steps of each epoch (a large input's epoch in minutes
+    /// rather than hours; the figures are per step and per user, so they extrapolate).
+    #[arg(long, value_parser = crate::config::count)]
+    pub epoch_steps: Option<usize>,
+    /// Lazy (row-sparse) Adam for the lookup tables (`trainer train --lazy-adam`; `false`:
+    /// dense Adam).
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub lazy_adam: bool,
     /// The MPI launcher.
     #[arg(long, default_value = "mpirun")]
     pub mpirun: String,
@@ -98,7 +109,13 @@ fn measure_all(bench: &ScaleBench, scratch: &Path) -> Result<Vec<Measured>> {
         }
         command.arg(&exe).args(["bench", "scale", "--worker"]).arg(&figures).arg("--data").arg(&data);
         command.args(["--method", bench.method.name(), "--epochs", &bench.epochs.to_string()]);
-        command.args(["--batch-users", &bench.batch_users.to_string()]);
+        command.args(["--batch-users", &bench.batch_users.to_string(), "--lazy-adam", &bench.lazy_adam.to_string()]);
+        if let Some(split) = &bench.split {
+            command.arg("--split").arg(split);
+        }
+        if let Some(steps) = bench.epoch_steps {
+            command.args(["--epoch-steps", &steps.to_string()]);
+        }
         eprintln!("measuring {ranks} rank(s): {command:?}");
         let output = command.output().with_context(|| format!("starting {} (is Open MPI installed?)", bench.mpirun))?;
         if !output.status.success() {
@@ -135,6 +152,9 @@ fn worker(bench: &ScaleBench, out: &Path) -> Result<()> {
     config.epochs = bench.epochs;
     config.patience = bench.epochs;
     config.batch_users = bench.batch_users;
+    config.split.clone_from(&bench.split);
+    config.epoch_steps = bench.epoch_steps;
+    config.lazy_adam = bench.lazy_adam;
     config.device = "cpu".into();
     config.force = true;
     train::train(&config)?;
@@ -172,24 +192,27 @@ fn table(bench: &ScaleBench, measured: &[Measured]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "data-parallel training, {} on {} epoch(s), global batch {} users, 1 thread per rank",
+        "data-parallel training, {} on {} epoch(s){}, global batch {} users, {} Adam, 1 thread per rank",
         bench.method.title(),
         bench.epochs,
-        bench.batch_users
+        bench.epoch_steps.map_or(String::new(), |s| format!(" of at most {s} steps")),
+        bench.batch_users,
+        if bench.lazy_adam { "lazy" } else { "dense" }
     );
     let _ = writeln!(
         out,
-        "{:>5} {:>10} {:>11} {:>8} {:>13} {:>14} {:>13}",
-        "ranks", "epoch s", "users/s", "speed-up", "all-reduce %", "all-reduce ms", "peak MiB/rank"
+        "{:>5} {:>10} {:>9} {:>11} {:>8} {:>13} {:>14} {:>13}",
+        "ranks", "epoch s", "step ms", "users/s", "speed-up", "all-reduce %", "all-reduce ms", "peak MiB/rank"
     );
     let base = measured.iter().find(|m| m.ranks == 1).map(throughput);
     for m in measured {
         let speedup = base.map_or(String::from("-"), |b| format!("{:.2}x", throughput(m) / b));
         let _ = writeln!(
             out,
-            "{:>5} {:>10.2} {:>11.1} {:>8} {:>12.1}% {:>14.3} {:>13.0}",
+            "{:>5} {:>10.2} {:>9.1} {:>11.1} {:>8} {:>12.1}% {:>14.3} {:>13.0}",
             m.ranks,
             m.epoch_seconds / bench.epochs as f64,
+            1e3 * m.epoch_seconds / m.steps.max(1) as f64,
             throughput(m),
             speedup,
             100.0 * m.communication_seconds / m.epoch_seconds.max(1e-12),

@@ -328,6 +328,7 @@ impl Preset {
             Preset::Paper => &[
                 ("--item-id", "false"),
                 ("--warm-users", "false"),
+                ("--lazy-adam", "false"),
                 ("--item-bias", "false"),
                 ("--adapt", "all"),
                 ("--item-factors", "false"),

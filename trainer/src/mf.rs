@@ -199,12 +199,11 @@ pub fn fit(
     let mut item_rows: Vec<f32> =
         (0..items * width).map(|j| if j % width == 0 { 0.0 } else { normal.sample(&mut rng) as f32 }).collect();
     let mut user_rows = vec![0f32; ratings.by_user.len() * width];
-    let mut ridge = Ridge::default();
     let mut best: Option<(f64, usize, FactorModel)> = None;
     let mut history = Vec::new();
     for sweep in 1..=config.mf_sweeps.max(1) {
-        solve_side(&ratings.by_user, &item_rows, &mut user_rows, mean, width, bias_lambda, lambda, &mut ridge);
-        solve_side(&ratings.by_item, &user_rows, &mut item_rows, mean, width, bias_lambda, lambda, &mut ridge);
+        solve_side(&ratings.by_user, &item_rows, &mut user_rows, mean, width, bias_lambda, lambda);
+        solve_side(&ratings.by_item, &user_rows, &mut item_rows, mean, width, bias_lambda, lambda);
         let model = to_model(&item_rows, width, mean, config, objective);
         let train_loss = training_loss(&ratings.by_user, &user_rows, &item_rows, mean, width, objective);
         let valid_loss = model.mean_user_loss(valid, objective);
@@ -221,8 +220,12 @@ pub fn fit(
     Fitted { model, history, best_sweep, best_valid }
 }
 
+/// Ratings below which a half-sweep runs on one thread (threads would cost more than they save).
+const PARALLEL_RATINGS: usize = 1 << 16;
+
 /// One half-sweep: every row of `rows` (users, or items) solved against the fixed `other` side.
-#[allow(clippy::too_many_arguments)]
+/// The rows are independent: on a large input, contiguous runs of them holding about equal
+/// shares of the ratings are solved on all cores, each row by the same arithmetic as on one.
 fn solve_side(
     lists: &[Vec<(u32, f32)>],
     other: &[f32],
@@ -231,8 +234,40 @@ fn solve_side(
     width: usize,
     bias_lambda: f32,
     lambda: f32,
-    ridge: &mut Ridge,
 ) {
+    let total: usize = lists.iter().map(Vec::len).sum();
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads < 2 || total < PARALLEL_RATINGS {
+        return solve_rows(lists, other, rows, mean, width, bias_lambda, lambda);
+    }
+    let share = total.div_ceil(threads);
+    std::thread::scope(|scope| {
+        let (mut lists, mut rows) = (lists, rows);
+        while !lists.is_empty() {
+            let (mut count, mut seen) = (0, 0);
+            while count < lists.len() && (seen < share || count == 0) {
+                seen += lists[count].len();
+                count += 1;
+            }
+            let (these, rest) = lists.split_at(count);
+            let (these_rows, rest_rows) = std::mem::take(&mut rows).split_at_mut(count * width);
+            scope.spawn(move || solve_rows(these, other, these_rows, mean, width, bias_lambda, lambda));
+            (lists, rows) = (rest, rest_rows);
+        }
+    });
+}
+
+/// [`solve_side`] on one thread.
+fn solve_rows(
+    lists: &[Vec<(u32, f32)>],
+    other: &[f32],
+    rows: &mut [f32],
+    mean: f32,
+    width: usize,
+    bias_lambda: f32,
+    lambda: f32,
+) {
+    let mut ridge = Ridge::default();
     for (list, row) in lists.iter().zip(rows.chunks_exact_mut(width)) {
         ridge.reset(width - 1, bias_lambda, lambda);
         for &(j, value) in list {

@@ -7,6 +7,7 @@
 // would corrupt tensors that autograd saved for the backward pass.
 #![allow(clippy::assign_op_pattern)]
 
+use std::borrow::Borrow;
 use std::cell::{Cell, RefCell};
 
 use metarec_runtime::format::{Adapt, FieldSpec};
@@ -202,6 +203,10 @@ pub type FastWeights = Vec<(Tensor, Tensor)>;
 #[derive(Debug)]
 pub struct TaskBatch {
     users: Tensor,
+    /// The items of the batch (support, query and padding's item 0), sorted and distinct: the
+    /// only items whose field vectors a step computes, so its cost does not grow with the
+    /// catalogue.
+    items: Tensor,
     support: RatingsPad,
     query: RatingsPad,
     /// HML's resampled support at test time: the part adapted on and the part scored.
@@ -211,6 +216,8 @@ pub struct TaskBatch {
 #[derive(Debug)]
 struct RatingsPad {
     items: Tensor,
+    /// `items` as positions in [`TaskBatch::items`].
+    local: Tensor,
     values: Tensor,
     mask: Tensor,
 }
@@ -229,8 +236,10 @@ impl RatingsPad {
             }
         }
         let shape = [sets.len() as i64, width as i64];
+        let items = Tensor::from_slice(&items).view(shape).to(device);
         RatingsPad {
-            items: Tensor::from_slice(&items).view(shape).to(device),
+            local: items.shallow_clone(),
+            items,
             values: Tensor::from_slice(&values).view(shape).to(device),
             mask: Tensor::from_slice(&mask).view(shape).to(device),
         }
@@ -238,23 +247,34 @@ impl RatingsPad {
 }
 
 impl TaskBatch {
-    /// Pads a slice of tasks onto `device`.
-    pub fn new(tasks: &[Task], device: Device) -> TaskBatch {
-        let support: Vec<&[Rating]> = tasks.iter().map(|t| t.support.as_slice()).collect();
-        let query: Vec<&[Rating]> = tasks.iter().map(|t| t.query.as_slice()).collect();
+    /// Pads a slice of tasks (`&[Task]`, or `&[&Task]` borrowed from elsewhere) onto `device`.
+    pub fn new<T: Borrow<Task>>(tasks: &[T], device: Device) -> TaskBatch {
+        let support: Vec<&[Rating]> = tasks.iter().map(|t| t.borrow().support.as_slice()).collect();
+        let query: Vec<&[Rating]> = tasks.iter().map(|t| t.borrow().query.as_slice()).collect();
         Self::from_sets(tasks, &support, &query, device)
     }
 
     /// All of each task's ratings as query, none as support (supervised pre-training).
-    pub fn pooled(tasks: &[Task], device: Device) -> TaskBatch {
-        let all: Vec<Vec<Rating>> = tasks.iter().map(|t| t.support.iter().chain(&t.query).copied().collect()).collect();
+    pub fn pooled<T: Borrow<Task>>(tasks: &[T], device: Device) -> TaskBatch {
+        let all: Vec<Vec<Rating>> = tasks
+            .iter()
+            .map(|t| {
+                let t = t.borrow();
+                t.support.iter().chain(&t.query).copied().collect()
+            })
+            .collect();
         let all: Vec<&[Rating]> = all.iter().map(Vec::as_slice).collect();
         let none: Vec<&[Rating]> = vec![&[]; tasks.len()];
         Self::from_sets(tasks, &none, &all, device)
     }
 
-    fn from_sets(tasks: &[Task], support: &[&[Rating]], query: &[&[Rating]], device: Device) -> TaskBatch {
-        let users: Vec<i64> = tasks.iter().map(|t| i64::from(t.user)).collect();
+    fn from_sets<T: Borrow<Task>>(
+        tasks: &[T],
+        support: &[&[Rating]],
+        query: &[&[Rating]],
+        device: Device,
+    ) -> TaskBatch {
+        let users: Vec<i64> = tasks.iter().map(|t| i64::from(t.borrow().user)).collect();
         let support_pad = RatingsPad::new(support, device);
         // Resampled support (HML): the same deterministic split of the support positions the
         // device uses (metarec_runtime::resample).
@@ -269,10 +289,17 @@ impl TaskBatch {
             }
         }
         let shape = [tasks.len() as i64, width as i64];
+        let (mut support_pad, mut query_pad) = (support_pad, RatingsPad::new(query, device));
+        let all = Tensor::cat(&[support_pad.items.view([-1]), query_pad.items.view([-1])], 0);
+        let (items, local, _) = all.internal_unique2(true, true, false);
+        let support_len = support_pad.items.numel() as i64;
+        support_pad.local = local.narrow(0, 0, support_len).view_as(&support_pad.items);
+        query_pad.local = local.narrow(0, support_len, local.size()[0] - support_len).view_as(&query_pad.items);
         TaskBatch {
             users: Tensor::from_slice(&users).to(device),
+            items,
             support: support_pad,
-            query: RatingsPad::new(query, device),
+            query: query_pad,
             resampled: (
                 Tensor::from_slice(&adapt_mask).view(shape).to(device),
                 Tensor::from_slice(&score_mask).view(shape).to(device),
@@ -478,11 +505,14 @@ impl MetaModel {
         self.field_vectors_of_width(tables, rows, select, n, self.embedding_dim, None)
     }
 
-    /// Every item's field vectors, with the id of the items where `keep` is 0 replaced by the
-    /// unknown item's (item-id dropout).
-    fn item_vectors(&self, keep: Option<&Tensor>) -> Tensor {
+    /// The field vectors of `batch`'s items (`[batch.items, width]`, in the order of
+    /// [`TaskBatch::items`]: index them by the local item positions), with the id of the items
+    /// where `keep` (`[items]`) is 0 replaced by the unknown item's (item-id dropout).
+    fn item_vectors(&self, batch: &TaskBatch, keep: Option<&Tensor>) -> Tensor {
         let keep = keep.zip(self.item_id_field);
-        self.field_vectors_of_width(&self.item_embeddings, &self.item_rows, None, 0, self.embedding_dim, keep)
+        let n = batch.items.size()[0];
+        let (tables, rows) = (&self.item_embeddings, &self.item_rows);
+        self.field_vectors_of_width(tables, rows, Some(&batch.items), n, self.embedding_dim, keep)
     }
 
     fn field_vectors_of_width(
@@ -509,6 +539,7 @@ impl MetaModel {
                 if let Some((keep, field)) = id_keep {
                     if field == f {
                         // Row 0 is the unknown value.
+                        let keep = select.map_or_else(|| keep.shallow_clone(), |s| keep.index_select(0, s));
                         idx = idx * keep.unsqueeze(1);
                     }
                 }
@@ -520,7 +551,7 @@ impl MetaModel {
         Tensor::cat(&parts, 1)
     }
 
-    /// Model inputs `[B, S, width]` for padded item indices `[B, S]`.
+    /// Model inputs `[B, S, width]` for padded item positions `[B, S]` in `item_vectors`.
     fn inputs(user_vectors: &Tensor, item_vectors: &Tensor, items: &Tensor) -> Tensor {
         let (b, s) = items.size2().expect("2-d items");
         let item_part = item_vectors.index_select(0, &items.view([-1])).view([b, s, -1]);
@@ -532,7 +563,7 @@ impl MetaModel {
     /// the centred rating], both computable on the device.
     fn user_embedding(user_vectors: &Tensor, item_vectors: &Tensor, support: &RatingsPad) -> Tensor {
         let (b, s) = support.items.size2().expect("2-d items");
-        let items = item_vectors.index_select(0, &support.items.view([-1])).view([b, s, -1]);
+        let items = item_vectors.index_select(0, &support.local.view([-1])).view([b, s, -1]);
         let count = support.mask.sum_dim_intlist(1, true, Kind::Float).clamp_min(1.0);
         let mean = (&support.values * &support.mask).sum_dim_intlist(1, true, Kind::Float) / &count;
         let centred = (&support.values - mean) * &support.mask / count;
@@ -780,13 +811,19 @@ impl MetaModel {
     /// at zero, when the model has item biases.
     fn item_offsets(&self, batch: &TaskBatch, keep: Option<&Tensor>, order: Order) -> Option<(Tensor, Tensor)> {
         let mut bias = self.item_bias.as_ref()?.shallow_clone();
-        if let Some(keep) = keep {
-            bias = bias * keep.to_kind(Kind::Float);
-        }
         if order == Order::Detached {
             bias = bias.detach();
         }
-        let pick = |items: &Tensor| bias.index_select(0, &items.view([-1])).view(items.size().as_slice());
+        // Only the batch's biases (a product per item, the same as over the whole table).
+        let pick = |items: &Tensor| {
+            let flat = items.view([-1]);
+            let picked = bias.index_select(0, &flat);
+            let picked = match keep {
+                Some(keep) => picked * keep.index_select(0, &flat).to_kind(Kind::Float),
+                None => picked,
+            };
+            picked.view(items.size().as_slice())
+        };
         Some((pick(&batch.support.items), pick(&batch.query.items)))
     }
 
@@ -834,10 +871,10 @@ impl MetaModel {
         let steps = if self.spec.method.adapts() { steps } else { 0 };
         let detach = |t: Tensor| if order == Order::Detached { t.detach() } else { t };
         let (keep, masks) = if training { self.training_noise(&batch.users) } else { (None, None) };
-        let item_vectors = detach(self.item_vectors(keep.as_ref()));
+        let item_vectors = detach(self.item_vectors(batch, keep.as_ref()));
         let user_vectors = detach(self.field_vectors(&self.user_embeddings, &self.user_rows, Some(&batch.users), n));
-        let xs = Self::inputs(&user_vectors, &item_vectors, &batch.support.items);
-        let xq = Self::inputs(&user_vectors, &item_vectors, &batch.query.items);
+        let xs = Self::inputs(&user_vectors, &item_vectors, &batch.support.local);
+        let xq = Self::inputs(&user_vectors, &item_vectors, &batch.query.local);
         let offsets = self.item_offsets(batch, keep.as_ref(), order);
         let (alpha, memory_keys) = self.inner_rates(batch, &user_vectors, &item_vectors, training);
 
@@ -905,9 +942,10 @@ impl MetaModel {
     ) -> Tensor {
         let n = batch.len();
         let user = detach(self.field_vectors_of_width(&wide.0, &self.user_rows, Some(&batch.users), n, 1, None));
-        let items = detach(self.field_vectors_of_width(&wide.1, &self.item_rows, None, 0, 1, None));
+        let n_items = batch.items.size()[0];
+        let items = detach(self.field_vectors_of_width(&wide.1, &self.item_rows, Some(&batch.items), n_items, 1, None));
         let (b, q) = batch.query.items.size2().expect("2-d items");
-        let item_part = items.index_select(0, &batch.query.items.view([-1])).view([b, q, -1]);
+        let item_part = items.index_select(0, &batch.query.local.view([-1])).view([b, q, -1]);
         let mut out = user.sum_dim_intlist(1, true, Kind::Float) + item_part.sum_dim_intlist(2, false, Kind::Float);
         if self.spec.method == Method::DeepFm {
             let fields = xq.view([b, q, -1, self.embedding_dim]);
@@ -965,7 +1003,7 @@ impl MetaModel {
     /// learning-rate network and the AT-PAML memory see (the report's projection of users).
     pub fn user_embeddings(&self, batch: &TaskBatch) -> Tensor {
         let _guard = tch::no_grad_guard();
-        let item_vectors = self.field_vectors(&self.item_embeddings, &self.item_rows, None, 0);
+        let item_vectors = self.item_vectors(batch, None);
         let user_vectors = self.field_vectors(&self.user_embeddings, &self.user_rows, Some(&batch.users), batch.len());
         Self::user_embedding(&user_vectors, &item_vectors, &batch.support)
     }

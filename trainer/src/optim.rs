@@ -1,6 +1,14 @@
 //! Adam over a VarStore with its state exposed, so a checkpoint can hold the optimizer too and a
 //! resumed run continues exactly where an uninterrupted one would be (tch's built-in optimizer
 //! keeps its moments inside libtorch, out of reach of a checkpoint).
+//!
+//! **Lazy rows** ([`Adam::with_lazy_rows`]): for lookup tables (embeddings, item biases and
+//! factors), a step can update only the rows whose gradient is not zero, as PyTorch's
+//! `SparseAdam` and TensorFlow's `LazyAdam` do: their moments, decay and value move, the other
+//! rows (moments included) stay as they are until a batch reaches them again. A step then costs
+//! one scan of each table for its non-zero rows plus work on those rows, instead of a dozen
+//! passes over every row; the numerics differ from dense Adam, whose moments keep moving rows no
+//! batch touched.
 
 use std::collections::HashMap;
 
@@ -20,6 +28,11 @@ pub struct Adam {
     state: Vec<(String, Tensor, Tensor, Tensor)>,
     /// Per variable (as `state`): its decoupled weight decay.
     decay: Vec<f64>,
+    /// Per variable (as `state`): whether it steps only its rows with a gradient.
+    lazy: Vec<bool>,
+    /// Per variable (as `state`): the rows the last lazy step found with a gradient, the only
+    /// rows [`Adam::zero_grad`] must clear (None: clear them all).
+    touched: Vec<Option<Tensor>>,
 }
 
 impl Adam {
@@ -36,12 +49,20 @@ impl Adam {
             })
             .collect();
         let decay = vec![0.0; state.len()];
-        Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, step: 0, state, decay }
+        let (lazy, touched) = (vec![false; state.len()], (0..state.len()).map(|_| None).collect());
+        Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, step: 0, state, decay, lazy, touched }
     }
 
     /// Decays the variables whose name `chosen` accepts by `lr · decay` of their value per step.
     pub fn with_decay(mut self, decay: f64, chosen: impl Fn(&str) -> bool) -> Adam {
         self.decay = self.state.iter().map(|(name, ..)| if chosen(name) { decay } else { 0.0 }).collect();
+        self
+    }
+
+    /// Steps the variables whose name `chosen` accepts lazily: only their rows (along the first
+    /// dimension) with a non-zero gradient (see the module documentation).
+    pub fn with_lazy_rows(mut self, chosen: impl Fn(&str) -> bool) -> Adam {
+        self.lazy = self.state.iter().map(|(name, ..)| chosen(name)).collect();
         self
     }
 
@@ -60,10 +81,14 @@ impl Adam {
 
     /// Clears the gradients (a rank whose shard of a batch is empty adds zeros to the sum).
     pub fn zero_grad(&mut self) {
-        for (_, p, _, _) in &self.state {
+        for ((_, p, _, _), touched) in self.state.iter().zip(&mut self.touched) {
             let mut grad = p.grad();
             if grad.defined() {
-                let _ = grad.zero_();
+                // After a lazy step only the rows it found have a gradient left.
+                let _ = match touched.take() {
+                    Some(rows) => grad.index_fill_(0, &rows, 0.0),
+                    None => grad.zero_(),
+                };
             }
         }
     }
@@ -78,18 +103,18 @@ impl Adam {
         self.step += 1;
         let (c1, c2) = (1.0 - self.beta1.powi(self.step as i32), 1.0 - self.beta2.powi(self.step as i32));
         let _guard = tch::no_grad_guard();
-        for ((_, p, m, v), &decay) in self.state.iter_mut().zip(&self.decay) {
+        for (k, (_, p, m, v)) in self.state.iter_mut().enumerate() {
             let grad = p.grad();
             if !grad.defined() {
                 continue;
             }
-            if decay > 0.0 {
-                let _ = p.g_mul_scalar_(1.0 - self.lr * decay);
+            let rule =
+                Rule { lr: self.lr, beta1: self.beta1, beta2: self.beta2, eps: self.eps, c1, c2, decay: self.decay[k] };
+            if self.lazy[k] {
+                self.touched[k] = Some(rule.step_rows(p, m, v, &grad));
+            } else {
+                rule.step_dense(p, m, v, &grad);
             }
-            let _ = m.g_mul_scalar_(self.beta1).g_add_(&(&grad * (1.0 - self.beta1)));
-            let _ = v.g_mul_scalar_(self.beta2).g_add_(&(grad.square() * (1.0 - self.beta2)));
-            let update = (&*m / c1) / ((&*v / c2).sqrt() + self.eps) * self.lr;
-            let _ = p.g_sub_(&update);
         }
     }
 
@@ -107,6 +132,7 @@ impl Adam {
     pub fn load_state(&mut self, named: &HashMap<String, Tensor>) -> Result<()> {
         let step = named.get("adam.step").context("checkpoint lacks adam.step")?;
         self.step = step.int64_value(&[0]);
+        self.touched.iter_mut().for_each(|rows| *rows = None);
         let _guard = tch::no_grad_guard();
         for (name, p, m, v) in &mut self.state {
             for (prefix, target) in [("adam.m.", &mut *m), ("adam.v.", &mut *v)] {
@@ -117,5 +143,45 @@ impl Adam {
             }
         }
         Ok(())
+    }
+}
+
+/// One step's constants: the learning rate, the moments' rates, the bias corrections `c1`, `c2`
+/// and the variable's decoupled weight decay.
+struct Rule {
+    lr: f64,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    c1: f64,
+    c2: f64,
+    decay: f64,
+}
+
+impl Rule {
+    /// Adam on the whole of `p` with its moments `m`, `v`.
+    fn step_dense(&self, p: &mut Tensor, m: &mut Tensor, v: &mut Tensor, grad: &Tensor) {
+        if self.decay > 0.0 {
+            let _ = p.g_mul_scalar_(1.0 - self.lr * self.decay);
+        }
+        let _ = m.g_mul_scalar_(self.beta1).g_add_(&(grad * (1.0 - self.beta1)));
+        let _ = v.g_mul_scalar_(self.beta2).g_add_(&(grad.square() * (1.0 - self.beta2)));
+        let update = (&*m / self.c1) / ((&*v / self.c2).sqrt() + self.eps) * self.lr;
+        let _ = p.g_sub_(&update);
+    }
+
+    /// Adam on the rows of `p` (and of `m`, `v`) whose gradient is not zero, the same
+    /// arithmetic as [`Rule::step_dense`] on each; returns those rows.
+    fn step_rows(&self, p: &mut Tensor, m: &mut Tensor, v: &mut Tensor, grad: &Tensor) -> Tensor {
+        let nonzero = grad.ne(0.0);
+        let nonzero = if grad.dim() > 1 { nonzero.flatten(1, -1).any_dim(1, false) } else { nonzero };
+        let rows = nonzero.nonzero().select(1, 0);
+        let (mut p_rows, g) = (p.index_select(0, &rows), grad.index_select(0, &rows));
+        let (mut m_rows, mut v_rows) = (m.index_select(0, &rows), v.index_select(0, &rows));
+        self.step_dense(&mut p_rows, &mut m_rows, &mut v_rows, &g);
+        for (target, values) in [(p, &p_rows), (m, &m_rows), (v, &v_rows)] {
+            let _ = target.index_copy_(0, &rows, values);
+        }
+        rows
     }
 }

@@ -53,6 +53,10 @@ pub struct RunInfo {
     /// Whether the split's existing (warm) users joined the training users (`--warm-users`).
     #[serde(default)]
     pub warm_users: bool,
+    /// Whether the lookup tables were stepped by lazy (row-sparse) Adam (`--lazy-adam`; runs
+    /// from before the flag read as off, dense Adam).
+    #[serde(default)]
+    pub lazy_adam: bool,
     /// Seed of the split and the initialisation.
     pub seed: u64,
     /// Method, shape and inner loop.

@@ -140,6 +140,17 @@ pub struct TrainConfig {
     /// Users per outer step.
     #[arg(long, default_value_t = 32, value_parser = config::count, allow_hyphen_values = true)]
     pub batch_users: usize,
+    /// Lazy (row-sparse) Adam for the lookup tables (embeddings, item biases and factors): a
+    /// step updates only the rows its batch reached (their moments, decay and value), as
+    /// PyTorch's SparseAdam and TensorFlow's LazyAdam, so its cost does not grow with the
+    /// catalogue and the user vocabularies. `false`: dense Adam, every row every step (the
+    /// papers' optimizer; `--preset paper`).
+    #[arg(long, default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub lazy_adam: bool,
+    /// Stop each epoch after this many outer steps (profiling a large input: the epoch's other
+    /// batches are skipped; the validation pass still runs).
+    #[arg(long, value_parser = config::count, allow_hyphen_values = true)]
+    pub epoch_steps: Option<usize>,
     /// Maximum epochs over the training users.
     #[arg(long, default_value_t = 30, value_parser = config::count, allow_hyphen_values = true)]
     pub epochs: usize,
@@ -438,6 +449,7 @@ fn flag_settings(info: &RunInfo) -> Vec<(String, String)> {
         ("--first-order", switch(info.first_order)),
         ("--item-id", switch(info.item_id)),
         ("--warm-users", switch(info.warm_users)),
+        ("--lazy-adam", switch(info.lazy_adam)),
         ("--item-bias", switch(spec.options.item_bias)),
         ("--adapt", spec.options.adapt.name().to_string()),
         ("--proximal", spec.options.proximal.to_string()),
@@ -491,6 +503,7 @@ fn run_info(config: &TrainConfig, objective: Objective, fingerprint: u32) -> Run
         skip_invalid: config.skip_invalid,
         item_id: config.item_id,
         warm_users: config.warm_users,
+        lazy_adam: config.lazy_adam,
         seed: config.seed,
         spec: spec_of(config, objective),
         first_order: config.first_order,
@@ -583,8 +596,7 @@ pub fn train(config: &TrainConfig) -> Result<RunInfo> {
     let spec = spec_of(config, objective);
     let model = MetaModel::new_seeded(&data, &spec, global_mean, device, config.seed);
     warm_start(config, &model, &data, &split, objective);
-    let decayed = |name: &str| name.contains("embedding") || name.starts_with("item_");
-    let mut optimizer = Adam::new(&model.vs, config.outer_lr).with_decay(config.embedding_decay, decayed);
+    let mut optimizer = optimizer(config, &model);
     let fresh =
         RunInfo { global_mean, device: format!("{device:?}"), ..run_info(config, objective, run::fingerprint(&data)) };
     let mut progress = Progress { epochs_done: 0, since_best: 0, info: fresh.clone() };
@@ -630,6 +642,23 @@ pub fn train(config: &TrainConfig) -> Result<RunInfo> {
     }
     bar.finish_and_clear();
     finish(config, lead, &run, objective, progress.info)
+}
+
+/// The outer optimizer: Adam, decoupled weight decay on the embedding tables and item biases,
+/// lazy on the lookup tables with `--lazy-adam`.
+fn optimizer(config: &TrainConfig, model: &MetaModel) -> Adam {
+    let decayed = |name: &str| name.contains("embedding") || name.starts_with("item_");
+    let tables = |name: &str| {
+        ["user_embedding_", "item_embedding_", "wide_user_", "wide_item_", "item_bias", "item_factors"]
+            .iter()
+            .any(|prefix| name.starts_with(prefix))
+    };
+    let optimizer = Adam::new(&model.vs, config.outer_lr).with_decay(config.embedding_decay, decayed);
+    if config.lazy_adam {
+        optimizer.with_lazy_rows(tables)
+    } else {
+        optimizer
+    }
 }
 
 /// What the end of every epoch needs: validation, the log line, model selection.
@@ -763,7 +792,8 @@ fn train_epoch(
     bar: &ProgressBar,
 ) -> (f64, f64) {
     let (started, communication) = (Instant::now(), crate::dist::communication_seconds());
-    let batches = epoch_batches(config, train_tasks, epoch);
+    let mut batches = epoch_batches(config, train_tasks, epoch);
+    batches.truncate(config.epoch_steps.unwrap_or(usize::MAX));
     let mut sums = [0.0, 0.0];
     for (step, chunk) in batches.iter().enumerate() {
         model.set_noise_seed(config.seed ^ ((epoch as u64) << 40) ^ ((step as u64) << 8) ^ 0x5EED);
@@ -795,9 +825,10 @@ fn train_epoch(
         timing.seconds += started.elapsed().as_secs_f64();
         timing.communication_seconds += crate::dist::communication_seconds() - communication;
         timing.steps += batches.len();
-        timing.users += train_tasks.len();
+        timing.users += batches.iter().map(Vec::len).sum::<usize>();
     });
-    (sums[0] / train_tasks.len() as f64, sums[1] / train_tasks.len() as f64)
+    let users = batches.iter().map(Vec::len).sum::<usize>().max(1) as f64;
+    (sums[0] / users, sums[1] / users)
 }
 
 /// Where this thread's training epochs spent their time (all of its runs together): what
@@ -826,16 +857,15 @@ pub fn epoch_timing() -> EpochTiming {
 /// The epoch's batches: their order depends only on (seed, epoch), so a resumed run sees the
 /// same batches. Users of similar activity share a batch, which cuts the padding of the
 /// support and query tensors: pools of 8 batches are sorted by length, cut into batches, and
-/// those shuffled.
-fn epoch_batches(config: &TrainConfig, train_tasks: &[Task], epoch: usize) -> Vec<Vec<Task>> {
+/// those shuffled. The batches borrow the tasks (no copy of the ratings).
+fn epoch_batches<'t>(config: &TrainConfig, train_tasks: &'t [Task], epoch: usize) -> Vec<Vec<&'t Task>> {
     let mut rng = ChaCha8Rng::seed_from_u64(config.seed.wrapping_mul(0x9E37_79B9).wrapping_add(epoch as u64));
-    let mut tasks = train_tasks.to_vec();
+    let mut tasks: Vec<&Task> = train_tasks.iter().collect();
     tasks.shuffle(&mut rng);
-    let mut batches: Vec<Vec<Task>> = Vec::new();
-    for pool in tasks.chunks(config.batch_users.saturating_mul(8)) {
-        let mut pool = pool.to_vec();
+    let mut batches: Vec<Vec<&Task>> = Vec::new();
+    for pool in tasks.chunks_mut(config.batch_users.saturating_mul(8)) {
         pool.sort_by_key(|t| t.support.len() + t.query.len());
-        batches.extend(pool.chunks(config.batch_users).map(<[Task]>::to_vec));
+        batches.extend(pool.chunks(config.batch_users).map(<[&Task]>::to_vec));
     }
     batches.shuffle(&mut rng);
     batches
@@ -847,7 +877,7 @@ fn epoch_batches(config: &TrainConfig, train_tasks: &[Task], epoch: usize) -> Ve
 fn outer_forward(
     config: &TrainConfig,
     model: &MetaModel,
-    shard: &[Task],
+    shard: &[&Task],
     batch_users: usize,
     optimizer: &mut Adam,
 ) -> crate::model::Forward {

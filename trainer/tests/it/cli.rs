@@ -581,6 +581,8 @@ const TRAIN_FLAGS: &[(&str, &[&str])] = &[
     ("--split", &["split.csv", "other-split.csv", "run/split.csv", "nowhere.csv", "data"]),
     ("--item-id", SWITCH),
     ("--warm-users", SWITCH),
+    ("--lazy-adam", &["true", "false"]),
+    ("--epoch-steps", &["1", "2"]),
     ("--item-bias", &["true", "false"]),
     ("--item-factors", &["true", "false"]),
     ("--adapt", &["fold-in", "all", "head", "user", "sideways"]),

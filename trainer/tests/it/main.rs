@@ -13,6 +13,7 @@ mod methods;
 mod metrics;
 #[cfg(feature = "mpi")]
 mod mpi;
+mod optim;
 mod outputs;
 mod parity;
 mod pipeline;

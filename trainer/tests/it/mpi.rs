@@ -1,7 +1,8 @@
 //! Data-parallel training under `mpirun` (the `mpi` feature; scripts/test.sh runs these with
 //! `cargo test -p metarec-trainer --features mpi --test it mpi`): 2 ranks take the steps one
 //! process takes, to 1e-5, with every method state that is summed or gathered (the gradients of
-//! every trainable variable, AT-PAML's memory, HML's initialisations, Meta-SGD's rates) and with
+//! every trainable variable, AT-PAML's memory, HML's initialisations, Meta-SGD's rates), with
+//! lazy Adam (the default: its rows found in the summed gradients) and dense Adam, and with
 //! uneven shards (7 users a batch) and per-user dropout; a rank killed mid-epoch stops the job
 //! with an error naming it, and `--resume` on another rank count ends where the uninterrupted
 //! run ends.
@@ -103,8 +104,9 @@ fn assert_same_runs(a: &Path, b: &Path, what: &str) {
 fn mpi_two_ranks_train_what_one_process_trains() {
     let dir = tempfile::tempdir().unwrap();
     let data = synth(dir.path(), 90);
-    let methods: [(&str, &[&str]); 4] = [
+    let methods: [(&str, &[&str]); 5] = [
         ("reg-paml", &["--method", "reg-paml"]),
+        ("reg-paml-dense-adam", &["--method", "reg-paml", "--lazy-adam", "false"]),
         ("at-paml", &["--method", "at-paml", "--memory-size", "64", "--warmup", "4"]),
         ("hml", &["--method", "hml", "--inits", "2", "--adapt", "all"]),
         ("meta-sgd", &["--method", "meta-sgd", "--adapt", "head"]),

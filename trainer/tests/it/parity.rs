@@ -30,6 +30,7 @@ fn run_info(data: &Dataset, spec: &ModelSpec) -> RunInfo {
         skip_invalid: false,
         item_id: false,
         warm_users: false,
+        lazy_adam: false,
         seed: 0,
         spec: spec.clone(),
         first_order: false,
