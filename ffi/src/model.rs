@@ -86,12 +86,9 @@ pub unsafe extern "C" fn metarec_model_load_from_memory(
     out_model: *mut *mut MetarecModel,
 ) -> i32 {
     let body = || -> Status<Model> {
-        if len > METAREC_MAX_MODEL_BYTES {
-            return Err(Code(METAREC_ERR_MODEL_TOO_LARGE));
-        }
         // SAFETY: unless `len` is 0, `len` readable bytes, unchanged during the call (caller's
         // contract).
-        let bytes = unsafe { handle::slice(bytes, len) }?;
+        let bytes = unsafe { model_bytes(bytes, len) }?;
         Ok(Model::from_bytes(bytes)?)
     };
     // SAFETY: NULL or writable for one pointer (caller's contract).
@@ -124,17 +121,26 @@ pub unsafe extern "C" fn metarec_model_load_from_memory_borrowed(
     out_model: *mut *mut MetarecModel,
 ) -> i32 {
     let body = || -> Status<Model> {
-        if len > METAREC_MAX_MODEL_BYTES {
-            return Err(Code(METAREC_ERR_MODEL_TOO_LARGE));
-        }
         // SAFETY: unless `len` is 0, `len` readable bytes (caller's contract).
-        let bytes = unsafe { handle::slice(bytes, len) }?;
+        let bytes = unsafe { model_bytes(bytes, len) }?;
         // SAFETY: the bytes stay alive and unchanged until the model and its sessions are
         // freed (caller's contract), which is what `from_bytes_borrowed` asks.
         Ok(unsafe { Model::from_bytes_borrowed(bytes) }?)
     };
     // SAFETY: NULL or writable for one pointer (caller's contract).
     unsafe { load(out_model, body) }
+}
+
+/// The caller's model buffer of `len` bytes, refused above `METAREC_MAX_MODEL_BYTES`.
+///
+/// # Safety
+/// Unless `len` is 0, `bytes` points to `len` readable bytes that stay alive for `'a`.
+unsafe fn model_bytes<'a>(bytes: *const u8, len: usize) -> Status<&'a [u8]> {
+    if len > METAREC_MAX_MODEL_BYTES {
+        return Err(Code(METAREC_ERR_MODEL_TOO_LARGE));
+    }
+    // SAFETY: forwarded from this function's contract.
+    unsafe { handle::slice(bytes, len) }
 }
 
 /// Releases a model handle. Sessions created from it stay valid (they hold their own
