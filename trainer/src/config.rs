@@ -336,6 +336,8 @@ impl Preset {
                 ("--dropout", "0"),
                 ("--embedding-decay", "0"),
                 ("--proximal", "0"),
+                ("--unadapted-loss", "0"),
+                ("--init-choice", "query"),
             ],
         }
     }

@@ -23,7 +23,7 @@ use metarec_trainer::objective::{Loss as _, Objective};
 use metarec_trainer::report::{self, ReportArgs};
 use metarec_trainer::run::{self as run_dir, RunDir, RunInfo, Trained};
 use metarec_trainer::split::Task;
-use metarec_trainer::split::{self, MeluConfig, PamlConfig, Split, State};
+use metarec_trainer::split::{self, EvalOn, MeluConfig, PamlConfig, Split, State};
 use metarec_trainer::train::{self, parse_device, TrainConfig};
 
 /// Counts live heap bytes for `trainer bench device`'s memory figures.
@@ -195,6 +195,10 @@ struct EvalArgs {
     /// from this run (repeatable: e.g. the f32, f16 and int8 exports side by side).
     #[arg(long)]
     model: Vec<PathBuf>,
+    /// The users to evaluate: `test` (the figures to report) or `valid` (the run's validation
+    /// users: compare settings on them, never on the test users).
+    #[arg(long, value_enum, default_value_t = EvalOn::Test)]
+    eval_on: EvalOn,
 }
 
 #[derive(Debug, clap::Args)]
@@ -441,19 +445,20 @@ fn evaluate(args: &EvalArgs) -> Result<()> {
         device_models.push((path, device_model));
     }
     let objective = info.spec.objective;
-    let mut rows = trained.rows(&split.test);
+    let users = split.evaluated(args.eval_on);
+    let mut rows = trained.rows(users);
     for (path, device_model) in &device_models {
-        let predictions = eval::device_predictions(device_model, &data, &split.test)
-            .with_context(|| format!("replaying the test users on {}", path.display()))?;
+        let predictions = eval::device_predictions(device_model, &data, users)
+            .with_context(|| format!("replaying the {} users on {}", args.eval_on.users(), path.display()))?;
         let name = path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned());
         rows.push((format!("device: {name}"), predictions));
     }
     let baselines = Baselines::fit(data.items.len(), &split.train, &split.valid).for_objective(objective);
-    rows.extend(baselines.predict_all(&split.test));
+    rows.extend(baselines.predict_all(users));
     if !matches!(trained, Trained::Factors(_)) {
-        rows.push(mf::baseline_row(data.items.len(), &split, objective, &info.spec.config, info.seed, &split.test));
+        rows.push(mf::baseline_row(data.items.len(), &split, objective, &info.spec.config, info.seed, users));
     }
-    print_table(&data, objective, &split.test, &rows);
+    print_table(&data, objective, args.eval_on, users, &rows);
     Ok(())
 }
 
@@ -497,9 +502,16 @@ fn check_model_of_run(
     }
 }
 
-fn print_table(data: &Dataset, objective: Objective, tasks: &[Task], rows: &[(String, Vec<UserPredictions>)]) {
+fn print_table(
+    data: &Dataset,
+    objective: Objective,
+    on: EvalOn,
+    tasks: &[Task],
+    rows: &[(String, Vec<UserPredictions>)],
+) {
     let what = if objective.is_click() { "query labels" } else { "query ratings" };
-    println!("test users: {} ({what}: {})", tasks.len(), tasks.iter().map(|t| t.query.len()).sum::<usize>());
+    let count = tasks.iter().map(|t| t.query.len()).sum::<usize>();
+    println!("{} users: {} ({what}: {count})", on.users(), tasks.len());
     print!("{}", eval::report(data, objective, rows));
 }
 
@@ -537,7 +549,7 @@ fn compare(args: &CompareArgs) -> Result<()> {
         let config = &args.train.method_config;
         rows.push(mf::baseline_row(data.items.len(), &split, objective, config, args.train.seed, &split.test));
     }
-    print_table(&data, objective, &split.test, &rows);
+    print_table(&data, objective, EvalOn::Test, &split.test, &rows);
     for (method, seconds, epoch) in timings {
         println!("{}: trained in {seconds:.1} s, kept epoch {epoch}", method.title());
     }

@@ -48,6 +48,13 @@ pub struct MethodConfig {
     /// HML: number of initialisations.
     #[arg(long, default_value_t = 3, value_parser = config::inits, allow_hyphen_values = true)]
     pub inits: usize,
+    /// HML: how a training user's initialisation is chosen: `support` (the one whose adapted
+    /// model best predicts the held-out part of the resampled support set, the rule of
+    /// evaluation and of the device) or `query` (the best on the query set, the HML paper's
+    /// Algorithm 1: training then chooses with labels that evaluation does not have).
+    #[arg(long, value_enum, default_value_t = InitChoice::Support)]
+    #[serde(default = "InitChoice::before_the_setting")]
+    pub init_choice: InitChoice,
     /// Matrix factorisation (the `mf` method and every table's MF fold-in row): factors per
     /// user and item.
     #[arg(long, default_value_t = 8, value_parser = config::mf_factors, allow_hyphen_values = true)]
@@ -65,6 +72,23 @@ pub struct MethodConfig {
     #[arg(long, default_value_t = 30, value_parser = config::count, allow_hyphen_values = true)]
     #[serde(default = "default_mf_sweeps")]
     pub mf_sweeps: usize,
+}
+
+/// HML's rule for a training user's initialisation (`--init-choice`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum InitChoice {
+    /// By the held-out part of the resampled support set, as in evaluation.
+    Support,
+    /// By the query set (the HML paper's hard task clustering).
+    Query,
+}
+
+impl InitChoice {
+    /// Runs written before the setting chose by the query set.
+    fn before_the_setting() -> InitChoice {
+        InitChoice::Query
+    }
 }
 
 // The matrix factorisation defaults were chosen on validation users (ml-latest-small, PAML

@@ -18,7 +18,7 @@ use tch::{nn, Device, Kind, Tensor};
 
 use crate::data::{Dataset, Entity, Rating};
 use crate::memory::Memory;
-use crate::method::{Method, MethodConfig};
+use crate::method::{InitChoice, Method, MethodConfig};
 use crate::objective::{Loss as _, Objective};
 use crate::split::Task;
 
@@ -79,6 +79,10 @@ pub struct ModelOptions {
     /// With [`Adapt::FoldIn`]: per-item factors (`mf_factors` of them) beside the last hidden layer's
     /// features in the fold-in, warm-started from matrix factorisation (set by the trainer).
     pub item_factors: bool,
+    /// Weight of the unadapted model's query loss in the outer objective (0: off): the
+    /// initialisation learns to predict by itself, so users with few ratings, and groups whose
+    /// taste differs from most users', start from a prior that already fits them.
+    pub unadapted_loss: f64,
 }
 
 impl ModelSpec {
@@ -351,6 +355,8 @@ pub struct Forward {
     pub alpha: Option<Tensor>,
     /// REG-PAML's ||dL_support/dθ||²·|alpha| per user `[B]`.
     pub regularizer: Option<Tensor>,
+    /// `--unadapted-loss` w × the unadapted model's query loss per user `[B]` (training only).
+    pub unadapted: Option<Tensor>,
     /// AT-PAML memory keys of the batch users `[B, KEY_DIM]`.
     pub memory_keys: Option<Tensor>,
     /// HML: the initialisation each user was given.
@@ -358,13 +364,23 @@ pub struct Forward {
 }
 
 impl Forward {
-    /// The outer objective: mean query loss (+ gamma · mean regularizer for REG-PAML).
+    /// The outer objective: mean query loss (+ gamma · mean regularizer for REG-PAML, + the
+    /// weighted unadapted query loss in training).
     pub fn outer_loss(&self, gamma: f64) -> Tensor {
-        let loss = self.query_loss.mean(Kind::Float);
-        match &self.regularizer {
-            Some(reg) => loss + reg.mean(Kind::Float) * gamma,
-            None => loss,
+        self.outer_terms(gamma).mean(Kind::Float)
+    }
+
+    /// Each user's term of the outer objective `[B]`: query loss, gamma · regularizer (REG-PAML)
+    /// and the weighted unadapted query loss (`--unadapted-loss`, training only).
+    pub fn outer_terms(&self, gamma: f64) -> Tensor {
+        let mut terms = self.query_loss.shallow_clone();
+        if let Some(reg) = &self.regularizer {
+            terms = terms + reg * gamma;
         }
+        if let Some(unadapted) = &self.unadapted {
+            terms = terms + unadapted;
+        }
+        terms
     }
 }
 
@@ -885,8 +901,9 @@ impl MetaModel {
         let inner = self.inner_loop(&alpha, order, masks.as_deref());
         let support = (&xs, offsets.as_ref().map(|o| &o.0));
         let set = (&batch.support.items, &batch.support.values, &batch.support.mask);
-        let adapted = self.adapt_users(&inner, support, set, fast, steps);
         let query_offset = offsets.as_ref().map(|o| &o.1);
+        let unadapted = self.unadapted_loss(&fast, (&xq, query_offset), batch, &inner, steps, training);
+        let adapted = self.adapt_users(&inner, support, set, fast, steps);
         let mut predictions = self.adapted_outputs(&adapted, (&xq, &batch.query.items), query_offset, &inner);
         if let Some(wide) = &self.wide {
             predictions = predictions + self.wide_and_fm(wide, batch, &xq, detach);
@@ -900,7 +917,38 @@ impl MetaModel {
             (Method::RegPaml, Some(rates), Some(sqnorm)) => Some(sqnorm * rates.abs()),
             _ => None,
         };
-        Forward { predictions, query_loss, alpha: alpha_per_user, regularizer, memory_keys, chosen_init: choice }
+        Forward {
+            predictions,
+            query_loss,
+            alpha: alpha_per_user,
+            regularizer,
+            unadapted,
+            memory_keys,
+            chosen_init: choice,
+        }
+    }
+
+    /// In training with `--unadapted-loss` w > 0 and adaptation on: w × each user's query loss
+    /// of the initialisation itself (`[B]`), the unadapted prediction the adaptation starts from
+    /// (under the fold-in, the ridge prior's mean).
+    fn unadapted_loss(
+        &self,
+        fast: &FastWeights,
+        (xq, offset): (&Tensor, Option<&Tensor>),
+        batch: &TaskBatch,
+        inner: &InnerLoop<'_>,
+        steps: u32,
+        training: bool,
+    ) -> Option<Tensor> {
+        let weight = self.spec.options.unadapted_loss;
+        if !training || weight <= 0.0 || steps == 0 || self.wide.is_some() {
+            return None;
+        }
+        let mut outputs = Self::mlp(xq, fast, inner.masks);
+        if let Some(offset) = offset {
+            outputs = outputs + offset;
+        }
+        Some(self.spec.objective.per_user_loss(&outputs, &batch.query.values, &batch.query.mask) * weight)
     }
 
     /// The first-order meta-gradient of `batch`'s mean query loss ([`Order::First`], `steps`
@@ -956,8 +1004,9 @@ impl MetaModel {
         out
     }
 
-    /// HML: the initialisation whose adapted model scores best — on the query set in training
-    /// (hard task clustering), on the held-out part of the resampled support set otherwise.
+    /// HML: the initialisation whose adapted model scores best on the held-out part of the
+    /// resampled support set; in training with `--init-choice query`, on the query set (the
+    /// paper's hard task clustering).
     fn choose_init(
         &self,
         batch: &TaskBatch,
@@ -968,19 +1017,20 @@ impl MetaModel {
     ) -> Vec<i64> {
         let xs = xs.detach();
         let support_offset = offsets.map(|o| o.0.detach());
-        let (adapt_mask, score_x, score_offset, score_set) = if training {
-            let query_offset = offsets.map(|o| o.1.detach());
-            (
-                &batch.support.mask,
-                xq.detach(),
-                query_offset,
-                (&batch.query.items, &batch.query.values, &batch.query.mask),
-            )
-        } else {
-            let offset = support_offset.as_ref().map(Tensor::shallow_clone);
-            let set = (&batch.support.items, &batch.support.values, &batch.resampled.1);
-            (&batch.resampled.0, xs.shallow_clone(), offset, set)
-        };
+        let (adapt_mask, score_x, score_offset, score_set) =
+            if training && self.spec.config.init_choice == InitChoice::Query {
+                let query_offset = offsets.map(|o| o.1.detach());
+                (
+                    &batch.support.mask,
+                    xq.detach(),
+                    query_offset,
+                    (&batch.query.items, &batch.query.values, &batch.query.mask),
+                )
+            } else {
+                let offset = support_offset.as_ref().map(Tensor::shallow_clone);
+                let set = (&batch.support.items, &batch.support.values, &batch.resampled.1);
+                (&batch.resampled.0, xs.shallow_clone(), offset, set)
+            };
         let n = batch.len();
         let alpha = Alpha::Scalar(self.spec.inner_lr);
         let inner = self.inner_loop(&alpha, Order::Detached, None);

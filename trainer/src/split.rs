@@ -105,6 +105,26 @@ pub struct Split {
     pub warm: Vec<Task>,
 }
 
+/// The users an evaluation reads (`--eval-on`): the test users give the figures to report; the
+/// validation users are the ones to choose settings on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum EvalOn {
+    /// The split's test users.
+    Test,
+    /// The split's validation users.
+    Valid,
+}
+
+impl EvalOn {
+    /// How tables and reports name them.
+    pub fn users(self) -> &'static str {
+        match self {
+            EvalOn::Test => "test",
+            EvalOn::Valid => "validation",
+        }
+    }
+}
+
 /// Settings of the PAML protocol (the PAML paper, Experimental Setup).
 #[derive(Debug, Clone, clap::Args)]
 pub struct PamlConfig {
@@ -192,6 +212,14 @@ fn warm_rng(seed: u64) -> ChaCha8Rng {
 }
 
 impl Split {
+    /// The tasks `on` names.
+    pub fn evaluated(&self, on: EvalOn) -> &[Task] {
+        match on {
+            EvalOn::Test => &self.test,
+            EvalOn::Valid => &self.valid,
+        }
+    }
+
     /// Splits every user with at least 2 ratings 7:1:2 and each user's ratings 80/20.
     pub fn new(data: &Dataset, seed: u64) -> Result<Split> {
         Ok(Split::paml(data, &PamlConfig::every_user(), seed)?.0)

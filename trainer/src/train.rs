@@ -91,6 +91,10 @@ pub struct TrainConfig {
     /// from there).
     #[arg(long, default_value_t = 5.0, value_parser = config::ridge, allow_hyphen_values = true)]
     pub fold_in_lambda: f64,
+    /// Weight of the unadapted model's query loss in the outer objective (0: off): the
+    /// initialisation (under the fold-in, the ridge prior's mean) learns to predict by itself.
+    #[arg(long, default_value_t = 0.3, value_parser = config::weight, allow_hyphen_values = true)]
+    pub unadapted_loss: f64,
     /// Training method.
     #[arg(long, value_parser = crate::method::parser(), default_value = "melu")]
     pub method: Method,
@@ -458,6 +462,7 @@ fn flag_settings(info: &RunInfo) -> Vec<(String, String)> {
         ("--embedding-decay", spec.options.embedding_decay.to_string()),
         ("--item-factors", switch(spec.options.item_factors)),
         ("--fold-in-lambda", spec.options.fold_in_lambda.to_string()),
+        ("--unadapted-loss", spec.options.unadapted_loss.to_string()),
         ("--seed", info.seed.to_string()),
         ("--format", info.format.map_or("detected".into(), |f| name(f.to_possible_value()))),
         ("--skip-invalid", switch(info.skip_invalid)),
@@ -490,6 +495,7 @@ fn spec_of(config: &TrainConfig, objective: Objective) -> ModelSpec {
             embedding_decay: config.embedding_decay,
             fold_in_lambda: config.fold_in_lambda,
             item_factors: config.item_factors,
+            unadapted_loss: config.unadapted_loss,
         },
     }
 }
@@ -890,16 +896,8 @@ fn outer_forward(
         (TaskBatch::new(shard, device), config.inner_steps)
     };
     let forward = model.forward(&batch, steps, order, true);
-    let loss = if shard.len() == batch_users {
-        forward.outer_loss(gamma)
-    } else {
-        let users = batch_users as f64;
-        let loss = forward.query_loss.sum(tch::Kind::Float) / users;
-        match &forward.regularizer {
-            Some(reg) => loss + reg.sum(tch::Kind::Float) * (gamma / users),
-            None => loss,
-        }
-    };
+    // A rank's shard: the sum of its users' terms over the whole batch's size.
+    let loss = forward.outer_terms(gamma).sum(tch::Kind::Float) / batch_users as f64;
     optimizer.backward(&loss);
     forward
 }

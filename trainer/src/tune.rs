@@ -54,6 +54,7 @@ pub const SPACE: &[(&str, Values)] = &[
     ("--embedding-decay", Values::Choice(&["0", "1e-4", "1e-3", "1e-2", "1e-1"])),
     ("--item-id-dropout", Values::Choice(&["0", "0.05", "0.1", "0.2", "0.3"])),
     ("--proximal", Values::Choice(&["0", "0.01", "0.1", "1"])),
+    ("--unadapted-loss", Values::Choice(&["0", "0.1", "0.3", "1"])),
 ];
 
 /// Successive halving keeps the best 1/ETA of the trials at each rung.

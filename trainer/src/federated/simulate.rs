@@ -32,7 +32,7 @@ use crate::data::{Dataset, LoadOptions};
 use crate::eval;
 use crate::fsutil;
 use crate::run::RunDir;
-use crate::split::{PamlConfig, Split, Task};
+use crate::split::{EvalOn, PamlConfig, Split, Task};
 use crate::train::{self, TrainArgs};
 
 /// Arguments of `trainer federated simulate`.
@@ -123,25 +123,6 @@ pub enum ServerOptimizer {
     Sgd,
     /// Adam on the noisy means ([`aggregate::ServerAdam`]).
     Adam,
-}
-
-/// The users a simulation's rounds are evaluated on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum EvalOn {
-    /// The split's test users.
-    Test,
-    /// The split's validation users.
-    Valid,
-}
-
-impl EvalOn {
-    /// How the report names them.
-    fn users(self) -> &'static str {
-        match self {
-            EvalOn::Test => "test",
-            EvalOn::Valid => "validation",
-        }
-    }
 }
 
 /// One row of the results table.
@@ -273,11 +254,7 @@ fn prepare(args: &SimulateArgs) -> Result<(Population, ModelBody)> {
     let _ = std::fs::remove_file(&central_split);
     let model = model_of(&body)?;
     let items = data.items.iter().map(|item| model.item_index(&item.id)).collect();
-    let evaluated = match args.eval_on {
-        EvalOn::Test => split.test,
-        EvalOn::Valid => split.valid,
-    };
-    let test = evaluated.into_iter().take(args.eval_users.unwrap_or(usize::MAX)).collect();
+    let test = split.evaluated(args.eval_on).iter().cloned().take(args.eval_users.unwrap_or(usize::MAX)).collect();
     Ok((Population { data, devices, test, central, items }, body))
 }
 

@@ -591,6 +591,8 @@ const TRAIN_FLAGS: &[(&str, &[&str])] = &[
     ("--dropout", &["0", "0.3", "1"]),
     ("--item-id-dropout", &["0", "0.2"]),
     ("--embedding-decay", &["0", "0.01"]),
+    ("--unadapted-loss", &["0", "0.5"]),
+    ("--init-choice", &["support", "query", "best"]),
     ("--preset", &["product", "paper", "newest"]),
     ("--method", &["melu", "meta-sgd", "paml", "reg-paml", "at-paml", "hml", "transfer", "wide-deep", "deep-fm", "mf"]),
     ("--task", &["rating", "click", "ctr"]),

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use metarec_trainer::data::synth;
 use metarec_trainer::data::Dataset;
 use metarec_trainer::memory::{Memory, KEY_DIM};
-use metarec_trainer::method::{Method, MethodConfig};
+use metarec_trainer::method::{InitChoice, Method, MethodConfig};
 use metarec_trainer::model::{MetaModel, ModelOptions, ModelShape, ModelSpec, Order, TaskBatch};
 use metarec_trainer::objective::{Loss as _, Objective};
 use metarec_trainer::split::Split;
@@ -180,6 +180,30 @@ fn reg_paml_regularizes_the_fold_in() {
     assert!(regularized > plain, "{regularized} vs {plain}");
 }
 
+/// `--unadapted-loss w`: in training, each user's outer term gains w × the query loss of the
+/// initialisation itself (the prediction without adaptation); evaluation never carries it.
+#[test]
+fn unadapted_loss_adds_the_initialisations_query_loss() {
+    let (_dir, data, split) = tiny();
+    let mut spec = product_spec(Method::Melu, Objective::Rating);
+    spec.options.unadapted_loss = 0.5;
+    let model = MetaModel::new_seeded(&data, &spec, 3.5, Device::Cpu, 5);
+    let batch = TaskBatch::new(&split.train[..8], Device::Cpu);
+    let training = model.forward(&batch, 1, Order::First, true);
+    let unadapted = training.unadapted.as_ref().expect("training carries the unadapted loss");
+    let without_adaptation = model.forward(&batch, 0, Order::First, false).query_loss;
+    let gap = (unadapted - &without_adaptation * 0.5).abs().max().double_value(&[]);
+    assert!(gap < 1e-6, "unadapted term vs 0.5 × the unadapted query loss: {gap}");
+    let with = training.outer_loss(0.0).double_value(&[]);
+    let plain = training.query_loss.mean(Kind::Double).double_value(&[]);
+    let expected = without_adaptation.mean(Kind::Double).double_value(&[]) * 0.5;
+    assert!((with - plain - expected).abs() < 1e-5, "{with} - {plain} vs {expected}");
+    assert!(model.forward(&batch, 1, Order::First, false).unadapted.is_none(), "evaluation has no such term");
+    spec.options.unadapted_loss = 0.0;
+    let off = MetaModel::new_seeded(&data, &spec, 3.5, Device::Cpu, 5);
+    assert!(off.forward(&batch, 1, Order::First, true).unadapted.is_none(), "weight 0: off");
+}
+
 #[test]
 fn regularizer_gradient_matches_finite_differences() {
     check_gradient(Method::RegPaml, "lr_net_b2", &[0]);
@@ -260,20 +284,24 @@ fn memory_evicts_the_least_recently_used_entry() {
     assert!(!alphas.iter().any(|a| (a - 0.1).abs() < 1e-6) || !alphas.iter().any(|a| (a - 0.3).abs() < 1e-6));
 }
 
+/// HML's init 0 predicts 1 for everything, init 1 predicts 5 (last layer weight 0, bias set).
+fn constant_inits(model: &MetaModel) {
+    tch::no_grad(|| {
+        let vars = variables(model);
+        for (prefix, value) in [("", 1.0), ("init1_", 5.0)] {
+            let _ = vars[&format!("{prefix}layer1_weight")].shallow_clone().fill_(0.0);
+            let _ = vars[&format!("{prefix}layer1_bias")].shallow_clone().fill_(value);
+        }
+    });
+}
+
 #[test]
 fn hml_picks_the_initialisation_that_fits() {
     let (_dir, data, split) = tiny();
     let mut spec = spec(Method::Hml);
     spec.config.inits = 2;
     let model = MetaModel::new(&data, &spec, 3.0, Device::Cpu);
-    // Init 0 predicts 1 for everything, init 1 predicts 5: last layer weight 0, bias set.
-    tch::no_grad(|| {
-        let vars = variables(&model);
-        for (prefix, value) in [("", 1.0), ("init1_", 5.0)] {
-            let _ = vars[&format!("{prefix}layer1_weight")].shallow_clone().fill_(0.0);
-            let _ = vars[&format!("{prefix}layer1_bias")].shallow_clone().fill_(value);
-        }
-    });
+    constant_inits(&model);
     let mut tasks: Vec<_> = split.train[..6].to_vec();
     for (k, task) in tasks.iter_mut().enumerate() {
         let rating = if k % 2 == 0 { 1.0 } else { 5.0 };
@@ -285,6 +313,32 @@ fn hml_picks_the_initialisation_that_fits() {
     for training in [true, false] {
         let chosen = model.forward(&batch, 1, Order::Detached, training).chosen_init.expect("HML chooses");
         assert_eq!(chosen, [0, 1, 0, 1, 0, 1], "training = {training}");
+    }
+}
+
+/// `--init-choice`: with `support` (the default) training chooses as evaluation does, from the
+/// support set; with `query` (the paper's Algorithm 1) by the query set's labels.
+#[test]
+fn hml_init_choice_reads_the_support_set_or_the_query_set() {
+    let (_dir, data, split) = tiny();
+    let mut spec = spec(Method::Hml);
+    spec.config.inits = 2;
+    assert_eq!(spec.config.init_choice, InitChoice::Support, "the default");
+    let mut tasks: Vec<_> = split.train[..4].to_vec();
+    // The support says 1 (init 0), the query says 5 (init 1).
+    for task in &mut tasks {
+        task.support.iter_mut().for_each(|r| r.value = 1.0);
+        task.query.iter_mut().for_each(|r| r.value = 5.0);
+    }
+    let batch = TaskBatch::new(&tasks, Device::Cpu);
+    for (choice, expected) in [(InitChoice::Support, 0), (InitChoice::Query, 1)] {
+        spec.config.init_choice = choice;
+        let model = MetaModel::new(&data, &spec, 3.0, Device::Cpu);
+        constant_inits(&model);
+        let training = model.forward(&batch, 1, Order::Detached, true).chosen_init.expect("HML chooses");
+        assert_eq!(training, [expected; 4], "{choice:?} in training");
+        let evaluation = model.forward(&batch, 1, Order::Detached, false).chosen_init.expect("HML chooses");
+        assert_eq!(evaluation, [0; 4], "{choice:?} in evaluation");
     }
 }
 
