@@ -254,7 +254,7 @@ fn prepare(args: &SimulateArgs) -> Result<(Population, ModelBody)> {
     let _ = std::fs::remove_file(&central_split);
     let model = model_of(&body)?;
     let items = data.items.iter().map(|item| model.item_index(&item.id)).collect();
-    let test = split.evaluated(args.eval_on).iter().cloned().take(args.eval_users.unwrap_or(usize::MAX)).collect();
+    let test = split.evaluated(args.eval_on).iter().take(args.eval_users.unwrap_or(usize::MAX)).cloned().collect();
     Ok((Population { data, devices, test, central, items }, body))
 }
 
