@@ -472,7 +472,8 @@ fn flag_settings(info: &RunInfo) -> Vec<(String, String)> {
     }
     let mut settings: Vec<(String, String)> = settings.into_iter().map(|(f, v)| (f.to_string(), v)).collect();
     if let Ok(serde_json::Value::Object(knobs)) = serde_json::to_value(&spec.config) {
-        settings.extend(knobs.iter().map(|(key, value)| (format!("--{}", key.replace('_', "-")), value.to_string())));
+        let text = |value: &serde_json::Value| value.as_str().map_or_else(|| value.to_string(), str::to_string);
+        settings.extend(knobs.iter().map(|(key, value)| (format!("--{}", key.replace('_', "-")), text(value))));
     }
     settings
 }

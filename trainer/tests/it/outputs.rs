@@ -187,6 +187,8 @@ fn resume_names_every_setting_that_differs() {
         (vec!["--preset", "paper"], "--item-bias: the run has on, given off"),
         (vec!["--gamma", "0.5"], "--gamma: the run has 0.001, given 0.5"),
         (vec!["--inits", "2"], "--inits: the run has 3, given 2"),
+        (vec!["--init-choice", "query"], "--init-choice: the run has support, given query"),
+        (vec!["--unadapted-loss", "0"], "--unadapted-loss: the run has 0.3, given 0"),
         (vec!["--mf-factors", "4"], "--mf-factors: the run has 8, given 4"),
         (vec!["--seed", "4"], "--seed: the run has 3, given 4"),
     ] {
