@@ -804,7 +804,7 @@ fn train_epoch(
         }
         let mut parameters = optimizer.parameters();
         if let Some(memory) = &model.memory {
-            parameters.extend(memory.borrow().trainable());
+            parameters.extend(memory.borrow().trainable().map(|t| (t, crate::dist::Layout::Dense)));
         }
         comm.sum_gradients(&parameters);
         optimizer.step();
