@@ -28,6 +28,9 @@ static WORLD: OnceLock<Comm> = OnceLock::new();
 /// Nanoseconds this process spent inside collectives (waiting for slower ranks included).
 static COMMUNICATION_NANOS: AtomicU64 = AtomicU64::new(0);
 
+/// Bytes this process gave to collectives (its values of each sum and gather).
+static COMMUNICATION_BYTES: AtomicU64 = AtomicU64::new(0);
+
 /// The number of ranks `mpirun` (Open MPI, or a PMI launcher) gave this job, if any.
 fn launched_ranks() -> Option<usize> {
     ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE"].iter().find_map(|name| std::env::var(name).ok()?.parse().ok())
@@ -129,21 +132,21 @@ impl Comm {
     /// Element-wise sums of `values` over all ranks, in place.
     pub fn sum_f64(&self, values: &mut [f64]) {
         if self.size > 1 {
-            timed(|| imp::sum(values));
+            timed(std::mem::size_of_val(values), || imp::sum(values));
         }
     }
 
     /// Element-wise sums of `values` over all ranks, in place.
     pub fn sum_f32(&self, values: &mut [f32]) {
         if self.size > 1 {
-            timed(|| imp::sum(values));
+            timed(std::mem::size_of_val(values), || imp::sum(values));
         }
     }
 
     /// Every rank's `values`, concatenated in rank order.
     pub fn gather_f32(&self, values: &[f32]) -> Vec<f32> {
         if self.size > 1 {
-            timed(|| imp::gather(values))
+            timed(std::mem::size_of_val(values), || imp::gather(values))
         } else {
             values.to_vec()
         }
@@ -152,7 +155,7 @@ impl Comm {
     /// Every rank's `values`, concatenated in rank order.
     pub fn gather_u32(&self, values: &[u32]) -> Vec<u32> {
         if self.size > 1 {
-            timed(|| imp::gather(values))
+            timed(std::mem::size_of_val(values), || imp::gather(values))
         } else {
             values.to_vec()
         }
@@ -336,10 +339,17 @@ pub fn communication_seconds() -> f64 {
     COMMUNICATION_NANOS.load(Ordering::Relaxed) as f64 * 1e-9
 }
 
-fn timed<T>(f: impl FnOnce() -> T) -> T {
+/// Bytes this process has given to collectives so far (its values of each sum and gather).
+pub fn communication_bytes() -> u64 {
+    COMMUNICATION_BYTES.load(Ordering::Relaxed)
+}
+
+/// Runs collective `f`, which gives `bytes` of this process's values, counting its time.
+fn timed<T>(bytes: usize, f: impl FnOnce() -> T) -> T {
     let start = Instant::now();
     let out = f();
     COMMUNICATION_NANOS.fetch_add(start.elapsed().as_nanos() as u64, Ordering::Relaxed);
+    COMMUNICATION_BYTES.fetch_add(bytes as u64, Ordering::Relaxed);
     out
 }
 
