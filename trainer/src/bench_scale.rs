@@ -2,11 +2,12 @@
 //! For each rank count it launches `mpirun -np N trainer bench scale --worker …`, whose ranks
 //! train the same run (synthetic data unless `--data`) and report the seconds of the training
 //! epochs (validation excluded), the seconds of those spent in MPI collectives (waiting for a
-//! slower rank included), and their peak resident memory. It prints throughput (training users
-//! per second), speed-up, the communication share and the memory per rank, then projects the
-//! epoch to more ranks from the measured split: compute per step `a + b·users` (fixed cost and
-//! cost per user of a rank's shard, fitted to the 1- and 2-rank compute times) and the all-reduce
-//! of the measured run with the most ranks, scaled as a ring all-reduce (2(N−1)/N of the data).
+//! slower rank included) and the bytes rank 0 gave to them, and their peak resident memory. It
+//! prints throughput (training users per second), speed-up, the communication share, bytes and
+//! the memory per rank, then projects the epoch to more ranks from the measured split: compute
+//! per step `a + b·users` (fixed cost and cost per user of a rank's shard, fitted to the 1- and
+//! 2-rank compute times) and the all-reduce of the measured run with the most ranks, scaled as a
+//! ring all-reduce (2(N−1)/N of the data).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -65,6 +66,7 @@ struct Measured {
     ranks: usize,
     epoch_seconds: f64,
     communication_seconds: f64,
+    communication_bytes: u64,
     steps: usize,
     users: usize,
     peak_rss_mib: f64,
@@ -170,6 +172,7 @@ fn worker(bench: &ScaleBench, out: &Path) -> Result<()> {
             ranks: comm.size(),
             epoch_seconds: timing.seconds,
             communication_seconds: timing.communication_seconds,
+            communication_bytes: timing.communication_bytes,
             steps: timing.steps,
             users: timing.users,
             peak_rss_mib: f64::from(peak),
@@ -201,15 +204,23 @@ fn table(bench: &ScaleBench, measured: &[Measured]) -> String {
     );
     let _ = writeln!(
         out,
-        "{:>5} {:>10} {:>9} {:>11} {:>8} {:>13} {:>14} {:>13}",
-        "ranks", "epoch s", "step ms", "users/s", "speed-up", "all-reduce %", "all-reduce ms", "peak MiB/rank"
+        "{:>5} {:>10} {:>9} {:>11} {:>8} {:>13} {:>14} {:>13} {:>13}",
+        "ranks",
+        "epoch s",
+        "step ms",
+        "users/s",
+        "speed-up",
+        "all-reduce %",
+        "all-reduce ms",
+        "sent KiB/step",
+        "peak MiB/rank"
     );
     let base = measured.iter().find(|m| m.ranks == 1).map(throughput);
     for m in measured {
         let speedup = base.map_or(String::from("-"), |b| format!("{:.2}x", throughput(m) / b));
         let _ = writeln!(
             out,
-            "{:>5} {:>10.2} {:>9.1} {:>11.1} {:>8} {:>12.1}% {:>14.3} {:>13.0}",
+            "{:>5} {:>10.2} {:>9.1} {:>11.1} {:>8} {:>12.1}% {:>14.3} {:>13.1} {:>13.0}",
             m.ranks,
             m.epoch_seconds / bench.epochs as f64,
             1e3 * m.epoch_seconds / m.steps.max(1) as f64,
@@ -217,6 +228,7 @@ fn table(bench: &ScaleBench, measured: &[Measured]) -> String {
             speedup,
             100.0 * m.communication_seconds / m.epoch_seconds.max(1e-12),
             1e3 * m.communication_seconds / m.steps.max(1) as f64,
+            m.communication_bytes as f64 / 1024.0 / m.steps.max(1) as f64,
             m.peak_rss_mib
         );
     }

@@ -15,6 +15,8 @@ use std::collections::HashMap;
 use anyhow::{Context, Result};
 use tch::{nn, Tensor};
 
+use crate::dist::Layout;
+
 /// Adam (Kingma & Ba) with bias correction, and optional decoupled weight decay (AdamW,
 /// Loshchilov & Hutter) on chosen variables.
 #[derive(Debug)]
@@ -93,9 +95,12 @@ impl Adam {
         }
     }
 
-    /// The trainable variables this optimizer steps, in its (name) order.
-    pub fn parameters(&self) -> Vec<Tensor> {
-        self.state.iter().map(|(_, p, _, _)| p.shallow_clone()).collect()
+    /// The trainable variables this optimizer steps, in its (name) order, each with how a
+    /// data-parallel step sums its gradient: the rows a rank reached of a variable stepped
+    /// lazily (the others are zero on every rank), all of any other.
+    pub fn parameters(&self) -> Vec<(Tensor, Layout)> {
+        let layout = |lazy: bool| if lazy { Layout::Rows } else { Layout::Dense };
+        self.state.iter().zip(&self.lazy).map(|((_, p, _, _), &lazy)| (p.shallow_clone(), layout(lazy))).collect()
     }
 
     /// One step along the current gradients.
@@ -173,9 +178,7 @@ impl Rule {
     /// Adam on the rows of `p` (and of `m`, `v`) whose gradient is not zero, the same
     /// arithmetic as [`Rule::step_dense`] on each; returns those rows.
     fn step_rows(&self, p: &mut Tensor, m: &mut Tensor, v: &mut Tensor, grad: &Tensor) -> Tensor {
-        let nonzero = grad.ne(0.0);
-        let nonzero = if grad.dim() > 1 { nonzero.flatten(1, -1).any_dim(1, false) } else { nonzero };
-        let rows = nonzero.nonzero().select(1, 0);
+        let rows = nonzero_rows(grad);
         let (mut p_rows, g) = (p.index_select(0, &rows), grad.index_select(0, &rows));
         let (mut m_rows, mut v_rows) = (m.index_select(0, &rows), v.index_select(0, &rows));
         self.step_dense(&mut p_rows, &mut m_rows, &mut v_rows, &g);
@@ -184,4 +187,13 @@ impl Rule {
         }
         rows
     }
+}
+
+/// The rows (along the first dimension) of `grad` with a non-zero value, ascending, as an `i64`
+/// tensor on its device: the rows a lazy step moves, and those a data-parallel step sums
+/// ([`crate::dist::Layout::Rows`]).
+pub(crate) fn nonzero_rows(grad: &Tensor) -> Tensor {
+    let nonzero = grad.ne(0.0);
+    let nonzero = if grad.dim() > 1 { nonzero.flatten(1, -1).any_dim(1, false) } else { nonzero };
+    nonzero.nonzero().select(1, 0)
 }

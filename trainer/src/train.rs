@@ -799,6 +799,7 @@ fn train_epoch(
     bar: &ProgressBar,
 ) -> (f64, f64) {
     let (started, communication) = (Instant::now(), crate::dist::communication_seconds());
+    let communication_bytes = crate::dist::communication_bytes();
     let mut batches = epoch_batches(config, train_tasks, epoch);
     batches.truncate(config.epoch_steps.unwrap_or(usize::MAX));
     let mut sums = [0.0, 0.0];
@@ -811,7 +812,7 @@ fn train_epoch(
         }
         let mut parameters = optimizer.parameters();
         if let Some(memory) = &model.memory {
-            parameters.extend(memory.borrow().trainable());
+            parameters.extend(memory.borrow().trainable().map(|t| (t, crate::dist::Layout::Dense)));
         }
         comm.sum_gradients(&parameters);
         optimizer.step();
@@ -831,6 +832,7 @@ fn train_epoch(
         let mut timing = timing.borrow_mut();
         timing.seconds += started.elapsed().as_secs_f64();
         timing.communication_seconds += crate::dist::communication_seconds() - communication;
+        timing.communication_bytes += crate::dist::communication_bytes() - communication_bytes;
         timing.steps += batches.len();
         timing.users += batches.iter().map(Vec::len).sum::<usize>();
     });
@@ -846,6 +848,8 @@ pub struct EpochTiming {
     pub seconds: f64,
     /// Of those, seconds in MPI collectives (waiting for slower ranks included).
     pub communication_seconds: f64,
+    /// Bytes this rank gave to those collectives (its values of each sum and gather).
+    pub communication_bytes: u64,
     /// Outer steps taken.
     pub steps: usize,
     /// Users trained on (over all ranks: each epoch counts every training user once).

@@ -2,10 +2,10 @@
 //! `cargo test -p metarec-trainer --features mpi --test it mpi`): 2 ranks take the steps one
 //! process takes, to 1e-5, with every method state that is summed or gathered (the gradients of
 //! every trainable variable, AT-PAML's memory, HML's initialisations, Meta-SGD's rates), with
-//! lazy Adam (the default: its rows found in the summed gradients) and dense Adam, and with
-//! uneven shards (7 users a batch) and per-user dropout; a rank killed mid-epoch stops the job
-//! with an error naming it, and `--resume` on another rank count ends where the uninterrupted
-//! run ends.
+//! lazy Adam (the default: its rows found in the summed gradients; of a large catalogue's tables
+//! only the rows the ranks reached are summed) and dense Adam, and with uneven shards (7 users a
+//! batch) and per-user dropout; a rank killed mid-epoch stops the job with an error naming it,
+//! and `--resume` on another rank count ends where the uninterrupted run ends.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -23,11 +23,15 @@ fn mpirun(ranks: usize) -> Command {
 }
 
 fn synth(dir: &Path, users: usize) -> PathBuf {
-    let data = dir.join("data");
-    let users = users.to_string();
+    synth_items(dir, users, 40)
+}
+
+fn synth_items(dir: &Path, users: usize, items: usize) -> PathBuf {
+    let data = dir.join(format!("data-{items}"));
+    let (users, items) = (users.to_string(), items.to_string());
     succeed(
         trainer()
-            .args(["data", "synth", "--users", &users, "--items", "40", "--max-ratings", "25", "--out"])
+            .args(["data", "synth", "--users", &users, "--items", &items, "--max-ratings", "25", "--out"])
             .arg(&data),
     );
     data
@@ -120,6 +124,28 @@ fn mpi_two_ranks_train_what_one_process_trains() {
         assert!(log.contains("2 MPI ranks"), "{name}: not a 2-rank run:\n{log}");
         // Rank 0 alone prints: one log line per epoch.
         assert_eq!(log.matches("epoch 1:").count(), 1, "{name}: every rank logs:\n{log}");
+        assert_same_runs(&one, &two, name);
+    }
+}
+
+/// In a large catalogue a batch reaches few rows of the item tables (item ids, biases, factors,
+/// Wide&Deep's wide weights), so lazy Adam's gradients travel as the union of the rows the ranks
+/// reached (`dist::Layout::Rows`) instead of whole tables: 2 ranks still take one process's
+/// steps. (With 40 items the union holds most rows and the tables travel whole.)
+#[test]
+fn mpi_two_ranks_sum_the_rows_a_batch_reached_as_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synth_items(dir.path(), 90, 3000);
+    let methods: [(&str, &[&str]); 2] = [
+        ("reg-paml-item-id", &["--method", "reg-paml", "--item-id", "true"]),
+        ("wide-deep", &["--method", "wide-deep"]),
+    ];
+    for (name, method) in methods {
+        let one = dir.path().join(format!("{name}-1"));
+        let two = dir.path().join(format!("{name}-2"));
+        succeed(mpirun(1).args(train_args(&data, &one, method, 2)));
+        let output = succeed(mpirun(2).args(train_args(&data, &two, method, 2)));
+        assert!(String::from_utf8_lossy(&output.stderr).contains("2 MPI ranks"), "{name}: not a 2-rank run");
         assert_same_runs(&one, &two, name);
     }
 }
