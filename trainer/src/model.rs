@@ -928,7 +928,8 @@ impl MetaModel {
         }
     }
 
-    /// In training with `--unadapted-loss` w > 0 and adaptation on: w × each user's query loss
+    /// In training with `--unadapted-loss` w > 0 and adaptation on (`steps` > 0: never for the
+    /// supervised baselines with a wide part, which do not adapt): w × each user's query loss
     /// of the initialisation itself (`[B]`), the unadapted prediction the adaptation starts from
     /// (under the fold-in, the ridge prior's mean).
     fn unadapted_loss(
@@ -941,7 +942,7 @@ impl MetaModel {
         training: bool,
     ) -> Option<Tensor> {
         let weight = self.spec.options.unadapted_loss;
-        if !training || weight <= 0.0 || steps == 0 || self.wide.is_some() {
+        if !training || weight <= 0.0 || steps == 0 {
             return None;
         }
         let mut outputs = Self::mlp(xq, fast, inner.masks);
