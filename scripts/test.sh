@@ -12,11 +12,11 @@ export METAREC_REQUIRE_TOOLS=1
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
-# The builds below (debug, MPI, cross, fuzz) take about 6 GB; a full disk fails them half-way
+# The builds below (debug, MPI, cross, fuzz) take about 4 GB; a full disk fails them half-way
 # with "No space left on device", so say so first.
 free_kb=$(df -Pk . | awk 'NR == 2 { print $4 }')
-if [ "${free_kb:-0}" -lt $((8 * 1024 * 1024)) ]; then
-  printf 'warning: %s GB free on the disk of %s; the test builds need about 8 GB\n' \
+if [ "${free_kb:-0}" -lt $((6 * 1024 * 1024)) ]; then
+  printf 'warning: %s GB free on the disk of %s; the test builds need about 4 GB\n' \
     "$((free_kb / 1024 / 1024))" "$root" >&2
 fi
 

@@ -337,6 +337,7 @@ impl Preset {
                 ("--embedding-decay", "0"),
                 ("--proximal", "0"),
                 ("--unadapted-loss", "0"),
+                ("--rate-penalty", "0"),
                 ("--init-choice", "query"),
             ],
         }

@@ -29,6 +29,13 @@ pub struct MethodConfig {
     /// REG-PAML regularizer weight gamma.
     #[arg(long, default_value_t = 1e-3, value_parser = config::weight, allow_hyphen_values = true)]
     pub gamma: f64,
+    /// PAML family: weight of the penalty (ln(α_u / α))² on each training user's learning rate
+    /// α_u in the outer objective, pulling it toward --inner-lr α (0: off). Without it the
+    /// learning-rate network meta-overfits: the training users' rates grow until their support
+    /// sets are fitted hard, and new users' scores suffer.
+    #[arg(long, default_value_t = 0.3, value_parser = config::weight, allow_hyphen_values = true)]
+    #[serde(default)]
+    pub rate_penalty: f64,
     /// Hidden width of the learning-rate network.
     #[arg(long, default_value_t = 32, value_parser = config::width, allow_hyphen_values = true)]
     pub lr_hidden: i64,

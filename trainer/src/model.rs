@@ -357,6 +357,8 @@ pub struct Forward {
     pub regularizer: Option<Tensor>,
     /// `--unadapted-loss` w × the unadapted model's query loss per user `[B]` (training only).
     pub unadapted: Option<Tensor>,
+    /// `--rate-penalty` k × (ln(α_u / α))² per user `[B]` (PAML family, training only).
+    pub rate_penalty: Option<Tensor>,
     /// AT-PAML memory keys of the batch users `[B, KEY_DIM]`.
     pub memory_keys: Option<Tensor>,
     /// HML: the initialisation each user was given.
@@ -365,20 +367,21 @@ pub struct Forward {
 
 impl Forward {
     /// The outer objective: mean query loss (+ gamma · mean regularizer for REG-PAML, + the
-    /// weighted unadapted query loss in training).
+    /// weighted unadapted query loss and learning-rate penalty in training).
     pub fn outer_loss(&self, gamma: f64) -> Tensor {
         self.outer_terms(gamma).mean(Kind::Float)
     }
 
-    /// Each user's term of the outer objective `[B]`: query loss, gamma · regularizer (REG-PAML)
-    /// and the weighted unadapted query loss (`--unadapted-loss`, training only).
+    /// Each user's term of the outer objective `[B]`: query loss, gamma · regularizer (REG-PAML),
+    /// and in training the weighted unadapted query loss (`--unadapted-loss`) and learning-rate
+    /// penalty (`--rate-penalty`).
     pub fn outer_terms(&self, gamma: f64) -> Tensor {
         let mut terms = self.query_loss.shallow_clone();
         if let Some(reg) = &self.regularizer {
             terms = terms + reg * gamma;
         }
-        if let Some(unadapted) = &self.unadapted {
-            terms = terms + unadapted;
+        for term in [&self.unadapted, &self.rate_penalty].into_iter().flatten() {
+            terms = terms + term;
         }
         terms
     }
@@ -917,12 +920,14 @@ impl MetaModel {
             (Method::RegPaml, Some(rates), Some(sqnorm)) => Some(sqnorm * rates.abs()),
             _ => None,
         };
+        let rate_penalty = alpha_per_user.as_ref().and_then(|rates| self.rate_penalty(rates, training));
         Forward {
             predictions,
             query_loss,
             alpha: alpha_per_user,
             regularizer,
             unadapted,
+            rate_penalty,
             memory_keys,
             chosen_init: choice,
         }
@@ -950,6 +955,17 @@ impl MetaModel {
             outputs = outputs + offset;
         }
         Some(self.spec.objective.per_user_loss(&outputs, &batch.query.values, &batch.query.mask) * weight)
+    }
+
+    /// In training with `--rate-penalty` k > 0: k × (ln(α_u / α))² for each user's learning
+    /// rate α_u `[B]` (α: `--inner-lr`), the prior that keeps the learning-rate network from
+    /// giving the training users ever larger rates.
+    fn rate_penalty(&self, rates: &Tensor, training: bool) -> Option<Tensor> {
+        let weight = self.spec.config.rate_penalty;
+        if !training || weight <= 0.0 || self.spec.inner_lr <= 0.0 {
+            return None;
+        }
+        Some((rates.clamp_min(1e-12) / self.spec.inner_lr).log().square() * weight)
     }
 
     /// The first-order meta-gradient of `batch`'s mean query loss ([`Order::First`], `steps`

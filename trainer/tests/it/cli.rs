@@ -598,6 +598,7 @@ const TRAIN_FLAGS: &[(&str, &[&str])] = &[
     ("--task", &["rating", "click", "ctr"]),
     ("--click-threshold", &["1", "3", "4.5", "5"]),
     ("--gamma", &["0", "0.01", "1"]),
+    ("--rate-penalty", &["0", "0.5"]),
     ("--lr-hidden", &["1", "4"]),
     ("--memory-size", &["1", "8", "64"]),
     ("--neighbours", &["1", "4", "16"]),

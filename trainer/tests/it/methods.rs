@@ -204,6 +204,41 @@ fn unadapted_loss_adds_the_initialisations_query_loss() {
     assert!(off.forward(&batch, 1, Order::First, true).unadapted.is_none(), "weight 0: off");
 }
 
+/// `--rate-penalty k` (PAML family): in training, each user's outer term gains
+/// k × (ln(α_u / α))², α_u the user's learning rate and α `--inner-lr`; evaluation, methods
+/// without per-user rates and k = 0 carry no such term.
+#[test]
+fn rate_penalty_pulls_each_users_rate_toward_the_inner_rate() {
+    let (_dir, data, split) = tiny();
+    let batch = TaskBatch::new(&split.train[..8], Device::Cpu);
+    let mut spec = product_spec(Method::Paml, Objective::Rating);
+    spec.config.rate_penalty = 0.5;
+    let model = MetaModel::new_seeded(&data, &spec, 3.5, Device::Cpu, 5);
+    // softplus(0) = ln 2: every rate about 6.9 × --inner-lr 0.1.
+    let _ = tch::no_grad(|| variables(&model).get_mut("lr_net_b2").expect("PAML's rate network").fill_(0.0));
+    let training = model.forward(&batch, 1, Order::First, true);
+    let rates = training.alpha.as_ref().expect("PAML has per-user rates");
+    let penalty = training.rate_penalty.as_ref().expect("training carries the rate penalty");
+    let expected = (rates / 0.1).log().square() * 0.5;
+    let gap = (penalty - &expected).abs().max().double_value(&[]);
+    assert!(gap < 1e-6, "penalty vs 0.5 · ln(α_u/α)²: {gap}");
+    assert!(expected.min().double_value(&[]) > 1.0, "the rates are far from the inner rate");
+    let (with, unadapted) =
+        (training.outer_loss(0.0), training.unadapted.as_ref().map_or(0.0, |u| u.mean(Kind::Double).double_value(&[])));
+    let plain = training.query_loss.mean(Kind::Double).double_value(&[]) + unadapted;
+    let expected_mean = expected.mean(Kind::Double).double_value(&[]);
+    assert!((with.double_value(&[]) - plain - expected_mean).abs() < 1e-4, "outer loss adds the mean penalty");
+    // Its gradient lowers the rates: the output bias of the rate network goes down.
+    with.backward();
+    assert!(variables(&model)["lr_net_b2"].grad().double_value(&[0]) > 0.0);
+    assert!(model.forward(&batch, 1, Order::First, false).rate_penalty.is_none(), "evaluation has no such term");
+    let melu = MetaModel::new_seeded(&data, &ModelSpec { method: Method::Melu, ..spec.clone() }, 3.5, Device::Cpu, 5);
+    assert!(melu.forward(&batch, 1, Order::First, true).rate_penalty.is_none(), "MeLU has one rate");
+    spec.config.rate_penalty = 0.0;
+    let off = MetaModel::new_seeded(&data, &spec, 3.5, Device::Cpu, 5);
+    assert!(off.forward(&batch, 1, Order::First, true).rate_penalty.is_none(), "weight 0: off");
+}
+
 #[test]
 fn regularizer_gradient_matches_finite_differences() {
     check_gradient(Method::RegPaml, "lr_net_b2", &[0]);
