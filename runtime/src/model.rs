@@ -695,16 +695,23 @@ fn validate_learning_rate(body: &ModelBody, layout: &Layout, input_width: usize)
 /// `rows` is empty. Every row is inside the table (validation checks the items' rows, and
 /// [`FieldSpec::rows_of`] maps a profile value to one): a row outside is [`Error::Internal`].
 pub(crate) fn field_vector(field: &FieldSpec, rows: &[u32], out: &mut [f32]) -> Result<()> {
-    out.fill(0.0);
-    if rows.is_empty() {
+    let dim = out.len();
+    let row = |row: u32| {
+        let start = (row as usize).saturating_mul(dim);
+        field.embedding.get(start..start.saturating_add(dim)).invariant("an embedding row past its table")
+    };
+    // One pass for the usual single row (scoring gathers every item's input this way); the
+    // sum in row order, then the division, otherwise: the same values as summing from zero.
+    let Some((&first, rest)) = rows.split_first() else {
+        out.fill(0.0);
+        return Ok(());
+    };
+    out.copy_from_slice(row(first)?);
+    if rest.is_empty() {
         return Ok(());
     }
-    let dim = out.len();
-    for &row in rows {
-        let start = (row as usize).saturating_mul(dim);
-        let values =
-            field.embedding.get(start..start.saturating_add(dim)).invariant("an embedding row past its table")?;
-        for (o, v) in out.iter_mut().zip(values) {
+    for &r in rest {
+        for (o, v) in out.iter_mut().zip(row(r)?) {
             *o += v;
         }
     }
