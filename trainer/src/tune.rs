@@ -57,6 +57,14 @@ pub const SPACE: &[(&str, Values)] = &[
     ("--unadapted-loss", Values::Choice(&["0", "0.1", "0.3", "1"])),
 ];
 
+/// Whether a [`METHOD_SPACE`] flag acts on a method.
+pub type ActsOn = fn(Method) -> bool;
+
+/// Flags searched only for the methods they act on, drawn after [`SPACE`]'s (so the other
+/// methods' trials stay the same): the PAML family's `--rate-penalty`.
+pub const METHOD_SPACE: &[(&str, Values, ActsOn)] =
+    &[("--rate-penalty", Values::Choice(&["0", "0.1", "0.3", "1"]), Method::has_lr_net)];
+
 /// Successive halving keeps the best 1/ETA of the trials at each rung.
 const ETA: usize = 3;
 
@@ -203,7 +211,7 @@ struct Search<'a> {
 /// Runs the search (or continues it with `--resume`) and writes trials.md and best.toml.
 pub fn run(args: &TuneArgs) -> Result<Tuned> {
     let splits = check(args)?;
-    let trials = sample(&known_space()?, args.budget, args.tune_seed);
+    let trials = sample(&known_space(args.method)?, args.budget, args.tune_seed);
     check_out(args)?;
     let settings = settings(args, &splits)?;
     let mut journal = if args.resume {
@@ -324,16 +332,18 @@ fn settings(args: &TuneArgs, splits: &[Option<PathBuf>]) -> Result<BTreeMap<Stri
         ("--tune-seed".to_string(), args.tune_seed.to_string()),
         ("--epochs".to_string(), args.epochs.to_string()),
         ("--split".to_string(), split_ids.join(", ")),
-        ("search space".to_string(), describe_space(&known_space()?)),
+        ("search space".to_string(), describe_space(&known_space(args.method)?)),
     ]))
 }
 
-/// [`SPACE`] without the flags `train` does not have. Every candidate value (and both bounds of
-/// a range) must pass the flag's own parser.
-pub fn known_space() -> Result<Vec<(&'static str, Values)>> {
+/// [`SPACE`], then the [`METHOD_SPACE`] flags that act on `method`, without the flags `train`
+/// does not have. Every candidate value (and both bounds of a range) must pass the flag's own
+/// parser.
+pub fn known_space(method: Method) -> Result<Vec<(&'static str, Values)>> {
     let command = TrainArgs::command();
     let mut space = Vec::new();
-    for &(flag, values) in SPACE {
+    let for_method = METHOD_SPACE.iter().filter(|(_, _, acts)| acts(method)).map(|&(flag, values, _)| (flag, values));
+    for (flag, values) in SPACE.iter().copied().chain(for_method) {
         let long = flag.trim_start_matches("--");
         if !command.get_arguments().any(|a| a.get_long() == Some(long)) {
             continue;
@@ -790,9 +800,15 @@ mod tests {
 
     #[test]
     fn the_space_is_accepted_by_train_and_sampling_is_seeded() {
-        let space = known_space().unwrap();
+        let space = known_space(Method::Melu).unwrap();
         let names: Vec<&str> = space.iter().map(|(f, _)| *f).collect();
         assert!(names.starts_with(&["--embedding-dim", "--hidden", "--inner-lr", "--inner-steps", "--outer-lr"]));
+        assert!(!names.contains(&"--rate-penalty"), "MeLU has no per-user rates");
+        let paml = known_space(Method::Paml).unwrap();
+        assert_eq!(paml.len(), space.len() + 1);
+        assert_eq!(paml.last().map(|(f, _)| *f), Some("--rate-penalty"));
+        // The shared flags come first: the first trial draws them as MeLU's does.
+        assert_eq!(sample(&paml, 1, 7)[0].flags[..space.len()], sample(&space, 1, 7)[0].flags[..]);
         let trials = sample(&space, 20, 7);
         assert_eq!(trials, sample(&space, 20, 7));
         assert_eq!(trials[..5], sample(&space, 5, 7)[..]);
