@@ -22,7 +22,6 @@ use metarec_trainer::mf;
 use metarec_trainer::objective::{Loss as _, Objective};
 use metarec_trainer::report::{self, ReportArgs};
 use metarec_trainer::run::{self as run_dir, RunDir, RunInfo, Trained};
-use metarec_trainer::split::Task;
 use metarec_trainer::split::{self, EvalOn, MeluConfig, PamlConfig, Split, State};
 use metarec_trainer::train::{self, parse_device, TrainConfig};
 
@@ -458,7 +457,7 @@ fn evaluate(args: &EvalArgs) -> Result<()> {
     if !matches!(trained, Trained::Factors(_)) {
         rows.push(mf::baseline_row(data.items.len(), &split, objective, &info.spec.config, info.seed, users));
     }
-    print_table(&data, objective, args.eval_on, users, &rows);
+    print_table(&data, objective, &split, args.eval_on, &rows);
     Ok(())
 }
 
@@ -502,13 +501,15 @@ fn check_model_of_run(
     }
 }
 
+/// The table of `rows`, evaluated on `split`'s users that `on` names.
 fn print_table(
     data: &Dataset,
     objective: Objective,
+    split: &Split,
     on: EvalOn,
-    tasks: &[Task],
     rows: &[(String, Vec<UserPredictions>)],
 ) {
+    let tasks = split.evaluated(on);
     let what = if objective.is_click() { "query labels" } else { "query ratings" };
     let count = tasks.iter().map(|t| t.query.len()).sum::<usize>();
     println!("{} users: {} ({what}: {count})", on.users(), tasks.len());
@@ -549,7 +550,7 @@ fn compare(args: &CompareArgs) -> Result<()> {
         let config = &args.train.method_config;
         rows.push(mf::baseline_row(data.items.len(), &split, objective, config, args.train.seed, &split.test));
     }
-    print_table(&data, objective, EvalOn::Test, &split.test, &rows);
+    print_table(&data, objective, &split, EvalOn::Test, &rows);
     for (method, seconds, epoch) in timings {
         println!("{}: trained in {seconds:.1} s, kept epoch {epoch}", method.title());
     }
