@@ -168,9 +168,14 @@ impl Comm {
     /// gradient on this rank (not reached by its shard, or an empty shard) counts as zero and
     /// gets one when another rank's shard reached it; one no rank reached keeps none, as with
     /// one process.
-    pub fn sum_gradients(&self, parameters: &[(Tensor, Layout)]) {
+    ///
+    /// Returns, per parameter, the rows that travelled when only some did (ascending, unique:
+    /// every row where the summed gradient may be non-zero), which a lazy optimizer step can
+    /// take instead of scanning the gradient for them again ([`crate::optim::Adam::step_rows`]);
+    /// None where the parameter travelled whole, and for every parameter in one process.
+    pub fn sum_gradients(&self, parameters: &[(Tensor, Layout)]) -> Vec<Option<Tensor>> {
         if self.size == 1 {
-            return;
+            return parameters.iter().map(|_| None).collect();
         }
         let plan = match RowNumbers::of(parameters) {
             Some(numbers) => Plan::new(parameters, &numbers, self.gather_u32(&numbers.local_rows(parameters))),
@@ -179,6 +184,7 @@ impl Comm {
         let mut buffer = plan.pack(parameters);
         self.sum_f32(&mut buffer);
         plan.unpack(parameters, &buffer);
+        plan.rows
     }
 }
 

@@ -105,6 +105,15 @@ impl Adam {
 
     /// One step along the current gradients.
     pub fn step(&mut self) {
+        self.step_rows(&[]);
+    }
+
+    /// [`Adam::step`], where `known[k]` (in [`Adam::parameters`] order; missing or None: not
+    /// known) holds rows of variable k, ascending and unique, outside which its gradient is
+    /// zero: a lazy variable then steps those rows without scanning its gradient for them (a
+    /// data-parallel step knows them from [`crate::dist::Comm::sum_gradients`]). A known row
+    /// whose gradient is zero all the same moves as a zero gradient moves it in dense Adam.
+    pub fn step_rows(&mut self, known: &[Option<Tensor>]) {
         self.step += 1;
         let (c1, c2) = (1.0 - self.beta1.powi(self.step as i32), 1.0 - self.beta2.powi(self.step as i32));
         let _guard = tch::no_grad_guard();
@@ -116,7 +125,10 @@ impl Adam {
             let rule =
                 Rule { lr: self.lr, beta1: self.beta1, beta2: self.beta2, eps: self.eps, c1, c2, decay: self.decay[k] };
             if self.lazy[k] {
-                self.touched[k] = Some(rule.step_rows(p, m, v, &grad));
+                let rows =
+                    known.get(k).and_then(Option::as_ref).map_or_else(|| nonzero_rows(&grad), Tensor::shallow_clone);
+                rule.step_rows(p, m, v, &grad, &rows);
+                self.touched[k] = Some(rows);
             } else {
                 rule.step_dense(p, m, v, &grad);
             }
@@ -175,17 +187,15 @@ impl Rule {
         let _ = p.g_sub_(&update);
     }
 
-    /// Adam on the rows of `p` (and of `m`, `v`) whose gradient is not zero, the same
-    /// arithmetic as [`Rule::step_dense`] on each; returns those rows.
-    fn step_rows(&self, p: &mut Tensor, m: &mut Tensor, v: &mut Tensor, grad: &Tensor) -> Tensor {
-        let rows = nonzero_rows(grad);
-        let (mut p_rows, g) = (p.index_select(0, &rows), grad.index_select(0, &rows));
-        let (mut m_rows, mut v_rows) = (m.index_select(0, &rows), v.index_select(0, &rows));
+    /// Adam on `rows` of `p` (and of `m`, `v`), those whose gradient is not zero, the same
+    /// arithmetic as [`Rule::step_dense`] on each.
+    fn step_rows(&self, p: &mut Tensor, m: &mut Tensor, v: &mut Tensor, grad: &Tensor, rows: &Tensor) {
+        let (mut p_rows, g) = (p.index_select(0, rows), grad.index_select(0, rows));
+        let (mut m_rows, mut v_rows) = (m.index_select(0, rows), v.index_select(0, rows));
         self.step_dense(&mut p_rows, &mut m_rows, &mut v_rows, &g);
         for (target, values) in [(p, &p_rows), (m, &m_rows), (v, &v_rows)] {
-            let _ = target.index_copy_(0, &rows, values);
+            let _ = target.index_copy_(0, rows, values);
         }
-        rows
     }
 }
 

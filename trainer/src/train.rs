@@ -814,8 +814,8 @@ fn train_epoch(
         if let Some(memory) = &model.memory {
             parameters.extend(memory.borrow().trainable().map(|t| (t, crate::dist::Layout::Dense)));
         }
-        comm.sum_gradients(&parameters);
-        optimizer.step();
+        let rows = comm.sum_gradients(&parameters);
+        optimizer.step_rows(&rows);
         if let Some(memory) = &model.memory {
             update_memory(comm, &mut memory.borrow_mut(), forward.as_ref(), config.outer_lr);
         }

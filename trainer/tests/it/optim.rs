@@ -7,13 +7,17 @@ use std::collections::HashMap;
 use metarec_trainer::optim::Adam;
 use tch::{nn, Device, Kind, Tensor};
 
-/// A store with a lookup table `table` [6, 3] and a dense vector `dense` [4], seeded.
+/// A store with a lookup table `table` [6, 3] and a dense vector `dense` [4], at fixed values
+/// (not from libtorch's process-wide generator, which tests running in parallel share).
 fn store() -> nn::VarStore {
-    tch::manual_seed(7);
     let vs = nn::VarStore::new(Device::Cpu);
     let root = vs.root();
-    let _ = root.var("table", &[6, 3], nn::Init::Randn { mean: 0.0, stdev: 1.0 });
-    let _ = root.var("dense", &[4], nn::Init::Randn { mean: 0.0, stdev: 1.0 });
+    for (name, shape) in [("table", vec![6i64, 3]), ("dense", vec![4])] {
+        let mut t = root.var(name, &shape, nn::Init::Const(0.0));
+        let n = shape.iter().product::<i64>();
+        let start = (Tensor::arange(n, (Kind::Float, Device::Cpu)) * 1.7 + 0.3).sin() * 1.5;
+        tch::no_grad(|| t.copy_(&start.view(shape.as_slice())));
+    }
     vs
 }
 
@@ -130,4 +134,29 @@ fn lazy_adam_resumes_from_its_state_exactly() {
     for name in ["table", "dense"] {
         assert_eq!(values(&var(&resumed_vs, name)), values(&var(&straight_vs, name)), "{name}");
     }
+}
+
+/// A data-parallel step hands the lazy step the rows its gradient sum carried
+/// (`Adam::step_rows`): with those rows known, no scan, the step is the scanning one; the
+/// variables not stepped lazily ignore them, and so does a step whose rows are unknown.
+#[test]
+fn lazy_adam_with_its_rows_known_steps_as_when_it_scans_for_them() {
+    let schedule: [&[i64]; 4] = [&[0, 4], &[2], &[4, 1, 4], &[0, 2]];
+    let (_, _, scanning_vs, mut scanning) = adams(0.05);
+    let (_, _, known_vs, mut known) = adams(0.05);
+    for (step, rows) in schedule.iter().enumerate() {
+        scanning.backward_step(&loss(&scanning_vs, rows, step));
+        known.backward(&loss(&known_vs, rows, step));
+        let mut unique = rows.to_vec();
+        unique.sort_unstable();
+        unique.dedup();
+        // In `parameters` (name) order: "dense", then "table"; the dense one's entry is ignored.
+        let hint = [Some(Tensor::from_slice(&[0i64])), Some(Tensor::from_slice(&unique))];
+        known.step_rows(if step == 1 { &[] } else { &hint });
+    }
+    for name in ["table", "dense"] {
+        assert_eq!(values(&var(&known_vs, name)), values(&var(&scanning_vs, name)), "{name}");
+    }
+    known.zero_grad();
+    assert_eq!(var(&known_vs, "table").grad().abs().sum(Kind::Float).double_value(&[]), 0.0, "no gradient left");
 }
