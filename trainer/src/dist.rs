@@ -129,6 +129,23 @@ impl Comm {
         (len * self.rank / self.size)..(len * (self.rank + 1) / self.size)
     }
 
+    /// This rank's share of a batch whose items cost `costs` (a task's padded length), as
+    /// positions into the batch, ascending: the shards of ranks 0..size tile the batch, each
+    /// rank the same answer. A rank's padded tensors cost about its item count × its largest
+    /// item's cost, so the items are ordered by cost (largest first, ties by position) and cut
+    /// into consecutive runs, one a rank, that make the largest of those products smallest:
+    /// the rank with the longest tasks takes fewer of them, where equal counts would leave the
+    /// other ranks waiting for it. With one rank, every position.
+    pub fn balanced_shard(&self, costs: &[usize]) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..costs.len()).collect();
+        order.sort_by_key(|&i| (std::cmp::Reverse(costs[i]), i));
+        let sorted: Vec<usize> = order.iter().map(|&i| costs[i].max(1)).collect();
+        let runs = balanced_runs(&sorted, self.size);
+        let mut mine = order[runs[self.rank].clone()].to_vec();
+        mine.sort_unstable();
+        mine
+    }
+
     /// Element-wise sums of `values` over all ranks, in place.
     pub fn sum_f64(&self, values: &mut [f64]) {
         if self.size > 1 {
@@ -186,6 +203,40 @@ impl Comm {
         plan.unpack(parameters, &buffer);
         plan.rows
     }
+}
+
+/// `ranks` consecutive runs tiling `sorted` (costs, largest first) whose largest `run length
+/// × first cost` is the smallest such bound: the least bound under which taking, run by run, as
+/// many items as fit leaves none over (binary search; the bound `len × sorted[0]` always fits).
+fn balanced_runs(sorted: &[usize], ranks: usize) -> Vec<Range<usize>> {
+    let ranks = ranks.max(1);
+    let runs_under = |bound: usize| -> Vec<Range<usize>> {
+        let mut runs = Vec::with_capacity(ranks);
+        let mut at = 0;
+        for _ in 0..ranks {
+            let take = match sorted.get(at) {
+                Some(&first) => (bound / first).max(1).min(sorted.len() - at),
+                None => 0,
+            };
+            runs.push(at..at + take);
+            at += take;
+        }
+        if at < sorted.len() {
+            runs.clear();
+        }
+        runs
+    };
+    let (mut lo, mut hi) = (sorted.first().copied().unwrap_or(0), sorted.len() * sorted.first().copied().unwrap_or(0));
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if runs_under(mid).is_empty() {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    // `hi` fits: it started at a bound that does and only ever moved to one.
+    runs_under(hi)
 }
 
 /// How a variable's gradient travels in [`Comm::sum_gradients`].
@@ -396,6 +447,32 @@ mod imp {
 
 #[cfg(test)]
 mod tests {
+    /// The balanced shards tile the batch, every rank computing the same cut, and their largest
+    /// `count × largest cost` is never above equal counts' (and here below it).
+    #[test]
+    fn balanced_shards_tile_the_batch_and_wait_less_than_equal_counts() {
+        let costs = [30, 164, 40, 35, 90, 20, 33, 41, 38, 150, 36, 22, 45, 31, 29, 60];
+        let cost = |positions: &[usize]| positions.len() * positions.iter().map(|&i| costs[i]).max().unwrap_or(0);
+        for size in 1..=4 {
+            let shards: Vec<Vec<usize>> = (0..size).map(|rank| Comm { rank, size }.balanced_shard(&costs)).collect();
+            let mut all: Vec<usize> = shards.concat();
+            all.sort_unstable();
+            assert_eq!(all, (0..costs.len()).collect::<Vec<_>>(), "{size} ranks");
+            assert!(shards.iter().all(|s| s.windows(2).all(|w| w[0] < w[1])), "ascending positions");
+            let balanced = shards.iter().map(|s| cost(s)).max().unwrap();
+            let equal =
+                (0..size).map(|rank| cost(&Comm { rank, size }.shard(costs.len()).collect::<Vec<_>>())).max().unwrap();
+            assert!(balanced <= equal, "{size} ranks: {balanced} vs {equal}");
+            if size == 2 {
+                assert!(balanced < equal, "{balanced} vs {equal}");
+                // The two longest tasks share a rank, which takes fewer tasks.
+                assert!(shards[0].contains(&1) && shards[0].contains(&9) && shards[0].len() < 8, "{shards:?}");
+            }
+        }
+        assert_eq!(Comm { rank: 1, size: 3 }.balanced_shard(&[]), Vec::<usize>::new());
+        assert_eq!(Comm { rank: 2, size: 3 }.balanced_shard(&[5, 5]), Vec::<usize>::new(), "more ranks than tasks");
+    }
+
     use super::*;
 
     /// One rank's variables, each with the gradient of a loss on `rows` of its tables: a table

@@ -805,8 +805,9 @@ fn train_epoch(
     let mut sums = [0.0, 0.0];
     for (step, chunk) in batches.iter().enumerate() {
         model.set_noise_seed(config.seed ^ ((epoch as u64) << 40) ^ ((step as u64) << 8) ^ 0x5EED);
-        let shard = &chunk[comm.shard(chunk.len())];
-        let forward = (!shard.is_empty()).then(|| outer_forward(config, model, shard, chunk.len(), optimizer));
+        let positions = comm.balanced_shard(&chunk.iter().map(|t| t.support.len() + t.query.len()).collect::<Vec<_>>());
+        let shard: Vec<&Task> = positions.iter().map(|&i| chunk[i]).collect();
+        let forward = (!shard.is_empty()).then(|| outer_forward(config, model, &shard, chunk.len(), optimizer));
         if forward.is_none() {
             optimizer.zero_grad();
         }
@@ -817,7 +818,7 @@ fn train_epoch(
         let rows = comm.sum_gradients(&parameters);
         optimizer.step_rows(&rows);
         if let Some(memory) = &model.memory {
-            update_memory(comm, &mut memory.borrow_mut(), forward.as_ref(), config.outer_lr);
+            update_memory(comm, &mut memory.borrow_mut(), forward.as_ref(), &positions, config.outer_lr);
         }
         if let Some(forward) = &forward {
             sums[0] += forward.query_loss.sum(tch::Kind::Double).double_value(&[]);
@@ -909,19 +910,39 @@ fn outer_forward(
 
 /// AT-PAML's memory after a step, the same on every rank: the neighbours every rank's shard
 /// used are marked used, the outer gradient moves the stored entries, and every rank's new
-/// users are stored in batch order (rank order, as the shards are contiguous).
-fn update_memory(comm: Comm, memory: &mut crate::memory::Memory, forward: Option<&crate::model::Forward>, lr: f64) {
+/// users are stored in batch order (each rank's shard holds the batch `positions` it took).
+fn update_memory(
+    comm: Comm,
+    memory: &mut crate::memory::Memory,
+    forward: Option<&crate::model::Forward>,
+    positions: &[usize],
+    lr: f64,
+) {
     let touched = comm.gather_u32(&memory.take_touched());
     memory.touch(&touched);
     memory.outer_step(lr);
     let values = |t: Option<&Tensor>| t.map(crate::model::tensor_values).unwrap_or_default();
-    let keys = comm.gather_f32(&values(forward.and_then(|f| f.memory_keys.as_ref())));
-    let alpha = comm.gather_f32(&values(forward.and_then(|f| f.alpha.as_ref())));
+    let mut keys = comm.gather_f32(&values(forward.and_then(|f| f.memory_keys.as_ref())));
+    let mut alpha = comm.gather_f32(&values(forward.and_then(|f| f.alpha.as_ref())));
+    let order = comm.gather_u32(&positions.iter().map(|&p| p as u32).collect::<Vec<_>>());
+    if comm.size() > 1 && order.len() == alpha.len() && keys.len() == alpha.len() * crate::memory::KEY_DIM {
+        (keys, alpha) = in_batch_order(&order, &keys, &alpha);
+    }
     if !alpha.is_empty() && keys.len() == alpha.len() * crate::memory::KEY_DIM {
         let keys = Tensor::from_slice(&keys).view([alpha.len() as i64, crate::memory::KEY_DIM as i64]);
         memory.insert(&keys, &Tensor::from_slice(&alpha));
     }
     memory.rebuild();
+}
+
+/// The gathered memory keys (`KEY_DIM` a user) and rates, rank after rank, put back in batch
+/// order: `order[j]` is the batch position of gathered user j.
+fn in_batch_order(order: &[u32], keys: &[f32], alpha: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let mut by_position: Vec<usize> = (0..order.len()).collect();
+    by_position.sort_by_key(|&j| order[j]);
+    let dim = crate::memory::KEY_DIM;
+    let keys = by_position.iter().flat_map(|&j| keys[j * dim..(j + 1) * dim].iter().copied()).collect();
+    (keys, by_position.iter().map(|&j| alpha[j]).collect())
 }
 
 /// The log line of one epoch.
