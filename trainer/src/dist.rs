@@ -447,6 +447,8 @@ mod imp {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     /// The balanced shards tile the batch, every rank computing the same cut, and their largest
     /// `count × largest cost` is never above equal counts' (and here below it).
     #[test]
@@ -472,8 +474,6 @@ mod tests {
         assert_eq!(Comm { rank: 1, size: 3 }.balanced_shard(&[]), Vec::<usize>::new());
         assert_eq!(Comm { rank: 2, size: 3 }.balanced_shard(&[5, 5]), Vec::<usize>::new(), "more ranks than tasks");
     }
-
-    use super::*;
 
     /// One rank's variables, each with the gradient of a loss on `rows` of its tables: a table
     /// [40, 3] and a vector [40] by rows, a table [4, 2] by rows (reached almost whole), a dense
