@@ -226,7 +226,8 @@ fn balanced_runs(sorted: &[usize], ranks: usize) -> Vec<Range<usize>> {
         }
         runs
     };
-    let (mut lo, mut hi) = (sorted.first().copied().unwrap_or(0), sorted.len() * sorted.first().copied().unwrap_or(0));
+    let largest = sorted.first().copied().unwrap_or(0);
+    let (mut lo, mut hi) = (largest, sorted.len() * largest);
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
         if runs_under(mid).is_empty() {

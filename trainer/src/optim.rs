@@ -187,8 +187,9 @@ impl Rule {
         let _ = p.g_sub_(&update);
     }
 
-    /// Adam on `rows` of `p` (and of `m`, `v`), those whose gradient is not zero, the same
-    /// arithmetic as [`Rule::step_dense`] on each.
+    /// Adam on `rows` of `p` (and of `m`, `v`): every row whose gradient may be non-zero (a row
+    /// with a zero gradient among them moves as dense Adam moves it), the same arithmetic as
+    /// [`Rule::step_dense`] on each.
     fn step_rows(&self, p: &mut Tensor, m: &mut Tensor, v: &mut Tensor, grad: &Tensor, rows: &Tensor) {
         let (mut p_rows, g) = (p.index_select(0, rows), grad.index_select(0, rows));
         let (mut m_rows, mut v_rows) = (m.index_select(0, rows), v.index_select(0, rows));

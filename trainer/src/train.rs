@@ -924,9 +924,12 @@ fn update_memory(
     let values = |t: Option<&Tensor>| t.map(crate::model::tensor_values).unwrap_or_default();
     let mut keys = comm.gather_f32(&values(forward.and_then(|f| f.memory_keys.as_ref())));
     let mut alpha = comm.gather_f32(&values(forward.and_then(|f| f.alpha.as_ref())));
-    let order = comm.gather_u32(&positions.iter().map(|&p| p as u32).collect::<Vec<_>>());
-    if comm.size() > 1 && order.len() == alpha.len() && keys.len() == alpha.len() * crate::memory::KEY_DIM {
-        (keys, alpha) = in_batch_order(&order, &keys, &alpha);
+    if comm.size() > 1 {
+        // One process's shard is the batch itself, in order.
+        let order = comm.gather_u32(&positions.iter().map(|&p| p as u32).collect::<Vec<_>>());
+        if order.len() == alpha.len() && keys.len() == alpha.len() * crate::memory::KEY_DIM {
+            (keys, alpha) = in_batch_order(&order, &keys, &alpha);
+        }
     }
     if !alpha.is_empty() && keys.len() == alpha.len() * crate::memory::KEY_DIM {
         let keys = Tensor::from_slice(&keys).view([alpha.len() as i64, crate::memory::KEY_DIM as i64]);
