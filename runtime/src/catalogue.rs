@@ -237,6 +237,12 @@ impl Catalogue {
         self.rows.rows(item, field)
     }
 
+    /// Item `item`'s rows over its fields' stacked tables, field `f`'s starting at `starts[f]`
+    /// (one start per item field).
+    pub(crate) fn stacked<'a>(&'a self, item: u32, starts: &'a [usize]) -> StackedRows<'a> {
+        StackedRows { catalogue: self, starts, item }
+    }
+
     /// The items as the file's records (what [`crate::Model::to_body`] gives back).
     pub(crate) fn records(&self) -> Vec<ItemRecord> {
         (0..self.len() as u32)
@@ -250,6 +256,35 @@ impl Catalogue {
     /// Bytes on the heap.
     pub(crate) fn heap_bytes(&self) -> usize {
         self.ids.heap_bytes() + self.id_ends.heap_bytes() + self.by_id.heap_bytes() + self.rows.heap_bytes()
+    }
+}
+
+/// One item's embedding rows with each field's offset into a stack of the fields' tables
+/// ([`Catalogue::stacked`]): what the kernels that sum an item's precomputed rows read.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StackedRows<'a> {
+    catalogue: &'a Catalogue,
+    starts: &'a [usize],
+    item: u32,
+}
+
+impl<'a> StackedRows<'a> {
+    /// Number of item fields.
+    #[inline(always)]
+    pub(crate) fn fields(&self) -> usize {
+        self.starts.len()
+    }
+
+    /// The item.
+    #[inline(always)]
+    pub(crate) fn item(&self) -> u32 {
+        self.item
+    }
+
+    /// Field `f`'s start in the stack and its rows; None if out of range.
+    #[inline(always)]
+    pub(crate) fn field(&self, f: usize) -> Option<(usize, &'a [u32])> {
+        Some((*self.starts.get(f)?, self.catalogue.rows(self.item, f)?))
     }
 }
 

@@ -332,6 +332,15 @@ crate::simd::kernel! {
 }
 
 crate::simd::kernel! {
+    /// `out[j] = a[j] + b[j]` over the shortest of the three.
+    pub(crate) fn sum_into(out: &mut [f32], a: &[f32], b: &[f32]) {
+        for ((o, a), b) in out.iter_mut().zip(a).zip(b) {
+            *o = a + b;
+        }
+    }
+}
+
+crate::simd::kernel! {
     /// `out[j] -= rate[j] · x[j]` over the shortest of the three.
     pub(crate) fn sub_scaled_each(out: &mut [f32], rate: &[f32], x: &[f32]) {
         for ((o, x), r) in out.iter_mut().zip(x).zip(rate) {

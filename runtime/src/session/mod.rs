@@ -23,7 +23,7 @@ mod rate;
 mod score;
 mod shortlist;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use alloc::vec::Vec;
 use core::borrow::Borrow;

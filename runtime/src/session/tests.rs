@@ -20,7 +20,9 @@ fn wave(n: usize, phase: f32, scale: f32) -> Vec<f32> {
     (0..n).map(|i| libm::sinf(i as f32 * 1.37 + phase) * scale).collect()
 }
 
-fn body() -> ModelBody {
+/// A small model body: two item fields (one multi-categorical), four items of one, two and no
+/// rows in it. (Also the compact rows' test fixture.)
+pub(crate) fn body() -> ModelBody {
     let field = |name: &str, kind, vocabulary: &[&str], phase| {
         let mut spec = FieldSpec {
             name: name.to_string(),

@@ -29,7 +29,8 @@ struct Figures {
     load_ms: f64,
     in_place_ms: f64,
     model_heap: Option<usize>,
-    /// What the model reports of it: its catalogue and its per-row precompute.
+    /// What the model reports of it: its catalogue and its precompute of layer 0's item part
+    /// (per row, or per item for a small catalogue).
     catalogue_bytes: (usize, usize),
     session_heap: Option<usize>,
     auto_ms: f64,
@@ -198,7 +199,7 @@ pub(super) fn write_lines(out: &mut String, body: &ModelBody, user: &BenchUser, 
         writeln!(
             out,
             "  {:<5} {:>11} {:>8.2} {:>8.2} {:>11} {:>11} {:>11.3} ms {:>12.3} ms {:>9.3} {:>7.2}  (medians of {repeat}; \
-             model: catalogue {}, per-row precompute {})",
+             model: catalogue {}, precompute {})",
             precision.name(),
             f.file_bytes,
             f.load_ms,
