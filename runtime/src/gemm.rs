@@ -168,29 +168,11 @@ fn tiled<T: Tiles>(shape: Tiled<'_>, mut at: Tile<'_>, c: &mut [f32]) -> Result<
     let row = |r: usize| a.get(r * lda..r * lda + k).invariant("small product: a row out of range");
     let mut r = 0;
     while r + 6 <= m {
-        let rows = [row(r)?, row(r + 1)?, row(r + 2)?, row(r + 3)?, row(r + 4)?, row(r + 5)?];
-        at.c_at = r * at.ldc;
-        at.col = 0;
-        while at.col + 16 <= n {
-            T::tile6_16(rows, at, c)?;
-            at.col += 16;
-        }
-        if at.col < n {
-            T::tile6_8(rows, at, c)?;
-        }
+        band::<6>(&row, r, Tile { c_at: r * at.ldc, col: 0, ..at }, n, c, T::tile6_16, T::tile6_8)?;
         r += 6;
     }
     while r + 4 <= m {
-        let rows = [row(r)?, row(r + 1)?, row(r + 2)?, row(r + 3)?];
-        at.c_at = r * at.ldc;
-        at.col = 0;
-        while at.col + 16 <= n {
-            T::tile4_16(rows, at, c)?;
-            at.col += 16;
-        }
-        if at.col < n {
-            T::tile4_8(rows, at, c)?;
-        }
+        band::<4>(&row, r, Tile { c_at: r * at.ldc, col: 0, ..at }, n, c, T::tile4_16, T::tile4_8)?;
         r += 4;
     }
     while r < m {
@@ -201,6 +183,32 @@ fn tiled<T: Tiles>(shape: Tiled<'_>, mut at: Tile<'_>, c: &mut [f32]) -> Result<
             at.col += 8;
         }
         r += 1;
+    }
+    Ok(())
+}
+
+/// Rows `r..r + R` of `c` at `at` across all `n` columns: `wide` tiles of 16 columns, then a
+/// `narrow` one of 8 (`n` is a multiple of 8); `row(i)` gives row `i` of `a`.
+#[inline(always)]
+fn band<'a, const R: usize>(
+    row: &impl Fn(usize) -> Result<&'a [f32]>,
+    r: usize,
+    mut at: Tile<'_>,
+    n: usize,
+    c: &mut [f32],
+    wide: impl Fn([&'a [f32]; R], Tile<'_>, &mut [f32]) -> Result<()>,
+    narrow: impl Fn([&'a [f32]; R], Tile<'_>, &mut [f32]) -> Result<()>,
+) -> Result<()> {
+    let mut rows: [&[f32]; R] = [&[]; R];
+    for (i, slot) in rows.iter_mut().enumerate() {
+        *slot = row(r + i)?;
+    }
+    while at.col + 16 <= n {
+        wide(rows, at, c)?;
+        at.col += 16;
+    }
+    if at.col < n {
+        narrow(rows, at, c)?;
     }
     Ok(())
 }
@@ -264,35 +272,19 @@ struct Fma<L>(core::marker::PhantomData<L>);
 impl<L: Lanes> Tiles for Fma<L> {
     #[inline(always)]
     fn tile6_16(rows: [&[f32]; 6], at: Tile<'_>, c: &mut [f32]) -> Result<()> {
-        if L::WIDTH == 8 {
-            tile_fma::<L, 6, 2>(rows, at, c)
-        } else {
-            tile_fma::<L, 6, 4>(rows, at, c)
-        }
+        fma_rows::<L, 6>(rows, true, at, c)
     }
     #[inline(always)]
     fn tile6_8(rows: [&[f32]; 6], at: Tile<'_>, c: &mut [f32]) -> Result<()> {
-        if L::WIDTH == 8 {
-            tile_fma::<L, 6, 1>(rows, at, c)
-        } else {
-            tile_fma::<L, 6, 2>(rows, at, c)
-        }
+        fma_rows::<L, 6>(rows, false, at, c)
     }
     #[inline(always)]
     fn tile4_16(rows: [&[f32]; 4], at: Tile<'_>, c: &mut [f32]) -> Result<()> {
-        if L::WIDTH == 8 {
-            tile_fma::<L, 4, 2>(rows, at, c)
-        } else {
-            tile_fma::<L, 4, 4>(rows, at, c)
-        }
+        fma_rows::<L, 4>(rows, true, at, c)
     }
     #[inline(always)]
     fn tile4_8(rows: [&[f32]; 4], at: Tile<'_>, c: &mut [f32]) -> Result<()> {
-        if L::WIDTH == 8 {
-            tile_fma::<L, 4, 1>(rows, at, c)
-        } else {
-            tile_fma::<L, 4, 2>(rows, at, c)
-        }
+        fma_rows::<L, 4>(rows, false, at, c)
     }
     #[inline(always)]
     fn tile1_8(row: &[f32], at: Tile<'_>, c: &mut [f32]) -> Result<()> {
@@ -301,6 +293,17 @@ impl<L: Lanes> Tiles for Fma<L> {
         } else {
             tile1_fma::<L, 2>(row, at, c)
         }
+    }
+}
+
+/// [`tile_fma`] over `R` rows of 16 columns (`wide`) or 8, in as many registers as `L` needs.
+#[cfg(any(target_arch = "x86_64", all(target_arch = "aarch64", target_feature = "neon")))]
+#[inline(always)]
+fn fma_rows<L: Lanes, const R: usize>(rows: [&[f32]; R], wide: bool, at: Tile<'_>, c: &mut [f32]) -> Result<()> {
+    match (L::WIDTH == 8, wide) {
+        (true, true) | (false, false) => tile_fma::<L, R, 2>(rows, at, c),
+        (true, false) => tile_fma::<L, R, 1>(rows, at, c),
+        (false, true) => tile_fma::<L, R, 4>(rows, at, c),
     }
 }
 
