@@ -279,7 +279,8 @@ impl Model {
                     self.item_field_starts.get(..self.body.item_fields.len()).invariant("item field starts")?;
                 let stacked = |item| self.catalogue.stacked(item, starts);
                 let parts = ItemParts::new(rows, self.catalogue.len(), stacked)?;
-                self.item_hidden.push(parts.ok_or(Error::InconsistentDimensions)?);
+                // Validation kept every item's rows inside its fields' tables.
+                self.item_hidden.push(parts.invariant("per-item precompute: an item's rows past the table")?);
             }
         }
         Ok(())
@@ -396,7 +397,7 @@ impl Model {
     }
 
     /// Bytes the model holds on the heap beyond its body's vocabularies and layers: the
-    /// catalogue and the per-row precompute (what grows with the catalogue, and what
+    /// catalogue and the precompute of layer 0's item part (what grows with the catalogue, and what
     /// `trainer bench device` breaks the model's memory down by).
     pub fn catalogue_bytes(&self) -> (usize, usize) {
         let precompute = self.item_hidden.iter().map(ItemParts::heap_bytes).sum();
