@@ -339,6 +339,7 @@ impl Preset {
                 ("--unadapted-loss", "0"),
                 ("--rate-penalty", "0"),
                 ("--init-choice", "query"),
+                ("--shared-layers", "0"),
             ],
         }
     }

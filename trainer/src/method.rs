@@ -62,6 +62,13 @@ pub struct MethodConfig {
     #[arg(long, value_enum, default_value_t = InitChoice::Support)]
     #[serde(default = "InitChoice::before_the_setting")]
     pub init_choice: InitChoice,
+    /// HML: how many of the decision MLP's first layers are one set of weights that every
+    /// initialisation shares; the layers above (the output layer at least) are each
+    /// initialisation's own. Shared layers learn from every training user, where separate copies
+    /// each learn from the users who chose them (0: every layer separate, the HML paper's model).
+    #[arg(long, default_value_t = 1, value_parser = config::count_or_zero, allow_hyphen_values = true)]
+    #[serde(default)]
+    pub shared_layers: usize,
     /// Matrix factorisation (the `mf` method and every table's MF fold-in row): factors per
     /// user and item.
     #[arg(long, default_value_t = 8, value_parser = config::mf_factors, allow_hyphen_values = true)]

@@ -1288,7 +1288,8 @@ fn embedding_tables(root: &nn::Path<'_>, prefix: &str, fields: &[FieldSpec], wid
         .collect()
 }
 
-/// The network's initial layers, (weight, bias) per layer: one set, or HML's `inits` sets. The
+/// The network's initial layers, (weight, bias) per layer: one set, or HML's `inits` sets, whose
+/// first `--shared-layers` layers are the same variables (one gradient, one file entry each). The
 /// output layer's bias starts at the objective's bias for the global mean.
 fn initial_layers(
     root: &nn::Path<'_>,
@@ -1298,30 +1299,38 @@ fn initial_layers(
 ) -> Vec<Vec<(Tensor, Tensor)>> {
     let widths: Vec<i64> = spec.shape.hidden.iter().copied().chain([1]).collect();
     let n_inits = if spec.method == Method::Hml { spec.config.inits.max(1) } else { 1 };
-    (0..n_inits)
-        .map(|k| {
-            let prefix = if k == 0 { String::new() } else { format!("init{k}_") };
-            let mut width = input_width;
-            let mut layers = Vec::new();
-            for (l, &out) in widths.iter().enumerate() {
-                let bound = 1.0 / (width as f64).sqrt();
-                let uniform = nn::Init::Uniform { lo: -bound, up: bound };
-                // The product model's output layer starts at zero: the unadapted model is μ + b_item.
-                let output = l + 1 == widths.len();
-                let w_init = if output && spec.options.item_bias { nn::Init::Const(0.0) } else { uniform };
-                let w = root.var(&format!("{prefix}layer{l}_weight"), &[out, width], w_init);
-                let bias_init = if l + 1 == widths.len() {
-                    nn::Init::Const(spec.objective.initial_output_bias(global_mean))
-                } else {
-                    uniform
-                };
-                let b = root.var(&format!("{prefix}layer{l}_bias"), &[out], bias_init);
-                layers.push((w, b));
+    // HML's `--shared-layers`: initialisations past the first reuse its lowest layers.
+    let shared = if n_inits > 1 { spec.config.shared_layers.min(widths.len() - 1) } else { 0 };
+    let mut sets: Vec<Vec<(Tensor, Tensor)>> = Vec::with_capacity(n_inits);
+    for k in 0..n_inits {
+        let prefix = if k == 0 { String::new() } else { format!("init{k}_") };
+        let mut width = input_width;
+        let mut layers = Vec::new();
+        for (l, &out) in widths.iter().enumerate() {
+            if k > 0 && l < shared {
+                let (w, b) = &sets[0][l];
+                layers.push((w.shallow_clone(), b.shallow_clone()));
                 width = out;
+                continue;
             }
-            layers
-        })
-        .collect()
+            let bound = 1.0 / (width as f64).sqrt();
+            let uniform = nn::Init::Uniform { lo: -bound, up: bound };
+            // The product model's output layer starts at zero: the unadapted model is μ + b_item.
+            // When it is all an initialisation has of its own, the others start apart from the
+            // first (identical initialisations would never be told apart).
+            let output = l + 1 == widths.len();
+            let alone = k > 0 && l == shared;
+            let w_init = if output && spec.options.item_bias && !alone { nn::Init::Const(0.0) } else { uniform };
+            let w = root.var(&format!("{prefix}layer{l}_weight"), &[out, width], w_init);
+            let bias_init =
+                if output { nn::Init::Const(spec.objective.initial_output_bias(global_mean)) } else { uniform };
+            let b = root.var(&format!("{prefix}layer{l}_bias"), &[out], bias_init);
+            layers.push((w, b));
+            width = out;
+        }
+        sets.push(layers);
+    }
+    sets
 }
 
 /// Meta-SGD's per-parameter inner learning rates, shaped like `layers` (weights transposed),

@@ -258,11 +258,11 @@ fn check(config: &TrainConfig) -> Result<()> {
     if config.resume && config.force {
         bail!("--resume continues the run in {}, --force would replace it: pass one of them", config.out.display());
     }
-    check_method(&config.method_config, config.method)
+    check_method(&config.method_config, config.method, &config.hidden)
 }
 
 /// The method knobs (all of them, whichever method trains: they are stored with the run).
-fn check_method(m: &MethodConfig, method: Method) -> Result<()> {
+fn check_method(m: &MethodConfig, method: Method, hidden: &[i64]) -> Result<()> {
     check_flag("--gamma", m.gamma, WEIGHT.check(m.gamma))?;
     check_flag("--lr-hidden", m.lr_hidden, WIDTH.check(m.lr_hidden))?;
     check_flag("--delta", m.delta, KERNEL_WIDTH.check(m.delta))?;
@@ -270,6 +270,17 @@ fn check_method(m: &MethodConfig, method: Method) -> Result<()> {
     check_flag("--neighbours", m.neighbours, NEIGHBOURS.check(m.neighbours))?;
     check_flag("--inits", m.inits, INITS.check(m.inits))?;
     check_flag("--warmup", m.warmup, COUNT_OR_ZERO.check(m.warmup))?;
+    let layers = hidden.len() + 1;
+    if method == Method::Hml && m.inits > 1 && m.shared_layers >= layers {
+        let hidden: Vec<String> = hidden.iter().map(i64::to_string).collect();
+        bail!(
+            "--shared-layers {}: HML's initialisations need a layer of their own, and --hidden {} makes {layers} \
+             layers (the output layer included): at most {}",
+            m.shared_layers,
+            hidden.join(","),
+            layers - 1
+        );
+    }
     if method == Method::AtPaml && m.memory_size < m.neighbours.max(m.warmup) {
         bail!(
             "AT-PAML needs --memory-size >= max(--neighbours, --warmup); got --memory-size {}, --neighbours {}, \

@@ -61,9 +61,17 @@ pub const SPACE: &[(&str, Values)] = &[
 pub type ActsOn = fn(Method) -> bool;
 
 /// Flags searched only for the methods they act on, drawn after [`SPACE`]'s (so the other
-/// methods' trials stay the same): the PAML family's `--rate-penalty`.
-pub const METHOD_SPACE: &[(&str, Values, ActsOn)] =
-    &[("--rate-penalty", Values::Choice(&["0", "0.1", "0.3", "1"]), Method::has_lr_net)];
+/// methods' trials stay the same): the PAML family's `--rate-penalty`, HML's `--shared-layers`
+/// (0 or 1: every `--hidden` of [`SPACE`] leaves the output layer above one shared layer).
+pub const METHOD_SPACE: &[(&str, Values, ActsOn)] = &[
+    ("--rate-penalty", Values::Choice(&["0", "0.1", "0.3", "1"]), Method::has_lr_net),
+    ("--shared-layers", Values::Choice(&["0", "1"]), is_hml),
+];
+
+/// Whether `method` is HML (the one with several initialisations).
+fn is_hml(method: Method) -> bool {
+    method == Method::Hml
+}
 
 /// Successive halving keeps the best 1/ETA of the trials at each rung.
 const ETA: usize = 3;
@@ -807,6 +815,9 @@ mod tests {
         let paml = known_space(Method::Paml).unwrap();
         assert_eq!(paml.len(), space.len() + 1);
         assert_eq!(paml.last().map(|(f, _)| *f), Some("--rate-penalty"));
+        let hml = known_space(Method::Hml).unwrap();
+        assert_eq!(hml.len(), space.len() + 1);
+        assert_eq!(hml.last().map(|(f, _)| *f), Some("--shared-layers"));
         // The shared flags come first: the first trial draws them as MeLU's does.
         assert_eq!(sample(&paml, 1, 7)[0].flags[..space.len()], sample(&space, 1, 7)[0].flags[..]);
         let trials = sample(&space, 20, 7);

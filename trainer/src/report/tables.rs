@@ -707,8 +707,9 @@ fn reproduce_settings(context: &Context<'_>, collected: &Collected) -> [(&'stati
         (
             "method settings",
             format!(
-                "gamma {:e}, lr_hidden {}, memory_size {}, neighbours {}, delta {}, warmup {}, inits {}",
-                m.gamma, m.lr_hidden, m.memory_size, m.neighbours, m.delta, m.warmup, m.inits
+                "gamma {:e}, lr_hidden {}, memory_size {}, neighbours {}, delta {}, warmup {}, inits {}, \
+                 shared_layers {}",
+                m.gamma, m.lr_hidden, m.memory_size, m.neighbours, m.delta, m.warmup, m.inits, m.shared_layers
             ),
         ),
     ]

@@ -377,6 +377,39 @@ fn hml_init_choice_reads_the_support_set_or_the_query_set() {
     }
 }
 
+/// `--shared-layers`: HML's initialisations past the first reuse its lowest layers (the same
+/// variables: one gradient, and every exported initialisation holds their values), own the
+/// layers above, and start apart when the output layer is all they own.
+#[test]
+fn hml_initialisations_share_their_first_layers() {
+    let (_dir, data, _) = tiny();
+    let model = |shared: usize, hidden: Vec<i64>| {
+        let mut spec = product_spec(Method::Hml, Objective::Rating);
+        spec.shape.hidden = hidden;
+        spec.config.inits = 3;
+        spec.config.shared_layers = shared;
+        MetaModel::new(&data, &spec, 3.0, Device::Cpu)
+    };
+    let two = model(1, vec![8, 8]);
+    let vars = variables(&two);
+    for k in 1..3 {
+        assert!(!vars.contains_key(&format!("init{k}_layer0_weight")), "layer 0 is shared");
+        for l in 1..3 {
+            assert!(vars.contains_key(&format!("init{k}_layer{l}_weight")), "init {k} owns layer {l}");
+        }
+        let (first, other) = (two.init_values(0), two.init_values(k));
+        assert_eq!(first[0], other[0], "init {k} exports the shared layer's values");
+        assert_ne!(first[1].2, other[1].2, "init {k}'s own hidden layer starts apart");
+    }
+    // The output layer alone of their own: it starts at zero for the first, apart for the others.
+    let one = model(1, vec![8]);
+    let output = |k: usize| one.init_values(k)[1].2.clone();
+    assert!(output(0).iter().all(|&w| w == 0.0), "the first starts at μ + b_item");
+    assert!(output(1).iter().any(|&w| w != 0.0) && output(1) != output(2), "the others start apart");
+    // 0: every layer separate (the paper's model).
+    assert!(variables(&model(0, vec![8, 8])).contains_key("init2_layer0_weight"));
+}
+
 fn config(data: &std::path::Path, out: &std::path::Path, method: Method, epochs: usize) -> TrainConfig {
     let mut config = TrainConfig::new(data, out);
     config.method = method;

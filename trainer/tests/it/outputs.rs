@@ -188,6 +188,7 @@ fn resume_names_every_setting_that_differs() {
         (vec!["--gamma", "0.5"], "--gamma: the run has 0.001, given 0.5"),
         (vec!["--inits", "2"], "--inits: the run has 3, given 2"),
         (vec!["--init-choice", "query"], "--init-choice: the run has support, given query"),
+        (vec!["--shared-layers", "0"], "--shared-layers: the run has 1, given 0"),
         (vec!["--unadapted-loss", "0"], "--unadapted-loss: the run has 0.3, given 0"),
         (vec!["--mf-factors", "4"], "--mf-factors: the run has 8, given 4"),
         (vec!["--seed", "4"], "--seed: the run has 3, given 4"),
@@ -262,6 +263,13 @@ fn flags_are_checked_against_their_ranges_when_parsed() {
         dir,
         &["train", "--data", "data", "--out", "new", "--method", "at-paml", "--memory-size", "8", "--warmup", "16"],
         "AT-PAML needs --memory-size >= max(--neighbours, --warmup)",
+    );
+    // HML's initialisations need a layer of their own above the shared ones.
+    refused(
+        dir,
+        &["train", "--data", "data", "--out", "new", "--method", "hml", "--hidden", "8", "--shared-layers", "2"],
+        "--shared-layers 2: HML's initialisations need a layer of their own, and --hidden 8 makes 2 layers \
+         (the output layer included): at most 1",
     );
 }
 
