@@ -51,10 +51,26 @@ impl AdaptiveClip {
         expected_clients: f64,
         rng: &mut R,
     ) -> Result<f64> {
+        let fitting = fits.iter().filter(|&&b| b).count();
+        self.noisy_fraction_of(fitting, fits.len(), expected_clients, rng)
+    }
+
+    /// [`AdaptiveClip::noisy_unclipped_fraction`] from counts: `fitting` of `accepted` updates
+    /// fitted under the clip.
+    pub fn noisy_fraction_of<R: Rng + ?Sized>(
+        &self,
+        fitting: usize,
+        accepted: usize,
+        expected_clients: f64,
+        rng: &mut R,
+    ) -> Result<f64> {
         if expected_clients.is_nan() || expected_clients <= 0.0 {
             bail!("expected clients must be positive, got {expected_clients}");
         }
-        let centred: f64 = fits.iter().map(|&b| if b { 0.5 } else { -0.5 }).sum();
+        if fitting > accepted {
+            bail!("{fitting} updates fitted under the clip out of {accepted}");
+        }
+        let centred = 0.5 * fitting as f64 - 0.5 * (accepted - fitting) as f64;
         let noise = if self.count_stddev > 0.0 { Normal::new(0.0, self.count_stddev)?.sample(rng) } else { 0.0 };
         Ok(((centred + noise) / expected_clients + 0.5).clamp(0.0, 1.0))
     }

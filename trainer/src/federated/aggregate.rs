@@ -99,6 +99,9 @@ pub struct RoundCounts {
     pub over_clip: usize,
     /// Byte-identical to a contribution already counted.
     pub duplicate: usize,
+    /// Accepted contributions the device did not have to scale down: norm below the clip (a
+    /// clipped update's norm is S·(1 − 10⁻⁶); adaptive clipping counts these).
+    pub unclipped: usize,
 }
 
 /// Runs one round (see the module docs).
@@ -302,6 +305,9 @@ impl RoundSum {
         if !self.seen.insert(bytes) {
             self.counts.duplicate += 1;
             return;
+        }
+        if norm < self.clip * (1.0 - 2e-6) {
+            self.counts.unclipped += 1;
         }
         for (s, v) in self.sum.iter_mut().zip(&blob.update) {
             *s += f64::from(*v);

@@ -25,6 +25,7 @@ use metarec_runtime::{contribution, Model, Session};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
+use super::adaptive_clip::AdaptiveClip;
 use super::aggregate::{self, RoundCounts, RoundSum};
 use super::ledger::{self, LedgerRow};
 use crate::config::Preset;
@@ -68,6 +69,13 @@ pub struct SimulateArgs {
     /// round; β is then a step per coordinate, e.g. 0.003).
     #[arg(long, value_enum, default_value_t = ServerOptimizer::Sgd)]
     pub server_optimizer: ServerOptimizer,
+    /// Adaptive clipping (Andrew et al. 2021) towards this quantile of the update norms:
+    /// --clip is the first round's clip norm; each round the server counts the updates that fit
+    /// under it (from their norms), noises the count with σ_b = K/20 (its share of the round's
+    /// budget: the updates' noise multiplier rises so that the round still costs z) and moves
+    /// the clip by exp(−0.2 (fraction − quantile)).
+    #[arg(long)]
+    pub adaptive_clip: Option<f64>,
     /// Target δ of ε (default: 1 / devices).
     #[arg(long)]
     pub delta: Option<f64>,
@@ -139,6 +147,8 @@ pub struct RoundRow {
     pub test_mse: Option<f64>,
     /// ε spent so far at δ.
     pub epsilon: f64,
+    /// The clip norm of the round (moves with `--adaptive-clip`).
+    pub clip: f64,
     /// Seconds the round took (devices, server, evaluation).
     pub seconds: f64,
 }
@@ -209,6 +219,12 @@ fn check_args(args: &SimulateArgs) -> Result<()> {
     }
     if !(args.server_lr.is_finite() && args.server_lr > 0.0) {
         bail!("--server-lr must be a positive number, got {}", args.server_lr);
+    }
+    if let Some(quantile) = args.adaptive_clip {
+        if !(quantile > 0.0 && quantile < 1.0) {
+            bail!("--adaptive-clip must be a quantile in (0, 1), got {quantile}");
+        }
+        Clipping::new(args)?;
     }
     if !(args.central_share > 0.0 && args.central_share < 1.0) {
         bail!("--central-share must be in (0, 1), got {}", args.central_share);
@@ -303,13 +319,18 @@ fn simulate(args: &SimulateArgs, population: &Population, body: &mut ModelBody) 
     let mut adam = aggregate::ServerAdam::default();
     let started = Instant::now();
     let mse = test_mse(&model, population, threads)?;
-    let mut rows = vec![RoundRow { round: 0, sampled: 0, clients: 0, test_mse: Some(mse), epsilon: 0.0, seconds: 0.0 }];
+    let mut clipping = Clipping::new(args)?;
+    let start =
+        RoundRow { round: 0, sampled: 0, clients: 0, test_mse: Some(mse), epsilon: 0.0, clip: args.clip, seconds: 0.0 };
+    let mut rows = vec![start];
     report_row(&rows[0], started);
     for round in 1..=args.rounds {
         let started = Instant::now();
         let sampled = poisson_sample(devices, q, &mut sampling);
-        let (sum, counts) = round_sum(&model, population, &sampled, args.clip, threads)?;
-        let step = aggregate::noisy_mean(&sum, args.clients_per_round, args.noise_multiplier, args.clip, &mut noise)?;
+        let clip = clipping.clip;
+        let (sum, counts) = round_sum(&model, population, &sampled, clip, threads)?;
+        let step = aggregate::noisy_mean(&sum, args.clients_per_round, clipping.update_noise, clip, &mut noise)?;
+        clipping.adapt(&counts, args.clients_per_round, &mut noise)?;
         let step = match args.server_optimizer {
             ServerOptimizer::Sgd => step,
             ServerOptimizer::Adam => adam.step(&step)?,
@@ -325,7 +346,7 @@ fn simulate(args: &SimulateArgs, population: &Population, body: &mut ModelBody) 
             expected_clients: args.clients_per_round,
             q,
             noise_multiplier: args.noise_multiplier,
-            clip: args.clip,
+            clip,
             delta,
             epsilon: 0.0,
         };
@@ -340,6 +361,7 @@ fn simulate(args: &SimulateArgs, population: &Population, body: &mut ModelBody) 
             clients: counts.accepted,
             test_mse,
             epsilon: charged.epsilon,
+            clip,
             seconds,
         };
         report_row(&row, started);
@@ -352,13 +374,48 @@ fn simulate(args: &SimulateArgs, population: &Population, body: &mut ModelBody) 
     Ok(rows)
 }
 
+/// The clip norm of the rounds: fixed, or moved by adaptive clipping ([`AdaptiveClip`]).
+struct Clipping {
+    clip: f64,
+    /// The noise multiplier of the update sum: z, or with adaptive clipping what the noised
+    /// count leaves of the round's budget.
+    update_noise: f64,
+    rule: Option<AdaptiveClip>,
+}
+
+impl Clipping {
+    fn new(args: &SimulateArgs) -> Result<Clipping> {
+        let z = args.noise_multiplier;
+        let Some(quantile) = args.adaptive_clip else {
+            return Ok(Clipping { clip: args.clip, update_noise: z, rule: None });
+        };
+        let mut rule =
+            AdaptiveClip { target_quantile: quantile, ..AdaptiveClip::with_defaults(args.clients_per_round) };
+        if z == 0.0 {
+            rule.count_stddev = 0.0;
+        }
+        let update_noise = if z == 0.0 { 0.0 } else { rule.update_noise_multiplier(z).context("--adaptive-clip")? };
+        Ok(Clipping { clip: args.clip, update_noise, rule: Some(rule) })
+    }
+
+    /// After a round: the next round's clip from the noised share of updates that fitted.
+    fn adapt(&mut self, counts: &RoundCounts, expected_clients: f64, rng: &mut impl Rng) -> Result<()> {
+        if let Some(rule) = &self.rule {
+            let fraction = rule.noisy_fraction_of(counts.unclipped, counts.accepted, expected_clients, rng)?;
+            self.clip = rule.next_clip(self.clip, fraction);
+        }
+        Ok(())
+    }
+}
+
 fn report_row(row: &RoundRow, started: Instant) {
     let mse = row.test_mse.map_or("-".to_string(), |m| format!("{m:.4}"));
     eprintln!(
-        "round {}: {} sampled, {} accepted, test MSE {mse}, epsilon {:.4} ({:.2} s)",
+        "round {}: {} sampled, {} accepted, clip {:.4}, test MSE {mse}, epsilon {:.4} ({:.2} s)",
         row.round,
         row.sampled,
         row.clients,
+        row.clip,
         row.epsilon,
         started.elapsed().as_secs_f64()
     );
@@ -467,10 +524,10 @@ fn parallel<T: Sync, R: Send>(
 }
 
 fn rounds_csv(rows: &[RoundRow]) -> String {
-    let mut text = String::from("round,clients,test_mse,epsilon\n");
+    let mut text = String::from("round,clients,test_mse,epsilon,clip\n");
     for row in rows {
         let mse = row.test_mse.map_or(String::new(), |m| format!("{m:.6}"));
-        text.push_str(&format!("{},{},{mse},{:.6}\n", row.round, row.clients, row.epsilon));
+        text.push_str(&format!("{},{},{mse},{:.6},{}\n", row.round, row.clients, row.epsilon, row.clip));
     }
     text
 }
@@ -482,14 +539,16 @@ fn table(args: &SimulateArgs, population: &Population, rows: &[RoundRow], second
     let delta = args.delta.unwrap_or(1.0 / devices as f64);
     let mut text = format!(
         "# Federated simulation\n\n{} devices, {} central training users, evaluated on {} {} users; K = {}, q = {q:.6}, \
-         S = {}, z = {}, server lr = {} ({:?}), delta = {delta:.3e}, seed {}.\nSetup (split, central training, export) {:.1} \
-         s; total {:.1} s.\n\n| round | sampled | clients | test MSE | epsilon | seconds |\n|---:|---:|---:|---:|---:|---:|\n",
+         S = {}{}, z = {}, server lr = {} ({:?}), delta = {delta:.3e}, seed {}.\nSetup (split, central training, export) {:.1} \
+         s; total {:.1} s.\n\n| round | sampled | clients | clip | test MSE | epsilon | seconds |\n\
+         |---:|---:|---:|---:|---:|---:|---:|\n",
         devices,
         population.central,
         population.test.len(),
         args.eval_on.users(),
         args.clients_per_round,
         args.clip,
+        args.adaptive_clip.map_or(String::new(), |g| format!(" at first, adaptive towards the {g} quantile")),
         args.noise_multiplier,
         args.server_lr,
         args.server_optimizer,
@@ -500,8 +559,8 @@ fn table(args: &SimulateArgs, population: &Population, rows: &[RoundRow], second
     for row in rows {
         let mse = row.test_mse.map_or("-".to_string(), |m| format!("{m:.4}"));
         text.push_str(&format!(
-            "| {} | {} | {} | {mse} | {:.4} | {:.2} |\n",
-            row.round, row.sampled, row.clients, row.epsilon, row.seconds
+            "| {} | {} | {} | {:.4} | {mse} | {:.4} | {:.2} |\n",
+            row.round, row.sampled, row.clients, row.clip, row.epsilon, row.seconds
         ));
     }
     text

@@ -378,7 +378,7 @@ fn simulate(dir: &Path, out: &str, extra: &[&str]) -> std::process::Output {
 fn rounds_csv(dir: &Path) -> Vec<Vec<String>> {
     let text = std::fs::read_to_string(dir.join("rounds.csv")).unwrap();
     let mut lines = text.lines();
-    assert_eq!(lines.next(), Some("round,clients,test_mse,epsilon"));
+    assert_eq!(lines.next(), Some("round,clients,test_mse,epsilon,clip"));
     lines.map(|l| l.split(',').map(String::from).collect()).collect()
 }
 
@@ -391,7 +391,7 @@ fn a_seeded_simulation_is_deterministic_and_charges_the_accountant() {
     for out in ["a", "b"] {
         let ran = simulate(work.path(), out, &args);
         assert!(ran.status.success(), "{}", common::text(&ran.stderr));
-        assert!(common::text(&ran.stdout).contains("| round | sampled | clients | test MSE | epsilon |"));
+        assert!(common::text(&ran.stdout).contains("| round | sampled | clients | clip | test MSE | epsilon |"));
     }
     let (a, b) = (work.path().join("a"), work.path().join("b"));
     for name in ["rounds.csv", "model.mrec", "initial.mrec", "devices.txt", "split.csv"] {
@@ -499,6 +499,7 @@ fn simulate_refuses_bad_flags_by_name() {
         ("--noise-multiplier", "-1", "--noise-multiplier"),
         ("--clients-per-round", "100000", "--clients-per-round"),
         ("--rounds", "0", "--rounds"),
+        ("--adaptive-clip", "1.5", "--adaptive-clip"),
     ] {
         let mut args = vec!["--clients-per-round", "3", "--clip", "1", "--noise-multiplier", "1", "--rounds", "1"];
         match args.iter().position(|a| *a == flag) {
@@ -508,6 +509,31 @@ fn simulate_refuses_bad_flags_by_name() {
         let ran = simulate(work.path(), "bad", &args);
         assert!(!ran.status.success(), "{flag} {value} accepted");
         assert!(common::text(&ran.stderr).contains(message), "{flag}: {}", common::text(&ran.stderr));
+    }
+}
+
+/// `--adaptive-clip γ` moves the clip geometrically by exp(−0.2 (fraction − γ)) each round,
+/// the fraction `(Σ ±½)/K + ½` over the accepted updates (noise-free here: z = 0 noises no
+/// count): a clip above every update norm shrinks, one below every norm grows, each by what the
+/// round's accepted count gives; a fixed clip stays.
+#[test]
+fn adaptive_clipping_moves_the_simulations_clip_towards_the_quantile() {
+    let work = tempfile::tempdir().unwrap();
+    let args = ["--clients-per-round", "5", "--noise-multiplier", "0", "--rounds", "3", "--no-figures"];
+    for (out, clip, sign) in [("above", "1000", 1.0f64), ("below", "1e-9", -1.0), ("fixed", "1", 0.0)] {
+        let adaptive: &[&str] = if out == "fixed" { &[] } else { &["--adaptive-clip", "0.5"] };
+        let ran = simulate(work.path(), out, &[&args[..], &["--clip", clip], adaptive].concat());
+        assert!(ran.status.success(), "{}", common::text(&ran.stderr));
+        let rows = rounds_csv(&work.path().join(out));
+        let clips: Vec<f64> = rows.iter().map(|r| r[4].parse().unwrap()).collect();
+        assert_eq!(clips[1], clip.parse::<f64>().unwrap(), "the first round's clip is --clip");
+        for r in 1..rows.len() - 1 {
+            let accepted: f64 = rows[r][1].parse().unwrap();
+            let fraction = (0.5 + sign * 0.5 * accepted / 5.0).clamp(0.0, 1.0);
+            let expected = clips[r] * if sign == 0.0 { 1.0 } else { (-0.2 * (fraction - 0.5)).exp() };
+            assert!((clips[r + 1] / expected - 1.0).abs() < 1e-5, "{out}: round {} clip {clips:?}", r + 1);
+            assert!(accepted > 0.0 || sign == 0.0, "{out}: round {r} accepted nothing: {rows:?}");
+        }
     }
 }
 
