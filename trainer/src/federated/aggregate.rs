@@ -75,6 +75,25 @@ pub struct AggregateArgs {
     /// --robust trimmed-mean: the share of updates dropped at each end of every coordinate.
     #[arg(long, default_value_t = 0.1)]
     pub trim: f64,
+    /// The server's optimizer: `sgd` (θ ← θ − β·(mean + noise)) or `adam` (FedAdam: Adam's
+    /// moments over the rounds' noisy means, kept in --server-state; β is then a step per
+    /// coordinate, e.g. 0.01).
+    #[arg(long, value_enum, default_value_t = ServerOptimizer::Sgd)]
+    pub server_optimizer: ServerOptimizer,
+    /// `--server-optimizer adam`: the moments from round to round (default: `server-state.json`
+    /// beside --out). Read when it exists (it must belong to --model), then rewritten for the
+    /// next model; a missing file starts the moments at zero.
+    #[arg(long)]
+    pub server_state: Option<PathBuf>,
+}
+
+/// The server's optimizer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ServerOptimizer {
+    /// Plain steps on the noisy mean.
+    Sgd,
+    /// Adam on the noisy means ([`ServerAdam`]).
+    Adam,
 }
 
 /// A coordinate-wise robust aggregate of the accepted updates.
@@ -120,11 +139,21 @@ pub fn command(args: &AggregateArgs) -> Result<()> {
         )
     })?;
     let mut body = format::decode(&bytes).map_err(|e| anyhow::anyhow!("--model: {}", e.message()))?;
-    let (step, counts) = round_step(args, &model)?;
+    let state_path = (args.server_optimizer == ServerOptimizer::Adam)
+        .then(|| args.server_state.clone().unwrap_or_else(|| beside(&args.out, "server-state.json")));
+    let mut adam = match &state_path {
+        Some(path) => Some(ServerState::read(path, contribution::model_id(&model))?),
+        None => None,
+    };
+    let (mean, counts) = round_step(args, &model)?;
+    let step = match &mut adam {
+        Some(state) => state.adam.step(&mean)?,
+        None => mean,
+    };
     apply_step(&mut body, &step, args.server_lr)?;
     let next_bytes = format::encode(&body).map_err(|e| anyhow::anyhow!("encoding the next model: {}", e.message()))?;
     let next = Model::from_bytes(&next_bytes).map_err(|e| anyhow::anyhow!("the next model: {}", e.message()))?;
-    let ledger_path = args.ledger.clone().unwrap_or_else(|| default_ledger(&args.out));
+    let ledger_path = args.ledger.clone().unwrap_or_else(|| beside(&args.out, "privacy-ledger.tsv"));
     let row = LedgerRow {
         round: 0,
         model_in: contribution::model_id(&model),
@@ -140,6 +169,10 @@ pub fn command(args: &AggregateArgs) -> Result<()> {
     };
     // Charge the round before the model that reveals it exists.
     let row = ledger::append(&ledger_path, row)?;
+    if let (Some(path), Some(mut state)) = (&state_path, adam) {
+        state.model = contribution::model_id(&next);
+        state.write(path)?;
+    }
     fsutil::write_atomic(&args.out, &next_bytes)?;
     println!(
         "round {}: {} accepted, refused {} malformed, {} stale or foreign, {} above the clip, {} duplicates",
@@ -221,6 +254,9 @@ fn check_args(args: &AggregateArgs) -> Result<()> {
     }
     if !(args.server_lr.is_finite() && args.server_lr > 0.0) {
         bail!("--server-lr must be a positive number, got {}", args.server_lr);
+    }
+    if args.server_state.is_some() && args.server_optimizer != ServerOptimizer::Adam {
+        bail!("--server-state keeps FedAdam's moments: give it with --server-optimizer adam");
     }
     Ok(())
 }
@@ -345,7 +381,7 @@ pub fn noisy_mean(
 /// [`apply_step`] takes is `m̂ / (√v̂ + τ)`, so β is a step size per coordinate whatever the
 /// coordinate's scale (MLP weights and log ridge weights alike). It reads only the published
 /// noisy means: post-processing, no privacy cost.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 pub struct ServerAdam {
     m: Vec<f64>,
     v: Vec<f64>,
@@ -404,6 +440,49 @@ pub fn apply_step(body: &mut ModelBody, step: &[f64], server_lr: f64) -> Result<
     Ok(())
 }
 
-fn default_ledger(out: &Path) -> PathBuf {
-    out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).join("privacy-ledger.tsv")
+/// `name` in the directory of `out`.
+fn beside(out: &Path, name: &str) -> PathBuf {
+    out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).join(name)
+}
+
+/// FedAdam's moments between `aggregate` rounds, bound to the model they step next (its
+/// [`contribution::model_id`]): a round reads the state of its --model and writes the state of
+/// the model it publishes (before publishing it, after charging the ledger).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct ServerState {
+    /// The id of the model these moments step next.
+    model: u64,
+    adam: ServerAdam,
+}
+
+impl ServerState {
+    /// The state for the model with id `model`: read from `path`, or fresh moments when no
+    /// file is there. A state written for another model is refused.
+    fn read(path: &Path, model: u64) -> Result<ServerState> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok(ServerState { model, adam: ServerAdam::default() });
+            }
+            Err(e) => return Err(e).with_context(|| format!("reading --server-state {}", path.display())),
+        };
+        let state: ServerState =
+            serde_json::from_str(&text).with_context(|| format!("parsing --server-state {}", path.display()))?;
+        if state.model != model {
+            bail!(
+                "--server-state {} holds the moments for model {:016x}, not --model's {model:016x} (the state of \
+                 another run, or of a round whose model was never written): pass this model's state, or a new \
+                 --server-state path to start the moments at zero",
+                path.display(),
+                state.model
+            );
+        }
+        Ok(state)
+    }
+
+    fn write(&self, path: &Path) -> Result<()> {
+        let text = serde_json::to_string(self).context("encoding the server state")?;
+        fsutil::write_atomic(path, text.as_bytes())
+            .with_context(|| format!("writing --server-state {}", path.display()))
+    }
 }

@@ -26,7 +26,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 use super::adaptive_clip::AdaptiveClip;
-use super::aggregate::{self, RoundCounts, RoundSum};
+use super::aggregate::{self, RoundCounts, RoundSum, ServerOptimizer};
 use super::ledger::{self, LedgerRow};
 use crate::config::Preset;
 use crate::data::{Dataset, LoadOptions};
@@ -64,9 +64,9 @@ pub struct SimulateArgs {
     /// Server learning rate β.
     #[arg(long, default_value_t = 1.0)]
     pub server_lr: f64,
-    /// The server's optimizer: `sgd` (θ ← θ − β·(mean + noise), what `federated aggregate`
-    /// does) or `adam` (FedAdam: the noisy means through Adam's moments, kept from round to
-    /// round; β is then a step per coordinate, e.g. 0.003).
+    /// The server's optimizer: `sgd` (θ ← θ − β·(mean + noise)) or `adam` (FedAdam: the noisy
+    /// means through Adam's moments, kept from round to round; β is then a step per coordinate,
+    /// e.g. 0.01), as `federated aggregate --server-optimizer`.
     #[arg(long, value_enum, default_value_t = ServerOptimizer::Sgd)]
     pub server_optimizer: ServerOptimizer,
     /// Adaptive clipping (Andrew et al. 2021) towards this quantile of the update norms:
@@ -122,15 +122,6 @@ pub struct SimulateArgs {
     /// Replace the outputs of an earlier simulation in --out.
     #[arg(long)]
     pub force: bool,
-}
-
-/// The server's optimizer in a simulation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ServerOptimizer {
-    /// Plain steps on the noisy mean.
-    Sgd,
-    /// Adam on the noisy means ([`aggregate::ServerAdam`]).
-    Adam,
 }
 
 /// One row of the results table.

@@ -252,6 +252,54 @@ fn a_noise_free_round_with_every_client_is_the_mean_meta_gradient_step() {
     assert!(ledger.lines().nth(1).unwrap().ends_with("inf"), "z = 0 gives no privacy: {ledger}");
 }
 
+/// `--server-optimizer adam` (FedAdam): the first round steps β·g/(|g| + τ) per coordinate of
+/// the mean g, keeps the moments in `server-state.json` bound to the model it wrote, and the
+/// next round continues them (the step `ServerAdam` gives for the two means in turn); a state
+/// that belongs to another model is refused, and `--server-state` needs Adam.
+#[test]
+fn fedadam_rounds_keep_their_moments_in_the_server_state() {
+    use metarec_trainer::federated::aggregate::ServerAdam;
+    let work = round_dir();
+    let dir = work.path();
+    let model = Model::from_path(dir.join("model.mrec")).unwrap();
+    let fixed = ["--clip", "10", "--noise-multiplier", "0", "--expected-clients", "6", "--population", "60"];
+    let adam_flags = ["--server-optimizer", "adam", "--server-lr", "0.01"];
+    let round = |model: &str, updates: &str, out: &str| {
+        let paths = ["federated", "aggregate", "--model", model, "--updates", updates, "--out", out];
+        common::trainer(dir, &[&paths[..], &fixed[..], &adam_flags[..]].concat())
+    };
+    let mut adam = ServerAdam::default();
+    let mut before = model;
+    for (k, (m, u, out)) in
+        [("model.mrec", "updates", "next.mrec"), ("next.mrec", "updates2", "next2.mrec")].into_iter().enumerate()
+    {
+        let updates = write_contributions(&before, &dir.join(u), 6, 10.0);
+        let ran = round(m, u, out);
+        assert!(ran.status.success(), "round {k}: {}", common::text(&ran.stderr));
+        let mean: Vec<f64> =
+            (0..updates[0].len()).map(|i| updates.iter().map(|u| f64::from(u[i])).sum::<f64>() / 6.0).collect();
+        let step = adam.step(&mean).unwrap();
+        let after = Model::from_path(dir.join(out)).unwrap();
+        for (i, (b, a)) in flat_params(&before).iter().zip(flat_params(&after)).enumerate() {
+            let expected = f64::from(*b) - 0.01 * step[i];
+            assert!((f64::from(a) - expected).abs() < 1e-6, "round {k}, parameter {i}: {a} vs {expected}");
+        }
+        let state = std::fs::read_to_string(dir.join("server-state.json")).unwrap();
+        assert!(state.contains(&format!("\"model\":{}", contribution::model_id(&after))), "{state}");
+        before = after;
+    }
+    // The state now belongs to next2.mrec: a round on model.mrec again is refused, nothing written.
+    let ran = round("model.mrec", "updates", "again.mrec");
+    assert!(
+        !ran.status.success() && common::text(&ran.stderr).contains("--server-state"),
+        "{}",
+        common::text(&ran.stderr)
+    );
+    assert!(!dir.join("again.mrec").exists());
+    let sgd = aggregate(dir, &[&fixed[..], &["--server-state", "s.json", "--force"]].concat());
+    assert!(!sgd.status.success() && common::text(&sgd.stderr).contains("--server-optimizer adam"));
+}
+
 /// Two poisoned updates (all of the clip on one coordinate) move a plain mean but not the
 /// coordinate-wise median or trimmed mean, whose step stays within the honest updates' range.
 #[test]
