@@ -25,6 +25,7 @@ use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use rand_distr::{Distribution, Normal};
 
+use super::adaptive_clip::AdaptiveClip;
 use super::ledger::{self, LedgerRow};
 use crate::fsutil;
 
@@ -80,9 +81,17 @@ pub struct AggregateArgs {
     /// coordinate, e.g. 0.01).
     #[arg(long, value_enum, default_value_t = ServerOptimizer::Sgd)]
     pub server_optimizer: ServerOptimizer,
-    /// `--server-optimizer adam`: the moments from round to round (default: `server-state.json`
-    /// beside --out). Read when it exists (it must belong to --model), then rewritten for the
-    /// next model; a missing file starts the moments at zero.
+    /// Adaptive clipping (Andrew et al. 2021) towards this quantile of the update norms: the
+    /// server counts the updates that fitted under the clip, noises the count (σ = m/20, its
+    /// share of the round's budget: the updates' noise multiplier rises so that the round still
+    /// costs z), and sets the next round's clip, exp(−0.2 (fraction − quantile)) times this
+    /// one's, in --server-state; it prints it, and the next round's --clip must be it.
+    #[arg(long)]
+    pub adaptive_clip: Option<f64>,
+    /// What the server keeps from round to round under `--server-optimizer adam` (the moments)
+    /// or `--adaptive-clip` (the next clip); default: `server-state.json` beside --out. Read when
+    /// it exists (it must belong to --model), then rewritten for the next model; a missing file
+    /// starts the moments at zero and the clip at --clip.
     #[arg(long)]
     pub server_state: Option<PathBuf>,
 }
@@ -127,50 +136,53 @@ pub struct RoundCounts {
 pub fn command(args: &AggregateArgs) -> Result<()> {
     check_args(args)?;
     fsutil::refuse_existing_file("--out", &args.out, args.force)?;
-    let bytes = std::fs::read(&args.model).with_context(|| format!("reading --model {}", args.model.display()))?;
-    let model =
-        Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("--model {}: {}", args.model.display(), e.message()))?;
-    contribution::check_contributable(&model).map_err(|e| {
-        anyhow::anyhow!(
-            "--model {}: {} (devices contribute to models with one initialisation adapted by gradient steps over \
-             the whole MLP or by the fold-in)",
-            args.model.display(),
-            e.message()
-        )
-    })?;
+    let (bytes, model) = read_model(&args.model)?;
     let mut body = format::decode(&bytes).map_err(|e| anyhow::anyhow!("--model: {}", e.message()))?;
-    let state_path = (args.server_optimizer == ServerOptimizer::Adam)
+    let state_path = (args.server_optimizer == ServerOptimizer::Adam || args.adaptive_clip.is_some())
         .then(|| args.server_state.clone().unwrap_or_else(|| beside(&args.out, "server-state.json")));
-    let mut adam = match &state_path {
+    let mut state = match &state_path {
         Some(path) => Some(ServerState::read(path, contribution::model_id(&model))?),
         None => None,
     };
-    let (mean, counts) = round_step(args, &model)?;
-    let step = match &mut adam {
-        Some(state) => state.adam.step(&mean)?,
+    let clip = round_clip(args, state.as_ref(), state_path.as_deref())?;
+    let rule = args.adaptive_clip.map(|quantile| {
+        let rule = AdaptiveClip { target_quantile: quantile, ..AdaptiveClip::with_defaults(args.expected_clients) };
+        if args.noise_multiplier == 0.0 {
+            AdaptiveClip { count_stddev: 0.0, ..rule }
+        } else {
+            rule
+        }
+    });
+    let update_noise = match &rule {
+        Some(rule) if args.noise_multiplier > 0.0 => rule.update_noise_multiplier(args.noise_multiplier)?,
+        _ => args.noise_multiplier,
+    };
+    let mut rng: Box<dyn RngCore> = match args.seed {
+        Some(seed) => Box::new(ChaCha20Rng::seed_from_u64(seed)),
+        None => Box::new(ChaCha20Rng::from_rng(OsRng).context("seeding the noise from the OS")?),
+    };
+    let (mean, counts) = round_step(args, &model, (clip, update_noise), &mut *rng)?;
+    let step = match state.as_mut().filter(|_| args.server_optimizer == ServerOptimizer::Adam) {
+        Some(state) => state.adam.get_or_insert_with(ServerAdam::default).step(&mean)?,
         None => mean,
     };
     apply_step(&mut body, &step, args.server_lr)?;
     let next_bytes = format::encode(&body).map_err(|e| anyhow::anyhow!("encoding the next model: {}", e.message()))?;
     let next = Model::from_bytes(&next_bytes).map_err(|e| anyhow::anyhow!("the next model: {}", e.message()))?;
-    let ledger_path = args.ledger.clone().unwrap_or_else(|| beside(&args.out, "privacy-ledger.tsv"));
-    let row = LedgerRow {
-        round: 0,
-        model_in: contribution::model_id(&model),
-        model_out: contribution::model_id(&next),
-        accepted: counts.accepted,
-        refused: counts.malformed + counts.wrong_model + counts.over_clip + counts.duplicate,
-        expected_clients: args.expected_clients,
-        q: args.expected_clients / args.population as f64,
-        noise_multiplier: args.noise_multiplier,
-        clip: args.clip,
-        delta: args.delta.unwrap_or(1.0 / args.population as f64),
-        epsilon: 0.0,
+    let next_clip = match &rule {
+        Some(rule) => {
+            let fraction =
+                rule.noisy_fraction_of(counts.unclipped, counts.accepted, args.expected_clients, &mut *rng)?;
+            Some(rule.next_clip(clip, fraction))
+        }
+        None => None,
     };
     // Charge the round before the model that reveals it exists.
-    let row = ledger::append(&ledger_path, row)?;
-    if let (Some(path), Some(mut state)) = (&state_path, adam) {
+    let ledger_path = args.ledger.clone().unwrap_or_else(|| beside(&args.out, "privacy-ledger.tsv"));
+    let row = ledger::append(&ledger_path, ledger_row(args, (&counts, clip), (&model, &next)))?;
+    if let (Some(path), Some(mut state)) = (&state_path, state) {
         state.model = contribution::model_id(&next);
+        state.clip = next_clip;
         state.write(path)?;
     }
     fsutil::write_atomic(&args.out, &next_bytes)?;
@@ -179,12 +191,70 @@ pub fn command(args: &AggregateArgs) -> Result<()> {
         row.round, counts.accepted, counts.malformed, counts.wrong_model, counts.over_clip, counts.duplicate
     );
     println!("privacy so far: epsilon {:.6} at delta {:e} after {} rounds", row.epsilon, row.delta, row.round);
+    if let Some(next_clip) = next_clip {
+        println!("next round's clip: {next_clip} (devices clip to it; give it as --clip)");
+    }
     Ok(())
 }
 
-/// The round's step (the noisy mean, or the robust aggregate) and its counts.
-fn round_step(args: &AggregateArgs, model: &Model) -> Result<(Vec<f64>, RoundCounts)> {
-    let mut round = RoundSum::new(model, args.clip);
+/// Reads and checks --model: a model devices can contribute to.
+fn read_model(path: &Path) -> Result<(Vec<u8>, Model)> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading --model {}", path.display()))?;
+    let model =
+        Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("--model {}: {}", path.display(), e.message()))?;
+    contribution::check_contributable(&model).map_err(|e| {
+        anyhow::anyhow!(
+            "--model {}: {} (devices contribute to models with one initialisation adapted by gradient steps over \
+             the whole MLP or by the fold-in)",
+            path.display(),
+            e.message()
+        )
+    })?;
+    Ok((bytes, model))
+}
+
+/// The round's clip: --clip, which under --adaptive-clip must be the clip the last round set
+/// (in the server state), when there was one.
+fn round_clip(args: &AggregateArgs, state: Option<&ServerState>, path: Option<&Path>) -> Result<f64> {
+    let set = state.and_then(|s| s.clip).filter(|_| args.adaptive_clip.is_some());
+    match set {
+        Some(clip) if (args.clip / clip - 1.0).abs() > 1e-6 => bail!(
+            "--clip {} is not this round's clip {clip}: --adaptive-clip set it last round (in --server-state {}); \
+             devices clip to it and the server checks them against it",
+            args.clip,
+            path.map_or(String::new(), |p| p.display().to_string())
+        ),
+        Some(clip) => Ok(clip),
+        None => Ok(args.clip),
+    }
+}
+
+/// The ledger row of a round from `model` to `next` (the ledger numbers it and adds ε).
+fn ledger_row(args: &AggregateArgs, (counts, clip): (&RoundCounts, f64), (model, next): (&Model, &Model)) -> LedgerRow {
+    LedgerRow {
+        round: 0,
+        model_in: contribution::model_id(model),
+        model_out: contribution::model_id(next),
+        accepted: counts.accepted,
+        refused: counts.malformed + counts.wrong_model + counts.over_clip + counts.duplicate,
+        expected_clients: args.expected_clients,
+        q: args.expected_clients / args.population as f64,
+        noise_multiplier: args.noise_multiplier,
+        clip,
+        delta: args.delta.unwrap_or(1.0 / args.population as f64),
+        epsilon: 0.0,
+    }
+}
+
+/// The round's step (the noisy mean with the updates' noise multiplier, or the robust
+/// aggregate) and its counts, against `clip`.
+fn round_step(
+    args: &AggregateArgs,
+    model: &Model,
+    (clip, noise_multiplier): (f64, f64),
+    rng: &mut dyn RngCore,
+) -> Result<(Vec<f64>, RoundCounts)> {
+    let mut round = RoundSum::new(model, clip);
     if let Some(rule) = args.robust {
         round.keep_updates();
         read_contributions(&mut round, &args.updates)?;
@@ -197,11 +267,7 @@ fn round_step(args: &AggregateArgs, model: &Model) -> Result<(Vec<f64>, RoundCou
     }
     read_contributions(&mut round, &args.updates)?;
     let (sum, counts) = round.finish();
-    let mut rng: Box<dyn RngCore> = match args.seed {
-        Some(seed) => Box::new(ChaCha20Rng::seed_from_u64(seed)),
-        None => Box::new(ChaCha20Rng::from_rng(OsRng).context("seeding the noise from the OS")?),
-    };
-    Ok((noisy_mean(&sum, args.expected_clients, args.noise_multiplier, args.clip, &mut *rng)?, counts))
+    Ok((noisy_mean(&sum, args.expected_clients, noise_multiplier, clip, rng)?, counts))
 }
 
 /// The coordinate-wise median or trimmed mean of `updates` (each of one length, at least one).
@@ -255,8 +321,17 @@ fn check_args(args: &AggregateArgs) -> Result<()> {
     if !(args.server_lr.is_finite() && args.server_lr > 0.0) {
         bail!("--server-lr must be a positive number, got {}", args.server_lr);
     }
-    if args.server_state.is_some() && args.server_optimizer != ServerOptimizer::Adam {
-        bail!("--server-state keeps FedAdam's moments: give it with --server-optimizer adam");
+    if args.server_state.is_some() && args.server_optimizer != ServerOptimizer::Adam && args.adaptive_clip.is_none() {
+        bail!("--server-state keeps FedAdam's moments and the adaptive clip: give it with --server-optimizer adam or --adaptive-clip");
+    }
+    if let Some(quantile) = args.adaptive_clip {
+        if !(quantile > 0.0 && quantile < 1.0) {
+            bail!("--adaptive-clip must be a quantile in (0, 1), got {quantile}");
+        }
+        let rule = AdaptiveClip::with_defaults(args.expected_clients);
+        if args.noise_multiplier > 0.0 {
+            rule.update_noise_multiplier(args.noise_multiplier).context("--adaptive-clip")?;
+        }
     }
     Ok(())
 }
@@ -445,14 +520,20 @@ fn beside(out: &Path, name: &str) -> PathBuf {
     out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new(".")).join(name)
 }
 
-/// FedAdam's moments between `aggregate` rounds, bound to the model they step next (its
-/// [`contribution::model_id`]): a round reads the state of its --model and writes the state of
-/// the model it publishes (before publishing it, after charging the ledger).
+/// What the server keeps between `aggregate` rounds (FedAdam's moments, the adaptive clip),
+/// bound to the model the next round steps (its [`contribution::model_id`]): a round reads the
+/// state of its --model and writes the state of the model it publishes (before publishing it,
+/// after charging the ledger).
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 struct ServerState {
-    /// The id of the model these moments step next.
+    /// The id of the model this state belongs to (the one the next round steps).
     model: u64,
-    adam: ServerAdam,
+    /// FedAdam's moments (`--server-optimizer adam`).
+    #[serde(default)]
+    adam: Option<ServerAdam>,
+    /// The next round's clip norm (`--adaptive-clip`).
+    #[serde(default)]
+    clip: Option<f64>,
 }
 
 impl ServerState {
@@ -462,7 +543,7 @@ impl ServerState {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(ServerState { model, adam: ServerAdam::default() });
+                return Ok(ServerState { model, adam: None, clip: None });
             }
             Err(e) => return Err(e).with_context(|| format!("reading --server-state {}", path.display())),
         };
@@ -470,9 +551,9 @@ impl ServerState {
             serde_json::from_str(&text).with_context(|| format!("parsing --server-state {}", path.display()))?;
         if state.model != model {
             bail!(
-                "--server-state {} holds the moments for model {:016x}, not --model's {model:016x} (the state of \
-                 another run, or of a round whose model was never written): pass this model's state, or a new \
-                 --server-state path to start the moments at zero",
+                "--server-state {} belongs to model {:016x}, not --model's {model:016x} (the state of another \
+                 run, or of a round whose model was never written): pass this model's state, or a new \
+                 --server-state path to start the moments at zero and the clip at --clip",
                 path.display(),
                 state.model
             );

@@ -300,6 +300,45 @@ fn fedadam_rounds_keep_their_moments_in_the_server_state() {
     assert!(!sgd.status.success() && common::text(&sgd.stderr).contains("--server-optimizer adam"));
 }
 
+/// `aggregate --adaptive-clip γ`: a round whose updates all fit under the clip (no noise: the
+/// count is exact) sets the next clip to exp(−0.2·(1 − γ)) times this one, prints it and keeps it
+/// in the server state; the next round refuses another --clip and takes that one.
+#[test]
+fn aggregate_adaptive_clipping_sets_the_next_rounds_clip() {
+    let work = round_dir();
+    let dir = work.path();
+    let model = Model::from_path(dir.join("model.mrec")).unwrap();
+    write_contributions(&model, &dir.join("updates"), 6, 1000.0);
+    let fixed = ["--noise-multiplier", "0", "--expected-clients", "6", "--population", "60", "--adaptive-clip", "0.5"];
+    let ran = aggregate(dir, &[&fixed[..], &["--clip", "1000"]].concat());
+    assert!(ran.status.success(), "{}", common::text(&ran.stderr));
+    let expected = 1000.0 * (-0.1f64).exp();
+    let stdout = common::text(&ran.stdout);
+    let printed: f64 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("next round's clip: "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no next clip in {stdout}"))
+        .parse()
+        .unwrap();
+    assert!((printed / expected - 1.0).abs() < 1e-12, "{printed} vs {expected}");
+    let next = Model::from_path(dir.join("next.mrec")).unwrap();
+    write_contributions(&next, &dir.join("updates2"), 6, printed as f32);
+    let second = |clip: &str| {
+        let paths = ["federated", "aggregate", "--model", "next.mrec", "--updates", "updates2", "--out", "next2.mrec"];
+        common::trainer(dir, &[&paths[..], &fixed[..], &["--clip", clip]].concat())
+    };
+    let wrong = second("1000");
+    assert!(!wrong.status.success() && common::text(&wrong.stderr).contains("this round's clip"));
+    let right = second(&printed.to_string());
+    assert!(right.status.success(), "{}", common::text(&right.stderr));
+    assert!(common::text(&right.stdout).contains("6 accepted"), "{}", common::text(&right.stdout));
+    let ledger = std::fs::read_to_string(dir.join("privacy-ledger.tsv")).unwrap();
+    let clips: Vec<f64> = ledger.lines().skip(1).map(|l| l.split('\t').nth(8).unwrap().parse().unwrap()).collect();
+    assert_eq!(clips.len(), 2, "{ledger}");
+    assert!(clips[0] == 1000.0 && (clips[1] / printed - 1.0).abs() < 1e-6, "the ledger's clips: {ledger}");
+}
+
 /// Two poisoned updates (all of the clip on one coordinate) move a plain mean but not the
 /// coordinate-wise median or trimmed mean, whose step stays within the honest updates' range.
 #[test]
