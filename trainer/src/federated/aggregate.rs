@@ -8,6 +8,11 @@
 //! contributions are meta-gradients); the next model is written atomically; and the round is
 //! charged to the privacy ledger before the model is published.
 //!
+//! `--server-optimizer adam` steps by FedAdam (Reddi et al. 2021) instead of θ − β·mean, and
+//! `--adaptive-clip γ` moves the clip towards the γ quantile of the update norms (Andrew et al.
+//! 2021, [`super::adaptive_clip`]); both keep what the next round needs in a server state file
+//! bound to the model it steps.
+//!
 //! `--robust median|trimmed-mean` replaces the mean by a coordinate-wise median or trimmed mean of
 //! the accepted updates, against poisoned updates (Yin et al. 2018, "Byzantine-robust
 //! distributed learning"). Its sensitivity is not the mean's, so it runs without noise
