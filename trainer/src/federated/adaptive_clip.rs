@@ -31,6 +31,23 @@ impl AdaptiveClip {
         Self { target_quantile: 0.5, learning_rate: 0.2, count_stddev: expected_clients / 20.0 }
     }
 
+    /// The rule `--adaptive-clip quantile` runs with `expected_clients` per round and noise
+    /// multiplier `z`, and the noise multiplier it leaves the update sum
+    /// ([`AdaptiveClip::update_noise_multiplier`]); at z = 0 nothing is noised, the count
+    /// neither. Errors name the flag: a quantile outside (0, 1), or a count noise that leaves
+    /// the updates no budget.
+    pub fn for_rounds(quantile: f64, expected_clients: f64, z: f64) -> Result<(AdaptiveClip, f64)> {
+        if !(quantile > 0.0 && quantile < 1.0) {
+            bail!("--adaptive-clip must be a quantile in (0, 1), got {quantile}");
+        }
+        let rule = AdaptiveClip { target_quantile: quantile, ..Self::with_defaults(expected_clients) };
+        if z == 0.0 {
+            return Ok((AdaptiveClip { count_stddev: 0.0, ..rule }, 0.0));
+        }
+        let update_noise = rule.update_noise_multiplier(z).map_err(|e| anyhow::anyhow!("--adaptive-clip: {e}"))?;
+        Ok((rule, update_noise))
+    }
+
     /// The noise multiplier left for the update sum when the round's privacy budget, the one a
     /// plain noise multiplier `z` would spend, is shared with the count query:
     /// `z_Δ = (z⁻² − (2σ_b)⁻²)^(−1/2)` (the count has sensitivity ½). Errors when σ_b is too small

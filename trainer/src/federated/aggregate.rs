@@ -62,9 +62,9 @@ pub struct AggregateArgs {
     /// Target δ of the ledger's ε (default: 1 / population).
     #[arg(long)]
     pub delta: Option<f64>,
-    /// Server learning rate β.
-    #[arg(long, default_value_t = 1.0)]
-    pub server_lr: f64,
+    /// The server's step and clip.
+    #[command(flatten)]
+    pub server: ServerStepArgs,
     /// Seed the noise (tests only: without it the noise comes from the operating system's
     /// cryptographic generator).
     #[arg(long)]
@@ -81,24 +81,56 @@ pub struct AggregateArgs {
     /// --robust trimmed-mean: the share of updates dropped at each end of every coordinate.
     #[arg(long, default_value_t = 0.1)]
     pub trim: f64,
-    /// The server's optimizer: `sgd` (θ ← θ − β·(mean + noise)) or `adam` (FedAdam: Adam's
-    /// moments over the rounds' noisy means, kept in --server-state; β is then a step per
-    /// coordinate, e.g. 0.01).
-    #[arg(long, value_enum, default_value_t = ServerOptimizer::Sgd)]
-    pub server_optimizer: ServerOptimizer,
-    /// Adaptive clipping (Andrew et al. 2021) towards this quantile of the update norms: the
-    /// server counts the updates that fitted under the clip, noises the count (σ = m/20, its
-    /// share of the round's budget: the updates' noise multiplier rises so that the round still
-    /// costs z), and sets the next round's clip, exp(−0.2 (fraction − quantile)) times this
-    /// one's, in --server-state; it prints it, and the next round's --clip must be it.
-    #[arg(long)]
-    pub adaptive_clip: Option<f64>,
     /// What the server keeps from round to round under `--server-optimizer adam` (the moments)
     /// or `--adaptive-clip` (the next clip); default: `server-state.json` beside --out. Read when
     /// it exists (it must belong to --model), then rewritten for the next model; a missing file
     /// starts the moments at zero and the clip at --clip.
     #[arg(long)]
     pub server_state: Option<PathBuf>,
+}
+
+/// How the server steps and clips, the same flags for `aggregate` and `simulate`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServerStepArgs {
+    /// Server learning rate β.
+    #[arg(long, default_value_t = 1.0)]
+    pub server_lr: f64,
+    /// The server's optimizer: `sgd` (θ ← θ − β·(mean + noise)) or `adam` (FedAdam: Adam's
+    /// moments over the rounds' noisy means, kept from round to round; β is then a step per
+    /// coordinate, e.g. 0.01).
+    #[arg(long, value_enum, default_value_t = ServerOptimizer::Sgd)]
+    pub server_optimizer: ServerOptimizer,
+    /// Adaptive clipping (Andrew et al. 2021) towards this quantile of the update norms:
+    /// --clip is the first round's clip; each round the server counts the updates that fitted
+    /// under it (from their norms: a clipped update's is S·(1 − 10⁻⁶)), noises the count with
+    /// σ = m/20 (its share of the round's budget: the updates' noise multiplier rises so that
+    /// the round still costs z) and multiplies the clip by exp(−0.2 (fraction − quantile)).
+    /// `aggregate` keeps the next clip in --server-state and prints it; the next round's --clip
+    /// must be it.
+    #[arg(long)]
+    pub adaptive_clip: Option<f64>,
+}
+
+impl ServerStepArgs {
+    /// Checks the flags; returns the adaptive clipping rule and the updates' noise multiplier
+    /// for `expected_clients` per round at noise multiplier `z`.
+    pub fn check(&self, expected_clients: f64, z: f64) -> Result<(Option<AdaptiveClip>, f64)> {
+        if !(self.server_lr.is_finite() && self.server_lr > 0.0) {
+            bail!("--server-lr must be a positive number, got {}", self.server_lr);
+        }
+        match self.adaptive_clip {
+            Some(quantile) => AdaptiveClip::for_rounds(quantile, expected_clients, z).map(|(r, n)| (Some(r), n)),
+            None => Ok((None, z)),
+        }
+    }
+
+    /// The step from a round's noisy mean: the mean itself, or FedAdam's through `adam`.
+    pub fn step(&self, mean: Vec<f64>, adam: &mut ServerAdam) -> Result<Vec<f64>> {
+        match self.server_optimizer {
+            ServerOptimizer::Sgd => Ok(mean),
+            ServerOptimizer::Adam => adam.step(&mean),
+        }
+    }
 }
 
 /// The server's optimizer.
@@ -143,35 +175,25 @@ pub fn command(args: &AggregateArgs) -> Result<()> {
     fsutil::refuse_existing_file("--out", &args.out, args.force)?;
     let (bytes, model) = read_model(&args.model)?;
     let mut body = format::decode(&bytes).map_err(|e| anyhow::anyhow!("--model: {}", e.message()))?;
-    let state_path = (args.server_optimizer == ServerOptimizer::Adam || args.adaptive_clip.is_some())
+    let server = &args.server;
+    let state_path = (server.server_optimizer == ServerOptimizer::Adam || server.adaptive_clip.is_some())
         .then(|| args.server_state.clone().unwrap_or_else(|| beside(&args.out, "server-state.json")));
     let mut state = match &state_path {
         Some(path) => Some(ServerState::read(path, contribution::model_id(&model))?),
         None => None,
     };
     let clip = round_clip(args, state.as_ref(), state_path.as_deref())?;
-    let rule = args.adaptive_clip.map(|quantile| {
-        let rule = AdaptiveClip { target_quantile: quantile, ..AdaptiveClip::with_defaults(args.expected_clients) };
-        if args.noise_multiplier == 0.0 {
-            AdaptiveClip { count_stddev: 0.0, ..rule }
-        } else {
-            rule
-        }
-    });
-    let update_noise = match &rule {
-        Some(rule) if args.noise_multiplier > 0.0 => rule.update_noise_multiplier(args.noise_multiplier)?,
-        _ => args.noise_multiplier,
-    };
+    let (rule, update_noise) = server.check(args.expected_clients, args.noise_multiplier)?;
     let mut rng: Box<dyn RngCore> = match args.seed {
         Some(seed) => Box::new(ChaCha20Rng::seed_from_u64(seed)),
         None => Box::new(ChaCha20Rng::from_rng(OsRng).context("seeding the noise from the OS")?),
     };
     let (mean, counts) = round_step(args, &model, (clip, update_noise), &mut *rng)?;
-    let step = match state.as_mut().filter(|_| args.server_optimizer == ServerOptimizer::Adam) {
-        Some(state) => state.adam.get_or_insert_with(ServerAdam::default).step(&mean)?,
-        None => mean,
+    let step = match state.as_mut() {
+        Some(state) => server.step(mean, state.adam.get_or_insert_with(ServerAdam::default))?,
+        None => server.step(mean, &mut ServerAdam::default())?,
     };
-    apply_step(&mut body, &step, args.server_lr)?;
+    apply_step(&mut body, &step, server.server_lr)?;
     let next_bytes = format::encode(&body).map_err(|e| anyhow::anyhow!("encoding the next model: {}", e.message()))?;
     let next = Model::from_bytes(&next_bytes).map_err(|e| anyhow::anyhow!("the next model: {}", e.message()))?;
     let next_clip = match &rule {
@@ -221,7 +243,7 @@ fn read_model(path: &Path) -> Result<(Vec<u8>, Model)> {
 /// The round's clip: --clip, which under --adaptive-clip must be the clip the last round set
 /// (in the server state), when there was one.
 fn round_clip(args: &AggregateArgs, state: Option<&ServerState>, path: Option<&Path>) -> Result<f64> {
-    let set = state.and_then(|s| s.clip).filter(|_| args.adaptive_clip.is_some());
+    let set = state.and_then(|s| s.clip).filter(|_| args.server.adaptive_clip.is_some());
     match set {
         Some(clip) if (args.clip / clip - 1.0).abs() > 1e-6 => bail!(
             "--clip {} is not this round's clip {clip}: --adaptive-clip set it last round (in --server-state {}); \
@@ -323,20 +345,14 @@ fn check_args(args: &AggregateArgs) -> Result<()> {
             bail!("--delta must be in (0, 1), got {delta}");
         }
     }
-    if !(args.server_lr.is_finite() && args.server_lr > 0.0) {
-        bail!("--server-lr must be a positive number, got {}", args.server_lr);
-    }
-    if args.server_state.is_some() && args.server_optimizer != ServerOptimizer::Adam && args.adaptive_clip.is_none() {
-        bail!("--server-state keeps FedAdam's moments and the adaptive clip: give it with --server-optimizer adam or --adaptive-clip");
-    }
-    if let Some(quantile) = args.adaptive_clip {
-        if !(quantile > 0.0 && quantile < 1.0) {
-            bail!("--adaptive-clip must be a quantile in (0, 1), got {quantile}");
-        }
-        let rule = AdaptiveClip::with_defaults(args.expected_clients);
-        if args.noise_multiplier > 0.0 {
-            rule.update_noise_multiplier(args.noise_multiplier).context("--adaptive-clip")?;
-        }
+    args.server.check(args.expected_clients, args.noise_multiplier)?;
+    let server = &args.server;
+    if args.server_state.is_some() && server.server_optimizer != ServerOptimizer::Adam && server.adaptive_clip.is_none()
+    {
+        bail!(
+            "--server-state keeps FedAdam's moments and the adaptive clip: give it with --server-optimizer adam or \
+             --adaptive-clip"
+        );
     }
     Ok(())
 }

@@ -26,7 +26,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 use super::adaptive_clip::AdaptiveClip;
-use super::aggregate::{self, RoundCounts, RoundSum, ServerOptimizer};
+use super::aggregate::{self, RoundCounts, RoundSum, ServerStepArgs};
 use super::ledger::{self, LedgerRow};
 use crate::config::Preset;
 use crate::data::{Dataset, LoadOptions};
@@ -61,21 +61,9 @@ pub struct SimulateArgs {
     /// Noise multiplier z: the noise on the mean has standard deviation z·S/K per coordinate.
     #[arg(long)]
     pub noise_multiplier: f64,
-    /// Server learning rate β.
-    #[arg(long, default_value_t = 1.0)]
-    pub server_lr: f64,
-    /// The server's optimizer: `sgd` (θ ← θ − β·(mean + noise)) or `adam` (FedAdam: the noisy
-    /// means through Adam's moments, kept from round to round; β is then a step per coordinate,
-    /// e.g. 0.01), as `federated aggregate --server-optimizer`.
-    #[arg(long, value_enum, default_value_t = ServerOptimizer::Sgd)]
-    pub server_optimizer: ServerOptimizer,
-    /// Adaptive clipping (Andrew et al. 2021) towards this quantile of the update norms:
-    /// --clip is the first round's clip norm; each round the server counts the updates that fit
-    /// under it (from their norms), noises the count with σ_b = K/20 (its share of the round's
-    /// budget: the updates' noise multiplier rises so that the round still costs z) and moves
-    /// the clip by exp(−0.2 (fraction − quantile)).
-    #[arg(long)]
-    pub adaptive_clip: Option<f64>,
+    /// The server's step and clip (as `federated aggregate`'s).
+    #[command(flatten)]
+    pub server: ServerStepArgs,
     /// Target δ of ε (default: 1 / devices).
     #[arg(long)]
     pub delta: Option<f64>,
@@ -208,15 +196,7 @@ fn check_args(args: &SimulateArgs) -> Result<()> {
     if !(args.clients_per_round.is_finite() && args.clients_per_round >= 1.0) {
         bail!("--clients-per-round must be at least 1, got {}", args.clients_per_round);
     }
-    if !(args.server_lr.is_finite() && args.server_lr > 0.0) {
-        bail!("--server-lr must be a positive number, got {}", args.server_lr);
-    }
-    if let Some(quantile) = args.adaptive_clip {
-        if !(quantile > 0.0 && quantile < 1.0) {
-            bail!("--adaptive-clip must be a quantile in (0, 1), got {quantile}");
-        }
-        Clipping::new(args)?;
-    }
+    args.server.check(args.clients_per_round, args.noise_multiplier)?;
     if !(args.central_share > 0.0 && args.central_share < 1.0) {
         bail!("--central-share must be in (0, 1), got {}", args.central_share);
     }
@@ -322,11 +302,8 @@ fn simulate(args: &SimulateArgs, population: &Population, body: &mut ModelBody) 
         let (sum, counts) = round_sum(&model, population, &sampled, clip, threads)?;
         let step = aggregate::noisy_mean(&sum, args.clients_per_round, clipping.update_noise, clip, &mut noise)?;
         clipping.adapt(&counts, args.clients_per_round, &mut noise)?;
-        let step = match args.server_optimizer {
-            ServerOptimizer::Sgd => step,
-            ServerOptimizer::Adam => adam.step(&step)?,
-        };
-        aggregate::apply_step(body, &step, args.server_lr)?;
+        let step = args.server.step(step, &mut adam)?;
+        aggregate::apply_step(body, &step, args.server.server_lr)?;
         let next = model_of(body)?;
         let row = LedgerRow {
             round: 0,
@@ -376,17 +353,8 @@ struct Clipping {
 
 impl Clipping {
     fn new(args: &SimulateArgs) -> Result<Clipping> {
-        let z = args.noise_multiplier;
-        let Some(quantile) = args.adaptive_clip else {
-            return Ok(Clipping { clip: args.clip, update_noise: z, rule: None });
-        };
-        let mut rule =
-            AdaptiveClip { target_quantile: quantile, ..AdaptiveClip::with_defaults(args.clients_per_round) };
-        if z == 0.0 {
-            rule.count_stddev = 0.0;
-        }
-        let update_noise = if z == 0.0 { 0.0 } else { rule.update_noise_multiplier(z).context("--adaptive-clip")? };
-        Ok(Clipping { clip: args.clip, update_noise, rule: Some(rule) })
+        let (rule, update_noise) = args.server.check(args.clients_per_round, args.noise_multiplier)?;
+        Ok(Clipping { clip: args.clip, update_noise, rule })
     }
 
     /// After a round: the next round's clip from the noised share of updates that fitted.
@@ -539,10 +507,10 @@ fn table(args: &SimulateArgs, population: &Population, rows: &[RoundRow], second
         args.eval_on.users(),
         args.clients_per_round,
         args.clip,
-        args.adaptive_clip.map_or(String::new(), |g| format!(" at first, adaptive towards the {g} quantile")),
+        args.server.adaptive_clip.map_or(String::new(), |g| format!(" at first, adaptive towards the {g} quantile")),
         args.noise_multiplier,
-        args.server_lr,
-        args.server_optimizer,
+        args.server.server_lr,
+        args.server.server_optimizer,
         args.seed,
         seconds.0,
         seconds.1
