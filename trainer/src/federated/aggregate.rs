@@ -189,10 +189,14 @@ pub fn command(args: &AggregateArgs) -> Result<()> {
         None => Box::new(ChaCha20Rng::from_rng(OsRng).context("seeding the noise from the OS")?),
     };
     let (mean, counts) = round_step(args, &model, (clip, update_noise), &mut *rng)?;
-    let step = match state.as_mut() {
-        Some(state) => server.step(mean, state.adam.get_or_insert_with(ServerAdam::default))?,
-        None => server.step(mean, &mut ServerAdam::default())?,
+    let mut unused = ServerAdam::default();
+    let adam = match state.as_mut() {
+        Some(state) if server.server_optimizer == ServerOptimizer::Adam => {
+            state.adam.get_or_insert_with(ServerAdam::default)
+        }
+        _ => &mut unused,
     };
+    let step = server.step(mean, adam)?;
     apply_step(&mut body, &step, server.server_lr)?;
     let next_bytes = format::encode(&body).map_err(|e| anyhow::anyhow!("encoding the next model: {}", e.message()))?;
     let next = Model::from_bytes(&next_bytes).map_err(|e| anyhow::anyhow!("the next model: {}", e.message()))?;

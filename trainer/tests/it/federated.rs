@@ -322,6 +322,8 @@ fn aggregate_adaptive_clipping_sets_the_next_rounds_clip() {
         .parse()
         .unwrap();
     assert!((printed / expected - 1.0).abs() < 1e-12, "{printed} vs {expected}");
+    let state = std::fs::read_to_string(dir.join("server-state.json")).unwrap();
+    assert!(state.contains("\"adam\":null") && state.contains("\"clip\":"), "plain steps keep no moments: {state}");
     let next = Model::from_path(dir.join("next.mrec")).unwrap();
     write_contributions(&next, &dir.join("updates2"), 6, printed as f32);
     let second = |clip: &str| {
