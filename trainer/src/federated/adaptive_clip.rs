@@ -92,6 +92,20 @@ impl AdaptiveClip {
         Ok(((centred + noise) / expected_clients + 0.5).clamp(0.0, 1.0))
     }
 
+    /// The next round's clip after a round at `clip` in which `fitting` of the `accepted`
+    /// updates fitted under it: the noised fraction ([`AdaptiveClip::noisy_fraction_of`]), then
+    /// [`AdaptiveClip::next_clip`].
+    pub fn after_round<R: Rng + ?Sized>(
+        &self,
+        clip: f64,
+        (fitting, accepted): (usize, usize),
+        expected_clients: f64,
+        rng: &mut R,
+    ) -> Result<f64> {
+        let fraction = self.noisy_fraction_of(fitting, accepted, expected_clients, rng)?;
+        Ok(self.next_clip(clip, fraction))
+    }
+
     /// The next clip norm from the (noised) fraction of updates that fitted under `clip`.
     pub fn next_clip(&self, clip: f64, unclipped_fraction: f64) -> f64 {
         clip * (-self.learning_rate * (unclipped_fraction - self.target_quantile)).exp()

@@ -200,14 +200,8 @@ pub fn command(args: &AggregateArgs) -> Result<()> {
     apply_step(&mut body, &step, server.server_lr)?;
     let next_bytes = format::encode(&body).map_err(|e| anyhow::anyhow!("encoding the next model: {}", e.message()))?;
     let next = Model::from_bytes(&next_bytes).map_err(|e| anyhow::anyhow!("the next model: {}", e.message()))?;
-    let next_clip = match &rule {
-        Some(rule) => {
-            let fraction =
-                rule.noisy_fraction_of(counts.unclipped, counts.accepted, args.expected_clients, &mut *rng)?;
-            Some(rule.next_clip(clip, fraction))
-        }
-        None => None,
-    };
+    let fitted = (counts.unclipped, counts.accepted);
+    let next_clip = rule.map(|r| r.after_round(clip, fitted, args.expected_clients, &mut *rng)).transpose()?;
     // Charge the round before the model that reveals it exists.
     let ledger_path = args.ledger.clone().unwrap_or_else(|| beside(&args.out, "privacy-ledger.tsv"));
     let row = ledger::append(&ledger_path, ledger_row(args, (&counts, clip), (&model, &next)))?;

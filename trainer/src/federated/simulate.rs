@@ -360,8 +360,7 @@ impl Clipping {
     /// After a round: the next round's clip from the noised share of updates that fitted.
     fn adapt(&mut self, counts: &RoundCounts, expected_clients: f64, rng: &mut impl Rng) -> Result<()> {
         if let Some(rule) = &self.rule {
-            let fraction = rule.noisy_fraction_of(counts.unclipped, counts.accepted, expected_clients, rng)?;
-            self.clip = rule.next_clip(self.clip, fraction);
+            self.clip = rule.after_round(self.clip, (counts.unclipped, counts.accepted), expected_clients, rng)?;
         }
         Ok(())
     }
