@@ -70,8 +70,11 @@ pub fn append(path: &Path, mut row: LedgerRow) -> Result<LedgerRow> {
     let mut rounds = read_rounds(path)?;
     rounds.push((row.q, row.noise_multiplier));
     let mut accountant = RdpAccountant::default();
-    for &(q, z) in &rounds {
-        accountant.compose_poisson_gaussian(q, z, 1)?;
+    // Runs of equal (q, z) are charged at once: a round's RDP is the same for each of them, so
+    // a long simulation does not recompute every round's at every round.
+    for run in rounds.chunk_by(|a, b| a == b) {
+        let (q, z) = run[0];
+        accountant.compose_poisson_gaussian(q, z, run.len() as u64)?;
     }
     row.round = rounds.len() as u64;
     row.epsilon = accountant.epsilon(row.delta)?.0;
