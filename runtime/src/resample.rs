@@ -21,12 +21,18 @@ fn splitmix64(state: &mut u64) -> u64 {
 /// round(0.8·n) ratings (at least 1, at most n − 1) in the adapt part and the rest in the score
 /// part; a single rating is in both.
 pub fn split(n: usize) -> (Vec<bool>, Vec<bool>) {
+    split_salted(n, 0)
+}
+
+/// [`split`] with the shuffle's seed mixed with `salt` (0 gives [`split`]'s parts). A device's
+/// federated contribution salts it with the model id, so the parts change from round to round.
+pub fn split_salted(n: usize, salt: u64) -> (Vec<bool>, Vec<bool>) {
     let (mut adapt, mut score) = (vec![false; n], vec![false; n]);
     if n == 1 {
         return (vec![true], vec![true]);
     }
     let mut order: Vec<usize> = (0..n).collect();
-    let mut state = 0x006d_6574_6172_6563_u64 ^ n as u64;
+    let mut state = 0x006d_6574_6172_6563_u64 ^ n as u64 ^ salt;
     for i in (1..n).rev() {
         let j = (splitmix64(&mut state) % (i as u64 + 1)) as usize;
         order.swap(i, j);
@@ -58,5 +64,10 @@ mod tests {
             assert_eq!(adapted, ((n * 80 + 50) / 100).clamp(1, n - 1));
         }
         assert_eq!(split(10), split(10), "deterministic");
+        assert_eq!(split_salted(10, 0), split(10));
+        assert_ne!(split_salted(20, 0x1234_5678_9abc_def0), split(20), "a salt moves the parts");
+        let (adapt, score) = split_salted(20, 0x1234_5678_9abc_def0);
+        assert!(adapt.iter().zip(&score).all(|(a, s)| a ^ s));
+        assert_eq!(adapt.iter().filter(|&&a| a).count(), 16);
     }
 }

@@ -14,7 +14,9 @@ use crate::fixture::{
 /// finite-difference gradient of the query part at the adapted weights, flattened per layer
 /// (weights, then biases).
 fn reference_update(body: &metarec_runtime::ModelBody) -> Vec<f64> {
-    let (support, query) = resample::split(SUPPORT.len());
+    // The device salts the split with the model id (a new split every round).
+    let salt = contribution::model_id(&Model::from_body(body.clone()).unwrap());
+    let (support, query) = resample::split_salted(SUPPORT.len(), salt);
     let part = |mask: &[bool]| -> (Vec<Vec<f64>>, Vec<f64>) {
         SUPPORT
             .iter()

@@ -757,7 +757,8 @@ fn first_order_loss(
 /// The reference contribution by central differences of [`first_order_loss`]: over the hidden
 /// layers (the query's), the output layer (the solve's initialisation) and the log ridge weights.
 fn reference_contribution(body: &ModelBody, ratings: &[(u32, f32)]) -> Vec<f64> {
-    let (adapt, score) = metarec_runtime::resample::split(ratings.len());
+    let salt = metarec_runtime::contribution::model_id(&Model::from_body(body.clone()).unwrap());
+    let (adapt, score) = metarec_runtime::resample::split_salted(ratings.len(), salt);
     let pick =
         |mask: &[bool]| -> Vec<(u32, f32)> { ratings.iter().zip(mask).filter(|(_, &m)| m).map(|(&s, _)| s).collect() };
     let split = [&pick(&adapt)[..], &pick(&score)[..]];
