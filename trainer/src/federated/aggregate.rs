@@ -10,8 +10,9 @@
 //!
 //! `--server-optimizer adam` steps by FedAdam (Reddi et al. 2021) instead of θ − β·mean, and
 //! `--adaptive-clip γ` moves the clip towards the γ quantile of the update norms (Andrew et al.
-//! 2021, [`super::adaptive_clip`]); both keep what the next round needs in a server state file
-//! bound to the model it steps.
+//! 2021, [`super::adaptive_clip`]) and `--server-average d` serves a moving average of the
+//! rounds' models ([`super::average`]); each keeps what the next round needs in a server state
+//! file bound to the model it steps.
 //!
 //! `--robust median|trimmed-mean` replaces the mean by a coordinate-wise median or trimmed mean of
 //! the accepted updates, against poisoned updates (Yin et al. 2018, "Byzantine-robust
@@ -31,6 +32,7 @@ use rand_chacha::ChaCha20Rng;
 use rand_distr::{Distribution, Normal};
 
 use super::adaptive_clip::AdaptiveClip;
+use super::average::ServerAverage;
 use super::ledger::{self, LedgerRow};
 use crate::fsutil;
 
@@ -87,6 +89,11 @@ pub struct AggregateArgs {
     /// starts the moments at zero and the clip at --clip.
     #[arg(long)]
     pub server_state: Option<PathBuf>,
+    /// Where `--server-average` writes the averaged model, the one devices score with (default:
+    /// --out's name with `-average` before its extension, beside it; an existing file is
+    /// refused unless --force).
+    #[arg(long)]
+    pub average_out: Option<PathBuf>,
 }
 
 /// How the server steps and clips, the same flags for `aggregate` and `simulate`.
@@ -109,6 +116,13 @@ pub struct ServerStepArgs {
     /// must be it.
     #[arg(long)]
     pub adaptive_clip: Option<f64>,
+    /// Serve an exponential moving average of the rounds' models with this decay d (e.g. 0.99;
+    /// round t weighs in with at least 1/t): devices contribute against the latest model and
+    /// score with the average, which is computed from published models only and so costs no
+    /// privacy. `aggregate` writes it beside --out (--average-out) and keeps it in
+    /// --server-state; `simulate` evaluates it.
+    #[arg(long)]
+    pub server_average: Option<f64>,
 }
 
 impl ServerStepArgs {
@@ -118,10 +132,19 @@ impl ServerStepArgs {
         if !(self.server_lr.is_finite() && self.server_lr > 0.0) {
             bail!("--server-lr must be a positive number, got {}", self.server_lr);
         }
+        if let Some(decay) = self.server_average {
+            ServerAverage::check_decay(decay)?;
+        }
         match self.adaptive_clip {
             Some(quantile) => AdaptiveClip::for_rounds(quantile, expected_clients, z).map(|(r, n)| (Some(r), n)),
             None => Ok((None, z)),
         }
+    }
+
+    /// Whether the server keeps something from round to round (FedAdam's moments, the adaptive
+    /// clip, the average).
+    pub fn keeps_state(&self) -> bool {
+        self.server_optimizer == ServerOptimizer::Adam || self.adaptive_clip.is_some() || self.server_average.is_some()
     }
 
     /// The step from a round's noisy mean: the mean itself, or FedAdam's through `adam`.
@@ -175,8 +198,13 @@ pub fn command(args: &AggregateArgs) -> Result<()> {
     fsutil::refuse_existing_file("--out", &args.out, args.force)?;
     let (bytes, model) = read_model(&args.model)?;
     let mut body = format::decode(&bytes).map_err(|e| anyhow::anyhow!("--model: {}", e.message()))?;
+    let average_out = average_path(args);
+    if let Some(path) = &average_out {
+        fsutil::refuse_existing_file("--average-out", path, args.force)?;
+    }
     let server = &args.server;
-    let state_path = (server.server_optimizer == ServerOptimizer::Adam || server.adaptive_clip.is_some())
+    let state_path = server
+        .keeps_state()
         .then(|| args.server_state.clone().unwrap_or_else(|| beside(&args.out, "server-state.json")));
     let mut state = match &state_path {
         Some(path) => Some(ServerState::read(path, contribution::model_id(&model))?),
@@ -208,6 +236,9 @@ pub fn command(args: &AggregateArgs) -> Result<()> {
     if let (Some(path), Some(mut state)) = (&state_path, state) {
         state.model = contribution::model_id(&next);
         state.clip = next_clip;
+        if let (Some(decay), Some(out)) = (server.server_average, &average_out) {
+            write_average(state.average.get_or_insert_with(ServerAverage::default), decay, &body, out)?;
+        }
         state.write(path)?;
     }
     fsutil::write_atomic(&args.out, &next_bytes)?;
@@ -220,6 +251,27 @@ pub fn command(args: &AggregateArgs) -> Result<()> {
         println!("next round's clip: {next_clip} (devices clip to it; give it as --clip)");
     }
     Ok(())
+}
+
+/// --average-out, or its default beside --out, under --server-average.
+fn average_path(args: &AggregateArgs) -> Option<PathBuf> {
+    args.server.server_average?;
+    Some(args.average_out.clone().unwrap_or_else(|| {
+        let stem = args.out.file_stem().map_or("model".into(), |s| s.to_string_lossy().into_owned());
+        let name = match args.out.extension() {
+            Some(ext) => format!("{stem}-average.{}", ext.to_string_lossy()),
+            None => format!("{stem}-average"),
+        };
+        beside(&args.out, &name)
+    }))
+}
+
+/// Folds the stepped `body` into `average` and writes the averaged model to `out`.
+fn write_average(average: &mut ServerAverage, decay: f64, body: &ModelBody, out: &Path) -> Result<()> {
+    average.after_round(decay, body)?;
+    let served = format::encode(&average.served(body)?)
+        .map_err(|e| anyhow::anyhow!("encoding the averaged model: {}", e.message()))?;
+    fsutil::write_atomic(out, &served).with_context(|| format!("writing --average-out {}", out.display()))
 }
 
 /// Reads and checks --model: a model devices can contribute to.
@@ -345,12 +397,14 @@ fn check_args(args: &AggregateArgs) -> Result<()> {
     }
     args.server.check(args.expected_clients, args.noise_multiplier)?;
     let server = &args.server;
-    if args.server_state.is_some() && server.server_optimizer != ServerOptimizer::Adam && server.adaptive_clip.is_none()
-    {
+    if args.server_state.is_some() && !server.keeps_state() {
         bail!(
-            "--server-state keeps FedAdam's moments and the adaptive clip: give it with --server-optimizer adam or \
-             --adaptive-clip"
+            "--server-state keeps FedAdam's moments, the adaptive clip and the average: give it with \
+             --server-optimizer adam, --adaptive-clip or --server-average"
         );
+    }
+    if args.average_out.is_some() && server.server_average.is_none() {
+        bail!("--average-out is where --server-average writes the averaged model: give --server-average too");
     }
     Ok(())
 }
@@ -553,6 +607,9 @@ struct ServerState {
     /// The next round's clip norm (`--adaptive-clip`).
     #[serde(default)]
     clip: Option<f64>,
+    /// The average of the models so far (`--server-average`).
+    #[serde(default)]
+    average: Option<ServerAverage>,
 }
 
 impl ServerState {
@@ -562,7 +619,7 @@ impl ServerState {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(ServerState { model, adam: None, clip: None });
+                return Ok(ServerState { model, adam: None, clip: None, average: None });
             }
             Err(e) => return Err(e).with_context(|| format!("reading --server-state {}", path.display())),
         };

@@ -4,11 +4,12 @@
 //! them over a fixed denominator, adds Gaussian noise once and steps the model (DP-FedAvg,
 //! McMahan et al. 2018). [`accountant`] tracks the privacy spent (RDP of the Poisson-subsampled
 //! Gaussian mechanism), [`adaptive_clip`] moves the clip norm towards a quantile of the update
-//! norms.
+//! norms, [`average`] keeps the moving average of the models that devices score with.
 
 pub mod accountant;
 pub mod adaptive_clip;
 pub mod aggregate;
+pub mod average;
 pub mod ledger;
 pub mod simulate;
 

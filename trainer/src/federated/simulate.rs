@@ -27,6 +27,7 @@ use rand_chacha::ChaCha20Rng;
 
 use super::adaptive_clip::AdaptiveClip;
 use super::aggregate::{self, RoundCounts, RoundSum, ServerStepArgs};
+use super::average::ServerAverage;
 use super::ledger::{self, LedgerRow};
 use crate::config::Preset;
 use crate::data::{Dataset, LoadOptions};
@@ -143,13 +144,14 @@ struct Population {
     items: Vec<Option<u32>>,
 }
 
-const OUTPUTS: [&str; 8] = [
+const OUTPUTS: [&str; 9] = [
     "simulate.md",
     "rounds.csv",
     "simulate.png",
     "privacy-ledger.tsv",
     "initial.mrec",
     "model.mrec",
+    "average.mrec",
     "split.csv",
     "devices.txt",
 ];
@@ -288,6 +290,7 @@ fn simulate(args: &SimulateArgs, population: &Population, body: &mut ModelBody) 
     let ledger_path = args.out.join("privacy-ledger.tsv");
     let mut model = model_of(body)?;
     let mut adam = aggregate::ServerAdam::default();
+    let mut average = args.server.server_average.map(|decay| (decay, ServerAverage::default()));
     let started = Instant::now();
     let mse = test_mse(&model, population, threads)?;
     let mut clipping = Clipping::new(args)?;
@@ -320,8 +323,15 @@ fn simulate(args: &SimulateArgs, population: &Population, body: &mut ModelBody) 
         };
         let charged = ledger::append(&ledger_path, row)?;
         model = next;
+        if let Some((decay, average)) = &mut average {
+            average.after_round(*decay, body)?;
+        }
         let evaluate = round % args.eval_every == 0 || round == args.rounds;
-        let test_mse = if evaluate { Some(test_mse(&model, population, threads)?) } else { None };
+        let test_mse = match (evaluate, &average) {
+            (false, _) => None,
+            (true, None) => Some(test_mse(&model, population, threads)?),
+            (true, Some((_, average))) => Some(test_mse(&model_of(&average.served(body)?)?, population, threads)?),
+        };
         let seconds = started.elapsed().as_secs_f64();
         let row = RoundRow {
             round,
@@ -339,6 +349,10 @@ fn simulate(args: &SimulateArgs, population: &Population, body: &mut ModelBody) 
         &args.out.join("model.mrec"),
         &format::encode(body).map_err(|e| anyhow::anyhow!("{}", e.message()))?,
     )?;
+    if let Some((_, average)) = &average {
+        let served = format::encode(&average.served(body)?).map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+        fsutil::write_atomic(&args.out.join("average.mrec"), &served)?;
+    }
     Ok(rows)
 }
 
@@ -497,7 +511,7 @@ fn table(args: &SimulateArgs, population: &Population, rows: &[RoundRow], second
     let delta = args.delta.unwrap_or(1.0 / devices as f64);
     let mut text = format!(
         "# Federated simulation\n\n{} devices, {} central training users, evaluated on {} {} users; K = {}, q = {q:.6}, \
-         S = {}{}, z = {}, server lr = {} ({:?}), delta = {delta:.3e}, seed {}.\nSetup (split, central training, export) {:.1} \
+         S = {}{}, z = {}, server lr = {} ({:?}){}, delta = {delta:.3e}, seed {}.\nSetup (split, central training, export) {:.1} \
          s; total {:.1} s.\n\n| round | sampled | clients | clip | test MSE | epsilon | seconds |\n\
          |---:|---:|---:|---:|---:|---:|---:|\n",
         devices,
@@ -510,6 +524,7 @@ fn table(args: &SimulateArgs, population: &Population, rows: &[RoundRow], second
         args.noise_multiplier,
         args.server.server_lr,
         args.server.server_optimizer,
+        args.server.server_average.map_or(String::new(), |d| format!(", the averaged model (decay {d}) evaluated")),
         args.seed,
         seconds.0,
         seconds.1

@@ -300,6 +300,54 @@ fn fedadam_rounds_keep_their_moments_in_the_server_state() {
     assert!(!sgd.status.success() && common::text(&sgd.stderr).contains("--server-optimizer adam"));
 }
 
+/// `aggregate --server-average d`: the averaged model (`next-average.mrec` beside --out) is the
+/// first round's model after one round, then d·average + (1 − d)·θ (with d capped at 1 − 1/t:
+/// here 0.5 in round 2, so the plain mean of the two models); the average travels in the server
+/// state, an existing averaged model is refused without --force, and --average-out needs
+/// --server-average.
+#[test]
+fn aggregate_serves_the_moving_average_of_the_rounds_models() {
+    let work = round_dir();
+    let dir = work.path();
+    let fixed = ["--clip", "10", "--noise-multiplier", "0", "--expected-clients", "6", "--population", "60"];
+    let average = ["--server-lr", "0.5", "--server-average", "0.9"];
+    let round = |model: &str, updates: &str, out: &str| {
+        let paths = ["federated", "aggregate", "--model", model, "--updates", updates, "--out", out];
+        common::trainer(dir, &[&paths[..], &fixed[..], &average[..]].concat())
+    };
+    let mut models = Vec::new();
+    for (k, (m, u, out)) in
+        [("model.mrec", "updates", "next.mrec"), ("next.mrec", "updates2", "next2.mrec")].into_iter().enumerate()
+    {
+        write_contributions(&Model::from_path(dir.join(m)).unwrap(), &dir.join(u), 6, 10.0);
+        let ran = round(m, u, out);
+        assert!(ran.status.success(), "round {k}: {}", common::text(&ran.stderr));
+        models.push(flat_params(&Model::from_path(dir.join(out)).unwrap()));
+        let served = format!("{}-average.mrec", out.trim_end_matches(".mrec"));
+        let served = flat_params(&Model::from_path(dir.join(served)).unwrap());
+        for (i, s) in served.iter().enumerate() {
+            let expected = models.iter().map(|m| f64::from(m[i])).sum::<f64>() / models.len() as f64;
+            assert!((f64::from(*s) - expected).abs() < 1e-6, "round {k}, parameter {i}: {s} vs {expected}");
+        }
+    }
+    assert_ne!(models[0], models[1], "the second round moved nothing");
+    let state = std::fs::read_to_string(dir.join("server-state.json")).unwrap();
+    assert!(state.contains("\"rounds\":2"), "{state}");
+    // A third round onto an existing averaged model is refused and writes nothing.
+    std::fs::write(dir.join("next3-average.mrec"), b"kept").unwrap();
+    write_contributions(&Model::from_path(dir.join("next2.mrec")).unwrap(), &dir.join("updates3"), 6, 10.0);
+    let ran = round("next2.mrec", "updates3", "next3.mrec");
+    assert!(
+        !ran.status.success() && common::text(&ran.stderr).contains("--average-out"),
+        "{}",
+        common::text(&ran.stderr)
+    );
+    assert_eq!(std::fs::read(dir.join("next3-average.mrec")).unwrap(), b"kept");
+    assert!(!dir.join("next3.mrec").exists());
+    let ran = aggregate(dir, &[&fixed[..], &["--average-out", "a.mrec", "--force"]].concat());
+    assert!(!ran.status.success() && common::text(&ran.stderr).contains("--server-average"));
+}
+
 /// `aggregate --adaptive-clip γ`: a round whose updates all fit under the clip (no noise: the
 /// count is exact) sets the next clip to exp(−0.2·(1 − γ)) times this one, prints it and keeps it
 /// in the server state; the next round refuses another --clip and takes that one.
@@ -589,6 +637,7 @@ fn simulate_refuses_bad_flags_by_name() {
         ("--clients-per-round", "100000", "--clients-per-round"),
         ("--rounds", "0", "--rounds"),
         ("--adaptive-clip", "1.5", "--adaptive-clip"),
+        ("--server-average", "1", "--server-average"),
     ] {
         let mut args = vec!["--clients-per-round", "3", "--clip", "1", "--noise-multiplier", "1", "--rounds", "1"];
         match args.iter().position(|a| *a == flag) {
@@ -598,6 +647,25 @@ fn simulate_refuses_bad_flags_by_name() {
         let ran = simulate(work.path(), "bad", &args);
         assert!(!ran.status.success(), "{flag} {value} accepted");
         assert!(common::text(&ran.stderr).contains(message), "{flag}: {}", common::text(&ran.stderr));
+    }
+}
+
+/// `--server-average d`: the simulation writes the averaged model beside the last one (after
+/// one round the two are the same model; after three they differ) and evaluates it.
+#[test]
+fn a_simulation_serves_and_evaluates_the_averaged_model() {
+    let work = tempfile::tempdir().unwrap();
+    let args = ["--clients-per-round", "5", "--clip", "1", "--noise-multiplier", "0", "--no-figures"];
+    let average = ["--server-average", "0.5", "--server-lr", "0.5"];
+    for rounds in ["1", "3"] {
+        let ran = simulate(work.path(), rounds, &[&args[..], &average[..], &["--rounds", rounds]].concat());
+        assert!(ran.status.success(), "{}", common::text(&ran.stderr));
+        assert!(common::text(&ran.stdout).contains("the averaged model (decay 0.5) evaluated"));
+        let out = work.path().join(rounds);
+        let (last, served) =
+            (Model::from_path(out.join("model.mrec")).unwrap(), Model::from_path(out.join("average.mrec")).unwrap());
+        let same = flat_params(&last) == flat_params(&served);
+        assert_eq!(same, rounds == "1", "{rounds} rounds");
     }
 }
 
@@ -712,7 +780,8 @@ fn contributions_match_libtorch(preset: metarec_trainer::config::Preset) {
             session.add_rating_by_index(item, r.value).unwrap();
         }
         let device = contribution::decode(&session.contribute(1e9).unwrap()).unwrap().update;
-        let (adapt, score) = metarec_runtime::resample::split(ratings.len());
+        let salt = contribution::model_id(&device_model);
+        let (adapt, score) = metarec_runtime::resample::split_salted(ratings.len(), salt);
         let pick = |mask: &[bool]| ratings.iter().zip(mask).filter(|(_, &m)| m).map(|(r, _)| *r).collect();
         let split_task = Task { user: task.user, support: pick(&adapt), query: pick(&score) };
         let batch = TaskBatch::new(&[split_task], tch::Device::Cpu);
