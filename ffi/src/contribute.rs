@@ -6,7 +6,7 @@ use crate::handle::{self, MetarecSession};
 use crate::status::{Code, Status, METAREC_ERR_BUFFER_TOO_SMALL};
 
 /// Computes this user's first-order meta-update from the session's support ratings (FOMAML on
-/// a deterministic 80/20 support/query split of them: adapt on the first part with the model's
+/// an 80/20 support/query split of them, a shuffle seeded by the model id: adapt on the first part with the model's
 /// own inner loop, then the gradient of the second part's loss at the adapted weights over every
 /// decision-MLP weight and bias; for a fold-in model, the default product model, also over the
 /// fold-in's log ridge weights, through the solve), clips it to L2 norm `clip_norm`, and writes
