@@ -226,6 +226,16 @@ fn aggregate(dir: &Path, extra: &[&str]) -> std::process::Output {
     common::trainer(dir, &[&base[..], extra].concat())
 }
 
+/// A noise-free round of six clients out of sixty, clipped at 10.
+const NOISE_FREE_ROUND: [&str; 8] =
+    ["--clip", "10", "--noise-multiplier", "0", "--expected-clients", "6", "--population", "60"];
+
+/// `aggregate --model M --updates U --out O` with [`NOISE_FREE_ROUND`] and `flags`, in `dir`.
+fn aggregate_round(dir: &Path, [model, updates, out]: [&str; 3], flags: &[&str]) -> std::process::Output {
+    let paths = ["federated", "aggregate", "--model", model, "--updates", updates, "--out", out];
+    common::trainer(dir, &[&paths[..], &NOISE_FREE_ROUND[..], flags].concat())
+}
+
 #[test]
 fn a_noise_free_round_with_every_client_is_the_mean_meta_gradient_step() {
     let work = round_dir();
@@ -262,11 +272,9 @@ fn fedadam_rounds_keep_their_moments_in_the_server_state() {
     let work = round_dir();
     let dir = work.path();
     let model = Model::from_path(dir.join("model.mrec")).unwrap();
-    let fixed = ["--clip", "10", "--noise-multiplier", "0", "--expected-clients", "6", "--population", "60"];
-    let adam_flags = ["--server-optimizer", "adam", "--server-lr", "0.01"];
+    let fixed = NOISE_FREE_ROUND;
     let round = |model: &str, updates: &str, out: &str| {
-        let paths = ["federated", "aggregate", "--model", model, "--updates", updates, "--out", out];
-        common::trainer(dir, &[&paths[..], &fixed[..], &adam_flags[..]].concat())
+        aggregate_round(dir, [model, updates, out], &["--server-optimizer", "adam", "--server-lr", "0.01"])
     };
     let mut adam = ServerAdam::default();
     let mut before = model;
@@ -309,11 +317,9 @@ fn fedadam_rounds_keep_their_moments_in_the_server_state() {
 fn aggregate_serves_the_moving_average_of_the_rounds_models() {
     let work = round_dir();
     let dir = work.path();
-    let fixed = ["--clip", "10", "--noise-multiplier", "0", "--expected-clients", "6", "--population", "60"];
-    let average = ["--server-lr", "0.5", "--server-average", "0.9"];
+    let fixed = NOISE_FREE_ROUND;
     let round = |model: &str, updates: &str, out: &str| {
-        let paths = ["federated", "aggregate", "--model", model, "--updates", updates, "--out", out];
-        common::trainer(dir, &[&paths[..], &fixed[..], &average[..]].concat())
+        aggregate_round(dir, [model, updates, out], &["--server-lr", "0.5", "--server-average", "0.9"])
     };
     let mut models = Vec::new();
     for (k, (m, u, out)) in
