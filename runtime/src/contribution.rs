@@ -213,6 +213,10 @@ pub fn decode(bytes: &[u8]) -> Result<Contribution, DecodeError> {
     Ok(Contribution { version, model_id: u64_at(bytes, 8), schema_hash: u64_at(bytes, 16), clip_norm, update })
 }
 
+/// How far under the clip norm a clipped update lands: its norm is `S·(1 − CLIP_MARGIN)`, so
+/// rounding to f32 never takes it above S (and a server can tell clipped updates from the rest).
+pub const CLIP_MARGIN: f64 = 1e-6;
+
 /// Scales `update` in place to L2 norm at most `clip_norm` (flat clipping, DP-FedAvg's
 /// `Δ · min(1, S/‖Δ‖)`), the norm summed in f64. A zero vector stays zero; so does a vector
 /// whose norm is not finite (it cannot be scaled meaningfully, and zero is always within bound).
@@ -222,8 +226,7 @@ pub fn clip(update: &mut [f32], clip_norm: f32) -> f64 {
     if !norm.is_finite() {
         update.fill(0.0);
     } else if norm > f64::from(clip_norm) {
-        // Slightly under S/‖Δ‖ so rounding to f32 never lands above the bound.
-        let scale = (f64::from(clip_norm) / norm) * (1.0 - 1e-6);
+        let scale = (f64::from(clip_norm) / norm) * (1.0 - CLIP_MARGIN);
         for v in update.iter_mut() {
             *v = (f64::from(*v) * scale) as f32;
         }

@@ -482,7 +482,7 @@ impl RoundSum {
             return;
         }
         let norm = blob.update.iter().map(|&v| f64::from(v) * f64::from(v)).sum::<f64>().sqrt();
-        if norm > self.clip * (1.0 + 1e-6) {
+        if norm > self.clip * (1.0 + contribution::CLIP_MARGIN) {
             self.counts.over_clip += 1;
             return;
         }
@@ -490,7 +490,8 @@ impl RoundSum {
             self.counts.duplicate += 1;
             return;
         }
-        if norm < self.clip * (1.0 - 2e-6) {
+        // A clipped update's norm is S·(1 − margin), up to f32 rounding.
+        if norm < self.clip * (1.0 - 2.0 * contribution::CLIP_MARGIN) {
             self.counts.unclipped += 1;
         }
         for (s, v) in self.sum.iter_mut().zip(&blob.update) {
