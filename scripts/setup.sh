@@ -75,10 +75,12 @@ command -v qemu-aarch64 >/dev/null || need_pkgs+=(qemu-user)
 command -v readelf >/dev/null || need_pkgs+=(binutils)
 # The font `trainer report` draws its figures' text with (registered at run time, no font library).
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_pkgs+=(fonts-dejavu-core)
+# apt waits up to 10 minutes for a lock another apt holds (an unattended upgrade, a second
+# setup) instead of failing at once.
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   say "installing Debian packages: ${need_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+  apt-get -o DPkg::Lock::Timeout=600 update -qq && apt-get -o DPkg::Lock::Timeout=600 install -y -qq "${need_pkgs[@]}" >/dev/null
 fi
 
 # Open MPI for the data-parallel training test (`cargo test -p metarec-trainer --features mpi`):
@@ -91,5 +93,5 @@ done
 if [ ${#mpi_pkgs[@]} -gt 0 ]; then
   say "installing Debian packages for MPI: ${mpi_pkgs[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq && apt-get install -y -qq --no-install-recommends "${mpi_pkgs[@]}" >/dev/null
+  apt-get -o DPkg::Lock::Timeout=600 update -qq && apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${mpi_pkgs[@]}" >/dev/null
 fi
