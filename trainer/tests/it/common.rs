@@ -45,6 +45,15 @@ pub fn succeed<S: AsRef<OsStr>>(dir: &Path, args: &[S]) -> Output {
     succeed_command(command().current_dir(dir).args(args))
 }
 
+/// Asserts that a run failed with `naming` in its error output.
+pub fn assert_refused(ran: &Output, naming: &str) {
+    assert!(
+        !ran.status.success() && text(&ran.stderr).contains(naming),
+        "expected a refusal naming {naming:?}: {}",
+        text(&ran.stderr)
+    );
+}
+
 /// Output bytes as text.
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
