@@ -566,24 +566,44 @@ impl ServerAdam {
     }
 }
 
-/// θ ← θ − β·step over the decision MLP, in the flat layout (per layer: weights, then biases),
-/// then for a fold-in head the step on its log ridge weights, λ ← λ·exp(−β·step)
-/// ([`contribution::UpdateLayout`]).
+/// How the server moves a value it steps: a decision-MLP parameter linearly, a fold-in ridge
+/// weight λ through its logarithm (λ ← λ·exp(−β·step), so it stays positive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scale {
+    /// θ ← θ − β·step.
+    Linear,
+    /// log λ ← log λ − β·step.
+    Log,
+}
+
+/// The values the server steps, in the contributions' layout ([`contribution::UpdateLayout`]):
+/// the decision MLP's parameters (per layer: weights, then biases), then a fold-in head's ridge
+/// weights.
+pub fn stepped_values(body: &ModelBody) -> impl Iterator<Item = (f32, Scale)> + '_ {
+    let mlp = body.layers.iter().flat_map(|l| l.weight.iter().chain(&l.bias)).map(|&p| (p, Scale::Linear));
+    let ridge = body.product.fold_in.iter().flat_map(|head| head.ridge.iter()).map(|&l| (l, Scale::Log));
+    mlp.chain(ridge)
+}
+
+/// [`stepped_values`], to write.
+pub fn stepped_values_mut(body: &mut ModelBody) -> impl Iterator<Item = (&mut f32, Scale)> {
+    let mlp = body.layers.iter_mut().flat_map(|l| l.weight.iter_mut().chain(l.bias.iter_mut()));
+    let ridge = body.product.fold_in.iter_mut().flat_map(|head| head.ridge.iter_mut());
+    mlp.map(|p| (p, Scale::Linear)).chain(ridge.map(|l| (l, Scale::Log)))
+}
+
+/// θ ← θ − β·step over [`stepped_values`]: the decision MLP's parameters, then a fold-in
+/// head's log ridge weights, λ ← λ·exp(−β·step).
 pub fn apply_step(body: &mut ModelBody, step: &[f64], server_lr: f64) -> Result<()> {
-    let mut values = step.iter();
-    for layer in &mut body.layers {
-        for p in layer.weight.iter_mut().chain(layer.bias.iter_mut()) {
-            let s = values.next().context("the update is shorter than the model's parameters")?;
-            *p = (f64::from(*p) - server_lr * s) as f32;
-        }
+    let mut steps = step.iter();
+    for (value, scale) in stepped_values_mut(body) {
+        let s = steps.next().context("the update is shorter than the model's parameters and ridge weights")?;
+        *value = match scale {
+            Scale::Linear => f64::from(*value) - server_lr * s,
+            Scale::Log => f64::from(*value) * (-server_lr * s).exp(),
+        } as f32;
     }
-    if let Some(head) = &mut body.product.fold_in {
-        for lambda in &mut head.ridge {
-            let s = values.next().context("the update is shorter than the model's parameters and ridge weights")?;
-            *lambda = (f64::from(*lambda) * (-server_lr * s).exp()) as f32;
-        }
-    }
-    if values.next().is_some() {
+    if steps.next().is_some() {
         bail!("the update is longer than the model's parameters");
     }
     Ok(())

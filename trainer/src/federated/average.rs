@@ -10,6 +10,8 @@
 use anyhow::{bail, Context, Result};
 use metarec_runtime::format::ModelBody;
 
+use super::aggregate::{stepped_values, stepped_values_mut, Scale};
+
 /// The running average of the rounds' models, over the values the server steps (the
 /// contributions' layout: the decision MLP's parameters, then a fold-in head's ridge weights,
 /// averaged as logarithms since the server steps them multiplicatively).
@@ -34,7 +36,7 @@ impl ServerAverage {
     /// `d_t = min(decay, 1 − 1/t)` in the t-th round, so the first rounds average uniformly
     /// rather than lean on the first model.
     pub fn after_round(&mut self, decay: f64, body: &ModelBody) -> Result<()> {
-        let now = stepped_values(body);
+        let now = averaged_values(body);
         self.rounds += 1;
         if self.values.is_empty() {
             self.values = now;
@@ -54,26 +56,25 @@ impl ServerAverage {
     pub fn served(&self, body: &ModelBody) -> Result<ModelBody> {
         let mut served = body.clone();
         let mut values = self.values.iter();
-        for layer in &mut served.layers {
-            for p in layer.weight.iter_mut().chain(layer.bias.iter_mut()) {
-                *p = *values.next().context("the server average is shorter than the model's parameters")? as f32;
-            }
-        }
-        if let Some(head) = &mut served.product.fold_in {
-            for lambda in &mut head.ridge {
-                *lambda = values.next().context("the server average lacks the ridge weights")?.exp() as f32;
-            }
+        for (value, scale) in stepped_values_mut(&mut served) {
+            let v = values.next().context("the server average is shorter than the model's stepped values")?;
+            *value = match scale {
+                Scale::Linear => *v,
+                Scale::Log => v.exp(),
+            } as f32;
         }
         if values.next().is_some() {
-            bail!("the server average is longer than the model's parameters");
+            bail!("the server average is longer than the model's stepped values");
         }
         Ok(served)
     }
 }
 
-/// The values the server steps ([`super::aggregate::apply_step`]'s order), ridge weights as logs.
-fn stepped_values(body: &ModelBody) -> Vec<f64> {
-    let mlp = body.layers.iter().flat_map(|l| l.weight.iter().chain(&l.bias)).map(|&p| f64::from(p));
-    let ridge = body.product.fold_in.iter().flat_map(|head| head.ridge.iter().map(|&l| f64::from(l).ln()));
-    mlp.chain(ridge).collect()
+/// The values the server steps, ridge weights as logarithms (what the average is over).
+fn averaged_values(body: &ModelBody) -> Vec<f64> {
+    let as_averaged = |(value, scale): (f32, Scale)| match scale {
+        Scale::Linear => f64::from(value),
+        Scale::Log => f64::from(value).ln(),
+    };
+    stepped_values(body).map(as_averaged).collect()
 }
