@@ -13,8 +13,10 @@
 //! [`aggregate::noisy_mean`]: the fixed denominator K and N(0, (zS/K)²) noise;
 //! [`aggregate::apply_step`]: θ ← θ − β·(mean + noise)); the round is charged to the privacy
 //! ledger ([`ledger::append`], δ = 1/devices by default). The test users' MSE (the validation
-//! users' with `--eval-on valid`, for tuning) is measured with the runtime as an app would (adapt on the support ratings, score the query ones). The noise and the
-//! sampling are seeded (`--seed`): a simulation is reproducible; a deployment's noise is not.
+//! users' with `--eval-on valid`, for tuning) is measured with the runtime as an app would
+//! (adapt on the support ratings, score the query ones), on the averaged model under
+//! `--server-average` ([`super::average`]). The noise and the sampling are seeded (`--seed`): a
+//! simulation is reproducible; a deployment's noise is not.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
