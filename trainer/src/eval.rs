@@ -6,7 +6,7 @@ use core::fmt::Write as _;
 use crate::data::Dataset;
 use crate::model::{tensor_values, MetaModel, Order, TaskBatch};
 use crate::objective::{Loss as _, Objective};
-use crate::split::Task;
+use crate::split::{csv_field, Task};
 
 /// One user's query ratings and a method's predictions for them.
 #[derive(Debug, Clone)]
@@ -399,4 +399,33 @@ pub fn user_mse(user: &UserPredictions) -> f64 {
 /// nDCG@k averaged over users (0 for no users).
 pub fn mean_ndcg(users: &[UserPredictions], k: usize) -> f64 {
     users.iter().map(|u| ndcg_at(&u.truth, &u.predicted, k)).sum::<f64>() / users.len().max(1) as f64
+}
+
+/// Header of the file `trainer eval --predictions` writes.
+pub const PREDICTIONS_HEADER: &str = "method,user_id,item_id,truth,prediction";
+
+/// Writes every row's query predictions in long form, one line per (row, user, query entry):
+/// the row's name as the table prints it, the user's and the item's ids, the true rating (0/1
+/// label for clicks) and the prediction (a click probability for clicks). Each row must hold
+/// one entry per task of `tasks`, in order, as [`method_rows`] and the baselines make them.
+pub fn write_predictions(
+    out: &mut dyn std::io::Write,
+    data: &Dataset,
+    tasks: &[Task],
+    rows: &[(String, Vec<UserPredictions>)],
+) -> anyhow::Result<()> {
+    writeln!(out, "{PREDICTIONS_HEADER}")?;
+    for (name, users) in rows {
+        anyhow::ensure!(users.len() == tasks.len(), "row {name:?} holds {} users, not {}", users.len(), tasks.len());
+        for (user, task) in users.iter().zip(tasks) {
+            let aligned = user.user == task.user && user.predicted.len() == task.query.len();
+            anyhow::ensure!(aligned, "row {name:?}: user {} is not in the evaluated users' order", user.user);
+            let user_id = csv_field(&data.users[task.user as usize].id);
+            for ((rating, truth), predicted) in task.query.iter().zip(&user.truth).zip(&user.predicted) {
+                let item_id = csv_field(&data.items[rating.item as usize].id);
+                writeln!(out, "{},{user_id},{item_id},{truth},{predicted}", csv_field(name))?;
+            }
+        }
+    }
+    Ok(())
 }

@@ -198,6 +198,14 @@ struct EvalArgs {
     /// users: compare settings on them, never on the test users).
     #[arg(long, value_enum, default_value_t = EvalOn::Test)]
     eval_on: EvalOn,
+    /// Also write every row's query predictions to this CSV file
+    /// (`method,user_id,item_id,truth,prediction`, one line per evaluated query entry), for
+    /// analyses of your own; an existing file is refused unless --force.
+    #[arg(long)]
+    predictions: Option<PathBuf>,
+    /// Replace an existing --predictions file.
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -434,6 +442,9 @@ fn export(args: &ExportArgs) -> Result<()> {
 }
 
 fn evaluate(args: &EvalArgs) -> Result<()> {
+    if let Some(path) = &args.predictions {
+        fsutil::refuse_existing_file("--predictions", path, args.force)?;
+    }
     let device = parse_device(&args.device)?;
     let (info, data, split, trained) = RunDir(args.run.clone()).load_trained_from(device, args.data.as_deref())?;
     let mut device_models = Vec::new();
@@ -458,6 +469,11 @@ fn evaluate(args: &EvalArgs) -> Result<()> {
         rows.push(mf::baseline_row(data.items.len(), &split, objective, &info.spec.config, info.seed, users));
     }
     print_table(&data, objective, &split, args.eval_on, &rows);
+    if let Some(path) = &args.predictions {
+        fsutil::write_atomic_with(path, |out| eval::write_predictions(out, &data, users, &rows))
+            .with_context(|| format!("writing --predictions {}", path.display()))?;
+        println!("wrote the predictions to {}", path.display());
+    }
     Ok(())
 }
 

@@ -434,7 +434,7 @@ impl Split {
 }
 
 /// Quotes an id that contains a comma, quote or line break (CSV).
-fn csv_field(id: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn csv_field(id: &str) -> std::borrow::Cow<'_, str> {
     if id.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", id.replace('"', "\"\"")).into()
     } else {

@@ -380,3 +380,39 @@ fn export_help_says_what_compact_tables_shrink() {
     assert!(help.contains("Only the tables shrink"), "{help}");
     assert!(help.contains("--force") && help.contains("--data"), "{help}");
 }
+
+#[test]
+fn eval_writes_every_rows_predictions() {
+    let work = workspace();
+    let dir = work.path();
+    succeed(dir, &train_args("data", "ctr-run", &["--seed", "3", "--task", "click"]));
+    let args = ["eval", "--run", "ctr-run", "--device", "cpu", "--predictions", "p.csv"];
+    let printed = String::from_utf8_lossy(&succeed(dir, &args).stdout).into_owned();
+    let file = std::fs::read_to_string(dir.join("p.csv")).unwrap();
+    let mut lines = file.lines();
+    assert_eq!(lines.next(), Some(metarec_trainer::eval::PREDICTIONS_HEADER));
+    let mut rows: std::collections::BTreeMap<String, (Vec<f32>, Vec<f32>)> = Default::default();
+    for line in lines {
+        let fields: Vec<&str> = line.split(',').collect();
+        assert_eq!(fields.len(), 5, "{line}");
+        let row = rows.entry(fields[0].to_string()).or_default();
+        row.0.push(fields[3].parse().unwrap());
+        row.1.push(fields[4].parse().unwrap());
+    }
+    let entries: usize = printed.split("query labels: ").nth(1).unwrap().split(')').next().unwrap().parse().unwrap();
+    for name in ["MeLU (5 steps)", "MeLU without adaptation", "global + item + user bias", "MF fold-in"] {
+        let (labels, scores) = &rows[name];
+        assert_eq!(labels.len(), entries, "{name}");
+        // The file's predictions give the AUC the table printed for that row.
+        let auc = metarec_trainer::eval::auc(labels, scores).unwrap();
+        let line = printed.lines().find(|l| l.starts_with(name) && !l[name.len()..].starts_with(" without")).unwrap();
+        let shown: f64 = line[name.len()..].split_whitespace().next().unwrap().parse().unwrap();
+        assert!((auc - shown).abs() <= 5e-5, "{name}: {auc} from the file, {shown} printed");
+    }
+    let before = std::fs::read(dir.join("p.csv")).unwrap();
+    refused(dir, &args, "--predictions p.csv already exists; pass --force");
+    let mut forced = args.to_vec();
+    forced.push("--force");
+    succeed(dir, &forced);
+    assert_eq!(std::fs::read(dir.join("p.csv")).unwrap(), before, "the same run writes the same predictions");
+}
