@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use crate::common::{changes, snapshot, succeed, trainer, SMALL_MODEL};
+use crate::common::{changes, snapshot, succeed, succeed_command, trainer, SMALL_MODEL};
 
 fn train_args<'a>(data: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = vec!["train", "--data", data, "--out", out];
@@ -381,6 +381,8 @@ fn export_help_says_what_compact_tables_shrink() {
     assert!(help.contains("--force") && help.contains("--data"), "{help}");
 }
 
+/// `eval --predictions`: one line per row and query entry, the figures the table prints, and an
+/// existing file kept unless --force.
 #[test]
 fn eval_writes_every_rows_predictions() {
     let work = workspace();
@@ -408,6 +410,21 @@ fn eval_writes_every_rows_predictions() {
         let line = printed.lines().find(|l| l.starts_with(name) && !l[name.len()..].starts_with(" without")).unwrap();
         let shown: f64 = line[name.len()..].split_whitespace().next().unwrap().parse().unwrap();
         assert!((auc - shown).abs() <= 5e-5, "{name}: {auc} from the file, {shown} printed");
+    }
+    // scripts/click_ceiling.py reads the file: its AUCs (an independent implementation) agree,
+    // and knowing each user's true click rate can only raise the pooled AUC of a row that
+    // ranks within users as well as it ranks between them.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/click_ceiling.py");
+    let ceiling = succeed_command(std::process::Command::new("python3").arg(script).arg(dir.join("p.csv")));
+    let ceiling = String::from_utf8_lossy(&ceiling.stdout).into_owned();
+    for name in ["MeLU (5 steps)", "global + item + user bias"] {
+        let shown = |text: &str| -> Vec<f64> {
+            let line = text.lines().find(|l| l.starts_with(name) && !l[name.len()..].starts_with(" without")).unwrap();
+            line[name.len()..].split_whitespace().map(|v| v.parse().unwrap()).collect()
+        };
+        let (table, script) = (shown(&printed), shown(&ceiling));
+        assert!((table[0] - script[0]).abs() <= 1e-4 && (table[1] - script[1]).abs() <= 1e-4, "{printed}\n{ceiling}");
+        assert!((0.5..=1.0).contains(&script[2]), "{ceiling}");
     }
     let before = std::fs::read(dir.join("p.csv")).unwrap();
     refused(dir, &args, "--predictions p.csv already exists; pass --force");
