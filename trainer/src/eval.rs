@@ -416,6 +416,7 @@ pub fn write_predictions(
 ) -> anyhow::Result<()> {
     writeln!(out, "{PREDICTIONS_HEADER}")?;
     for (name, users) in rows {
+        let method = csv_field(name);
         anyhow::ensure!(users.len() == tasks.len(), "row {name:?} holds {} users, not {}", users.len(), tasks.len());
         for (user, task) in users.iter().zip(tasks) {
             let aligned = user.user == task.user && user.predicted.len() == task.query.len();
@@ -423,7 +424,7 @@ pub fn write_predictions(
             let user_id = csv_field(&data.users[task.user as usize].id);
             for ((rating, truth), predicted) in task.query.iter().zip(&user.truth).zip(&user.predicted) {
                 let item_id = csv_field(&data.items[rating.item as usize].id);
-                writeln!(out, "{},{user_id},{item_id},{truth},{predicted}", csv_field(name))?;
+                writeln!(out, "{method},{user_id},{item_id},{truth},{predicted}")?;
             }
         }
     }
