@@ -226,7 +226,7 @@ pub fn command(args: &AggregateArgs) -> Result<()> {
     };
     let step = server.step(mean, adam)?;
     apply_step(&mut body, &step, server.server_lr)?;
-    let next_bytes = format::encode(&body).map_err(|e| anyhow::anyhow!("encoding the next model: {}", e.message()))?;
+    let next_bytes = encode(&body, "the next model")?;
     let next = Model::from_bytes(&next_bytes).map_err(|e| anyhow::anyhow!("the next model: {}", e.message()))?;
     let fitted = (counts.unclipped, counts.accepted);
     let next_clip = rule.map(|r| r.after_round(clip, fitted, args.expected_clients, &mut *rng)).transpose()?;
@@ -269,8 +269,7 @@ fn average_path(args: &AggregateArgs) -> Option<PathBuf> {
 /// Folds the stepped `body` into `average` and writes the averaged model to `out`.
 fn write_average(average: &mut ServerAverage, decay: f64, body: &ModelBody, out: &Path) -> Result<()> {
     average.after_round(decay, body)?;
-    let served = format::encode(&average.served(body)?)
-        .map_err(|e| anyhow::anyhow!("encoding the averaged model: {}", e.message()))?;
+    let served = encode(&average.served(body)?, "the averaged model")?;
     fsutil::write_atomic(out, &served).with_context(|| format!("writing --average-out {}", out.display()))
 }
 
@@ -590,6 +589,12 @@ pub fn stepped_values_mut(body: &mut ModelBody) -> impl Iterator<Item = (&mut f3
     let mlp = body.layers.iter_mut().flat_map(|l| l.weight.iter_mut().chain(l.bias.iter_mut()));
     let ridge = body.product.fold_in.iter_mut().flat_map(|head| head.ridge.iter_mut());
     mlp.map(|p| (p, Scale::Linear)).chain(ridge.map(|l| (l, Scale::Log)))
+}
+
+/// A model file's bytes for `body`; an error names `what` was being encoded (e.g. "the next
+/// model").
+pub fn encode(body: &ModelBody, what: &str) -> Result<Vec<u8>> {
+    format::encode(body).map_err(|e| anyhow::anyhow!("encoding {what}: {}", e.message()))
 }
 
 /// θ ← θ − β·step over [`stepped_values`]: the decision MLP's parameters, then a fold-in

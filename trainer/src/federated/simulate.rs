@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use metarec_runtime::format::{self, ModelBody};
+use metarec_runtime::format::ModelBody;
 use metarec_runtime::{contribution, Model, Session};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -268,13 +268,13 @@ fn train_central(args: &SimulateArgs, split: &Path) -> Result<ModelBody> {
     train::train(&config).context("training the central model")?;
     let (info, data, _, trained) = RunDir(run).load_trained_from(tch::Device::Cpu, None)?;
     let body = crate::export::model_body(&info, &data, &trained)?;
-    let bytes = format::encode(&body).map_err(|e| anyhow::anyhow!("encoding the central model: {}", e.message()))?;
+    let bytes = aggregate::encode(&body, "the central model")?;
     fsutil::write_atomic(&args.out.join("initial.mrec"), &bytes)?;
     Ok(body)
 }
 
 fn model_of(body: &ModelBody) -> Result<Model> {
-    let bytes = format::encode(body).map_err(|e| anyhow::anyhow!("encoding the model: {}", e.message()))?;
+    let bytes = aggregate::encode(body, "the model")?;
     Model::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("the model: {}", e.message()))
 }
 
@@ -347,12 +347,9 @@ fn simulate(args: &SimulateArgs, population: &Population, body: &mut ModelBody) 
         report_row(&row, started);
         rows.push(row);
     }
-    fsutil::write_atomic(
-        &args.out.join("model.mrec"),
-        &format::encode(body).map_err(|e| anyhow::anyhow!("{}", e.message()))?,
-    )?;
+    fsutil::write_atomic(&args.out.join("model.mrec"), &aggregate::encode(body, "the last model")?)?;
     if let Some((_, average)) = &average {
-        let served = format::encode(&average.served(body)?).map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+        let served = aggregate::encode(&average.served(body)?, "the averaged model")?;
         fsutil::write_atomic(&args.out.join("average.mrec"), &served)?;
     }
     Ok(rows)
