@@ -381,6 +381,13 @@ fn export_help_says_what_compact_tables_shrink() {
     assert!(help.contains("--force") && help.contains("--data"), "{help}");
 }
 
+/// The figures after a row's name in a printed table (`name` itself, not `name without …`).
+fn row_figures(text: &str, name: &str) -> Vec<f64> {
+    let line = text.lines().find(|l| l.starts_with(name) && !l[name.len()..].starts_with(" without"));
+    let line = line.unwrap_or_else(|| panic!("no row {name:?} in:\n{text}"));
+    line[name.len()..].split_whitespace().map(|v| v.parse().unwrap()).collect()
+}
+
 /// `eval --predictions`: one line per row and query entry, the figures the table prints, and an
 /// existing file kept unless --force.
 #[test]
@@ -407,22 +414,16 @@ fn eval_writes_every_rows_predictions() {
         assert_eq!(labels.len(), entries, "{name}");
         // The file's predictions give the AUC the table printed for that row.
         let auc = metarec_trainer::eval::auc(labels, scores).unwrap();
-        let line = printed.lines().find(|l| l.starts_with(name) && !l[name.len()..].starts_with(" without")).unwrap();
-        let shown: f64 = line[name.len()..].split_whitespace().next().unwrap().parse().unwrap();
+        let shown = row_figures(&printed, name)[0];
         assert!((auc - shown).abs() <= 5e-5, "{name}: {auc} from the file, {shown} printed");
     }
-    // scripts/click_ceiling.py reads the file: its AUCs (an independent implementation) agree,
-    // and knowing each user's true click rate can only raise the pooled AUC of a row that
-    // ranks within users as well as it ranks between them.
+    // scripts/click_ceiling.py reads the file: its AUC and per-user AUC (an independent
+    // implementation) agree with the table, and its oracle's pooled AUC is an AUC.
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/click_ceiling.py");
     let ceiling = succeed_command(std::process::Command::new("python3").arg(script).arg(dir.join("p.csv")));
     let ceiling = String::from_utf8_lossy(&ceiling.stdout).into_owned();
     for name in ["MeLU (5 steps)", "global + item + user bias"] {
-        let shown = |text: &str| -> Vec<f64> {
-            let line = text.lines().find(|l| l.starts_with(name) && !l[name.len()..].starts_with(" without")).unwrap();
-            line[name.len()..].split_whitespace().map(|v| v.parse().unwrap()).collect()
-        };
-        let (table, script) = (shown(&printed), shown(&ceiling));
+        let (table, script) = (row_figures(&printed, name), row_figures(&ceiling, name));
         assert!((table[0] - script[0]).abs() <= 1e-4 && (table[1] - script[1]).abs() <= 1e-4, "{printed}\n{ceiling}");
         assert!((0.5..=1.0).contains(&script[2]), "{ceiling}");
     }
